@@ -1,0 +1,60 @@
+"""Composition root: build the window, open what was asked, run the event loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from medview import __version__
+from medview.config import resources_dir
+
+SAMPLE_SERIES = Path("samples") / "totalsegmentator_ct" / "dicom"
+SAMPLE_MASK = Path("samples") / "totalsegmentator_ct" / "liver_mask.nii.gz"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Command line: paths to open, or --sample for the bundled study."""
+    parser = argparse.ArgumentParser(prog="medview", description="MedView: offline medical image viewer.")
+    parser.add_argument("paths", nargs="*", type=Path, help="DICOM folders/files/zips, NIfTI or NRRD volumes")
+    parser.add_argument("--sample", action="store_true", help="open the bundled sample CT with its liver mask")
+    parser.add_argument("--version", action="version", version=f"MedView {__version__}")
+    return parser.parse_args(list(argv))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Start the GUI; returns the exit code."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from medview.ui.dialogs import install_excepthook
+    from medview.ui.main_window import MainWindow
+    from medview.ui.qt import QtWidgets
+    from medview.ui.theme import apply_dark_theme
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
+    app.setApplicationName("MedView")
+    app.setApplicationVersion(__version__)
+    apply_dark_theme(app)
+    window = MainWindow()
+    install_excepthook(lambda: window)
+    window.show()
+    if args.sample:
+        open_sample(window)
+    elif args.paths:
+        window.open_paths(args.paths)
+    return app.exec()
+
+
+def open_sample(window: object) -> None:
+    """Open the bundled CT series and, once it is loaded, its reference liver mask."""
+    series, mask = resources_dir() / SAMPLE_SERIES, resources_dir() / SAMPLE_MASK
+
+    def add_mask(_volume: object) -> None:
+        window.volume_loaded.disconnect(add_mask)  # type: ignore[attr-defined]
+        window.load_mask(mask)  # type: ignore[attr-defined]
+
+    window.volume_loaded.connect(add_mask)  # type: ignore[attr-defined]
+    window.open_paths([series])  # type: ignore[attr-defined]

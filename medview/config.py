@@ -1,0 +1,105 @@
+"""User settings: window presets, recent files; JSON in the user's config folder.
+
+Versioned with ``schema_version`` so a newer file is never misread by an older
+app: unknown versions fall back to defaults (and the file is left untouched).
+Writes are atomic (write a temporary file, then rename) so a crash or a kill
+never leaves a half-written settings file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from platformdirs import user_config_dir
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MAX_RECENT = 10
+
+#: (center, width) in HU, the usual CT windows; users may change them in the settings file
+DEFAULT_WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "Lung": (-600.0, 1500.0),
+    "Abdomen": (40.0, 400.0),
+    "Liver": (30.0, 150.0),
+    "Bone": (400.0, 1800.0),
+    "Brain": (40.0, 80.0),
+}
+
+
+def config_dir() -> Path:
+    """Where settings live; ``MEDVIEW_CONFIG_DIR`` overrides (tests, portable installs)."""
+    override = os.environ.get("MEDVIEW_CONFIG_DIR")
+    return Path(override) if override else Path(user_config_dir("MedView", appauthor=False))
+
+
+@dataclass
+class Settings:
+    """Everything MedView remembers between sessions."""
+
+    schema_version: int = SCHEMA_VERSION
+    window_presets: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_WINDOW_PRESETS))
+    recent_paths: list[str] = field(default_factory=list)
+    last_directory: str = ""
+
+    def add_recent(self, path: Path | str) -> None:
+        """Put ``path`` first in the recent list, without duplicates."""
+        text = str(path)
+        self.recent_paths = [text, *(p for p in self.recent_paths if p != text)][:MAX_RECENT]
+
+    @classmethod
+    def load(cls, folder: Path | None = None) -> Settings:
+        """Read the settings file; any problem gives defaults and a log line, never a crash."""
+        path = (folder or config_dir()) / "settings.json"
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as error:
+            log.warning("settings file %s unreadable (%s): using defaults", path, error)
+            return cls()
+        if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+            log.warning(
+                "settings file %s has schema %r, expected %s: using defaults",
+                path,
+                raw.get("schema_version") if isinstance(raw, dict) else None,
+                SCHEMA_VERSION,
+            )
+            return cls()
+        settings = cls()
+        presets = raw.get("window_presets")
+        if isinstance(presets, dict):
+            settings.window_presets = {
+                str(name): (float(value[0]), float(value[1]))
+                for name, value in presets.items()
+                if isinstance(value, list | tuple) and len(value) == 2 and float(value[1]) > 0
+            }
+        recent = raw.get("recent_paths")
+        if isinstance(recent, list):
+            settings.recent_paths = [str(p) for p in recent][:MAX_RECENT]
+        settings.last_directory = str(raw.get("last_directory", ""))
+        return settings
+
+    def save(self, folder: Path | None = None) -> None:
+        """Write atomically; failures are logged, the session goes on."""
+        folder = folder or config_dir()
+        path = folder / "settings.json"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".json.tmp")
+            temporary.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except OSError as error:
+            log.warning("could not save settings to %s: %s", path, error)
+
+
+def resources_dir() -> Path:
+    """The bundled resources (sample data, model bundles); ``MEDVIEW_RESOURCES`` overrides."""
+    override = os.environ.get("MEDVIEW_RESOURCES")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "resources"

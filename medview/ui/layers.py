@@ -1,0 +1,116 @@
+"""Overlay layers drawn over the CT image: label masks, heatmaps, measurements.
+
+A layer holds numpy data on the volume's ``[z, y, x]`` grid and its display
+settings; ``LayerStack`` announces changes so every slice view redraws.  The
+slice views cut each layer with the same ``planes.extract_plane`` as the image,
+so overlays cannot be misregistered against the anatomy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medview.ui.qt import QtCore, pg
+
+#: colours of label values 1, 2, ... (RGB); label 0 is transparent
+LABEL_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (255, 64, 64),
+    (64, 200, 255),
+    (255, 200, 0),
+    (120, 255, 120),
+    (220, 90, 255),
+    (255, 140, 40),
+)
+
+
+@dataclass(eq=False)
+class Layer:
+    """What every layer has: a name, visibility and opacity."""
+
+    name: str
+    visible: bool = True
+    opacity: float = 0.5
+
+
+@dataclass(eq=False)
+class LabelLayer(Layer):
+    """An integer label mask (0 = background) with a colour per label."""
+
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1), np.uint8))
+    names: dict[int, str] = field(default_factory=dict)
+    colours: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    outline_only: bool = False
+
+    def colour(self, label: int) -> tuple[int, int, int]:
+        """Display colour of ``label``: chosen, or from the default palette."""
+        return self.colours.get(label, LABEL_COLOURS[(label - 1) % len(LABEL_COLOURS)])
+
+    def lookup_table(self) -> np.ndarray:
+        """RGBA table indexed by label value; alpha 255 where drawn (opacity is applied on the item)."""
+        top = max(int(self.labels.max()), 1)
+        table = np.zeros((top + 1, 4), np.uint8)
+        for label in range(1, top + 1):
+            table[label, :3] = self.colour(label)
+            table[label, 3] = 255
+        return table
+
+
+@dataclass(eq=False)
+class HeatmapLayer(Layer):
+    """A continuous map (probability, Grad-CAM) shown with a colour map and a colour bar."""
+
+    values: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1), np.float32))
+    levels: tuple[float, float] = (0.0, 1.0)
+    colormap: str = "inferno"
+    #: values below this are transparent so the anatomy shows through
+    threshold: float | None = None
+
+    def lookup_table(self) -> np.ndarray:
+        """RGBA table of 256 entries from the colour map."""
+        return pg.colormap.get(self.colormap).getLookupTable(nPts=256, alpha=True)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """Keep only the border pixels of each labelled region of a 2-D label image."""
+    border = np.zeros(mask.shape, dtype=bool)
+    border[1:, :] |= mask[1:, :] != mask[:-1, :]
+    border[:-1, :] |= mask[:-1, :] != mask[1:, :]
+    border[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+    border[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+    return np.where(border, mask, 0)
+
+
+class LayerStack(QtCore.QObject):
+    """The ordered overlays of one volume; views listen to ``changed``."""
+
+    changed = QtCore.Signal()
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self.layers: list[Layer] = []
+        self.show_measurements = True
+
+    def add(self, layer: Layer) -> None:
+        """Add a layer on top."""
+        self.layers.append(layer)
+        self.changed.emit()
+
+    def remove(self, layer: Layer) -> None:
+        """Remove a layer."""
+        self.layers.remove(layer)
+        self.changed.emit()
+
+    def clear(self) -> None:
+        """Remove every layer (a new volume was opened)."""
+        self.layers.clear()
+        self.changed.emit()
+
+    def update(self, layer: Layer, **settings: object) -> None:
+        """Change display settings of ``layer`` (visible, opacity, outline_only, ...)."""
+        for key, value in settings.items():
+            if not hasattr(layer, key):
+                raise AttributeError(f"{type(layer).__name__} has no setting {key!r}")
+            setattr(layer, key, value)
+        self.changed.emit()

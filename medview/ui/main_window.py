@@ -1,0 +1,461 @@
+"""The main window: study browser, MPR viewer, tags and layers, all loading in the background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medview.config import Settings
+from medview.errors import MedviewError
+from medview.io.dicom import DicomSource, ScanResult, SeriesInfo, decode_slice, scan_paths, tag_rows
+from medview.io.dicom import load_series as load_dicom_series
+from medview.io.volume import Volume
+from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
+from medview.ui.layers import LabelLayer, LayerStack
+from medview.ui.mpr_view import MprView
+from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
+from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.workers import Task, TaskRunner
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+MASK_FILTER = "Masks (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.dcm);;All files (*)"
+
+
+def is_volume_file(path: Path) -> bool:
+    """NIfTI/NRRD/MetaImage files open as volumes, everything else is scanned as DICOM."""
+    return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def source_from_label(label: str) -> DicomSource:
+    """Turn a ``Volume.slice_files`` entry (``file`` or ``archive.zip!member``) back into a source."""
+    if "!" in label:
+        archive, member = label.split("!", 1)
+        if archive.lower().endswith(".zip") and Path(archive).is_file():
+            return DicomSource(Path(archive), member)
+    return DicomSource(Path(label))
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """Everything a radiologist needs to open and read a CT study."""
+
+    volume_loaded = QtCore.Signal(object)  # Volume, once fully decoded
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__()
+        self.setObjectName("main_window")
+        self.setWindowTitle("MedView")
+        self.setAcceptDrops(True)
+        self.settings = settings or Settings.load()
+        self.tasks = TaskRunner(self)
+        self.layers = LayerStack(self)
+        self.volume: Volume | None = None
+        self.load_task: Task | None = None
+        self.problems: list[str] = []
+        self._first_slice_shown = False
+
+        self.mpr = MprView(self.layers)
+        self.setCentralWidget(self.mpr)
+        self.browser = StudyBrowserPanel()
+        self.tags = TagBrowserPanel()
+        self.layers_panel = LayersPanel(self.layers)
+        self._dock("Studies", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Layers", self.layers_panel, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tags_dock = self._dock("DICOM tags", self.tags, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tags_dock.hide()
+
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setVisible(False)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel_loading)
+        self.cursor_label = QtWidgets.QLabel()
+        self.statusBar().addPermanentWidget(self.cursor_label)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.cancel_button)
+
+        self.cine_timer = QtCore.QTimer(self)
+        self.cine_timer.timeout.connect(self._cine_step)
+        self.partial_refresh = QtCore.QTimer(self)
+        self.partial_refresh.setInterval(250)
+        self.partial_refresh.timeout.connect(self.mpr.refresh)
+        self.tag_timer = QtCore.QTimer(self, singleShot=True, interval=150)
+        self.tag_timer.timeout.connect(self._update_tags)
+
+        self._build_actions()
+        self.browser.series_activated.connect(self.load_series)
+        self.mpr.axial.slice_changed.connect(lambda _i: self.tag_timer.start())
+        self.tags_dock.visibilityChanged.connect(lambda visible: visible and self.tag_timer.start())
+        for view in self.mpr.views.values():
+            view.hovered.connect(self._on_hovered)
+        self.resize(1400, 900)
+
+    # ------------------------------------------------------------------ building
+
+    def _dock(self, title: str, widget: QtWidgets.QWidget, area: QtCore.Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(f"{widget.objectName()}_dock")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(
+        self, text: str, slot: object, shortcut: str | QtGui.QKeySequence | None = None, checkable: bool = False
+    ) -> QtGui.QAction:
+        action = QtGui.QAction(text, self)
+        if shortcut:
+            action.setShortcut(QtGui.QKeySequence(shortcut))
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        self.all_actions.append(action)
+        return action
+
+    def _build_actions(self) -> None:
+        self.all_actions: list[QtGui.QAction] = []
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(self._action("Open &folder…", self._choose_folder, QtGui.QKeySequence.StandardKey.Open))
+        file_menu.addAction(self._action("Open f&iles (DICOM, zip, DICOMDIR)…", self._choose_files, "Ctrl+Shift+O"))
+        file_menu.addAction(self._action("Open &volume (NIfTI, NRRD)…", self._choose_volume))
+        self.recent_menu = file_menu.addMenu("&Recent")
+        self._rebuild_recent()
+        file_menu.addSeparator()
+        file_menu.addAction(self._action("Show &problems of the last open", self.show_problems))
+        file_menu.addAction(self._action("&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit))
+
+        overlay_menu = menu.addMenu("&Overlay")
+        overlay_menu.addAction(self._action("Load &mask (NIfTI, NRRD, DICOM SEG)…", self._choose_mask, "Ctrl+M"))
+
+        view_menu = menu.addMenu("&View")
+        toolbar = self.addToolBar("Tools")
+        toolbar.setObjectName("tools_toolbar")
+        tools = QtGui.QActionGroup(self)
+        for tool, text, key in (
+            ("navigate", "Navigate", "Esc"),
+            ("distance", "Distance", "D"),
+            ("rectangle", "Rectangle ROI", "B"),
+            ("ellipse", "Ellipse ROI", "E"),
+        ):
+            action = self._action(text, lambda _c=False, t=tool: self.mpr.set_tool(t), key, checkable=True)
+            action.setObjectName(f"tool_{tool}")
+            action.setChecked(tool == "navigate")
+            tools.addAction(action)
+            toolbar.addAction(action)
+            view_menu.addAction(action)
+        toolbar.addSeparator()
+        view_menu.addSeparator()
+        self.preset_box = QtWidgets.QComboBox()
+        self.preset_box.setObjectName("preset_box")
+        self.preset_box.addItem("Window preset…")
+        for number, name in enumerate(self.settings.window_presets, start=1):
+            self.preset_box.addItem(name)
+            action = self._action(
+                f"{name} window", lambda _c=False, n=name: self.apply_preset(n), str(number) if number < 10 else None
+            )
+            view_menu.addAction(action)
+        self.preset_box.textActivated.connect(
+            lambda name: self.apply_preset(name) if name in self.settings.window_presets else None
+        )
+        toolbar.addWidget(self.preset_box)
+        toolbar.addSeparator()
+        self.cine_action = self._action("Cine", self.toggle_cine, "Space", checkable=True)
+        toolbar.addAction(self.cine_action)
+        self.cine_fps = QtWidgets.QSpinBox(minimum=1, maximum=60, value=10, suffix=" fps")
+        self.cine_fps.valueChanged.connect(lambda fps: self.cine_timer.setInterval(int(1000 / fps)))
+        toolbar.addWidget(self.cine_fps)
+        view_menu.addAction(self.cine_action)
+        self.single_action = self._action(
+            "Axial only", lambda checked: self.mpr.set_single(checked), "F2", checkable=True
+        )
+        view_menu.addAction(self.single_action)
+        view_menu.addAction(
+            self._action("Reset zoom", lambda: [v.reset_view() for v in self.mpr.views.values()], "Ctrl+0")
+        )
+        view_menu.addSeparator()
+        for dock in self.findChildren(QtWidgets.QDockWidget):
+            view_menu.addAction(dock.toggleViewAction())
+
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(
+            self._action("&Keyboard shortcuts", self.show_shortcuts, QtGui.QKeySequence.StandardKey.HelpContents)
+        )
+        help_menu.addAction(self._action("&About MedView", self.show_about))
+
+    def _rebuild_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent_paths:
+            self.recent_menu.addAction(path, lambda p=path: self.open_paths([Path(p)]))
+        self.recent_menu.setEnabled(bool(self.settings.recent_paths))
+
+    # ------------------------------------------------------------------ opening
+
+    def _choose_folder(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open DICOM folder", self.settings.last_directory)
+        if folder:
+            self.open_paths([Path(folder)])
+
+    def _choose_files(self) -> None:
+        files, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Open DICOM files", self.settings.last_directory)
+        if files:
+            self.open_paths([Path(f) for f in files])
+
+    def _choose_volume(self) -> None:
+        file, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open volume", self.settings.last_directory, "Volumes (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd)"
+        )
+        if file:
+            self.open_paths([Path(file)])
+
+    def _choose_mask(self) -> None:
+        file, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load mask", self.settings.last_directory, MASK_FILTER)
+        if file:
+            self.load_mask(Path(file))
+
+    def open_paths(self, paths: list[Path]) -> Task | None:
+        """Open dropped or chosen paths: NIfTI/NRRD volumes directly, the rest scanned for DICOM."""
+        if not paths:
+            return None
+        self.settings.last_directory = str(paths[0].parent if paths[0].is_file() else paths[0])
+        for path in paths:
+            self.settings.add_recent(path)
+        self._rebuild_recent()
+        self.settings.save()
+        volumes = [p for p in paths if is_volume_file(p)]
+        if volumes:
+            return self.load_volume_file(volumes[0])
+        task = Task(lambda progress, cancelled, _partial: scan_paths(paths, progress, cancelled), "Scanning for DICOM")
+        task.signals.succeeded.connect(self._on_scanned)
+        return self._start(task, "Scanning…")
+
+    def _on_scanned(self, result: ScanResult) -> None:
+        self.problems = [str(p) for p in result.problems]
+        self.browser.add_series(result.series)
+        self._start_thumbnails(result.series)
+        if result.problems:
+            self.statusBar().showMessage(
+                f"{len(result.problems)} file(s) skipped — File > Show problems for the list", 10000
+            )
+            if not result.series:
+                self.show_problems()
+        if result.series:
+            self.load_series(max(result.series, key=lambda s: s.slice_count))
+
+    def _start_thumbnails(self, series_list: list[SeriesInfo]) -> None:
+        def work(_progress: object, cancelled: object, partial: object) -> None:
+            for series in series_list:
+                if cancelled():  # type: ignore[operator]
+                    return
+                try:
+                    plane = decode_slice(series.slices[len(series.slices) // 2])
+                except MedviewError:
+                    continue
+                partial((series, plane))  # type: ignore[operator]
+
+        def show(item: tuple[SeriesInfo, np.ndarray]) -> None:
+            series, plane = item
+            self.browser.set_thumbnail(series, thumbnail_image(plane, series.window or (40.0, 400.0)))
+
+        task = Task(work, "Making thumbnails")
+        task.signals.partial.connect(show)
+        self.tasks.start(task)
+
+    def load_series(self, series: SeriesInfo) -> Task:
+        """Decode a series in the background; the first slice shows as soon as it is ready."""
+        self.cancel_loading()
+        self._first_slice_shown = False
+
+        def work(progress: object, cancelled: object, partial: object) -> Volume:
+            return load_dicom_series(series, progress, cancelled, lambda volume, z: partial((volume, z)))  # type: ignore[arg-type, misc]
+
+        task = Task(work, f"Loading {series.display_name}")
+        task.signals.partial.connect(lambda item, t=task: self._on_slice_decoded(item) if t is self.load_task else None)
+        task.signals.succeeded.connect(
+            lambda volume, t=task: self._on_volume_loaded(volume) if t is self.load_task else None
+        )
+        self.load_task = task
+        self.partial_refresh.start()
+        return self._start(task, f"Loading {series.display_name}…")
+
+    def load_volume_file(self, path: Path) -> Task:
+        """Open a NIfTI/NRRD/MetaImage volume in the background."""
+        self.cancel_loading()
+        self._first_slice_shown = False
+
+        def work(_progress: object, _cancelled: object, _partial: object) -> Volume:
+            from medview.io.volume_files import read_volume
+
+            return read_volume(path)
+
+        task = Task(work, f"Opening {path.name}")
+        task.signals.succeeded.connect(self._on_volume_loaded)
+        self.load_task = task
+        return self._start(task, f"Opening {path.name}…")
+
+    def load_mask(self, path: Path) -> Task | None:
+        """Put a NIfTI/NRRD/DICOM SEG mask over the open volume as a label layer."""
+        volume = self.volume
+        if volume is None:
+            show_message(self, "No image open", "Open a CT series first, then load its mask.")
+            return None
+
+        def work(_progress: object, _cancelled: object, _partial: object) -> object:
+            from medview.io.volume_files import read_label_map
+
+            return read_label_map(path, volume)
+
+        task = Task(work, f"Loading mask {path.name}")
+        task.signals.succeeded.connect(lambda label_map: self._on_mask_loaded(label_map, path))
+        return self._start(task, f"Loading mask {path.name}…")
+
+    def _on_mask_loaded(self, label_map: object, path: Path) -> None:
+        names = getattr(label_map, "names", {})
+        name = ", ".join(names.values()) if names else path.name
+        self.layers.add(LabelLayer(name=f"{name} [{path.name}]", labels=label_map.labels, names=dict(names)))  # type: ignore[attr-defined]
+        self.statusBar().showMessage(f"Mask {path.name} loaded", 5000)
+
+    def _start(self, task: Task, message: str) -> Task:
+        task.signals.progress.connect(self._on_progress)
+        task.signals.errored.connect(self._on_task_error)
+        task.signals.cancelled.connect(lambda: self.statusBar().showMessage(f"{task.description}: cancelled", 5000))
+        task.signals.finished.connect(self._on_task_finished)
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.cancel_button.setVisible(True)
+        self.statusBar().showMessage(message)
+        return self.tasks.start(task)
+
+    def cancel_loading(self) -> None:
+        """Stop the running load (the previously shown volume stays)."""
+        if self.load_task is not None and not self.load_task.done.is_set():
+            self.load_task.cancel()
+        self.partial_refresh.stop()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _on_task_error(self, message: str, details: str) -> None:
+        self.statusBar().showMessage(message, 10000)
+        show_message(self, "Could not open", message, details)
+
+    def _on_task_finished(self) -> None:
+        busy = [t for t in self.tasks.running if not t.done.is_set() and t.description != "Making thumbnails"]
+        if not busy:
+            self.progress.setVisible(False)
+            self.cancel_button.setVisible(False)
+            self.partial_refresh.stop()
+
+    def _on_slice_decoded(self, item: tuple[Volume, int]) -> None:
+        volume, z = item
+        if not self._first_slice_shown:
+            self._first_slice_shown = True
+            self._show_volume(volume)
+        elif z == self.mpr.axial.index:
+            self.mpr.axial.refresh()
+
+    def _on_volume_loaded(self, volume: Volume) -> None:
+        self.partial_refresh.stop()
+        if self._first_slice_shown and self.volume is not None and self.volume.series_uid == volume.series_uid:
+            self._replace_volume(volume)
+        else:
+            self._show_volume(volume)
+        if volume.warnings:
+            self.problems = list(volume.warnings)
+            self.statusBar().showMessage(f"Loaded with {len(volume.warnings)} warning(s): {volume.warnings[0]}", 15000)
+        else:
+            self.statusBar().showMessage(f"Loaded {volume.description}: {volume.shape[0]} slices", 5000)
+        self.volume_loaded.emit(volume)
+
+    def _show_volume(self, volume: Volume) -> None:
+        self.volume = volume
+        self.layers.clear()
+        self.mpr.set_volume(volume, volume.default_window)
+        name = volume.info.get("PatientName") or ""
+        self.setWindowTitle(f"MedView — {name} {volume.description}".strip())
+        self.tag_timer.start()
+
+    def _replace_volume(self, volume: Volume) -> None:
+        """Swap in the finished volume (same data) without moving the user's slice or zoom."""
+        self.volume = volume
+        for view in self.mpr.views.values():
+            view.volume = volume
+        self.mpr.refresh()
+
+    # ------------------------------------------------------------------ viewing
+
+    def apply_preset(self, name: str) -> None:
+        """Set a named window (Lung, Abdomen, Liver, Bone, Brain, or the user's own)."""
+        center, width = self.settings.window_presets[name]
+        self.mpr.set_window(center, width)
+        self.statusBar().showMessage(f"{name} window: W {width:.0f} L {center:.0f}", 3000)
+
+    def toggle_cine(self, running: bool) -> None:
+        """Play the axial slices in a loop at the chosen frame rate."""
+        if running:
+            self.cine_timer.start(int(1000 / self.cine_fps.value()))
+        else:
+            self.cine_timer.stop()
+
+    def _cine_step(self) -> None:
+        view = self.mpr.axial
+        if view.slice_count:
+            view.set_index((view.index + 1) % view.slice_count)
+
+    def _on_hovered(self, z: int, y: int, x: int, value: float) -> None:
+        if self.volume is None:
+            return
+        lps = self.volume.index_to_lps(z, y, x)
+        self.cursor_label.setText(
+            f"{value:.0f}  voxel ({x}, {y}, {z})  LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm"
+        )
+
+    def _update_tags(self) -> None:
+        if not self.tags_dock.isVisible() or self.volume is None:
+            return
+        index = self.mpr.axial.index
+        files = self.volume.slice_files
+        if not files or not files[index]:
+            self.tags.set_message("No DICOM header for this slice (volume file or missing slice).")
+            return
+        try:
+            self.tags.set_rows(files[index], tag_rows(source_from_label(files[index])))
+        except MedviewError as error:
+            self.tags.set_message(str(error))
+
+    # ------------------------------------------------------------------ dialogs
+
+    def show_problems(self) -> None:
+        """List the files skipped or the warnings of the last open, each naming its file."""
+        if not self.problems:
+            show_message(self, "No problems", "The last open reported no problems.", warning=False)
+            return
+        shown = "\n".join(self.problems[:8]) + ("\n…" if len(self.problems) > 8 else "")
+        show_message(self, "Problems while opening", shown, "\n".join(self.problems))
+
+    def show_shortcuts(self) -> None:
+        """The keyboard shortcut list."""
+        ShortcutsDialog(self.all_actions, self).show()
+
+    def show_about(self) -> None:
+        """Versions and device."""
+        AboutDialog(self).show()
+
+    # ------------------------------------------------------------------ drag and drop, closing
+
+    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QtGui.QDropEvent) -> None:
+        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_paths(paths)
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        self.cine_timer.stop()
+        self.tasks.cancel_all()
+        self.settings.save()
+        super().closeEvent(event)

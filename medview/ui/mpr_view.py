@@ -1,0 +1,107 @@
+"""Axial, coronal and sagittal views of one volume with a linked crosshair."""
+
+from __future__ import annotations
+
+from medview.io.volume import Volume
+from medview.ui.layers import LayerStack
+from medview.ui.planes import PLANES, voxel_to_display
+from medview.ui.qt import QtCore, QtWidgets
+from medview.ui.slice_view import SliceView, Tool
+
+
+class MprView(QtWidgets.QWidget):
+    """Three linked ``SliceView``s: a click in one moves the other two to that point.
+
+    The axial view is the main one (large, left); ``set_single`` hides the other
+    two for a full-size axial reading.
+    """
+
+    window_changed = QtCore.Signal(float, float)
+
+    def __init__(self, layers: LayerStack, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.layers = layers
+        self.views = {plane: SliceView(plane, layers) for plane in PLANES}
+        self.position: tuple[int, int, int] | None = None
+        side = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        side.addWidget(self.views["coronal"])
+        side.addWidget(self.views["sagittal"])
+        self.side = side
+        splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        splitter.addWidget(self.views["axial"])
+        splitter.addWidget(side)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 1)
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+        for view in self.views.values():
+            view.position_picked.connect(self.set_position)
+            view.window_changed.connect(self._on_window_changed)
+            view.slice_changed.connect(self._on_slice_changed)
+
+    @property
+    def axial(self) -> SliceView:
+        return self.views["axial"]
+
+    def set_volume(self, volume: Volume | None, window: tuple[float, float] | None = None) -> None:
+        """Show ``volume`` in all three planes, crosshair at its centre."""
+        for view in self.views.values():
+            view.set_volume(volume, window)
+        self.position = None
+        if volume is not None:
+            self.set_position(*(size // 2 for size in volume.shape))
+
+    def set_position(self, z: int, y: int, x: int) -> None:
+        """Move every view to the planes through voxel (z, y, x) and draw the crosshair."""
+        self.position = (z, y, x)
+        for plane, view in self.views.items():
+            if view.volume is None:
+                continue
+            index, _, _ = voxel_to_display(view.volume.shape, plane, (z, y, x))
+            view.blockSignals(True)
+            view.set_index(index)
+            view.blockSignals(False)
+            view.show_crosshair((z, y, x))
+
+    def _on_slice_changed(self, _index: int) -> None:
+        # scrolling one plane moves the crosshair line in the other two
+        if self.position is None:
+            return
+        z, y, x = self.position
+        source = self.sender()
+        if source is self.views["axial"]:
+            z = source.index
+        elif source is self.views["coronal"]:
+            y = source.index
+        elif source is self.views["sagittal"]:
+            x = source.index
+        self.position = (z, y, x)
+        for view in self.views.values():
+            view.show_crosshair(self.position)
+
+    def _on_window_changed(self, center: float, width: float) -> None:
+        for view in self.views.values():
+            if view.window != (center, width):
+                view.blockSignals(True)
+                view.set_window(center, width)
+                view.blockSignals(False)
+        self.window_changed.emit(center, width)
+
+    def set_window(self, center: float, width: float) -> None:
+        """Apply a window to all three planes."""
+        self.axial.set_window(center, width)
+
+    def set_tool(self, tool: Tool) -> None:
+        """Set the left-drag tool in every plane."""
+        for view in self.views.values():
+            view.set_tool(tool)
+
+    def set_single(self, single: bool) -> None:
+        """Axial only (True) or the three-plane layout (False)."""
+        self.side.setVisible(not single)
+
+    def refresh(self) -> None:
+        """Redraw all planes (new slices arrived while loading)."""
+        for view in self.views.values():
+            view.refresh()

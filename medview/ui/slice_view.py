@@ -1,0 +1,479 @@
+"""One plane of a CT volume: scroll, zoom, pan, window/level, cursor read-out, overlays.
+
+Mouse: wheel scrolls slices (Ctrl+wheel zooms), left-drag pans (or draws the
+active measurement), left-click moves the crosshair, right-drag sets the window
+(horizontal = width, vertical = level).  Keys: arrows/Page Up/Page Down/Home/End
+scroll, R resets the view.
+
+The image is drawn in millimetres (the ImageItem's rectangle is the slice's
+physical size), so the aspect ratio is right for any pixel spacing and
+measurement handles live in mm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from medview.io.volume import Volume
+from medview.measure import distance_mm, region_stats
+from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack, outline
+from medview.ui.planes import (
+    Plane,
+    display_to_voxel,
+    edge_letters,
+    extract_plane,
+    plane_count,
+    plane_spacing,
+    voxel_to_display,
+)
+from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
+
+Tool = Literal["navigate", "distance", "rectangle", "ellipse"]
+TOOLS: tuple[Tool, ...] = ("navigate", "distance", "rectangle", "ellipse")
+
+
+@dataclass(eq=False)
+class Measurement:
+    """A measurement drawn on one slice of one plane; shown only on that slice."""
+
+    kind: Tool
+    plane: Plane
+    index: int
+    roi: pg.ROI
+    label: pg.TextItem
+    text: str = ""
+
+
+class _SliceViewBox(pg.ViewBox):
+    """ViewBox with the radiology mouse map; forwards gestures to its ``SliceView``."""
+
+    def __init__(self, owner: SliceView) -> None:
+        super().__init__(invertY=True, lockAspect=True, enableMenu=False)
+        self.owner = owner
+
+    def wheelEvent(self, ev: QtWidgets.QGraphicsSceneWheelEvent, axis: int | None = None) -> None:
+        if ev.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            return
+        steps = 1 if ev.delta() > 0 else -1
+        self.owner.step(steps)
+        ev.accept()
+
+    def mouseClickEvent(self, ev: pg.GraphicsScene.mouseEvents.MouseClickEvent) -> None:
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton:
+            self.owner._on_left_click(self.mapSceneToView(ev.scenePos()))
+            ev.accept()
+        else:
+            ev.ignore()
+
+    def mouseDragEvent(self, ev: pg.GraphicsScene.mouseEvents.MouseDragEvent, axis: int | None = None) -> None:
+        if ev.button() == QtCore.Qt.MouseButton.RightButton:
+            ev.accept()
+            delta = ev.screenPos() - ev.lastScreenPos()
+            self.owner.drag_window(delta.x(), delta.y())
+            return
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton and self.owner.tool != "navigate":
+            ev.accept()
+            self.owner._on_measure_drag(
+                self.mapSceneToView(ev.buttonDownScenePos()), self.mapSceneToView(ev.scenePos()), ev.isFinish()
+            )
+            return
+        super().mouseDragEvent(ev, axis)
+
+
+class SliceView(QtWidgets.QWidget):
+    """Displays one plane of a volume with its overlays and on-screen read-outs."""
+
+    slice_changed = QtCore.Signal(int)
+    #: voxel (z, y, x) clicked: the MPR views move their crosshair there
+    position_picked = QtCore.Signal(int, int, int)
+    #: voxel under the mouse and its value, for the status bar
+    hovered = QtCore.Signal(int, int, int, float)
+    window_changed = QtCore.Signal(float, float)
+    measurements_changed = QtCore.Signal()
+
+    def __init__(self, plane: Plane, layers: LayerStack, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(f"{plane}_view")
+        self.plane: Plane = plane
+        self.layers = layers
+        self.volume: Volume | None = None
+        self.index = 0
+        self.window = (40.0, 400.0)  # center, width
+        self.tool: Tool = "navigate"
+        self.measurements: list[Measurement] = []
+        self._drawing: Measurement | None = None
+        self._cursor_voxel: tuple[int, int, int] | None = None
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+        self.view_box = _SliceViewBox(self)
+        self.graphics.addItem(self.view_box, row=0, col=0)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.view_box.addItem(self.image_item)
+        self.overlay_items: list[pg.ImageItem] = []
+        self.colour_bar: pg.ColorBarItem | None = None
+        pen = pg.mkPen((255, 220, 0, 160), width=1)
+        self.crosshair = (
+            pg.InfiniteLine(angle=90, pen=pen, movable=False),
+            pg.InfiniteLine(angle=0, pen=pen, movable=False),
+        )
+        for line in self.crosshair:
+            line.setZValue(50)
+            line.setVisible(False)
+            self.view_box.addItem(line, ignoreBounds=True)
+        self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+        self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+
+        self.corner_labels = {
+            name: self._make_label() for name in ("top_left", "top_right", "bottom_left", "bottom_right", "center")
+        }
+        self.edge_labels = {name: self._make_label(bold=True) for name in ("left", "right", "top", "bottom")}
+        self.layers.changed.connect(self._render_overlays)
+
+    # ------------------------------------------------------------------ setup
+
+    def _make_label(self, bold: bool = False) -> QtWidgets.QLabel:
+        label = QtWidgets.QLabel(self.graphics)
+        label.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        weight = "bold" if bold else "normal"
+        label.setStyleSheet(f"color: #e8e8a0; background: transparent; font-weight: {weight};")
+        return label
+
+    def set_volume(self, volume: Volume | None, window: tuple[float, float] | None = None) -> None:
+        """Show ``volume`` (None clears), starting at its middle slice."""
+        self.volume = volume
+        self.clear_measurements()
+        if volume is None:
+            self.image_item.clear()
+            for label in (*self.corner_labels.values(), *self.edge_labels.values()):
+                label.setText("")
+            return
+        if window is not None:
+            self.window = window
+        count = plane_count(volume.shape, self.plane)
+        self.index = count // 2
+        letters = edge_letters(volume.direction_matrix, self.plane)
+        for side, label in self.edge_labels.items():
+            label.setText(letters[side])
+        # the rectangle must be set after the image exists: ImageItem scales it by the image size
+        self.image_item.setImage(self.current_image(), autoLevels=False, levels=self._levels())
+        rows, cols = self.image_item.image.shape[:2]
+        row_mm, col_mm = plane_spacing(volume.spacing, self.plane)
+        self.image_item.setRect(QtCore.QRectF(0, 0, cols * col_mm, rows * row_mm))
+        self.refresh()
+        self.reset_view()
+
+    def reset_view(self) -> None:
+        """Fit the slice in the view."""
+        self.view_box.autoRange(padding=0.02)
+
+    # ------------------------------------------------------------------ slice and window
+
+    @property
+    def slice_count(self) -> int:
+        return plane_count(self.volume.shape, self.plane) if self.volume is not None else 0
+
+    def set_index(self, index: int) -> None:
+        """Go to slice ``index`` (clamped)."""
+        if self.volume is None:
+            return
+        index = int(np.clip(index, 0, self.slice_count - 1))
+        if index == self.index and self.image_item.image is not None:
+            return
+        self.index = index
+        self.refresh()
+        self.slice_changed.emit(index)
+
+    def step(self, delta: int) -> None:
+        """Scroll by ``delta`` slices."""
+        self.set_index(self.index + delta)
+
+    def set_window(self, center: float, width: float) -> None:
+        """Set the display window in HU."""
+        self.window = (float(center), max(1.0, float(width)))
+        self.image_item.setLevels(self._levels())
+        self._update_read_outs()
+        self.window_changed.emit(*self.window)
+
+    def drag_window(self, dx: float, dy: float) -> None:
+        """Right-drag: horizontal changes the width, vertical the level, scaled to the width."""
+        center, width = self.window
+        scale = max(width, 50.0) / 256.0
+        self.set_window(center + dy * scale, width + dx * scale * 2)
+
+    def _levels(self) -> tuple[float, float]:
+        center, width = self.window
+        return (center - width / 2, center + width / 2)
+
+    def current_image(self) -> np.ndarray | None:
+        """The displayed 2-D slice in display orientation (HU)."""
+        if self.volume is None:
+            return None
+        return extract_plane(self.volume.voxels, self.plane, self.index)
+
+    def refresh(self) -> None:
+        """Redraw the slice and its overlays (after a scroll or when new data arrived)."""
+        image = self.current_image()
+        if image is None:
+            return
+        self.image_item.setImage(image, autoLevels=False, levels=self._levels())
+        self._render_overlays()
+        self._update_measurement_visibility()
+        self._update_read_outs()
+
+    # ------------------------------------------------------------------ overlays
+
+    def _render_overlays(self) -> None:
+        if self.volume is None:
+            return
+        visible = [layer for layer in self.layers.layers if layer.visible]
+        while len(self.overlay_items) < len(visible):
+            item = pg.ImageItem(axisOrder="row-major")
+            item.setZValue(10 + len(self.overlay_items))
+            self.view_box.addItem(item)
+            self.overlay_items.append(item)
+        for item in self.overlay_items[len(visible) :]:
+            item.setVisible(False)
+        rect = self.image_item.mapRectToParent(self.image_item.boundingRect())
+        heatmap_shown = None
+        for item, layer in zip(self.overlay_items, visible, strict=False):
+            item.setVisible(True)
+            item.setOpacity(layer.opacity)
+            if isinstance(layer, LabelLayer):
+                plane = extract_plane(layer.labels, self.plane, self.index)
+                if layer.outline_only:
+                    plane = outline(plane)
+                table = layer.lookup_table()
+                item.setImage(plane, lut=table, levels=(0, len(table) - 1), autoLevels=False)
+            elif isinstance(layer, HeatmapLayer):
+                plane = extract_plane(layer.values, self.plane, self.index).astype(np.float32)
+                if layer.threshold is not None:
+                    plane = np.where(plane >= layer.threshold, plane, np.nan)
+                item.setImage(plane, lut=layer.lookup_table(), levels=layer.levels, autoLevels=False)
+                heatmap_shown = layer
+            item.setRect(rect)
+        self._show_colour_bar(heatmap_shown)
+        self._update_measurement_visibility()
+
+    def _show_colour_bar(self, layer: HeatmapLayer | None) -> None:
+        if layer is None:
+            if self.colour_bar is not None:
+                self.colour_bar.setVisible(False)
+            return
+        if self.colour_bar is None:
+            self.colour_bar = pg.ColorBarItem(interactive=False, width=12, colorMap=layer.colormap)
+            self.graphics.addItem(self.colour_bar, row=0, col=1)
+        self.colour_bar.setColorMap(pg.colormap.get(layer.colormap))
+        self.colour_bar.setLevels(layer.levels)
+        self.colour_bar.setVisible(True)
+
+    # ------------------------------------------------------------------ crosshair and read-outs
+
+    def show_crosshair(self, voxel: tuple[int, int, int]) -> None:
+        """Draw the crosshair through ``voxel`` (from another plane's click)."""
+        if self.volume is None:
+            return
+        _, row, col = voxel_to_display(self.volume.shape, self.plane, voxel)
+        row_mm, col_mm = plane_spacing(self.volume.spacing, self.plane)
+        self.crosshair[0].setValue((col + 0.5) * col_mm)
+        self.crosshair[1].setValue((row + 0.5) * row_mm)
+        for line in self.crosshair:
+            line.setVisible(True)
+
+    def _view_to_pixel(self, point: QtCore.QPointF) -> tuple[int, int] | None:
+        image = self.current_image()
+        if image is None or self.volume is None:
+            return None
+        row_mm, col_mm = plane_spacing(self.volume.spacing, self.plane)
+        row, col = int(np.floor(point.y() / row_mm)), int(np.floor(point.x() / col_mm))
+        if 0 <= row < image.shape[0] and 0 <= col < image.shape[1]:
+            return row, col
+        return None
+
+    def voxel_at(self, point: QtCore.QPointF) -> tuple[int, int, int] | None:
+        """Voxel (z, y, x) under a point in view (mm) coordinates, or None outside the image."""
+        pixel = self._view_to_pixel(point)
+        if pixel is None or self.volume is None:
+            return None
+        return display_to_voxel(self.volume.shape, self.plane, self.index, *pixel)
+
+    def _on_mouse_moved(self, scene_pos: QtCore.QPointF) -> None:
+        voxel = self.voxel_at(self.view_box.mapSceneToView(scene_pos))
+        self._cursor_voxel = voxel
+        self._update_read_outs()
+        if voxel is not None and self.volume is not None:
+            self.hovered.emit(*voxel, float(self.volume.voxels[voxel]))
+
+    def _on_left_click(self, point: QtCore.QPointF) -> None:
+        self.setFocus()
+        voxel = self.voxel_at(point)
+        if voxel is not None and self.tool == "navigate":
+            self.position_picked.emit(*voxel)
+
+    def _update_read_outs(self) -> None:
+        volume = self.volume
+        if volume is None:
+            return
+        center, width = self.window
+        self.corner_labels["top_right"].setText(f"W {width:.0f}  L {center:.0f}")
+        info = volume.info
+        self.corner_labels["top_left"].setText(
+            "\n".join(t for t in (info.get("PatientName", ""), info.get("StudyDate", ""), volume.description) if t)
+        )
+        position = ""
+        if self.plane == "axial":
+            z_mm = volume.index_to_lps(self.index, 0, 0)[2]
+            position = f"  z {z_mm:.1f} mm"
+        self.corner_labels["bottom_left"].setText(
+            f"{self.plane.capitalize()} {self.index + 1}/{self.slice_count}{position}"
+        )
+        if self._cursor_voxel is not None:
+            z, y, x = self._cursor_voxel
+            value = volume.voxels[z, y, x]
+            unit = " HU" if volume.modality in ("CT", "") else ""
+            self.corner_labels["bottom_right"].setText(f"{value:.0f}{unit}  (x {x}, y {y}, z {z})")
+        else:
+            self.corner_labels["bottom_right"].setText("")
+        missing = self.plane == "axial" and self.index in volume.missing_slices
+        self.corner_labels["center"].setText("missing slice: not in the series" if missing else "")
+        self._place_labels()
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._place_labels()
+
+    def _place_labels(self) -> None:
+        width, height, margin = self.graphics.width(), self.graphics.height(), 6
+        for name, label in {**self.corner_labels, **self.edge_labels}.items():
+            label.adjustSize()
+            w, h = label.width(), label.height()
+            x = {"left": margin, "right": width - w - margin}.get(name.split("_")[-1], (width - w) // 2)
+            y = {"top": margin, "bottom": height - h - margin}.get(name.split("_")[0], (height - h) // 2)
+            if name in ("left", "right"):
+                y = (height - h) // 2
+            label.move(int(x), int(y))
+
+    # ------------------------------------------------------------------ keys
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
+        key = event.key()
+        steps = {
+            QtCore.Qt.Key.Key_Up: 1,
+            QtCore.Qt.Key.Key_Down: -1,
+            QtCore.Qt.Key.Key_PageUp: 10,
+            QtCore.Qt.Key.Key_PageDown: -10,
+        }
+        if key in steps:
+            self.step(steps[key])
+        elif key == QtCore.Qt.Key.Key_Home:
+            self.set_index(0)
+        elif key == QtCore.Qt.Key.Key_End:
+            self.set_index(self.slice_count - 1)
+        elif key == QtCore.Qt.Key.Key_R:
+            self.reset_view()
+        elif key in (QtCore.Qt.Key.Key_Delete, QtCore.Qt.Key.Key_Backspace):
+            self.delete_last_measurement()
+        else:
+            super().keyPressEvent(event)
+
+    # ------------------------------------------------------------------ measurements
+
+    def set_tool(self, tool: Tool) -> None:
+        """Choose what a left-drag does: pan, or draw a distance/rectangle/ellipse."""
+        if tool not in TOOLS:
+            raise ValueError(f"tool must be one of {TOOLS}, got {tool!r}")
+        self.tool = tool
+
+    def add_measurement(self, kind: Tool, start: QtCore.QPointF, end: QtCore.QPointF) -> Measurement:
+        """Create a measurement between two points in view (mm) coordinates."""
+        pen = pg.mkPen((0, 255, 160), width=2)
+        if kind == "distance":
+            roi: pg.ROI = pg.LineSegmentROI([start, end], pen=pen)
+        else:
+            corner = QtCore.QPointF(min(start.x(), end.x()), min(start.y(), end.y()))
+            size = QtCore.QPointF(abs(end.x() - start.x()), abs(end.y() - start.y()))
+            roi = pg.RectROI(corner, size, pen=pen) if kind == "rectangle" else pg.EllipseROI(corner, size, pen=pen)
+            for handle in list(roi.getHandles()):
+                if handle.typ == "r":  # statistics assume an axis-aligned region
+                    roi.removeHandle(handle)
+        label = pg.TextItem(color=(0, 255, 160), anchor=(0, 1))
+        label.setZValue(60)
+        self.view_box.addItem(roi)
+        self.view_box.addItem(label)
+        measurement = Measurement(kind, self.plane, self.index, roi, label)
+        roi.sigRegionChanged.connect(lambda: self._update_measurement(measurement))
+        self.measurements.append(measurement)
+        self._update_measurement(measurement)
+        self._update_measurement_visibility()
+        return measurement
+
+    def _on_measure_drag(self, start: QtCore.QPointF, current: QtCore.QPointF, finished: bool) -> None:
+        if self.volume is None:
+            return
+        if self._drawing is not None:
+            self._remove(self._drawing)
+        self._drawing = self.add_measurement(self.tool, start, current)
+        if finished:
+            self._drawing = None
+            self.measurements_changed.emit()
+
+    def _update_measurement(self, measurement: Measurement) -> None:
+        if self.volume is None:
+            return
+        row_mm, col_mm = plane_spacing(self.volume.spacing, self.plane)
+        roi = measurement.roi
+        if measurement.kind == "distance":
+            handles = [roi.mapToParent(h.pos()) for h in roi.getHandles()]
+            start = (handles[0].y() / row_mm, handles[0].x() / col_mm)
+            end = (handles[1].y() / row_mm, handles[1].x() / col_mm)
+            measurement.text = f"{distance_mm(start, end, (row_mm, col_mm)):.1f} mm"
+            anchor = handles[1]
+        else:
+            position, size = roi.pos(), roi.size()
+            image = extract_plane(self.volume.voxels, measurement.plane, measurement.index)
+            stats = region_stats(
+                image,
+                (row_mm, col_mm),
+                (position.y() / row_mm, position.x() / col_mm),
+                (size.y() / row_mm, size.x() / col_mm),
+                "rectangle" if measurement.kind == "rectangle" else "ellipse",
+            )
+            if stats is None:
+                measurement.text = "too small"
+            else:
+                measurement.text = f"mean {stats.mean:.1f}  SD {stats.std:.1f}\narea {stats.area_mm2:.1f} mm²"
+            anchor = QtCore.QPointF(position.x(), position.y())
+        measurement.label.setText(measurement.text)
+        measurement.label.setPos(anchor)
+
+    def _update_measurement_visibility(self) -> None:
+        for measurement in self.measurements:
+            shown = measurement.index == self.index and self.layers.show_measurements
+            measurement.roi.setVisible(shown)
+            measurement.label.setVisible(shown)
+
+    def _remove(self, measurement: Measurement) -> None:
+        self.view_box.removeItem(measurement.roi)
+        self.view_box.removeItem(measurement.label)
+        self.measurements.remove(measurement)
+
+    def delete_last_measurement(self) -> None:
+        """Remove the newest measurement on the current slice."""
+        on_slice = [m for m in self.measurements if m.index == self.index]
+        if on_slice:
+            self._remove(on_slice[-1])
+            self.measurements_changed.emit()
+
+    def clear_measurements(self) -> None:
+        """Remove every measurement of this view."""
+        for measurement in list(self.measurements):
+            self._remove(measurement)
+        self.measurements_changed.emit()

@@ -1,0 +1,92 @@
+"""Run long work off the GUI thread, with progress, partial results and cancel.
+
+A ``Task`` wraps a plain function ``fn(progress, cancelled, partial) -> result``
+from the Qt-free layers; its signals arrive on the GUI thread (queued
+connections), so slots may touch widgets.  Exceptions become ``errored`` with a
+readable message (``MedviewError``) or the traceback (anything else: a bug).
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from medview.errors import Cancelled, MedviewError
+from medview.ui.qt import QtCore
+
+TaskFunction = Callable[[Callable[[int, int], None], Callable[[], bool], Callable[[Any], None]], Any]
+
+
+class TaskSignals(QtCore.QObject):
+    """Signals of a ``Task``; a QRunnable cannot carry signals itself."""
+
+    progress = QtCore.Signal(int, int)
+    partial = QtCore.Signal(object)
+    succeeded = QtCore.Signal(object)
+    errored = QtCore.Signal(str, str)  # message, details
+    cancelled = QtCore.Signal()
+    finished = QtCore.Signal()
+
+
+class Task(QtCore.QRunnable):
+    """One unit of background work; ``cancel()`` asks it to stop at its next check."""
+
+    def __init__(self, function: TaskFunction, description: str) -> None:
+        super().__init__()
+        self.setAutoDelete(False)  # the owner keeps a reference and reads its state
+        self.function = function
+        self.description = description
+        self.signals = TaskSignals()
+        self._cancel = threading.Event()
+        self.done = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the work to stop; it checks between steps (slices, files)."""
+        self._cancel.set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def run(self) -> None:  # runs on a pool thread
+        try:
+            result = self.function(self.signals.progress.emit, self._cancel.is_set, self.signals.partial.emit)
+        except Cancelled:
+            self.signals.cancelled.emit()
+        except MedviewError as error:
+            self.signals.errored.emit(str(error), "")
+        except Exception as error:  # noqa: BLE001 - the worker boundary: report every bug, never die silently
+            self.signals.errored.emit(f"{self.description} failed: {error}", traceback.format_exc())
+        else:
+            if self._cancel.is_set():
+                self.signals.cancelled.emit()
+            else:
+                self.signals.succeeded.emit(result)
+        finally:
+            self.done.set()
+            self.signals.finished.emit()
+
+
+class TaskRunner(QtCore.QObject):
+    """Starts tasks on a private thread pool and remembers the running ones."""
+
+    def __init__(self, parent: QtCore.QObject | None = None, max_threads: int = 2) -> None:
+        super().__init__(parent)
+        self.pool = QtCore.QThreadPool(self)
+        self.pool.setMaxThreadCount(max_threads)
+        self.running: list[Task] = []
+
+    def start(self, task: Task) -> Task:
+        """Queue ``task``; it is forgotten when it finishes."""
+        self.running.append(task)
+        task.signals.finished.connect(lambda: self.running.remove(task) if task in self.running else None)
+        self.pool.start(task)
+        return task
+
+    def cancel_all(self, wait_ms: int = 3000) -> bool:
+        """Cancel every running task and wait for the pool; True if all stopped in time."""
+        for task in list(self.running):
+            task.cancel()
+        return self.pool.waitForDone(wait_ms)
