@@ -54,7 +54,7 @@ def open_sample(window: object) -> None:
 
     def add_mask(_volume: object) -> None:
         window.volume_loaded.disconnect(add_mask)  # type: ignore[attr-defined]
-        window.load_mask(mask)  # type: ignore[attr-defined]
+        window.load_mask(mask, "Liver, reference mask [liver_mask.nii.gz]")  # type: ignore[attr-defined]
 
     window.volume_loaded.connect(add_mask)  # type: ignore[attr-defined]
     window.open_paths([series])  # type: ignore[attr-defined]

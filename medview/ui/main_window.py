@@ -293,8 +293,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.load_task = task
         return self._start(task, f"Opening {path.name}…")
 
-    def load_mask(self, path: Path) -> Task | None:
-        """Put a NIfTI/NRRD/DICOM SEG mask over the open volume as a label layer."""
+    def load_mask(self, path: Path, name: str | None = None) -> Task | None:
+        """Put a NIfTI/NRRD/DICOM SEG mask over the open volume as a label layer.
+
+        ``name`` labels the layer; by default the segment names the file carries.
+        """
         volume = self.volume
         if volume is None:
             show_message(self, "No image open", "Open a CT series first, then load its mask.")
@@ -306,13 +309,13 @@ class MainWindow(QtWidgets.QMainWindow):
             return read_label_map(path, volume)
 
         task = Task(work, f"Loading mask {path.name}")
-        task.signals.succeeded.connect(lambda label_map: self._on_mask_loaded(label_map, path))
+        task.signals.succeeded.connect(lambda label_map: self._on_mask_loaded(label_map, path, name))
         return self._start(task, f"Loading mask {path.name}…")
 
-    def _on_mask_loaded(self, label_map: object, path: Path) -> None:
+    def _on_mask_loaded(self, label_map: object, path: Path, name: str | None) -> None:
         names = getattr(label_map, "names", {})
-        name = ", ".join(names.values()) if names else path.name
-        self.layers.add(LabelLayer(name=f"{name} [{path.name}]", labels=label_map.labels, names=dict(names)))  # type: ignore[attr-defined]
+        name = name or f"{', '.join(names.values()) if names else 'mask'} [{path.name}]"
+        self.layers.add(LabelLayer(name=name, labels=label_map.labels, names=dict(names)))  # type: ignore[attr-defined]
         self.statusBar().showMessage(f"Mask {path.name} loaded", 5000)
 
     def _start(self, task: Task, message: str) -> Task:
