@@ -43,13 +43,17 @@ class LabelLayer(Layer):
     colours: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     outline_only: bool = False
 
+    def __post_init__(self) -> None:
+        # the table size depends on the largest label: computed once, not on every slice change
+        self._top_label = max(int(self.labels.max()), 1) if self.labels.size else 1
+
     def colour(self, label: int) -> tuple[int, int, int]:
         """Display colour of ``label``: chosen, or from the default palette."""
         return self.colours.get(label, LABEL_COLOURS[(label - 1) % len(LABEL_COLOURS)])
 
     def lookup_table(self) -> np.ndarray:
         """RGBA table indexed by label value; alpha 255 where drawn (opacity is applied on the item)."""
-        top = max(int(self.labels.max()), 1)
+        top = self._top_label
         table = np.zeros((top + 1, 4), np.uint8)
         for label in range(1, top + 1):
             table[label, :3] = self.colour(label)
