@@ -16,13 +16,13 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from medview.io.dicom import load_dicom  # noqa: E402
-from medview.io.volume_files import read_label_map  # noqa: E402
-from medview.ui.layers import LabelLayer, LayerStack  # noqa: E402
-from medview.ui.qt import QtWidgets  # noqa: E402
-from medview.ui.slice_view import SliceView  # noqa: E402
+from medview.io.dicom import load_dicom
+from medview.io.volume_files import read_label_map
+from medview.ui.layers import LabelLayer, LayerStack
+from medview.ui.qt import QtWidgets
+from medview.ui.slice_view import SliceView
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "resources" / "samples" / "totalsegmentator_ct"

@@ -169,7 +169,7 @@ def _dicomdir_sources(path: Path) -> Iterable[DicomSource]:
 
     try:
         file_set = FileSet(pydicom.dcmread(path))
-    except Exception as error:  # noqa: BLE001 - any parse failure means "not a usable DICOMDIR"
+    except Exception as error:
         raise DicomError(f"not a readable DICOMDIR ({error})", path=path) from error
     for instance in file_set:
         yield DicomSource(Path(instance.path))
@@ -327,8 +327,12 @@ def _enhanced_frames(
                 slice_thickness=float(thickness) if thickness not in (None, "") else None,
                 instance_number=index + 1,
                 rescale=(
-                    float(transform.get("RescaleSlope", 1)) if transform else float(dataset.get("RescaleSlope", 1) or 1),
-                    float(transform.get("RescaleIntercept", 0)) if transform else float(dataset.get("RescaleIntercept", 0) or 0),
+                    float(transform.get("RescaleSlope", 1))
+                    if transform
+                    else float(dataset.get("RescaleSlope", 1) or 1),
+                    float(transform.get("RescaleIntercept", 0))
+                    if transform
+                    else float(dataset.get("RescaleIntercept", 0) or 0),
                 ),
             )
         )
@@ -480,7 +484,10 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
     if first.orientation is None or any(h.position is None for h in headers):
         # Without geometry, fall back to InstanceNumber and say so.
         ordered = sorted(headers, key=lambda h: (h.instance_number is None, h.instance_number or 0))
-        notes.append("no ImagePositionPatient/ImageOrientationPatient: slices ordered by InstanceNumber, distances along z are not reliable")
+        notes.append(
+            "no ImagePositionPatient/ImageOrientationPatient: slices ordered by InstanceNumber, "
+            "distances along z are not reliable"
+        )
         spacing_z = first.slice_thickness or 1.0
         direction = np.eye(3)
         return SeriesGeometry(
@@ -509,16 +516,13 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
         ordered.append(headers[index])
         positions.append(distances[index])
     steps = np.diff(positions)
-    if len(steps):
-        step = float(np.median(steps))
-    else:
-        step = first.slice_thickness or 1.0
+    step = float(np.median(steps)) if len(steps) else first.slice_thickness or 1.0
     z_index = [0]
     missing: set[int] = set()
     for i, gap in enumerate(steps):
         ratio = gap / step
         if ratio > 1.5:
-            whole = int(round(ratio))
+            whole = round(float(ratio))
             if abs(ratio - whole) < 0.1:
                 missing.update(range(z_index[-1] + 1, z_index[-1] + whole))
                 notes.append(
@@ -591,7 +595,7 @@ def _decode_with_pydicom(header: SliceHeader) -> np.ndarray:
                 stored = dataset.pixel_array
     except DicomError:
         raise
-    except Exception as error:  # noqa: BLE001 - decoder errors come in many types; all mean "cannot decode"
+    except Exception as error:
         raise DicomError(f"pixel data cannot be decoded ({type(error).__name__}: {error})", path=label) from error
     if stored.ndim != 2 or stored.shape != (header.rows, header.columns):
         raise DicomError(
