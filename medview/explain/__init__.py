@@ -1,0 +1,1 @@
+"""Explanations (Grad-CAM, saliency) computed on the torch side; results are numpy arrays."""

@@ -1,0 +1,1 @@
+"""Network definitions shared by the app and training (torch side; never imported by ``medview.ui``)."""
