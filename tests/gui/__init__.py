@@ -1,0 +1,1 @@
+"""GUI tests: real widgets driven with real Qt events on the offscreen platform."""
