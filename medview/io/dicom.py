@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
+import queue
+import threading
 import warnings
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,8 +228,8 @@ def read_header(source: DicomSource) -> Dataset:
         raise
     except FileNotFoundError as error:
         raise DicomError("file not found", path=label) from error
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise DicomError(f"unreadable DICOM header ({error})", path=label) from error
+    except Exception as error:  # pydicom raises many types for damaged headers
+        raise DicomError(f"unreadable DICOM header ({type(error).__name__}: {error})", path=label) from error
 
 
 def _float_tuple(value: object, count: int) -> tuple[float, ...] | None:
@@ -351,8 +354,8 @@ def scan_paths(
     """
     sources = list(iter_sources(paths))
     result = ScanResult()
-    grouped: dict[str, list[tuple[Dataset, SliceHeader]]] = defaultdict(list)
-    datasets_by_series: dict[str, Dataset] = {}
+    grouped: dict[str, list[SliceHeader]] = defaultdict(list)
+    fields_by_series: dict[str, dict] = {}
     for done, source in enumerate(sources, start=1):
         if cancelled is not None and cancelled():
             raise Cancelled()
@@ -362,22 +365,49 @@ def scan_paths(
             continue  # its files are found by the folder walk itself
         try:
             dataset = read_header(source)
-            sop_class_uid = dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID")
-            sop_class = getattr(sop_class_uid, "name", str(sop_class_uid or ""))
-            if "PixelData" not in dataset and "Rows" not in dataset:
-                raise DicomError(f"no image in this object ({sop_class or 'unknown SOP class'})", path=source.label)
-            if sop_class and not any(marker in sop_class for marker in IMAGE_STORAGE_MARKERS):
-                raise DicomError(f"not an image series but a {sop_class} object", path=source.label)
-            series_uid = _series_key(dataset, source)
-            for header in _slice_headers(dataset, source):
-                grouped[series_uid].append((dataset, header))
-            datasets_by_series.setdefault(series_uid, dataset)
+            try:
+                series_uid, headers = _scan_one(dataset, source)
+                if series_uid not in fields_by_series:
+                    fields_by_series[series_uid] = _series_fields(dataset)
+            except DicomError:
+                raise
+            except Exception as error:  # pydicom converts values lazily: a damaged one fails here
+                raise DicomError(
+                    f"unreadable value in the header ({type(error).__name__}: {error})", path=source.label
+                ) from error
+            grouped[series_uid].extend(headers)
         except DicomError as error:
             result.problems.append(FileProblem(source.label, _strip_label(error, source.label)))
-    for series_uid, members in grouped.items():
-        result.series.extend(_split_series(series_uid, datasets_by_series[series_uid], [h for _, h in members]))
+    for series_uid, headers in grouped.items():
+        result.series.extend(_split_series(series_uid, fields_by_series[series_uid], headers))
     result.series.sort(key=lambda s: (s.patient_name, s.study_date, s.study_uid, s.series_number or 0, s.part))
     return result
+
+
+def _scan_one(dataset: Dataset, source: DicomSource) -> tuple[str, list[SliceHeader]]:
+    """The series key and image planes of one file, or ``DicomError`` when it holds no usable image."""
+    sop_class_uid = dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID")
+    sop_class = getattr(sop_class_uid, "name", str(sop_class_uid or ""))
+    if "PixelData" not in dataset and "Rows" not in dataset:
+        raise DicomError(f"no image in this object ({sop_class or 'unknown SOP class'})", path=source.label)
+    if sop_class and not any(marker in sop_class for marker in IMAGE_STORAGE_MARKERS):
+        raise DicomError(f"not an image series but a {sop_class} object", path=source.label)
+    return _series_key(dataset, source), _slice_headers(dataset, source)
+
+
+def _series_fields(dataset: Dataset) -> dict:
+    """The series-level fields the study browser lists, read from the series' first file."""
+    return {
+        "study_uid": _text(dataset, "StudyInstanceUID"),
+        "patient_id": _text(dataset, "PatientID"),
+        "patient_name": _text(dataset, "PatientName"),
+        "study_date": _text(dataset, "StudyDate"),
+        "study_description": _text(dataset, "StudyDescription"),
+        "series_description": _text(dataset, "SeriesDescription"),
+        "series_number": _int_or_none(dataset.get("SeriesNumber")),
+        "modality": _text(dataset, "Modality"),
+        "window": _first_window(dataset),
+    }
 
 
 def _series_key(dataset: Dataset, source: DicomSource) -> str:
@@ -408,7 +438,7 @@ def _strip_label(error: DicomError, label: str) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
-def _split_series(series_uid: str, first: Dataset, headers: list[SliceHeader]) -> list[SeriesInfo]:
+def _split_series(series_uid: str, fields: dict, headers: list[SliceHeader]) -> list[SeriesInfo]:
     """Split a series into parts that can each form one volume (same plane, same matrix)."""
 
     def key(header: SliceHeader) -> tuple:
@@ -423,20 +453,7 @@ def _split_series(series_uid: str, first: Dataset, headers: list[SliceHeader]) -
     ordered = sorted(parts.values(), key=len, reverse=True)
     infos = []
     for index, part in enumerate(ordered):
-        info = SeriesInfo(
-            series_uid=series_uid,
-            study_uid=_text(first, "StudyInstanceUID"),
-            patient_id=_text(first, "PatientID"),
-            patient_name=_text(first, "PatientName"),
-            study_date=_text(first, "StudyDate"),
-            study_description=_text(first, "StudyDescription"),
-            series_description=_text(first, "SeriesDescription"),
-            series_number=_int_or_none(first.get("SeriesNumber")),
-            modality=_text(first, "Modality"),
-            slices=part,
-            window=_first_window(first),
-            part=index,
-        )
+        info = SeriesInfo(series_uid=series_uid, slices=part, part=index, **fields)
         if series_uid.startswith("no-series-uid:"):
             info.notes.append(
                 "the files carry no SeriesInstanceUID (anonymised?): grouped by frame of reference, "
@@ -583,16 +600,19 @@ def _decode_with_pydicom(header: SliceHeader) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = pydicom.dcmread(header.source.open())
+            dataset = pydicom.dcmread(header.source.open(), force=True)
+            if "TransferSyntaxUID" not in dataset.file_meta:
+                implicit, little = dataset.original_encoding
+                dataset.file_meta.TransferSyntaxUID = (
+                    pydicom.uid.ImplicitVRLittleEndian
+                    if implicit
+                    else pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+                )
             if "PixelData" not in dataset and "FloatPixelData" not in dataset:
                 raise DicomError("the file has no pixel data", path=label)
             if header.frame is not None:
-                from pydicom.pixels import pixel_array
-
-                handle = header.source.open()
-                stored = pixel_array(handle, index=header.frame)
-            else:
-                stored = dataset.pixel_array
+                dataset.pixel_array_options(index=header.frame)
+            stored = dataset.pixel_array
     except DicomError:
         raise
     except Exception as error:
@@ -609,6 +629,65 @@ def decode_slice(header: SliceHeader) -> np.ndarray:
     """Decode one plane to Hounsfield units (or raw values for non-CT)."""
     plane = _decode_with_sitk(header)
     return plane if plane is not None else _decode_with_pydicom(header)
+
+
+# Neighbouring slices are decoded in runs, one SimpleITK ImageSeriesReader per
+# run: a fresh ImageFileReader per file re-parses each header and builds a new
+# reader and image each time (P001, 148 JPEG-lossless slices on two threads:
+# 0.59 s per file against 0.43 s in runs of 12).  The reader's progress events
+# let a cancel abort a run after the slice in hand.
+_RUN_MIN, _RUN_MAX = 4, 12  # slices per run: longer runs cost less, shorter ones balance and cancel sooner
+_RUNS_PER_WORKER = 3
+_CANCEL_POLL_S = 0.05
+
+
+def _run_length(count: int, workers: int) -> int:
+    return min(_RUN_MAX, max(_RUN_MIN, math.ceil(count / (workers * _RUNS_PER_WORKER))))
+
+
+def _decode_run_with_sitk(
+    headers: Sequence[SliceHeader], out: np.ndarray, zs: Sequence[int], stop: threading.Event
+) -> bool:
+    """Decode neighbouring single-frame files in one GDCM pass into ``out[zs]``.
+
+    False, with nothing written, when the run must take the per-file path: a zip
+    member or a frame, a file GDCM refuses, or a file that is not one grayscale
+    plane (ITK would quietly turn RGB or palette colour into luminance here).
+    """
+    if len(headers) < 2 or any(h.source.member is not None or h.frame is not None for h in headers):
+        return False
+    rows, columns = headers[0].rows, headers[0].columns
+    if any((h.rows, h.columns) != (rows, columns) for h in headers):
+        return False
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileNames([str(h.source.path) for h in headers])
+    # ITK casts each plane from GDCM's rescaled type with a C cast, as numpy's
+    # assignment into the volume does on the per-file path: the same voxels
+    reader.SetOutputPixelType(sitk.sitkInt16 if out.dtype == np.int16 else sitk.sitkFloat32)
+    reader.SetNumberOfThreads(1)  # the pool already uses every core
+    reader.SetSpacingWarningRelThreshold(1e9)  # gaps are ours to report, not ITK's on stderr
+    reader.MetaDataDictionaryArrayUpdateOn()  # per-file tags, to check every file is grayscale
+    reader.AddCommand(sitk.sitkProgressEvent, lambda: reader.Abort() if stop.is_set() else None)
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        return False
+    finally:
+        reader.RemoveAllCommands()  # the command holds the reader: break the cycle
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetSize() != (columns, rows, len(headers)):
+        return False
+    for index in range(len(headers)):
+        for key, accept in (("0028|0002", ("1",)), ("0028|0004", ("MONOCHROME1", "MONOCHROME2"))):
+            if not reader.HasMetaDataKey(index, key) or reader.GetMetaData(index, key).strip() not in accept:
+                return False
+    planes = sitk.GetArrayViewFromImage(image)  # valid while ``image`` lives
+    if not stop.is_set():
+        for index, z in enumerate(zs):
+            out[z] = planes[index]
+    return True
 
 
 def _output_dtype(headers: Sequence[SliceHeader], modality: str) -> type:
@@ -681,37 +760,83 @@ def load_series(
             "Modality": series.modality,
         },
     )
-    middle = len(geometry.slices) // 2
-    jobs = [middle, *range(middle), *range(middle + 1, len(geometry.slices))]
+    count = len(geometry.slices)
+    middle = count // 2
+    pool_size = workers or os.cpu_count() or 2
+    run_length = _run_length(count - 1, pool_size)
+    # the middle slice alone first, so a viewer has its picture after one decode
+    runs = [[middle]] + [
+        list(half[start : start + run_length])
+        for half in (range(middle), range(middle + 1, count))
+        for start in range(0, len(half), run_length)
+    ]
+    stop = threading.Event()
+    finished: queue.SimpleQueue[tuple[list[int], list[DicomError | None] | Exception]] = queue.SimpleQueue()
+
+    def decode_run(run: list[int]) -> None:
+        """Decode the slices ``run`` into ``acquired`` (on a worker thread) and report one error or None each."""
+        try:
+            headers = [geometry.slices[i] for i in run]
+            zs = [geometry.z_index[i] for i in run]
+            results: list[DicomError | None] = [None] * len(run)
+            if not stop.is_set() and not _decode_run_with_sitk(headers, acquired, zs, stop):
+                for position, (header, z) in enumerate(zip(headers, zs, strict=True)):
+                    if stop.is_set():
+                        break
+                    try:
+                        acquired[z] = decode_slice(header)
+                    except DicomError as error:
+                        results[position] = error
+            finished.put((run, results))
+        except Exception as error:  # noqa: BLE001 - a bug, not a bad file: the loading thread re-raises it
+            finished.put((run, error))
+
     failures: list[str] = []
     failed_z: set[int] = set()
     done = 0
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        pending: dict[Future, int] = {pool.submit(decode_slice, geometry.slices[i]): i for i in jobs}
+    held_back: list[int] = []  # slices that landed before the middle one, announced after it
+    middle_landed = False
+    poll = _CANCEL_POLL_S if cancelled is not None else None
+    with ThreadPoolExecutor(max_workers=pool_size) as pool:
+        for run in runs:
+            pool.submit(decode_run, run)
         try:
-            while pending:
-                finished, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                if cancelled is not None and cancelled():
-                    raise Cancelled()
-                for future in finished:
-                    index = pending.pop(future)
-                    z = geometry.z_index[index]
+            for _ in runs:
+                while True:
+                    if cancelled is not None and cancelled():
+                        raise Cancelled()
                     try:
-                        acquired[z] = future.result()
-                    except DicomError as error:
+                        run, outcome = finished.get(timeout=poll)
+                        break
+                    except queue.Empty:
+                        continue
+                if isinstance(outcome, Exception):
+                    raise outcome
+                landed = []
+                for index, error in zip(run, outcome, strict=True):
+                    z = geometry.z_index[index]
+                    if error is None:
+                        landed.append(z)
+                    else:
                         failures.append(str(error))
                         failed_z.add(z)
-                    done += 1
-                    if progress is not None:
-                        progress(done, len(jobs))
-                    if on_slice is not None and z not in failed_z:
+                done += len(run)
+                if progress is not None:
+                    progress(done, count)
+                middle_landed = middle_landed or middle in run
+                if middle_landed:
+                    announce, held_back = landed + held_back, []
+                else:
+                    announce, held_back = [], held_back + landed
+                if on_slice is not None:
+                    for z in announce:
                         output_z = to_output_index(z)
                         if output_z >= 0:
                             on_slice(volume, output_z)
         finally:
-            for future in pending:
-                future.cancel()
-    if len(failures) == len(jobs):
+            stop.set()  # running runs stop after their current slice and write nothing more
+            pool.shutdown(wait=True, cancel_futures=True)
+    if len(failures) == count:
         raise DicomError(f"no slice of the series could be decoded; first error: {failures[0]}")
     if failures:
         missing = volume.missing_slices | {z for z in map(to_output_index, failed_z) if z >= 0}
@@ -754,6 +879,7 @@ class TagRow:
     name: str
     vr: str
     value: str
+    keyword: str = ""  # "PatientID": what DICOM-literate users type into the search
 
 
 def tag_rows(source: DicomSource, max_value_length: int = 200) -> list[TagRow]:
@@ -765,7 +891,7 @@ def tag_rows(source: DicomSource, max_value_length: int = 200) -> list[TagRow]:
         for element in data:
             tag = f"({element.tag.group:04X},{element.tag.element:04X})"
             if element.VR == "SQ":
-                rows.append(TagRow(depth, tag, element.name, "SQ", f"{len(element.value)} item(s)"))
+                rows.append(TagRow(depth, tag, element.name, "SQ", f"{len(element.value)} item(s)", element.keyword))
                 for item in element.value:
                     visit(item, depth + 1)
                 continue
@@ -775,7 +901,7 @@ def tag_rows(source: DicomSource, max_value_length: int = 200) -> list[TagRow]:
                 value = f"<unreadable: {error}>"
             if len(value) > max_value_length:
                 value = value[:max_value_length] + "…"
-            rows.append(TagRow(depth, tag, element.name, str(element.VR), value))
+            rows.append(TagRow(depth, tag, element.name, str(element.VR), value, element.keyword))
 
     meta = getattr(dataset, "file_meta", None)
     if meta is not None:

@@ -13,7 +13,6 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.errors import BytesLengthException
 from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLosslessSV1,
@@ -454,13 +453,6 @@ def _patched(source: Path, target: Path, marker: bytes, offset: int, replacement
     return target
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, TypeError, NotImplementedError, BytesLengthException),
-    reason="dicom.py bug: scan_paths lets pydicom/float() errors from one damaged header escape "
-    "(ValueError in _slice_headers, NotImplementedError raised lazily in _split_series, "
-    "BytesLengthException in read_header), so the whole folder fails instead of listing the file",
-)
 @pytest.mark.parametrize(
     ("marker", "offset", "replacement"),
     [
@@ -500,12 +492,6 @@ def test_file_without_preamble_loads(pydicom_data: Path, tmp_path: Path) -> None
     np.testing.assert_array_equal(load_dicom([raw]).voxels, load_dicom([plain]).voxels)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DicomError,
-    reason="dicom.py bug: _decode_with_pydicom reads without force=True and needs a TransferSyntaxUID, "
-    "so a bare dataset that read_header accepted cannot be decoded by the fallback (zip members always use it)",
-)
 def test_file_without_preamble_in_a_zip_loads(pydicom_data: Path, tmp_path: Path) -> None:
     plain = pydicom_data / "693_UNCR.dcm"
     raw = _raw_dataset_copy(plain, tmp_path / "raw.dcm")
@@ -602,9 +588,9 @@ def test_cancellation(chunk_files: list[Path]) -> None:
         series,
         progress=lambda done, total: calls.append((done, total)),
         on_slice=lambda volume, z: shown.append(z),
-        workers=1,  # with more workers, "middle first" is only the submission order
+        workers=2,
     )
     assert calls[-1] == (CHUNK, CHUNK)
-    assert len(calls) == CHUNK
+    assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # rising, once per decoded run
     assert sorted(shown) == list(range(CHUNK))
     assert shown[0] == CHUNK // 2  # the middle slice is decoded and shown first
