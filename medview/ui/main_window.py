@@ -12,7 +12,7 @@ from medview.io.dicom import DicomSource, ScanResult, SeriesInfo, decode_slice, 
 from medview.io.dicom import load_series as load_dicom_series
 from medview.io.volume import Volume
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
-from medview.ui.layers import LabelLayer, LayerStack
+from medview.ui.layers import LabelLayer, Layer, LayerStack
 from medview.ui.mpr_view import MprView
 from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
 from medview.ui.qt import QtCore, QtGui, QtWidgets
@@ -52,7 +52,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.volume: Volume | None = None
         self.load_task: Task | None = None
         self.problems: list[str] = []
-        self._first_slice_shown = False
+        self._scan_problems: list[str] = []  # files the last scan skipped; kept beside the volume's warnings
+        self._first_slice_shown = False  # the current load has put its first slice on screen
+        self._partial_on_screen = False  # the screen shows a volume whose load has not finished
+        self._shown_before_load: tuple[Volume | None, list[Layer]] | None = None  # what a cancel brings back
 
         self.mpr = MprView(self.layers)
         self.setCentralWidget(self.mpr)
@@ -224,13 +227,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.save()
         volumes = [p for p in paths if is_volume_file(p)]
         if volumes:
+            self._scan_problems = []
             return self.load_volume_file(volumes[0])
         task = Task(lambda progress, cancelled, _partial: scan_paths(paths, progress, cancelled), "Scanning for DICOM")
         task.signals.succeeded.connect(self._on_scanned)
         return self._start(task, "Scanning…")
 
     def _on_scanned(self, result: ScanResult) -> None:
-        self.problems = [str(p) for p in result.problems]
+        self._scan_problems = [str(p) for p in result.problems]
+        self.problems = list(self._scan_problems)
         self.browser.add_series(result.series)
         self._start_thumbnails(result.series)
         if result.problems:
@@ -263,25 +268,20 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def load_series(self, series: SeriesInfo) -> Task:
         """Decode a series in the background; the first slice shows as soon as it is ready."""
-        self.cancel_loading()
-        self._first_slice_shown = False
+        self._begin_load()
 
         def work(progress: object, cancelled: object, partial: object) -> Volume:
             return load_dicom_series(series, progress, cancelled, lambda volume, z: partial((volume, z)))  # type: ignore[arg-type, misc]
 
         task = Task(work, f"Loading {series.display_name}")
         task.signals.partial.connect(lambda item, t=task: self._on_slice_decoded(item) if t is self.load_task else None)
-        task.signals.succeeded.connect(
-            lambda volume, t=task: self._on_volume_loaded(volume) if t is self.load_task else None
-        )
-        self.load_task = task
+        self._watch_load(task)
         self.partial_refresh.start()
         return self._start(task, f"Loading {series.display_name}…")
 
     def load_volume_file(self, path: Path) -> Task:
         """Open a NIfTI/NRRD/MetaImage volume in the background."""
-        self.cancel_loading()
-        self._first_slice_shown = False
+        self._begin_load()
 
         def work(_progress: object, _cancelled: object, _partial: object) -> Volume:
             from medview.io.volume_files import read_volume
@@ -289,9 +289,33 @@ class MainWindow(QtWidgets.QMainWindow):
             return read_volume(path)
 
         task = Task(work, f"Opening {path.name}")
-        task.signals.succeeded.connect(self._on_volume_loaded)
-        self.load_task = task
+        self._watch_load(task)
         return self._start(task, f"Opening {path.name}…")
+
+    def _begin_load(self) -> None:
+        """Stop a running load; remember what is on screen so a cancel or failure can bring it back."""
+        if not self._partial_on_screen:  # else keep what was shown before that unfinished load
+            self._shown_before_load = (self.volume, list(self.layers.layers))
+        self.cancel_loading()
+        self._first_slice_shown = False
+
+    def _watch_load(self, task: Task) -> None:
+        """Route the outcome of ``task`` to the window while it is still the current load."""
+        self.load_task = task
+        task.signals.succeeded.connect(lambda item: self._on_volume_loaded(item) if task is self.load_task else None)
+        task.signals.cancelled.connect(lambda: self._on_load_abandoned() if task is self.load_task else None)
+        task.signals.errored.connect(lambda *_: self._on_load_abandoned() if task is self.load_task else None)
+
+    def _on_load_abandoned(self) -> None:
+        """A cancelled or failed load leaves no half-decoded volume behind: show what was there before."""
+        self.partial_refresh.stop()
+        if self._partial_on_screen and self._shown_before_load is not None:
+            volume, layers = self._shown_before_load
+            self._show_volume(volume)
+            for layer in layers:
+                self.layers.add(layer)
+        self._first_slice_shown = self._partial_on_screen = False
+        self._shown_before_load = None
 
     def load_mask(self, path: Path, name: str | None = None) -> Task | None:
         """Put a NIfTI/NRRD/DICOM SEG mask over the open volume as a label layer.
@@ -353,8 +377,10 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_slice_decoded(self, item: tuple[Volume, int]) -> None:
         volume, z = item
         if not self._first_slice_shown:
-            self._first_slice_shown = True
+            self._first_slice_shown = self._partial_on_screen = True
             self._show_volume(volume)
+            _, y, x = (size // 2 for size in volume.shape)
+            self.mpr.set_position(z, y, x)  # the slice that just arrived: never an undecoded one
         elif z == self.mpr.axial.index:
             self.mpr.axial.refresh()
 
@@ -364,17 +390,22 @@ class MainWindow(QtWidgets.QMainWindow):
             self._replace_volume(volume)
         else:
             self._show_volume(volume)
+        self._first_slice_shown = self._partial_on_screen = False
+        self._shown_before_load = None
+        self.problems = self._scan_problems + list(volume.warnings)
         if volume.warnings:
-            self.problems = list(volume.warnings)
             self.statusBar().showMessage(f"Loaded with {len(volume.warnings)} warning(s): {volume.warnings[0]}", 15000)
         else:
             self.statusBar().showMessage(f"Loaded {volume.description}: {volume.shape[0]} slices", 5000)
         self.volume_loaded.emit(volume)
 
-    def _show_volume(self, volume: Volume) -> None:
+    def _show_volume(self, volume: Volume | None) -> None:
         self.volume = volume
         self.layers.clear()
-        self.mpr.set_volume(volume, volume.default_window)
+        self.mpr.set_volume(volume, volume.default_window if volume is not None else None)
+        if volume is None:
+            self.setWindowTitle("MedView")
+            return
         name = volume.info.get("PatientName") or ""
         self.setWindowTitle(f"MedView — {name} {volume.description}".strip())
         self.tag_timer.start()

@@ -75,12 +75,12 @@ class StudyBrowserPanel(QtWidgets.QTreeWidget):
 
 
 class TagBrowserPanel(QtWidgets.QWidget):
-    """The DICOM header of the current slice's file, searchable by tag, name or value."""
+    """The DICOM header of the current slice's file, searchable by tag, name, keyword or value."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("tag_browser")
-        self.search = QtWidgets.QLineEdit(placeholderText="Search tag, name or value")
+        self.search = QtWidgets.QLineEdit(placeholderText="Search tag, name, keyword or value")
         self.search.setClearButtonEnabled(True)
         self.source_label = QtWidgets.QLabel()
         self.source_label.setWordWrap(True)
@@ -104,6 +104,9 @@ class TagBrowserPanel(QtWidgets.QWidget):
         parents: list[QtWidgets.QTreeWidgetItem] = []
         for row in rows:
             item = QtWidgets.QTreeWidgetItem([row.tag, row.name, row.vr, row.value])
+            item.setData(0, QtCore.Qt.ItemDataRole.UserRole, row.keyword)
+            if row.keyword:
+                item.setToolTip(1, row.keyword)
             del parents[row.depth :]
             (parents[-1].addChild(item) if parents else self.tree.addTopLevelItem(item))
             if row.vr == "SQ":
@@ -120,7 +123,8 @@ class TagBrowserPanel(QtWidgets.QWidget):
         needle = text.strip().lower()
 
         def visit(item: QtWidgets.QTreeWidgetItem) -> bool:
-            own = not needle or any(needle in item.text(c).lower() for c in range(4))
+            keyword = str(item.data(0, QtCore.Qt.ItemDataRole.UserRole) or "")
+            own = not needle or needle in keyword.lower() or any(needle in item.text(c).lower() for c in range(4))
             child_match = False
             for index in range(item.childCount()):
                 child_match |= visit(item.child(index))
