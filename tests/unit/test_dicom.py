@@ -594,3 +594,44 @@ def test_cancellation(chunk_files: list[Path]) -> None:
     assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # rising, once per decoded run
     assert sorted(shown) == list(range(CHUNK))
     assert shown[0] == CHUNK // 2  # the middle slice is decoded and shown first
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_decode_the_same_voxels_as_single_files(
+    chunk: Volume, chunk_files: list[Path], workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs through one GDCM series reader and the per-file decoder give identical HU, slice for slice."""
+    series = _only_series(scan_paths(chunk_files))
+    ordered = dicom.sort_slices(series.slices).slices
+    single_files = np.stack([decode_slice(header) for header in ordered])
+    decoded_runs: list[int] = []
+    original = dicom._decode_run_with_sitk
+
+    def spy(headers: list, *args: object) -> bool:
+        taken = original(headers, *args)  # type: ignore[arg-type]
+        if taken:
+            decoded_runs.append(len(headers))
+        return taken
+
+    monkeypatch.setattr(dicom, "_decode_run_with_sitk", spy)
+    volume = load_series(series, workers=workers)
+    assert sum(decoded_runs) >= CHUNK - 2  # runs took the slices, but the middle one went alone
+    assert sum(decoded_runs) < CHUNK
+    np.testing.assert_array_equal(volume.voxels, single_files)
+    np.testing.assert_array_equal(volume.voxels, chunk.voxels)
+
+
+def test_run_that_gdcm_refuses_falls_back_to_single_files(
+    chunk: Volume, chunk_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run the series reader cannot take is decoded file by file, with the same result."""
+    calls: list[int] = []
+
+    def refuse(headers: list, *_args: object) -> bool:
+        calls.append(len(headers))
+        return False
+
+    monkeypatch.setattr(dicom, "_decode_run_with_sitk", refuse)
+    volume = load_series(_only_series(scan_paths(chunk_files)))
+    assert sum(calls) == CHUNK
+    np.testing.assert_array_equal(volume.voxels, chunk.voxels)
