@@ -735,7 +735,9 @@ def load_series(
     for header, z in zip(geometry.slices, geometry.z_index, strict=True):
         slice_files[z] = header.source.label
         slice_uids[z] = header.sop_instance_uid
-    if order[0] == 0 and flips[0]:
+    if order[0] != 0:  # acquired coronal or sagittal: no output (axial) slice is one file
+        slice_files, slice_uids = [], []
+    elif flips[0]:
         slice_files.reverse()
         slice_uids.reverse()
     volume = Volume(

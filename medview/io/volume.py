@@ -37,7 +37,8 @@ class Volume:
     series_uid: str = ""
     description: str = ""
     modality: str = ""
-    #: the file each slice came from (DICOM), in ``z`` order; empty for NIfTI/NRRD
+    #: the file each slice came from (DICOM), in ``z`` order; empty for NIfTI/NRRD and for
+    #: series acquired in another plane than axial (then no axial slice is one file)
     slice_files: tuple[str, ...] = ()
     #: SOP Instance UID of each slice in ``z`` order (DICOM only; for SEG references)
     slice_uids: tuple[str, ...] = ()

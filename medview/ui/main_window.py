@@ -450,8 +450,12 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         index = self.mpr.axial.index
         files = self.volume.slice_files
-        if not files or not files[index]:
-            self.tags.set_message("No DICOM header for this slice (volume file or missing slice).")
+        if not files:
+            reason = "acquired coronal or sagittal" if self.volume.series_uid else "a volume file, not DICOM"
+            self.tags.set_message(f"No DICOM header for axial slices: the series was {reason}.")
+            return
+        if not files[index]:
+            self.tags.set_message("No DICOM header for this slice: it is missing from the series.")
             return
         try:
             self.tags.set_rows(files[index], tag_rows(source_from_label(files[index])))

@@ -635,3 +635,21 @@ def test_run_that_gdcm_refuses_falls_back_to_single_files(
     volume = load_series(_only_series(scan_paths(chunk_files)))
     assert sum(calls) == CHUNK
     np.testing.assert_array_equal(volume.voxels, chunk.voxels)
+
+
+def test_coronal_acquisition_is_resliced_axial(chunk: Volume, chunk_files: list[Path], tmp_path: Path) -> None:
+    """Slices acquired coronally (the stack runs anterior to posterior) come out in LPS [z, y, x] order."""
+    files = _copy(chunk_files, tmp_path / "coronal")
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        x, _, z = (float(v) for v in dataset.ImagePositionPatient)
+        dataset.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]  # rows run right->left, columns head->feet
+        dataset.ImagePositionPatient = [x, z, 100.0]  # the stack position moves along y (posterior)
+        dataset.save_as(path)
+    volume = load_dicom([tmp_path / "coronal"])
+    assert volume.shape == (512, CHUNK, 512)  # z (512 rows, feet up), y (the 10 slices), x
+    assert volume.slice_files == ()  # no axial slice is one file
+    # the coronal plane at y of the first (most anterior) file is the first file's pixels, flipped head-up
+    first = np.asarray(chunk.voxels[0])
+    np.testing.assert_array_equal(volume.voxels[:, 0, :], first[::-1, :])
+    assert volume.spacing[1] == pytest.approx(chunk.spacing[0])
