@@ -406,8 +406,17 @@ def _series_fields(dataset: Dataset) -> dict:
         "series_description": _text(dataset, "SeriesDescription"),
         "series_number": _int_or_none(dataset.get("SeriesNumber")),
         "modality": _text(dataset, "Modality"),
-        "window": _first_window(dataset),
+        "window": _first_window(dataset) or _enhanced_window(dataset),
     }
+
+
+def _enhanced_window(dataset: Dataset) -> tuple[float, float] | None:
+    """The first frame's window of an enhanced (multi-frame) object, from its functional groups."""
+    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        frame_voi = _functional_item(_functional_item(dataset, groups), "FrameVOILUTSequence")
+        if frame_voi is not None:
+            return _first_window(frame_voi)
+    return None
 
 
 def _series_key(dataset: Dataset, source: DicomSource) -> str:

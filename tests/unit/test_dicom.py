@@ -254,6 +254,8 @@ def test_enhanced_ct_geometry_from_functional_groups(pydicom_data: Path) -> None
     series = _only_series(scan_paths([path]))
     assert series.slice_count == 2
     assert [h.frame for h in series.slices] == [0, 1]
+    voi = raw.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
+    assert series.window == (float(voi.WindowCenter), float(voi.WindowWidth))  # from the functional groups
     volume = load_series(series)
     assert volume.shape == (2, 512, 512)
     assert volume.voxels.dtype == np.int16
