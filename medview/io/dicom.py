@@ -451,9 +451,7 @@ def _split_series(series_uid: str, fields: dict, headers: list[SliceHeader]) -> 
     """Split a series into parts that can each form one volume (same plane, same matrix)."""
 
     def key(header: SliceHeader) -> tuple:
-        orientation = (
-            tuple(np.round(header.orientation, _ORIENTATION_DECIMALS)) if header.orientation else None
-        )
+        orientation = tuple(np.round(header.orientation, _ORIENTATION_DECIMALS)) if header.orientation else None
         return (orientation, header.rows, header.columns)
 
     parts: dict[tuple, list[SliceHeader]] = defaultdict(list)
@@ -562,9 +560,7 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
                 f"{ordered[i].source.label} and {ordered[i + 1].source.label}"
             )
         elif abs(ratio - 1) > 0.1:
-            notes.append(
-                f"irregular slice step {gap:.2f} mm (median {step:.2f} mm) at {ordered[i + 1].source.label}"
-            )
+            notes.append(f"irregular slice step {gap:.2f} mm (median {step:.2f} mm) at {ordered[i + 1].source.label}")
         z_index.append(z_index[-1] + 1)
     direction = np.column_stack([row_dir, col_dir, normal])
     return SeriesGeometry(
@@ -615,7 +611,9 @@ def _decode_with_pydicom(header: SliceHeader) -> np.ndarray:
                 dataset.file_meta.TransferSyntaxUID = (
                     pydicom.uid.ImplicitVRLittleEndian
                     if implicit
-                    else pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+                    else pydicom.uid.ExplicitVRLittleEndian
+                    if little
+                    else pydicom.uid.ExplicitVRBigEndian
                 )
             if "PixelData" not in dataset and "FloatPixelData" not in dataset:
                 raise DicomError("the file has no pixel data", path=label)
