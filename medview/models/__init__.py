@@ -1,1 +1,9 @@
-"""Network definitions shared by the app and training (torch side; never imported by ``medview.ui``)."""
+"""Network definitions shared by the app and training (torch side; never imported by ``medview.ui``).
+
+Importing this package registers every architecture with ``medview.models.registry``.
+"""
+
+from medview.models import lung_sound  # noqa: F401  (registers its architecture)
+from medview.models.registry import create_model, list_models, model_entry, register_model
+
+__all__ = ["create_model", "list_models", "model_entry", "register_model"]
