@@ -1,0 +1,130 @@
+"""Trained networks -> a model bundle the app accepts, proven by loading it back through the app's loader.
+
+``export_bundle`` writes one safetensors file per network (a snapshot ensemble
+has several), the manifest with every file's SHA-256 and the library versions,
+then reads the folder back with ``load_manifest`` + ``load_networks`` (the same
+code the viewer uses) and checks that the reloaded networks give the same
+outputs as the ones in memory on the architecture's example input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from medview.engine.manifest import (
+    DataProvenance,
+    InputSpec,
+    ModelCard,
+    WeightFile,
+    load_manifest,
+    sha256_file,
+    write_manifest,
+)
+from medview.engine.weights import load_networks
+from medview.errors import ModelError
+from medview.models import model_entry
+
+_VERSIONED_LIBRARIES = ("medview", "torch", "numpy", "safetensors", "timm", "scikit-learn", "skops", "librosa")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a bundle's numbers depend on."""
+    versions = {}
+    for name in _VERSIONED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def export_bundle(
+    networks: Sequence[nn.Module],
+    out_dir: Path,
+    *,
+    model_id: str,
+    version: str,
+    task: str,
+    arch: str,
+    arch_args: Mapping[str, Any],
+    input_spec: InputSpec,
+    class_names: Sequence[str],
+    trained_on: DataProvenance,
+    metrics: Mapping[str, float],
+    thresholds: Mapping[str, float] | None = None,
+    target_layer: str | None = None,
+) -> ModelCard:
+    """Write ``networks`` as bundle folder ``out_dir`` and return its card, reloaded and checked."""
+    if not networks:
+        raise ValueError("export_bundle needs at least one network")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = []
+    for index, network in enumerate(networks):
+        suffix = f"-snapshot-{index + 1}" if len(networks) > 1 else ""
+        name = f"{model_id}-{version}{suffix}.safetensors"
+        state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
+        save_file(state, str(out_dir / name), metadata={"arch": arch, "id": model_id, "version": version})
+        role = f"snapshot-{index + 1}" if len(networks) > 1 else "weights"
+        weights.append(WeightFile(path=name, sha256=sha256_file(out_dir / name), format="safetensors", role=role))
+    card = ModelCard(
+        id=model_id,
+        version=version,
+        task=task,
+        arch=arch,
+        arch_args=dict(arch_args),
+        weights=tuple(weights),
+        input=input_spec,
+        class_names=tuple(class_names),
+        thresholds=dict(thresholds or {}),
+        target_layer=target_layer if target_layer is not None else model_entry(arch).target_layer,
+        trained_on=trained_on,
+        metrics=dict(metrics),
+        library_versions=library_versions(),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        bundle_dir=out_dir,
+    )
+    write_manifest(card)
+    check_bundle(out_dir, reference=networks)
+    return card
+
+
+@torch.no_grad()
+def check_bundle(bundle_dir: Path, reference: Sequence[nn.Module] | None = None) -> ModelCard:
+    """Load a bundle as the app does and run each network on the architecture's example input.
+
+    With ``reference`` networks, their outputs must match the reloaded ones.
+    Raises ``ModelError`` naming the file on any failure.
+    """
+    card = load_manifest(bundle_dir)
+    reloaded = load_networks(card)
+    entry = model_entry(card.arch)
+    if entry.target_layer is not None and card.target_layer is not None:
+        try:
+            reloaded[0].get_submodule(card.target_layer)
+        except AttributeError as error:
+            raise ModelError(
+                f"target_layer {card.target_layer!r} is not a layer of {card.arch}", path=bundle_dir
+            ) from error
+    example = torch.randn(2, *entry.example_input, generator=torch.Generator().manual_seed(0))
+    for index, network in enumerate(reloaded):
+        output = network(example)
+        if output.shape[-1] != len(card.class_names):
+            raise ModelError(
+                f"network {index + 1} gives {output.shape[-1]} outputs for {len(card.class_names)} class names",
+                path=bundle_dir,
+            )
+        if reference is not None:
+            expected = reference[index].cpu().eval()(example)
+            if not torch.allclose(output, expected, rtol=1e-4, atol=1e-5):
+                raise ModelError(
+                    f"network {index + 1} reloaded from the bundle computes different outputs", path=bundle_dir
+                )
+    return card
