@@ -18,6 +18,7 @@ from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, t
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import Task, TaskRunner
 
+DEFAULT_THUMBNAIL_WINDOW = (40.0, 400.0)  # soft-tissue window for series that suggest none
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MASK_FILTER = "Masks (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.dcm);;All files (*)"
 
@@ -56,6 +57,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._first_slice_shown = False  # the current load has put its first slice on screen
         self._partial_on_screen = False  # the screen shows a volume whose load has not finished
         self._shown_before_load: tuple[Volume | None, list[Layer]] | None = None  # what a cancel brings back
+        self._thumbnail_from_load: SeriesInfo | None = None
 
         self.mpr = MprView(self.layers)
         self.setCentralWidget(self.mpr)
@@ -237,15 +239,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self._scan_problems = [str(p) for p in result.problems]
         self.problems = list(self._scan_problems)
         self.browser.add_series(result.series)
-        self._start_thumbnails(result.series)
+        opened = max(result.series, key=lambda s: s.slice_count) if result.series else None
+        # the series being opened gets its thumbnail from its own decoded volume: not decoded twice
+        self._thumbnail_from_load = opened
+        self._start_thumbnails([s for s in result.series if s is not opened])
         if result.problems:
             self.statusBar().showMessage(
                 f"{len(result.problems)} file(s) skipped — File > Show problems for the list", 10000
             )
             if not result.series:
                 self.show_problems()
-        if result.series:
-            self.load_series(max(result.series, key=lambda s: s.slice_count))
+        if opened is not None:
+            self.load_series(opened)
 
     def _start_thumbnails(self, series_list: list[SeriesInfo]) -> None:
         def work(_progress: object, cancelled: object, partial: object) -> None:
@@ -260,7 +265,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         def show(item: tuple[SeriesInfo, np.ndarray]) -> None:
             series, plane = item
-            self.browser.set_thumbnail(series, thumbnail_image(plane, series.window or (40.0, 400.0)))
+            self.browser.set_thumbnail(series, thumbnail_image(plane, series.window or DEFAULT_THUMBNAIL_WINDOW))
 
         task = Task(work, "Making thumbnails")
         task.signals.partial.connect(show)
@@ -392,6 +397,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self._show_volume(volume)
         self._first_slice_shown = self._partial_on_screen = False
         self._shown_before_load = None
+        series = self._thumbnail_from_load
+        if series is not None and series.series_uid == volume.series_uid:
+            window = volume.default_window or DEFAULT_THUMBNAIL_WINDOW
+            self.browser.set_thumbnail(series, thumbnail_image(volume.voxels[volume.shape[0] // 2], window))
+        self._thumbnail_from_load = None
         self.problems = self._scan_problems + list(volume.warnings)
         if volume.warnings:
             self.statusBar().showMessage(f"Loaded with {len(volume.warnings)} warning(s): {volume.warnings[0]}", 15000)

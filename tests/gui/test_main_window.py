@@ -445,6 +445,31 @@ def test_cancel_keeps_the_previous_volume(qtbot: Any, sample_window: Any, shared
     assert window.layers.layers == previous_layers
 
 
+def test_opened_series_gets_its_thumbnail_without_a_second_decode(
+    qtbot: Any, window: Any, shared_data: Path, monkeypatch: Any
+) -> None:
+    """The series that opens takes its thumbnail from its own volume; the thumbnail task skips it."""
+    from medview.ui import main_window
+
+    thumbnail_decodes: list[str] = []
+    original = main_window.decode_slice
+
+    def counting(header: Any) -> np.ndarray:
+        thumbnail_decodes.append(header.source.label)
+        return original(header)
+
+    monkeypatch.setattr(main_window, "decode_slice", counting)
+    open_and_wait(qtbot, window, _p001(shared_data))
+    qtbot.waitUntil(lambda: not window.tasks.running, timeout=5000)
+    assert thumbnail_decodes == []
+    (item,) = window.browser.series_items.values()
+    icon = item.icon(0)
+    assert not icon.isNull()
+    image = icon.pixmap(64, 64).toImage()
+    assert image.width() > 0
+    assert len({image.pixelColor(x, 32).lightness() for x in range(image.width())}) > 10  # anatomy, not a flat tile
+
+
 def test_first_slice_is_shown_before_the_series_finishes(
     qtbot: Any, window: Any, shared_data: Path, monkeypatch: Any
 ) -> None:
