@@ -122,9 +122,19 @@ def check_bundle(bundle_dir: Path, reference: Sequence[nn.Module] | None = None)
                 path=bundle_dir,
             )
         if reference is not None:
-            expected = reference[index].cpu().eval()(example)
+            expected = _eval_output(reference[index], example)
             if not torch.allclose(output, expected, rtol=1e-4, atol=1e-5):
                 raise ModelError(
                     f"network {index + 1} reloaded from the bundle computes different outputs", path=bundle_dir
                 )
     return card
+
+
+def _eval_output(network: nn.Module, example: torch.Tensor) -> torch.Tensor:
+    """``network``'s eval-mode output on CPU, leaving the caller's network on its device and in its mode."""
+    was_training = network.training
+    device = next(network.parameters()).device
+    try:
+        return network.eval()(example.to(device)).cpu()
+    finally:
+        network.train(was_training)
