@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,12 +28,19 @@ MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a page of JSON; anything larger is not one
 
 #: clinical tasks the engine has a pipeline for
-TASKS = frozenset({"liver_segmentation", "kidney_stone", "covid_ct", "skin_lesion", "lung_sound"})
+TASKS = frozenset({"liver_segmentation", "kidney_stone", "lung_segmentation", "covid_ct", "skin_lesion", "lung_sound"})
 
 #: allow-listed architecture ids and the task each serves.  ``medview.models``
 #: registers its constructors under exactly these ids (a test checks both ways).
 ARCHITECTURES: Mapping[str, str] = {
-    "lung_sound_cnn": "lung_sound",
+    "liver_eas_unet": "liver_segmentation",  # paper 001
+    "kidney_hybrid": "kidney_stone",  # paper 000, frozen backbone + custom CNN
+    "kidney_transfer": "kidney_stone",  # paper 000's transfer-learning baseline
+    "lung_unet": "lung_segmentation",  # paper 002, stage 0
+    "covid_slice_cnn": "covid_ct",  # paper 002, stage 1 (slice classifier)
+    "covid_cnn_bilstm": "covid_ct",  # paper 002, stage 2 (frozen CNN + biLSTM over 50 slices)
+    "skin_cnn_features": "skin_lesion",  # paper 003, ImageNet CNN features (the forest is a skops file)
+    "lung_sound_cnn": "lung_sound",  # paper 004
 }
 
 #: what a weights file may be: safetensors tensors or a skops random forest
@@ -368,3 +378,68 @@ def find_bundles(folders: Sequence[Path | str] | Iterable[Path | str]) -> Bundle
             seen.add((card.id, card.version))
             scan.cards.append(card)
     return scan
+
+
+# --------------------------------------------------------------------------- import
+
+MAX_BUNDLE_BYTES = 4 << 30  # a zip that unpacks to more than this is refused (zip bombs)
+
+
+def import_bundle(source: Path | str, models_dir: Path | str, *, replace: bool = False) -> ModelCard:
+    """Copy a bundle folder or zip into ``models_dir`` after validating its manifest and every checksum.
+
+    The bundle lands in ``models_dir/<id>-<version>``; an existing one with the
+    same id and version is refused unless ``replace``.  Nothing is left behind
+    when the bundle is refused: it is staged in a temporary folder next to the
+    destination and renamed into place only once it has verified.
+    """
+    source, models_dir = Path(source), Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=models_dir))
+    try:
+        if source.is_dir():
+            shutil.copytree(source, staging / "bundle")
+        elif zipfile.is_zipfile(source):
+            _extract_zip(source, staging / "bundle")
+        elif source.exists():
+            raise ModelError("expected a bundle folder or a .zip of one", path=source)
+        else:
+            raise ModelError("not found", path=source)
+        root = _bundle_root(staging / "bundle", source)
+        card = load_manifest(root)
+        verify_bundle(card)
+        target = models_dir / f"{card.id}-{card.version}"
+        if target.exists():
+            if not replace:
+                raise ModelError(f"bundle {card.label} is already installed in {target}", path=source)
+            shutil.rmtree(target)
+        root.rename(target)
+        return load_manifest(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _extract_zip(source: Path, destination: Path) -> None:
+    """Extract a bundle zip, refusing members that would land outside ``destination`` or unpack too large."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            members = archive.infolist()
+            if sum(member.file_size for member in members) > MAX_BUNDLE_BYTES:
+                raise ModelError(f"the zip unpacks to more than {MAX_BUNDLE_BYTES >> 30} GiB", path=source)
+            for member in members:
+                name = PurePosixPath(member.filename)
+                if name.is_absolute() or ".." in name.parts or "\\" in member.filename:
+                    raise ModelError(f"zip member {member.filename!r} points outside the bundle", path=source)
+            archive.extractall(destination)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelError(f"unreadable zip ({error})", path=source) from error
+
+
+def _bundle_root(folder: Path, source: Path) -> Path:
+    """The folder holding manifest.json: ``folder`` itself or its single sub-folder (a zipped folder)."""
+    if (folder / MANIFEST_NAME).is_file():
+        return folder
+    children = [child for child in folder.iterdir() if child.is_dir()]
+    if len(children) == 1 and (children[0] / MANIFEST_NAME).is_file():
+        return children[0]
+    raise ModelError("no manifest.json at the top of the bundle: not a model bundle", path=source)

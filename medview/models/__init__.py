@@ -3,7 +3,7 @@
 Importing this package registers every architecture with ``medview.models.registry``.
 """
 
-from medview.models import lung_sound  # noqa: F401  (registers its architecture)
+from medview.models import covid, kidney, liver, lung_sound, skin  # noqa: F401  (each registers its architectures)
 from medview.models.registry import create_model, list_models, model_entry, register_model
 
 __all__ = ["create_model", "list_models", "model_entry", "register_model"]

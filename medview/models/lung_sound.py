@@ -43,6 +43,7 @@ class ConvComposition(nn.Sequential):
 @register_model(
     "lung_sound_cnn",
     example_input=(1, N_MELS, CHUNK_FRAMES),
+    output_shape=(4,),
     target_layer="features.6",
     paper_parameters=4_900_000,
 )

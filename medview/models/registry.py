@@ -28,6 +28,7 @@ class ModelEntry:
     arch: str
     factory: Callable[..., nn.Module]
     example_input: tuple[int, ...]  # one sample, without the batch dimension
+    output_shape: tuple[int, ...]  # the output of one example input with default arguments, without batch
     target_layer: str | None  # for Grad-CAM, resolved with ``model.get_submodule``
     paper_parameters: int | None = None  # as the paper states it (rounded), for the contract test
 
@@ -39,6 +40,7 @@ def register_model(
     arch: str,
     *,
     example_input: tuple[int, ...],
+    output_shape: tuple[int, ...],
     target_layer: str | None,
     paper_parameters: int | None = None,
 ) -> Callable[[ModelFactory], ModelFactory]:
@@ -49,7 +51,7 @@ def register_model(
             raise ValueError(f"{arch!r} is not in medview.engine.manifest.ARCHITECTURES: add it there first")
         if arch in _REGISTRY:
             raise ValueError(f"architecture {arch!r} is registered twice")
-        _REGISTRY[arch] = ModelEntry(arch, factory, example_input, target_layer, paper_parameters)
+        _REGISTRY[arch] = ModelEntry(arch, factory, example_input, output_shape, target_layer, paper_parameters)
         return factory
 
     return decorate

@@ -18,14 +18,18 @@ def test_registry_matches_the_manifest_allow_list() -> None:
 def test_output_shape_and_target_layer(arch: str) -> None:
     entry = model_entry(arch)
     network = create_model(arch).eval()
-    with torch.no_grad():
-        output = network(torch.randn(2, *entry.example_input))
-    assert output.ndim == 2
-    assert output.shape[0] == 2
-    assert torch.isfinite(output).all()
+    activations: list[torch.Tensor] = []
     if entry.target_layer is not None:
         layer = network.get_submodule(entry.target_layer)
-        assert any(p.requires_grad for p in layer.parameters())
+        layer.register_forward_hook(lambda _module, _inputs, output: activations.append(output))
+    with torch.no_grad():
+        output = network(torch.randn(2, *entry.example_input))
+    assert tuple(output.shape) == (2, *entry.output_shape)
+    assert torch.isfinite(output).all()
+    if entry.target_layer is not None:
+        # Grad-CAM weighs the channels of a spatial feature map: the layer must give one
+        assert activations, f"target layer {entry.target_layer} is not on the forward path"
+        assert activations[0].ndim == 4
 
 
 @pytest.mark.parametrize("arch", [a for a in list_models() if model_entry(a).paper_parameters])
