@@ -14,12 +14,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from platformdirs import user_config_dir
+from platformdirs import user_config_dir, user_data_dir
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MAX_RECENT = 10
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
 #: (center, width) in HU, the usual CT windows; users may change them in the settings file
 DEFAULT_WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -45,6 +46,10 @@ class Settings:
     window_presets: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_WINDOW_PRESETS))
     recent_paths: list[str] = field(default_factory=list)
     last_directory: str = ""
+    #: where models run: "auto" (CUDA, then MPS, then CPU), "cuda", "mps" or "cpu"
+    device: str = "auto"
+    #: the user's model folder (bundles imported by the Models dialog); "" = the default per-user folder
+    model_folder: str = ""
 
     def add_recent(self, path: Path | str) -> None:
         """Put ``path`` first in the recent list, without duplicates."""
@@ -82,7 +87,19 @@ class Settings:
         if isinstance(recent, list):
             settings.recent_paths = [str(p) for p in recent][:MAX_RECENT]
         settings.last_directory = str(raw.get("last_directory", ""))
+        if raw.get("device") in DEVICE_CHOICES:
+            settings.device = raw["device"]
+        settings.model_folder = str(raw.get("model_folder", ""))
         return settings
+
+    def user_models_dir(self) -> Path:
+        """The folder bundles are imported into (``MEDVIEW_MODELS_DIR`` overrides, for tests and portable installs)."""
+        override = os.environ.get("MEDVIEW_MODELS_DIR") or self.model_folder
+        return Path(override) if override else Path(user_data_dir("MedView", appauthor=False)) / "models"
+
+    def model_folders(self) -> list[Path]:
+        """Where bundles are looked for: the ones shipped with MedView first, then the user's."""
+        return [resources_dir() / "models", self.user_models_dir()]
 
     def save(self, folder: Path | None = None) -> None:
         """Write atomically; failures are logged, the session goes on."""

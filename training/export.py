@@ -17,8 +17,11 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from sklearn.ensemble import RandomForestClassifier
+from skops import io as skops_io
 from torch import nn
 
+from medview.engine.forest import load_forest
 from medview.engine.manifest import (
     DataProvenance,
     InputSpec,
@@ -61,8 +64,12 @@ def export_bundle(
     metrics: Mapping[str, float],
     thresholds: Mapping[str, float] | None = None,
     target_layer: str | None = None,
+    forest: RandomForestClassifier | None = None,
 ) -> ModelCard:
-    """Write ``networks`` as bundle folder ``out_dir`` and return its card, reloaded and checked."""
+    """Write ``networks`` (and a skin bundle's ``forest``, as skops) as bundle folder ``out_dir``.
+
+    Returns the card, reloaded and checked through the app's own loaders.
+    """
     if not networks:
         raise ValueError("export_bundle needs at least one network")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +81,10 @@ def export_bundle(
         save_file(state, str(out_dir / name), metadata={"arch": arch, "id": model_id, "version": version})
         role = f"snapshot-{index + 1}" if len(networks) > 1 else "weights"
         weights.append(WeightFile(path=name, sha256=sha256_file(out_dir / name), format="safetensors", role=role))
+    if forest is not None:
+        name = f"{model_id}-{version}-forest.skops"
+        skops_io.dump(forest, out_dir / name)
+        weights.append(WeightFile(path=name, sha256=sha256_file(out_dir / name), format="skops", role="forest"))
     card = ModelCard(
         id=model_id,
         version=version,
@@ -116,9 +127,13 @@ def check_bundle(bundle_dir: Path, reference: Sequence[nn.Module] | None = None)
     example = torch.randn(2, *entry.example_input, generator=torch.Generator().manual_seed(0))
     for index, network in enumerate(reloaded):
         output = network(example)
-        if output.shape[-1] != len(card.class_names):
+        if card.task == "skin_lesion":  # CNN features -> forest: the forest gives the classes
+            forest = load_forest(card, output.shape[1])
+            if forest.predict_proba(output.numpy()).shape != (2, len(card.class_names)):
+                raise ModelError("the forest does not give one probability per class name", path=bundle_dir)
+        elif output.shape[1] != len(card.class_names):
             raise ModelError(
-                f"network {index + 1} gives {output.shape[-1]} outputs for {len(card.class_names)} class names",
+                f"network {index + 1} gives {output.shape[1]} outputs for {len(card.class_names)} class names",
                 path=bundle_dir,
             )
         if reference is not None:

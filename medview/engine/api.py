@@ -1,0 +1,212 @@
+"""What the engine hands the UI (torch-free): results with their provenance, and the service protocol.
+
+Every result carries a ``Provenance``: which bundle produced it (id, version,
+the training-data line of its manifest, its validation metrics, the demo flag),
+the threshold it was read with, the device and the time it took.  The findings
+panel shows exactly these fields, and a demo bundle's results are marked
+"demo model: not for diagnosis" wherever they are displayed.
+
+Arrays live in the input's own grid: a mask or heatmap of a CT volume is indexed
+``[z, y, x]`` like ``Volume.voxels``; a photo's saliency map has the photo's
+height and width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from medview.engine.manifest import ModelCard
+
+DEMO_BANNER = "demo model: not for diagnosis"
+
+ProgressCallback = Callable[[int, int, str], None]  # done, total, what is being done
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which model produced a result, how it was trained, and how it ran."""
+
+    model_id: str
+    model_version: str
+    task: str
+    arch: str
+    demo: bool
+    training_data: str  # one line: dataset, split, counts
+    metrics: Mapping[str, float]
+    threshold: float | None
+    device: str
+    seconds: float
+    notes: tuple[str, ...] = ()  # e.g. "CUDA out of memory: ran on the CPU", "lung mask: classical fallback"
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_id} {self.model_version}"
+
+    @classmethod
+    def of(
+        cls, card: ModelCard, *, threshold: float | None, device: str, seconds: float, notes: Sequence[str] = ()
+    ) -> Provenance:
+        """The provenance of a result of ``card``."""
+        trained = card.trained_on
+        counts = ", ".join(f"{value} {name}" for name, value in trained.counts.items())
+        line = f"{trained.dataset} ({trained.split}{'; ' + counts if counts else ''})"
+        if trained.demo or trained.synthetic:
+            line += " [demo]" if not trained.synthetic else " [synthetic]"
+        return cls(
+            model_id=card.id,
+            model_version=card.version,
+            task=card.task,
+            arch=card.arch,
+            demo=card.is_demo,
+            training_data=line,
+            metrics=dict(card.metrics),
+            threshold=threshold,
+            device=device,
+            seconds=seconds,
+            notes=tuple(notes),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Heatmap:
+    """A Grad-CAM / saliency map in the input's grid.
+
+    ``values`` are the raw ReLU'd class-activation values; ``relative`` scales them
+    to [0, 1] by their own maximum (the usual display), ``absolute`` by a fixed
+    scale so two images or two slices can be compared.
+    """
+
+    values: np.ndarray
+    target_class: str
+    layer: str
+
+    def relative(self) -> np.ndarray:
+        peak = float(self.values.max()) if self.values.size else 0.0
+        return self.values / peak if peak > 0 else np.zeros_like(self.values)
+
+    def absolute(self, scale: float) -> np.ndarray:
+        if scale <= 0:
+            raise ValueError(f"scale: expected a positive number, got {scale}")
+        return np.clip(self.values / scale, 0.0, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationResult:
+    """A per-voxel segmentation of a CT volume (liver, lungs)."""
+
+    provenance: Provenance
+    label_name: str
+    probability: np.ndarray  # float16 [z, y, x], probability of the structure
+    mask: np.ndarray  # bool [z, y, x], probability >= threshold
+    spacing: tuple[float, float, float]  # (z, y, x) mm, for the volume
+
+    @property
+    def volume_ml(self) -> float:
+        """Volume of the mask in millilitres (1 mL = 1000 mm^3)."""
+        return float(self.mask.sum()) * float(np.prod(self.spacing)) / 1000.0
+
+    @property
+    def slice_range(self) -> tuple[int, int] | None:
+        """First and last slice index that holds mask voxels, or None for an empty mask."""
+        slices = np.flatnonzero(self.mask.any(axis=(1, 2)))
+        return (int(slices[0]), int(slices[-1])) if slices.size else None
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """Class probabilities of one item (a slice, a group of slices, a cycle, a photo)."""
+
+    probabilities: Mapping[str, float]
+
+    @property
+    def label(self) -> str:
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+
+@dataclass(frozen=True, eq=False)
+class LungSoundResult:
+    """Per-cycle classification of one recording by a snapshot ensemble."""
+
+    provenance: Provenance
+    class_names: tuple[str, ...]
+    cycles: tuple[tuple[float, float], ...]  # (start_s, end_s) of each cycle, as classified
+    scores: tuple[ClassScores, ...]  # one per cycle, averaged over chunks and snapshots
+    snapshots: int
+    chunks_per_cycle: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class SliceClassificationResult:
+    """A binary per-slice classification over a series (kidney stone), with the ROI that was used."""
+
+    provenance: Provenance
+    positive_class: str
+    slice_indices: tuple[int, ...]
+    probabilities: np.ndarray  # float32, probability of ``positive_class`` per listed slice
+    roi: str  # where the ROI came from: "whole slice", a mask file, "drawn rectangle", ...
+    heatmaps: Mapping[int, Heatmap] = field(default_factory=dict)  # by slice index, when asked
+
+    def positive_slices(self) -> list[int]:
+        """Slices at or above the bundle's threshold."""
+        threshold = self.provenance.threshold if self.provenance.threshold is not None else 0.5
+        return [i for i, p in zip(self.slice_indices, self.probabilities, strict=True) if p >= threshold]
+
+
+@dataclass(frozen=True, eq=False)
+class PhotoResult:
+    """Benign / malignant of one photo: the forest's vote share and a saliency map of the CNN part."""
+
+    provenance: Provenance
+    scores: ClassScores
+    positive_class: str
+    votes: Mapping[str, int]  # trees voting for each class
+    saliency: Heatmap | None
+
+    @property
+    def label(self) -> str:
+        """The class read with the bundle's threshold on the positive class."""
+        threshold = self.provenance.threshold if self.provenance.threshold is not None else 0.5
+        if self.scores.probabilities[self.positive_class] >= threshold:
+            return self.positive_class
+        return next(name for name in self.scores.probabilities if name != self.positive_class)
+
+
+@dataclass(frozen=True)
+class GroupScore:
+    """One 50-slice group of the COVID pipeline: which slices it holds and its class probabilities."""
+
+    description: str  # e.g. "slices 43-92", "slices 93-119 + 23 black"
+    kind: str  # "full", "padded" or "resampled"
+    sources: tuple[int | float | None, ...]  # source slice of each slot (float: interpolated, None: black)
+    scores: ClassScores
+
+
+@dataclass(frozen=True, eq=False)
+class CovidResult:
+    """Paper 002's patient verdict with everything that led to it, for the viewer to show."""
+
+    provenance: Provenance
+    class_names: tuple[str, ...]
+    lung_mask: np.ndarray  # bool [z, y, x]
+    lung_mask_source: str  # the lung U-Net bundle, or the classical method
+    slice_reasons: tuple[str, ...]  # one per slice: "kept: ..." or why it was left out
+    kept_slices: tuple[int, ...]
+    groups: tuple[GroupScore, ...]
+    verdict: str
+    votes: Mapping[str, int]
+    switched: bool  # a group above the 0.9 rule overruled a healthy majority
+    reason: str  # the vote spelled out
+    heatmaps: Mapping[int, Heatmap] = field(default_factory=dict)  # Grad-CAM by slice index, when asked
+
+
+class InferenceService(Protocol):
+    """What the UI may ask of the engine; implemented on the torch side, wired by ``medview.app``."""
+
+    def cards(self) -> Sequence[ModelCard]: ...
+
+    def device_name(self) -> str: ...

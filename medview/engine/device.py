@@ -1,0 +1,73 @@
+"""Where models run: CUDA, then Apple MPS, then the CPU, unless the user's settings say otherwise.
+
+``run_on`` runs a piece of inference on the chosen device and, when CUDA runs
+out of memory, says so and runs it once more on the CPU: a workstation with a
+small GPU still gets its result, slower, with a note in the result's provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+from medview.config import DEVICE_CHOICES
+from medview.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+PREFERENCES = DEVICE_CHOICES
+T = TypeVar("T")
+
+
+def available_devices() -> list[str]:
+    """The device kinds torch can use on this machine, best first."""
+    devices = []
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    devices.append("cpu")
+    return devices
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """The device for ``preference`` ("auto" = CUDA -> MPS -> CPU); an unavailable choice is a ``ModelError``."""
+    if preference not in PREFERENCES:
+        raise ModelError(f"device: expected one of {', '.join(PREFERENCES)}, got {preference!r}")
+    available = available_devices()
+    if preference == "auto":
+        return torch.device(available[0])
+    if preference not in available:
+        raise ModelError(
+            f"device {preference!r} was chosen in the settings but is not available here "
+            f"(available: {', '.join(available)})"
+        )
+    return torch.device(preference)
+
+
+def describe(device: torch.device) -> str:
+    """A human-readable device name for the findings panel and the About dialog."""
+    if device.type == "cuda":
+        return f"CUDA {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def run_on(device: torch.device, work: Callable[[torch.device, str], T]) -> T:
+    """``work(device, "")``; on CUDA out-of-memory, free the cache and run ``work(cpu, note)`` once more.
+
+    The note says what happened, for the provenance of the result computed on the CPU.
+    """
+    try:
+        return work(device, "")
+    except torch.cuda.OutOfMemoryError as error:
+        if device.type != "cuda":
+            raise
+        log.warning("CUDA out of memory (%s); running again on the CPU", str(error).splitlines()[0])
+        torch.cuda.empty_cache()
+        note = f"the GPU ({device}) ran out of memory: this result was computed on the CPU"
+        return work(torch.device("cpu"), note)

@@ -1,0 +1,103 @@
+"""Paper 002 at inference: lung mask -> slice elimination -> 50-slice groups -> CNN + biLSTM -> patient vote.
+
+The lung mask comes from a lung-segmentation bundle (the paper's U-Net) when one
+is given, else from the classical method of ``medview.preprocess.chest`` (the
+result says which).  Slice elimination, masking, grouping and the vote are the
+shared functions of ``medview.preprocess.chest``, exactly what training uses.
+Grad-CAM, when asked, is computed per slice at the CNN's last conv layer for
+the class each group predicts, with gradients through the biLSTM, and mapped
+back to the source slices (an interpolated slot of a resampled group is not a
+real slice and gets no map; black padding neither).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medview.engine.api import ClassScores, CovidResult, GroupScore, Heatmap
+from medview.engine.pipelines.context import RunContext
+from medview.errors import InputError, ModelError
+from medview.explain import grad_cam
+from medview.io.volume import Volume
+from medview.preprocess.chest import group_slices, patient_vote, prepare_slices, select_slices, superior_at_high_z
+from medview.preprocess.image import resize_back
+
+
+def classify(
+    context: RunContext,
+    volume: Volume,
+    lung_mask: np.ndarray,
+    lung_mask_source: str,
+    *,
+    explain: bool = False,
+) -> CovidResult:
+    """The patient verdict for ``volume`` given its lung mask (bool, the volume's shape)."""
+    card = context.card
+    if lung_mask.shape != volume.shape:
+        raise ModelError(f"lung mask of shape {lung_mask.shape} for a volume of shape {volume.shape}")
+    size = card.input.size[0] if card.input.size else 256
+    group_size = int(card.arch_args.get("group_size", 50))
+    try:
+        upward = superior_at_high_z(volume.direction)
+    except ValueError as error:
+        raise InputError(f"COVID analysis needs an axial chest CT series ({error})") from error
+    selection = select_slices(lung_mask, superior_at_high_z=upward)
+    if not selection.kept:
+        raise InputError("no lung found in this series: the COVID model needs a chest CT that shows the lungs")
+    window = card.input.hu_window or (-1000.0, 400.0)
+    prepared = prepare_slices(volume.voxels, lung_mask, selection.kept, size=size, window=window)
+    groups = group_slices(prepared, selection.kept, group_size=group_size)
+
+    network = context.networks[0]
+    steps = len(groups) * (2 if explain else 1)
+    probabilities, heatmaps = [], {}
+    for number, group in enumerate(groups):
+        context.step(number, steps, f"classifying slice group {number + 1} of {len(groups)}")
+        inputs = context.tensor(group.images[None, :, None])  # (1, 50, 1, size, size)
+        with torch.no_grad():
+            logits = network(inputs)
+        probabilities.append(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
+    group_probabilities = np.stack(probabilities)
+    if explain:
+        for number, group in enumerate(groups):
+            context.step(len(groups) + number, steps, f"Grad-CAM of group {number + 1} of {len(groups)}")
+            target = int(np.argmax(group_probabilities[number]))
+            inputs = context.tensor(group.images[None, :, None])
+            maps = grad_cam(network, inputs, card.target_layer or "", target)  # one map per slot
+            real = [(slot, s) for slot, s in enumerate(group.sources) if isinstance(s, int)]
+            if real:
+                grid = resize_back(maps[[slot for slot, _ in real]], volume.shape[1:])
+                for (_, source), values in zip(real, grid, strict=True):
+                    heatmaps[source] = Heatmap(
+                        values, target_class=card.class_names[target], layer=card.target_layer or ""
+                    )
+    context.step(steps, steps, "patient vote")
+
+    healthy = str(card.input.extra.get("healthy_class", "healthy"))
+    switch = context.threshold("switch", 0.9)
+    vote = patient_vote(group_probabilities, card.class_names, healthy=healthy, switch_threshold=switch)
+    scores = [
+        GroupScore(
+            description=group.describe(),
+            kind=group.kind,
+            sources=group.sources,
+            scores=ClassScores(dict(zip(card.class_names, row.tolist(), strict=True))),
+        )
+        for group, row in zip(groups, group_probabilities, strict=True)
+    ]
+    context.notes.append(f"lung mask: {lung_mask_source}")
+    return CovidResult(
+        provenance=context.provenance(threshold=switch),
+        class_names=card.class_names,
+        lung_mask=lung_mask,
+        lung_mask_source=lung_mask_source,
+        slice_reasons=selection.reasons,
+        kept_slices=selection.kept,
+        groups=tuple(scores),
+        verdict=vote.label,
+        votes=dict(vote.votes),
+        switched=vote.switched,
+        reason=vote.reason,
+        heatmaps=heatmaps,
+    )

@@ -1,0 +1,72 @@
+"""Paper 004 at inference: each respiratory cycle -> chunks -> snapshot ensemble -> class probabilities.
+
+Exactly the paper's chain: resample the recording to 22,050 Hz, cut each cycle
+into 9 s segments with sample padding, log-mel + z-score, 2 chunks of 193 frames
+per segment (``medview.preprocess.audio``, shared with training), softmax of
+every snapshot on every chunk, then the mean over the cycle's chunks and over
+the snapshots; the argmax is the cycle's label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from medview.engine.api import ClassScores, LungSoundResult
+from medview.engine.pipelines.context import RunContext, batches
+from medview.errors import InputError
+from medview.io.audio import Recording
+from medview.preprocess.audio import SAMPLE_RATE, cycle_chunks, resample
+
+BATCH = 32  # chunks per forward pass (the paper trains with batch 32)
+
+
+@torch.no_grad()
+def classify_cycles(
+    context: RunContext, recording: Recording, cycles: Sequence[tuple[float, float]]
+) -> LungSoundResult:
+    """Class probabilities of every cycle ``(start_s, end_s)`` of ``recording``."""
+    if not cycles:
+        raise InputError("no respiratory cycles to classify", path=recording.path)
+    signal = resample(recording.samples, recording.sample_rate, SAMPLE_RATE)
+    chunks, owners = [], []
+    for index, (start_s, end_s) in enumerate(cycles):
+        first, last = round(start_s * SAMPLE_RATE), min(round(end_s * SAMPLE_RATE), signal.size)
+        if last <= first:
+            raise InputError(
+                f"cycle {index + 1} ({start_s:.3f}-{end_s:.3f} s) holds no samples of the recording "
+                f"({recording.duration_s:.3f} s long)",
+                path=recording.path,
+            )
+        cycle = cycle_chunks(signal[first:last])
+        chunks.append(cycle)
+        owners.extend([index] * len(cycle))
+    inputs = np.concatenate(chunks)
+    owner = np.asarray(owners)
+
+    total = len(context.networks) * len(inputs)
+    probabilities = np.zeros((len(inputs), len(context.card.class_names)), dtype=np.float64)
+    done = 0
+    for network in context.networks:
+        for part in batches(len(inputs), BATCH):
+            context.step(done, total, "classifying breathing cycles")
+            logits = network(context.tensor(inputs[part]))
+            probabilities[part] += torch.softmax(logits.float(), dim=1).cpu().numpy()
+            done += part.stop - part.start
+    probabilities /= len(context.networks)
+    context.step(total, total, "classifying breathing cycles")
+
+    scores = []
+    for index in range(len(cycles)):
+        mean = probabilities[owner == index].mean(axis=0)
+        scores.append(ClassScores(dict(zip(context.card.class_names, mean.tolist(), strict=True))))
+    return LungSoundResult(
+        provenance=context.provenance(threshold=None),
+        class_names=context.card.class_names,
+        cycles=tuple((float(a), float(b)) for a, b in cycles),
+        scores=tuple(scores),
+        snapshots=len(context.networks),
+        chunks_per_cycle=tuple(int((owner == i).sum()) for i in range(len(cycles))),
+    )

@@ -1,0 +1,67 @@
+"""Slice-wise CT segmentation: every axial slice through a U-Net, the probability map back on the CT grid.
+
+Used by the liver EAS U-Net (paper 001) and by the lung U-Net of paper 002.
+Per slice (as training prepares them): HU clipped to the bundle's window
+([-200, 250] for the liver) and scaled to [0, 1], resized to the bundle's input
+size (256x256), optionally with the neighbouring slices as channels; the
+softmax probability of the liver class is resized back to the slice's own grid
+and thresholded.  ``on_slices`` receives each batch's probabilities as soon as
+they exist, so the viewer can paint the mask while the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from medview.engine.api import SegmentationResult
+from medview.engine.pipelines.context import RunContext, batches
+from medview.errors import ModelError
+from medview.io.volume import Volume
+from medview.preprocess.image import adjacent_slices, resize_back, resize_stack, window_to_unit
+
+BATCH = 8
+PaintCallback = Callable[[int, np.ndarray], None]  # first slice index, probabilities (n, y, x)
+
+
+@torch.no_grad()
+def segment(
+    context: RunContext,
+    volume: Volume,
+    *,
+    structure: str,
+    on_slices: PaintCallback | None = None,
+) -> SegmentationResult:
+    """Probability and mask of ``structure`` (a class name of the bundle) over every slice of ``volume``."""
+    card = context.card
+    if structure not in card.class_names:
+        raise ModelError(f"bundle {card.label} has no class {structure!r} (classes: {', '.join(card.class_names)})")
+    if card.input.hu_window is None or len(card.input.size) != 2:
+        raise ModelError(f"bundle {card.label}: a segmentation bundle needs input.hu_window and a 2-D input.size")
+    target = card.class_names.index(structure)
+    size = (card.input.size[0], card.input.size[1])
+    depth, height, width = volume.shape
+    probability = np.zeros(volume.shape, dtype=np.float16)
+    for part in batches(depth, BATCH):
+        context.step(part.start, depth, f"segmenting {structure}: slice {part.start + 1} of {depth}")
+        stack = adjacent_slices(volume.voxels, range(part.start, part.stop), card.input.channels)
+        n, channels = stack.shape[:2]
+        unit = window_to_unit(stack.reshape(n * channels, height, width), card.input.hu_window)
+        inputs = resize_stack(unit, size).reshape(n, channels, *size)
+        output = context.networks[0](context.tensor(inputs))
+        classes = torch.softmax(output.float(), dim=1)[:, target].cpu().numpy()
+        painted = np.clip(resize_back(classes, (height, width)), 0.0, 1.0)
+        probability[part] = painted
+        if on_slices is not None:
+            on_slices(part.start, painted)
+    context.step(depth, depth, f"segmenting {structure}")
+    threshold = context.threshold(structure)
+    return SegmentationResult(
+        provenance=context.provenance(threshold=threshold),
+        label_name=structure,
+        probability=probability,
+        mask=probability >= threshold,
+        spacing=volume.spacing,
+    )

@@ -1,0 +1,232 @@
+"""The inference service: finds bundles, loads their networks once per device, runs a task's pipeline.
+
+``medview.app`` builds one ``Engine`` after the window is shown (this module
+imports torch) and hands it to the UI's workers, which call it off the GUI
+thread.  Every call verifies the bundle's checksums before its weights are read
+(``load_networks``), reports progress, honours cancel, and on CUDA
+out-of-memory runs once more on the CPU with a note in the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from sklearn.ensemble import RandomForestClassifier
+from torch import nn
+
+from medview.engine import device as devices
+from medview.engine.api import (
+    CancelCheck,
+    CovidResult,
+    LungSoundResult,
+    PhotoResult,
+    ProgressCallback,
+    SegmentationResult,
+    SliceClassificationResult,
+)
+from medview.engine.forest import load_forest
+from medview.engine.manifest import BundleScan, ModelCard, find_bundles
+from medview.engine.pipelines import covid, kidney, lung_sound, segmentation, skin
+from medview.engine.pipelines.context import RunContext
+from medview.engine.weights import load_networks
+from medview.errors import ModelError
+from medview.io.audio import Recording
+from medview.io.volume import Volume
+from medview.preprocess.chest import classical_lung_mask
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+class Engine:
+    """Bundles from ``model_folders`` (built-in first, then the user's), run on the preferred device."""
+
+    def __init__(self, model_folders: Sequence[Path | str], device_preference: str = "auto") -> None:
+        self.model_folders = [Path(folder) for folder in model_folders]
+        self.device = devices.choose_device(device_preference)
+        self._scan = BundleScan()
+        self._networks: dict[tuple[str, tuple[str, ...], str], list[nn.Module]] = {}
+        self._forests: dict[tuple[str, tuple[str, ...]], RandomForestClassifier] = {}
+        self._lock = threading.Lock()
+        self.refresh()
+
+    # ------------------------------------------------------------------ bundles
+
+    def refresh(self) -> BundleScan:
+        """Look for bundles again (after the user imported one); returns what was found and what was refused."""
+        self._scan = find_bundles(self.model_folders)
+        for problem in self._scan.problems:
+            log.warning("model bundle refused: %s", problem)
+        return self._scan
+
+    def cards(self, task: str | None = None) -> list[ModelCard]:
+        """Installed bundles, optionally only those of ``task``."""
+        return [card for card in self._scan.cards if task is None or card.task == task]
+
+    def problems(self) -> list[ModelError]:
+        """Bundle folders that were refused, with why."""
+        return list(self._scan.problems)
+
+    def device_name(self) -> str:
+        return devices.describe(self.device)
+
+    def networks(self, card: ModelCard, device: torch.device | None = None) -> list[nn.Module]:
+        """The bundle's networks on ``device``, loaded (and checksum-verified) once per device."""
+        device = device or self.device
+        key = (str(card.bundle_dir), tuple(w.sha256 for w in card.weights), str(device))
+        with self._lock:
+            if key not in self._networks:
+                self._networks[key] = load_networks(card, device)
+            return self._networks[key]
+
+    def forest(self, card: ModelCard, n_features: int) -> RandomForestClassifier:
+        """The bundle's random forest (skin), loaded and checked once."""
+        key = (str(card.bundle_dir), tuple(w.sha256 for w in card.weights))
+        with self._lock:
+            if key not in self._forests:
+                self._forests[key] = load_forest(card, n_features)
+            return self._forests[key]
+
+    def forget(self, card: ModelCard) -> None:
+        """Drop the loaded networks and forest of ``card`` (a bundle was replaced or removed)."""
+        with self._lock:
+            for cache in (self._networks, self._forests):
+                for key in [k for k in cache if k[0] == str(card.bundle_dir)]:
+                    del cache[key]
+
+    # ------------------------------------------------------------------ tasks
+
+    def segment_liver(
+        self,
+        card: ModelCard,
+        volume: Volume,
+        *,
+        on_slices: segmentation.PaintCallback | None = None,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> SegmentationResult:
+        """The liver of ``volume`` by a liver_segmentation bundle."""
+        self._expect(card, "liver_segmentation")
+        return self._run(
+            card,
+            lambda context: segmentation.segment(context, volume, structure="liver", on_slices=on_slices),
+            progress,
+            cancelled,
+        )
+
+    def classify_lung_sound(
+        self,
+        card: ModelCard,
+        recording: Recording,
+        cycles: Sequence[tuple[float, float]],
+        *,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> LungSoundResult:
+        """Class probabilities of each breathing cycle of ``recording`` by a lung_sound bundle."""
+        self._expect(card, "lung_sound")
+        return self._run(
+            card, lambda context: lung_sound.classify_cycles(context, recording, cycles), progress, cancelled
+        )
+
+    def classify_kidney_slices(
+        self,
+        card: ModelCard,
+        volume: Volume,
+        slice_indices: Sequence[int],
+        *,
+        roi: np.ndarray | None = None,
+        roi_source: str = "whole slice",
+        explain_slices: Sequence[int] = (),
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> SliceClassificationResult:
+        """Stone probability per slice (in ``roi`` when given), Grad-CAM of ``explain_slices``."""
+        self._expect(card, "kidney_stone")
+        return self._run(
+            card,
+            lambda context: kidney.classify_slices(
+                context, volume, slice_indices, roi=roi, roi_source=roi_source, explain_slices=explain_slices
+            ),
+            progress,
+            cancelled,
+        )
+
+    def classify_skin(
+        self,
+        card: ModelCard,
+        rgb: np.ndarray,
+        *,
+        explain: bool = True,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> PhotoResult:
+        """Benign / malignant of an RGB photo (h, w, 3) by a skin_lesion bundle (CNN features + forest)."""
+        self._expect(card, "skin_lesion")
+        forest = self.forest(card, int(card.input.extra.get("n_features", 1000)))
+        return self._run(
+            card, lambda context: skin.classify_photo(context, forest, rgb, explain=explain), progress, cancelled
+        )
+
+    def classify_covid(
+        self,
+        card: ModelCard,
+        volume: Volume,
+        *,
+        lung_card: ModelCard | None = None,
+        explain: bool = False,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> CovidResult:
+        """Paper 002's patient verdict for a chest CT; the lung mask from ``lung_card`` or the classical method."""
+        self._expect(card, "covid_ct")
+        if lung_card is not None:
+            self._expect(lung_card, "lung_segmentation")
+
+        def pipeline(context: RunContext) -> CovidResult:
+            if lung_card is not None:
+                lung_context = replace(context, card=lung_card, networks=self.networks(lung_card, context.device))
+                lung = segmentation.segment(lung_context, volume, structure="lung").mask
+                source = f"lung U-Net {lung_card.label}" + (" (demo model)" if lung_card.is_demo else "")
+            else:
+                context.step(0, 1, "lung mask (classical method)")
+                lung = classical_lung_mask(volume.voxels, spacing=volume.spacing)
+                source = "classical method (HU threshold, connected components, hole filling)"
+            return covid.classify(context, volume, lung, source, explain=explain)
+
+        return self._run(card, pipeline, progress, cancelled)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @staticmethod
+    def _expect(card: ModelCard, task: str) -> None:
+        if card.task != task:
+            raise ModelError(f"bundle {card.label} is a {card.task!r} model, expected a {task!r} model")
+
+    def _run(
+        self,
+        card: ModelCard,
+        pipeline: Callable[[RunContext], R],
+        progress: ProgressCallback | None,
+        cancelled: CancelCheck | None,
+    ) -> R:
+        def work(device: torch.device, note: str) -> R:
+            context = RunContext(
+                card=card,
+                networks=self.networks(card, device),
+                device=device,
+                device_name=devices.describe(device),
+                progress=progress,
+                cancelled=cancelled,
+                notes=[note] if note else [],
+            )
+            return pipeline(context)
+
+        return devices.run_on(self.device, work)

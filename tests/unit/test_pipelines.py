@@ -1,0 +1,333 @@
+"""CT and photo pipelines with small random-weight bundles on real inputs: shapes, ranges, the input grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.ensemble import RandomForestClassifier
+
+from medview.engine.manifest import DataProvenance, InputSpec
+from medview.engine.service import Engine
+from medview.errors import InputError, ModelError
+from medview.io.dicom import load_dicom
+from medview.io.volume import Volume
+from medview.models import create_model
+from medview.preprocess.image import adjacent_slices, resize_back, resize_stack, window_to_unit
+from training.export import export_bundle
+
+DEMO = DataProvenance(dataset="random weights", split="none", counts={}, demo=True)
+LIVER_ARGS = {"in_channels": 1, "num_classes": 2, "base_channels": 8, "depth": 4}
+
+
+@pytest.fixture(scope="module")
+def sample_volume(sample_series_dir: Path) -> Volume:
+    return load_dicom([sample_series_dir])
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    export_bundle(
+        [create_model("liver_eas_unet", **LIVER_ARGS).eval()],
+        folder / "liver-random",
+        model_id="liver-random",
+        version="0.0.1",
+        task="liver_segmentation",
+        arch="liver_eas_unet",
+        arch_args=LIVER_ARGS,
+        input_spec=InputSpec(modality="CT", size=(64, 64), channels=1, hu_window=(-200.0, 250.0)),
+        class_names=("background", "liver"),
+        thresholds={"liver": 0.5},
+        trained_on=DEMO,
+        metrics={"dice": 0.0},
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir: Path) -> Engine:
+    return Engine([models_dir], device_preference="cpu")
+
+
+# --------------------------------------------------------------------------- shared preprocessing
+
+
+def test_window_resize_and_neighbours() -> None:
+    hu = np.array([[-1000, -200], [25, 3000]], dtype=np.int16)
+    np.testing.assert_allclose(window_to_unit(hu, (-200, 250)), [[0, 0], [0.5, 1]])
+    with pytest.raises(ValueError, match="low < high"):
+        window_to_unit(hu, (250, -200))
+    stack = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
+    assert resize_stack(stack, (3, 4)).shape == (4, 3, 4)
+    assert resize_back(resize_stack(stack, (12, 16)), (6, 8)).shape == (4, 6, 8)
+    neighbours = adjacent_slices(stack, [0, 3], 3)
+    assert neighbours.shape == (2, 3, 6, 8)
+    np.testing.assert_array_equal(neighbours[0, 0], stack[0])  # the edge repeats
+    np.testing.assert_array_equal(neighbours[1, 2], stack[3])
+    np.testing.assert_array_equal(neighbours[1, 0], stack[2])
+
+
+# --------------------------------------------------------------------------- liver
+
+
+def test_liver_pipeline_on_the_bundled_ct(engine: Engine, sample_volume: Volume) -> None:
+    (card,) = engine.cards("liver_segmentation")
+    painted: dict[int, np.ndarray] = {}
+    result = engine.segment_liver(
+        card, sample_volume, on_slices=lambda first, maps: painted.update({first + i: m for i, m in enumerate(maps)})
+    )
+    assert result.probability.shape == sample_volume.shape
+    assert result.mask.shape == sample_volume.shape
+    assert sorted(painted) == list(range(sample_volume.shape[0]))  # every slice painted as it was computed
+    assert float(result.probability.min()) >= 0.0
+    assert float(result.probability.max()) <= 1.0
+    np.testing.assert_array_equal(result.mask, result.probability >= 0.5)
+    voxel_ml = float(np.prod(sample_volume.spacing)) / 1000
+    assert result.volume_ml == pytest.approx(result.mask.sum() * voxel_ml)
+    assert result.provenance.threshold == 0.5
+    assert result.provenance.demo
+
+    # one slice by hand: window, resize to the model grid, softmax, back to the CT grid
+    network = engine.networks(card)[0]
+    z = sample_volume.shape[0] // 2
+    unit = window_to_unit(sample_volume.voxels[z : z + 1], (-200.0, 250.0))
+    with torch.no_grad():
+        logits = network(torch.from_numpy(resize_stack(unit, (64, 64))[:, None]))
+    expected = resize_back(torch.softmax(logits, 1)[:, 1].numpy(), sample_volume.shape[1:])[0]
+    np.testing.assert_allclose(result.probability[z].astype(np.float32), expected, atol=2e-3)
+
+
+def test_liver_pipeline_refuses_an_unknown_structure(engine: Engine, sample_volume: Volume) -> None:
+    from medview.engine.pipelines import segmentation
+    from medview.engine.pipelines.context import RunContext
+
+    (card,) = engine.cards("liver_segmentation")
+    context = RunContext(card=card, networks=engine.networks(card), device=torch.device("cpu"), device_name="CPU")
+    with pytest.raises(ModelError, match="no class 'spleen'"):
+        segmentation.segment(context, sample_volume, structure="spleen")
+
+
+# --------------------------------------------------------------------------- skin
+
+
+@pytest.fixture(scope="module")
+def skin_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("skin-models")
+    torch.manual_seed(0)
+    network = create_model("skin_cnn_features", backbone="efficientnet_lite0").eval()
+    rng = np.random.default_rng(0)
+    forest = RandomForestClassifier(n_estimators=50, random_state=0).fit(rng.random((60, 1000)), np.arange(60) % 2)
+    export_bundle(
+        [network],
+        folder / "skin-random",
+        model_id="skin-random",
+        version="0.0.1",
+        task="skin_lesion",
+        arch="skin_cnn_features",
+        arch_args={"backbone": "efficientnet_lite0"},
+        input_spec=InputSpec(
+            modality="photo",
+            size=(224, 224),
+            channels=3,
+            normalisation="minmax",
+            extra={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "positive_class": "malignant"},
+        ),
+        class_names=("benign", "malignant"),
+        thresholds={"malignant": 0.5},
+        trained_on=DEMO,
+        metrics={"accuracy": 0.5},
+        forest=forest,
+    )
+    return folder
+
+
+def _isic_photo(shared_data: Path) -> np.ndarray:
+    photo = next(iter(sorted((shared_data / "skin").rglob("*.jp*g"))))
+    return np.asarray(Image.open(photo).convert("RGB"))
+
+
+def test_skin_pipeline_votes_and_saliency_on_a_real_photo(skin_models: Path, shared_data: Path) -> None:
+    engine = Engine([skin_models], device_preference="cpu")
+    (card,) = engine.cards("skin_lesion")
+    rgb = _isic_photo(shared_data)
+    result = engine.classify_skin(card, rgb)
+    assert sum(result.votes.values()) == 50
+    # a forest of fully grown trees: the probability is the vote share
+    assert result.scores.probabilities["malignant"] == pytest.approx(result.votes["malignant"] / 50)
+    assert result.label == ("malignant" if result.scores.probabilities["malignant"] >= 0.5 else "benign")
+    assert result.saliency is not None
+    assert result.saliency.values.shape == rgb.shape[:2]
+    assert result.saliency.values.max() > 0
+
+
+def test_a_forest_with_out_of_range_nodes_is_refused(skin_models: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from skops import io as skops_io
+
+    from medview.engine.manifest import load_manifest, sha256_file, write_manifest
+
+    folder = Path(shutil.copytree(skin_models / "skin-random", tmp_path / "skin-crafted"))
+    card = load_manifest(folder)
+    forest_file = next(w for w in card.weights if w.format == "skops")
+    forest = skops_io.load(card.file_path(forest_file), trusted=["sklearn.tree._tree.Tree"])
+    forest.estimators_[3].tree_.children_left[0] = 10_000  # would read out of bounds in predict
+    skops_io.dump(forest, card.file_path(forest_file))
+    # re-sign the manifest: the checksum passes, the structural check must still refuse it
+    from dataclasses import replace
+
+    weights = tuple(
+        replace(w, sha256=sha256_file(card.file_path(w))) if w.format == "skops" else w for w in card.weights
+    )
+    write_manifest(replace(card, weights=weights))
+    engine = Engine([tmp_path], device_preference="cpu")
+    (crafted,) = engine.cards("skin_lesion")
+    with pytest.raises(ModelError, match="tree 4 of the forest is malformed"):
+        engine.classify_skin(crafted, np.zeros((32, 32, 3), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- kidney
+
+
+@pytest.fixture(scope="module")
+def kidney_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("kidney-models")
+    torch.manual_seed(0)
+    args = {"backbone": "efficientnet_lite0"}
+    export_bundle(
+        [create_model("kidney_hybrid", **args).eval()],
+        folder / "kidney-random",
+        model_id="kidney-random",
+        version="0.0.1",
+        task="kidney_stone",
+        arch="kidney_hybrid",
+        arch_args=args,
+        input_spec=InputSpec(
+            modality="CT",
+            size=(224, 224),
+            channels=3,
+            hu_window=(-200.0, 600.0),
+            normalisation="imagenet",
+            extra={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "positive_class": "stone"},
+        ),
+        class_names=("no stone", "stone"),
+        thresholds={"stone": 0.5},
+        trained_on=DEMO,
+        metrics={"accuracy": 0.5},
+    )
+    return folder
+
+
+def test_kidney_pipeline_per_slice_with_roi_and_grad_cam(kidney_models: Path, sample_volume: Volume) -> None:
+    engine = Engine([kidney_models], device_preference="cpu")
+    (card,) = engine.cards("kidney_stone")
+    slices = [0, 5, 10]
+    roi = np.zeros(sample_volume.shape[1:], dtype=bool)
+    roi[100:300, 100:300] = True
+    result = engine.classify_kidney_slices(
+        card, sample_volume, slices, roi=roi, roi_source="drawn rectangle", explain_slices=[5]
+    )
+    assert result.slice_indices == (0, 5, 10)
+    assert result.probabilities.shape == (3,)
+    assert ((result.probabilities >= 0) & (result.probabilities <= 1)).all()
+    assert result.roi == "drawn rectangle"
+    assert set(result.positive_slices()) == {s for s, p in zip(slices, result.probabilities, strict=True) if p >= 0.5}
+    heatmap = result.heatmaps[5]
+    assert heatmap.values.shape == sample_volume.shape[1:]
+    assert heatmap.target_class == "stone"
+    # the ROI decides what the model sees: changing the CT outside it changes nothing
+    outside = sample_volume.with_voxels(np.where(roi, sample_volume.voxels, 3000).astype(sample_volume.voxels.dtype))
+    again = engine.classify_kidney_slices(card, outside, slices, roi=roi)
+    np.testing.assert_allclose(again.probabilities, result.probabilities, atol=1e-6)
+    with pytest.raises(InputError, match="expected indices"):
+        engine.classify_kidney_slices(card, sample_volume, [sample_volume.shape[0]])
+
+
+# --------------------------------------------------------------------------- COVID
+
+
+def _covid_bundles(folder: Path, *, lung_bias: float | None = None) -> None:
+    torch.manual_seed(0)
+    export_bundle(
+        [create_model("covid_cnn_bilstm").eval()],
+        folder / "covid-random",
+        model_id="covid-random",
+        version="0.0.1",
+        task="covid_ct",
+        arch="covid_cnn_bilstm",
+        arch_args={},
+        input_spec=InputSpec(modality="CT", size=(256, 256), hu_window=(-1000.0, 400.0)),
+        class_names=("covid_pneumonia", "non_covid_pneumonia", "healthy"),
+        thresholds={"switch": 0.9},
+        trained_on=DEMO,
+        metrics={"macro_auc": 0.5},
+    )
+    if lung_bias is not None:
+        unet = create_model("lung_unet", base_filters=4).eval()
+        with torch.no_grad():  # a U-Net that calls everything lung: the pipeline must use its mask, not its own
+            unet.head.weight.zero_()
+            unet.head.bias.copy_(torch.tensor([0.0, lung_bias]))
+        export_bundle(
+            [unet],
+            folder / "lung-unet-random",
+            model_id="lung-unet-random",
+            version="0.0.1",
+            task="lung_segmentation",
+            arch="lung_unet",
+            arch_args={"base_filters": 4},
+            input_spec=InputSpec(modality="CT", size=(256, 256), hu_window=(-1000.0, 400.0)),
+            class_names=("background", "lung"),
+            thresholds={"lung": 0.5},
+            trained_on=DEMO,
+            metrics={"dice": 0.0},
+        )
+
+
+@pytest.fixture(scope="module")
+def covid_volume(shared_data: Path) -> Volume:
+    return load_dicom([shared_data / "covid_ct" / "COVID-CT-MD" / "COVID-19" / "P001"])
+
+
+def test_covid_pipeline_on_a_real_chest_ct(tmp_path: Path, covid_volume: Volume) -> None:
+    _covid_bundles(tmp_path)
+    engine = Engine([tmp_path], device_preference="cpu")
+    (card,) = engine.cards("covid_ct")
+    result = engine.classify_covid(card, covid_volume, explain=True)
+    assert result.lung_mask.shape == covid_volume.shape
+    assert "classical" in result.lung_mask_source
+    assert any("lung mask: classical" in note for note in result.provenance.notes)
+    assert len(result.slice_reasons) == covid_volume.shape[0]
+    assert all(result.slice_reasons[i].startswith("kept") for i in result.kept_slices)
+    assert sum(1 for r in result.slice_reasons if r.startswith("kept")) == len(result.kept_slices)
+    n = len(result.kept_slices)
+    expected_groups = n // 50 + (1 if n % 50 > 25 else 0) or 1
+    assert len(result.groups) == expected_groups
+    for group in result.groups:
+        assert len(group.sources) == 50
+        assert sum(group.scores.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result.verdict in card.class_names
+    assert sum(result.votes.values()) == len(result.groups)
+    assert result.reason
+    # Grad-CAM on every kept slice that is a real slot of a group, in the CT grid
+    real = {s for g in result.groups for s in g.sources if isinstance(s, int)}
+    assert set(result.heatmaps) == real
+    assert next(iter(result.heatmaps.values())).values.shape == covid_volume.shape[1:]
+
+
+def test_covid_pipeline_uses_the_lung_unet_bundle_when_given(tmp_path: Path, sample_volume: Volume) -> None:
+    _covid_bundles(tmp_path, lung_bias=8.0)
+    engine = Engine([tmp_path], device_preference="cpu")
+    (card,), (lung_card,) = engine.cards("covid_ct"), engine.cards("lung_segmentation")
+    result = engine.classify_covid(card, sample_volume, lung_card=lung_card)
+    assert result.lung_mask.all()  # the U-Net's mask (all lung), not the classical one
+    assert result.lung_mask_source == "lung U-Net lung-unet-random 0.0.1 (demo model)"
+    assert result.kept_slices == tuple(range(sample_volume.shape[0]))  # equal areas: every slice kept
+    assert len(result.groups) == 1
+    assert result.groups[0].kind == "padded"  # 20 slices: one group padded with black slices
+    with pytest.raises(ModelError, match="expected a 'lung_segmentation' model"):
+        engine.classify_covid(card, sample_volume, lung_card=card)
