@@ -13,6 +13,7 @@ from medview.io.dicom import load_series as load_dicom_series
 from medview.io.volume import Volume
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
 from medview.ui.layers import LabelLayer, Layer, LayerStack
+from medview.ui.models_dialog import ModelsDialog
 from medview.ui.mpr_view import MprView
 from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
 from medview.ui.qt import QtCore, QtGui, QtWidgets
@@ -181,6 +182,9 @@ class MainWindow(QtWidgets.QMainWindow):
         view_menu.addSeparator()
         for dock in self.findChildren(QtWidgets.QDockWidget):
             view_menu.addAction(dock.toggleViewAction())
+
+        models_menu = menu.addMenu("&Models")
+        models_menu.addAction(self._action("Installed &models and import…", self.show_models))
 
         help_menu = menu.addMenu("&Help")
         help_menu.addAction(
@@ -485,6 +489,13 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_shortcuts(self) -> None:
         """The keyboard shortcut list."""
         ShortcutsDialog(self.all_actions, self).show()
+
+    def show_models(self) -> ModelsDialog:
+        """The installed model bundles, their model cards, and import of new ones."""
+        dialog = ModelsDialog(self.settings, self.tasks, self)
+        dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     def show_about(self) -> None:
         """Versions and device."""
