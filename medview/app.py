@@ -7,10 +7,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medview import __version__
 from medview.config import resources_dir
 
+if TYPE_CHECKING:
+    from medview.ui.main_window import MainWindow
+    from medview.ui.workers import Task
+
+SHUTDOWN_WAIT_MS = 15_000
 SAMPLE_SERIES = Path("samples") / "totalsegmentator_ct" / "dicom"
 SAMPLE_MASK = Path("samples") / "totalsegmentator_ct" / "liver_mask.nii.gz"
 
@@ -41,11 +47,36 @@ def run(argv: Sequence[str] | None = None) -> int:
     window = MainWindow()
     install_excepthook(lambda: window)
     window.show()
+    start_engine(window)
     if args.sample:
         open_sample(window)
     elif args.paths:
         window.open_paths(args.paths)
-    return app.exec()
+    code = app.exec()
+    # a background task that cannot stop mid-step (torch still importing) finishes before Python tears down
+    window.tasks.pool.waitForDone(SHUTDOWN_WAIT_MS)
+    return code
+
+
+def start_engine(window: MainWindow) -> Task:
+    """Build the inference engine on a worker thread once the window is up: torch loads there, not before.
+
+    The window works as a viewer meanwhile and if the engine cannot start (the
+    device chosen in the settings is absent, a broken install) it says why.
+    """
+    from medview.ui.workers import Task
+
+    settings = window.settings
+
+    def work(_progress: object, _cancelled: object, _partial: object) -> object:
+        from medview.engine.service import Engine
+
+        return Engine(settings.model_folders(), device_preference=settings.device)
+
+    task = Task(work, "Loading the AI engine")
+    task.signals.succeeded.connect(window.set_engine)
+    task.signals.errored.connect(lambda message, _details: window.set_engine_problem(message))
+    return window.tasks.start(task)
 
 
 def open_sample(window: object) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from medview.config import Settings
+from medview.engine.api import InferenceService
 from medview.errors import MedviewError
 from medview.io.dicom import DicomSource, ScanResult, SeriesInfo, decode_slice, scan_paths, tag_rows
 from medview.io.dicom import load_series as load_dicom_series
@@ -19,6 +20,8 @@ from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, t
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import Task, TaskRunner
 
+#: tasks that run on their own without the status bar's progress and Cancel (started by the window or the app)
+BACKGROUND_TASKS = frozenset({"Making thumbnails", "Loading the AI engine"})
 DEFAULT_THUMBNAIL_WINDOW = (40.0, 400.0)  # soft-tissue window for series that suggest none
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MASK_FILTER = "Masks (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.dcm);;All files (*)"
@@ -42,6 +45,7 @@ class MainWindow(QtWidgets.QMainWindow):
     """Everything a radiologist needs to open and read a CT study."""
 
     volume_loaded = QtCore.Signal(object)  # Volume, once fully decoded
+    engine_ready = QtCore.Signal(object)  # the InferenceService, once torch has loaded (after the window shows)
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
@@ -59,6 +63,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._partial_on_screen = False  # the screen shows a volume whose load has not finished
         self._shown_before_load: tuple[Volume | None, list[Layer]] | None = None  # what a cancel brings back
         self._thumbnail_from_load: SeriesInfo | None = None
+        self.engine: InferenceService | None = None  # set by medview.app once torch has loaded
+        self.engine_problem = ""  # why there is no engine, when loading it failed
 
         self.mpr = MprView(self.layers)
         self.setCentralWidget(self.mpr)
@@ -377,7 +383,7 @@ class MainWindow(QtWidgets.QMainWindow):
         show_message(self, "Could not open", message, details)
 
     def _on_task_finished(self) -> None:
-        busy = [t for t in self.tasks.running if not t.done.is_set() and t.description != "Making thumbnails"]
+        busy = [t for t in self.tasks.running if not t.done.is_set() and t.description not in BACKGROUND_TASKS]
         if not busy:
             self.progress.setVisible(False)
             self.cancel_button.setVisible(False)
@@ -494,12 +500,27 @@ class MainWindow(QtWidgets.QMainWindow):
         """The installed model bundles, their model cards, and import of new ones."""
         dialog = ModelsDialog(self.settings, self.tasks, self)
         dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.bundles_changed.connect(lambda: self.engine.refresh() if self.engine is not None else None)
         dialog.show()
         return dialog
 
+    def set_engine(self, engine: InferenceService) -> None:
+        """Receive the inference service built off the GUI thread; the AI features use it from now on."""
+        self.engine = engine
+        self.engine_ready.emit(engine)
+
+    def set_engine_problem(self, message: str) -> None:
+        """The inference service could not start: the viewer works on, and says why there is no AI."""
+        self.engine_problem = message
+        self.statusBar().showMessage(f"AI models unavailable: {message}", 15000)
+
     def show_about(self) -> None:
         """Versions and device."""
-        AboutDialog(self).show()
+        if self.engine is not None:
+            device = self.engine.device_name()
+        else:
+            device = f"none ({self.engine_problem})" if self.engine_problem else ""
+        AboutDialog(self, device=device).show()
 
     # ------------------------------------------------------------------ drag and drop, closing
 

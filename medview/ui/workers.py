@@ -54,19 +54,28 @@ class Task(QtCore.QRunnable):
         try:
             result = self.function(self.signals.progress.emit, self._cancel.is_set, self.signals.partial.emit)
         except Cancelled:
-            self.signals.cancelled.emit()
+            self._emit(self.signals.cancelled)
         except MedviewError as error:
-            self.signals.errored.emit(str(error), "")
+            self._emit(self.signals.errored, str(error), "")
         except Exception as error:  # noqa: BLE001 - the worker boundary: report every bug, never die silently
-            self.signals.errored.emit(f"{self.description} failed: {error}", traceback.format_exc())
+            self._emit(self.signals.errored, f"{self.description} failed: {error}", traceback.format_exc())
         else:
             if self._cancel.is_set():
-                self.signals.cancelled.emit()
+                self._emit(self.signals.cancelled)
             else:
-                self.signals.succeeded.emit(result)
+                self._emit(self.signals.succeeded, result)
         finally:
             self.done.set()
-            self.signals.finished.emit()
+            self._emit(self.signals.finished)
+
+    def _emit(self, signal: QtCore.SignalInstance, *args: Any) -> None:
+        """Emit, unless the application is already tearing the signals object down (a cancelled task
+        finishing after the window closed): then there is no one left to tell."""
+        try:
+            signal.emit(*args)
+        except RuntimeError:
+            if not self._cancel.is_set():
+                raise
 
 
 class TaskRunner(QtCore.QObject):

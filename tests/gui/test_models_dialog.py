@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 from medview.config import Settings
 from medview.engine.manifest import DataProvenance, InputSpec, ModelCard, WeightFile, sha256_file, write_manifest
 from medview.ui.models_dialog import ModelsDialog
+from medview.ui.qt import QtWidgets
 from medview.ui.workers import TaskRunner
 
 
@@ -145,3 +146,35 @@ def test_the_main_window_opens_the_models_dialog(qtbot: Any, window: Any) -> Non
     assert dialog.isVisible()
     assert dialog.windowTitle() == "Models"
     dialog.close()
+
+
+def test_the_engine_loads_after_the_window_and_the_about_dialog_names_its_device(
+    qtbot: Any, window: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medview.app import start_engine
+
+    monkeypatch.setenv("MEDVIEW_MODELS_DIR", str(tmp_path / "user-models"))
+    shutil.copytree(_bundle(tmp_path / "made" / "lung"), tmp_path / "user-models" / "lung")
+    window.settings.device = "cpu"
+    with qtbot.waitSignal(window.engine_ready, timeout=60_000):
+        start_engine(window)
+    assert [card.id for card in window.engine.cards("lung_sound")] == ["lung-sound-demo"]
+    assert not window.progress.isVisible()  # the engine loads in the background, not as a cancellable load
+    window.show_about()
+    about = next(w for w in window.findChildren(QtWidgets.QDialog) if w.windowTitle() == "About MedView")
+    assert "Inference device: CPU" in about.text
+
+
+def test_a_device_that_is_not_there_leaves_the_viewer_working_and_says_why(qtbot: Any, window: Any) -> None:
+    from medview.app import start_engine
+    from medview.engine.device import available_devices
+
+    if "cuda" in available_devices():
+        pytest.skip("this machine has CUDA")
+    window.settings.device = "cuda"
+    task = start_engine(window)
+    qtbot.waitUntil(lambda: bool(window.engine_problem), timeout=60_000)
+    assert task.done.is_set()
+    assert window.engine is None
+    assert "'cuda' was chosen in the settings but is not available" in window.engine_problem
+    assert "AI models unavailable" in window.statusBar().currentMessage()
