@@ -68,6 +68,7 @@ def run_on(device: torch.device, work: Callable[[torch.device, str], T]) -> T:
         if device.type != "cuda":
             raise
         log.warning("CUDA out of memory (%s); running again on the CPU", str(error).splitlines()[0])
-        torch.cuda.empty_cache()
-        note = f"the GPU ({device}) ran out of memory: this result was computed on the CPU"
-        return work(torch.device("cpu"), note)
+    # retried outside the except block: the exception's frames hold the failed attempt's GPU tensors
+    torch.cuda.empty_cache()
+    note = f"the GPU ({device}) ran out of memory: this result was computed on the CPU"
+    return work(torch.device("cpu"), note)

@@ -13,65 +13,75 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.tree import DecisionTreeClassifier
+from sklearn.tree._tree import Tree
 from skops import io as skops_io
 
-from medview.engine.manifest import ModelCard, verify_bundle
+from medview.engine.manifest import ModelCard, read_verified
 from medview.errors import ModelError
 
 TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)
 
 
 def load_forest(card: ModelCard, n_features: int) -> RandomForestClassifier:
-    """The bundle's forest (file with role "forest"), checksum-verified, checked to fit ``n_features`` inputs."""
-    verify_bundle(card)
+    """The bundle's forest (its one skops file), checksum-verified, checked to fit ``n_features`` inputs."""
     files = [w for w in card.weights if w.format == "skops"]
     if len(files) != 1:
         raise ModelError(f"bundle {card.label}: expected one skops forest file, got {len(files)}", path=card.bundle_dir)
     path = card.file_path(files[0])
+    data = read_verified(card, files[0])
     try:
-        untrusted = [name for name in skops_io.get_untrusted_types(file=path) if name not in TRUSTED_TYPES]
+        untrusted = [name for name in skops_io.get_untrusted_types(data=data) if name not in TRUSTED_TYPES]
         if untrusted:
             raise ModelError(
                 f"bundle {card.label}: the forest file holds types MedView does not load: {', '.join(untrusted[:5])}",
                 path=path,
             )
-        forest = skops_io.load(path, trusted=list(TRUSTED_TYPES))
+        forest = skops_io.loads(data, trusted=list(TRUSTED_TYPES))
     except ModelError:
         raise
     except Exception as error:  # skops raises many kinds on a damaged file; all mean "unreadable"
         raise ModelError(f"bundle {card.label}: not a readable skops file ({error})", path=path) from error
-    if not isinstance(forest, RandomForestClassifier):
+    if not isinstance(forest, RandomForestClassifier) or not hasattr(forest, "estimators_"):
         raise ModelError(
-            f"bundle {card.label}: expected a RandomForestClassifier, got {type(forest).__name__}", path=path
+            f"bundle {card.label}: expected a fitted RandomForestClassifier, got {type(forest).__name__}", path=path
         )
     if forest.n_features_in_ != n_features:
         raise ModelError(
             f"bundle {card.label}: the forest takes {forest.n_features_in_} features, the CNN gives {n_features}",
             path=path,
         )
-    if len(forest.classes_) != len(card.class_names):
+    if not np.array_equal(forest.classes_, np.arange(len(card.class_names))):
         raise ModelError(
-            f"bundle {card.label}: the forest knows {len(forest.classes_)} classes, the manifest names "
-            f"{len(card.class_names)}",
+            f"bundle {card.label}: expected forest classes 0..{len(card.class_names) - 1} (indices into the "
+            f"manifest's class names), got {list(forest.classes_)[:5]}",
             path=path,
         )
     for index, estimator in enumerate(forest.estimators_):
-        problem = _tree_problem(estimator.tree_, n_features, len(forest.classes_))
+        problem = (
+            _tree_problem(estimator.tree_, n_features)
+            if isinstance(estimator, DecisionTreeClassifier) and hasattr(estimator, "tree_")
+            else f"a {type(estimator).__name__}, not a fitted decision tree"
+        )
         if problem:
             raise ModelError(f"bundle {card.label}: tree {index + 1} of the forest is malformed ({problem})", path=path)
     return forest
 
 
-def _tree_problem(tree: object, n_features: int, n_classes: int) -> str:
-    """Why a fitted tree's node arrays are unsafe to predict with, or "" when they are sound.
+def _tree_problem(tree: Tree, n_features: int) -> str:
+    """Why a fitted tree's node arrays are unsafe to use, or "" when they are sound.
 
-    scikit-learn stores nodes depth-first, so a child always has a larger index
-    than its parent: that rules out cycles as well as out-of-range indices.
+    scikit-learn indexes with these arrays without bounds checks, in ``predict``
+    (child and feature indices) and in ``feature_importances_`` (which writes into
+    an array of ``tree.n_features`` entries at each split's feature).  Nodes are
+    stored depth-first, so a child always has a larger index than its parent:
+    requiring that rules out cycles as well as out-of-range children.  The arrays'
+    lengths and the value array's shape are checked by scikit-learn's own loader.
     """
+    if tree.n_features != n_features or tree.n_outputs != 1:
+        return f"built for {tree.n_features} features and {tree.n_outputs} outputs, expected {n_features} and 1"
     count = tree.node_count
     left, right, feature = tree.children_left, tree.children_right, tree.feature
-    if count < 1 or not (len(left) == len(right) == len(feature) == count):
-        return "node arrays of unequal length"
     nodes = np.arange(count)
     leaf = left == -1
     if not np.array_equal(leaf, right == -1):
@@ -82,6 +92,4 @@ def _tree_problem(tree: object, n_features: int, n_classes: int) -> str:
         return "a right child index out of order or out of range"
     if np.any((feature[~leaf] < 0) | (feature[~leaf] >= n_features)):
         return "a split on a feature the CNN does not give"
-    if tree.value.shape[0] != count or tree.value.shape[-1] != n_classes:
-        return f"leaf values of shape {tree.value.shape} for {count} nodes and {n_classes} classes"
     return ""

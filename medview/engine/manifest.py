@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -25,7 +27,8 @@ from medview.errors import ChecksumError, ModelError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a page of JSON; anything larger is not one
+MAX_MANIFEST_BYTES = 1 << 20
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a manifest is a page of JSON; anything larger is not one
 
 #: clinical tasks the engine has a pipeline for
 TASKS = frozenset({"liver_segmentation", "kidney_stone", "lung_segmentation", "covid_ct", "skin_lesion", "lung_sound"})
@@ -257,6 +260,9 @@ def parse_manifest(data: object, bundle_dir: Path, *, source: Path | None = None
         notes=trained.text("notes", default=""),
     )
     versions = root.child("library_versions", default={})
+    for key in ("id", "version"):  # they name the bundle's folder on import: no path separators, no ".."
+        if not _NAME.fullmatch(root.text(key)):
+            raise root._fail(key, "letters, digits, '.', '_' or '-' (starting with a letter or digit)", root.text(key))
     return ModelCard(
         id=root.text("id"),
         version=root.text("version"),
@@ -334,12 +340,29 @@ def verify_bundle(card: ModelCard) -> None:
             raise ModelError(f"bundle {card.label}: file listed in the manifest is missing", path=path) from error
         except OSError as error:
             raise ModelError(f"bundle {card.label}: file cannot be read ({error})", path=path) from error
-        if actual != weight.sha256:
-            raise ChecksumError(
-                f"bundle {card.label}: checksum mismatch (manifest {weight.sha256[:12]}…, file {actual[:12]}…); "
-                "the file was changed or damaged, the model will not be loaded",
-                path=path,
-            )
+        _check_digest(card, weight, actual)
+
+
+def read_verified(card: ModelCard, weight: WeightFile) -> bytes:
+    """The bytes of one bundle file, checked against its SHA-256: what is parsed is exactly what was verified."""
+    path = card.file_path(weight)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise ModelError(f"bundle {card.label}: file listed in the manifest is missing", path=path) from error
+    except OSError as error:
+        raise ModelError(f"bundle {card.label}: file cannot be read ({error})", path=path) from error
+    _check_digest(card, weight, hashlib.sha256(data).hexdigest())
+    return data
+
+
+def _check_digest(card: ModelCard, weight: WeightFile, actual: str) -> None:
+    if actual != weight.sha256:
+        raise ChecksumError(
+            f"bundle {card.label}: checksum mismatch (manifest {weight.sha256[:12]}…, file {actual[:12]}…); "
+            "the file was changed or damaged, the model will not be loaded",
+            path=card.file_path(weight),
+        )
 
 
 # --------------------------------------------------------------------------- discovery
@@ -385,20 +408,25 @@ def find_bundles(folders: Sequence[Path | str] | Iterable[Path | str]) -> Bundle
 MAX_BUNDLE_BYTES = 4 << 30  # a zip that unpacks to more than this is refused (zip bombs)
 
 
-def import_bundle(source: Path | str, models_dir: Path | str, *, replace: bool = False) -> ModelCard:
+def import_bundle(
+    source: Path | str, models_dir: Path | str, *, other_folders: Sequence[Path | str] = (), replace: bool = False
+) -> ModelCard:
     """Copy a bundle folder or zip into ``models_dir`` after validating its manifest and every checksum.
 
-    The bundle lands in ``models_dir/<id>-<version>``; an existing one with the
-    same id and version is refused unless ``replace``.  Nothing is left behind
-    when the bundle is refused: it is staged in a temporary folder next to the
-    destination and renamed into place only once it has verified.
+    The bundle lands in ``models_dir/<id>-<version>``.  A bundle with the same id
+    and version in ``models_dir`` is refused unless ``replace``; one in
+    ``other_folders`` (the built-in bundles, which take precedence) always is,
+    since the import would be hidden.  Nothing is left behind when the bundle is
+    refused: it is staged in a temporary folder next to the destination and
+    renamed into place only once it has verified; a replaced bundle is moved
+    aside first and put back if the swap fails.
     """
     source, models_dir = Path(source), Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=models_dir))
     try:
         if source.is_dir():
-            shutil.copytree(source, staging / "bundle")
+            _copy_folder(source, staging / "bundle")
         elif zipfile.is_zipfile(source):
             _extract_zip(source, staging / "bundle")
         elif source.exists():
@@ -408,15 +436,40 @@ def import_bundle(source: Path | str, models_dir: Path | str, *, replace: bool =
         root = _bundle_root(staging / "bundle", source)
         card = load_manifest(root)
         verify_bundle(card)
+        for existing in find_bundles(other_folders).cards:
+            if (existing.id, existing.version) == (card.id, card.version):
+                raise ModelError(f"bundle {card.label} is already installed in {existing.bundle_dir}", path=source)
+        installed = {(c.id, c.version): c.bundle_dir for c in find_bundles([models_dir]).cards}
         target = models_dir / f"{card.id}-{card.version}"
-        if target.exists():
-            if not replace:
-                raise ModelError(f"bundle {card.label} is already installed in {target}", path=source)
-            shutil.rmtree(target)
-        root.rename(target)
+        previous = installed.get((card.id, card.version), target if target.exists() else None)
+        if previous is not None and not replace:
+            raise ModelError(f"bundle {card.label} is already installed in {previous}", path=source)
+        if previous is not None:
+            previous.rename(staging / "previous")
+        try:
+            root.rename(target)
+        except OSError:
+            if previous is not None:
+                (staging / "previous").rename(previous)
+            raise
         return load_manifest(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_folder(source: Path, destination: Path) -> None:
+    """Copy a bundle folder, refusing symbolic links (they could point anywhere) and oversized contents."""
+    total = 0
+    for folder, subfolders, files in os.walk(source):
+        for name in subfolders + files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise ModelError(f"the bundle holds a symbolic link ({path.relative_to(source)})", path=source)
+            if path.is_file():
+                total += path.stat().st_size
+    if total > MAX_BUNDLE_BYTES:
+        raise ModelError(f"the bundle holds more than {MAX_BUNDLE_BYTES >> 30} GiB", path=source)
+    shutil.copytree(source, destination, symlinks=True)
 
 
 def _extract_zip(source: Path, destination: Path) -> None:
@@ -439,7 +492,8 @@ def _bundle_root(folder: Path, source: Path) -> Path:
     """The folder holding manifest.json: ``folder`` itself or its single sub-folder (a zipped folder)."""
     if (folder / MANIFEST_NAME).is_file():
         return folder
-    children = [child for child in folder.iterdir() if child.is_dir()]
+    # a zip made by macOS Finder carries resource forks in __MACOSX/: not part of the bundle
+    children = [child for child in folder.iterdir() if child.is_dir() and child.name != "__MACOSX"]
     if len(children) == 1 and (children[0] / MANIFEST_NAME).is_file():
         return children[0]
     raise ModelError("no manifest.json at the top of the bundle: not a model bundle", path=source)

@@ -2,9 +2,10 @@
 
 ``medview.app`` builds one ``Engine`` after the window is shown (this module
 imports torch) and hands it to the UI's workers, which call it off the GUI
-thread.  Every call verifies the bundle's checksums before its weights are read
-(``load_networks``), reports progress, honours cancel, and on CUDA
-out-of-memory runs once more on the CPU with a note in the result.
+thread.  A bundle's files are checksum-verified when its networks are first
+loaded on a device (then cached), every run reports progress and honours
+cancel, and on CUDA out-of-memory runs once more on the CPU with a note in the
+result.
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ class Engine:
                 context.step(0, 1, "lung mask (classical method)")
                 lung = classical_lung_mask(volume.voxels, spacing=volume.spacing)
                 source = "classical method (HU threshold, connected components, hole filling)"
-            return covid.classify(context, volume, lung, source, explain=explain)
+            demo_mask = lung_card is not None and lung_card.is_demo
+            return covid.classify(context, volume, lung, source, explain=explain, demo_lung_mask=demo_mask)
 
         return self._run(card, pipeline, progress, cancelled)
 

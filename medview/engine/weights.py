@@ -1,7 +1,8 @@
 """Build the networks of a verified bundle (torch side of the engine).
 
-Weights are read only with ``safetensors`` (tensors, no code), and only after
-``verify_bundle`` has matched every file against its manifest checksum.  A
+Weights are read only with ``safetensors`` (tensors, no code), from the very
+bytes that were matched against the manifest's checksum (``read_verified``), so
+a file swapped between checking and reading cannot slip through.  A
 snapshot ensemble lists one safetensors file per snapshot; each becomes one
 model with the same architecture.
 """
@@ -10,25 +11,25 @@ from __future__ import annotations
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as load_tensors
 from torch import nn
 
-from medview.engine.manifest import ModelCard, verify_bundle
+from medview.engine.manifest import ModelCard, read_verified
 from medview.errors import ModelError
 from medview.models import create_model
 
 
 def load_networks(card: ModelCard, device: torch.device | str = "cpu") -> list[nn.Module]:
     """One network per safetensors file of ``card``, weights loaded strictly, in eval mode on ``device``."""
-    verify_bundle(card)
     networks = []
     for weight in card.weights:
         if weight.format != "safetensors":
             continue
         path = card.file_path(weight)
+        data = read_verified(card, weight)
         network = create_model(card.arch, **card.arch_args)
         try:
-            state = load_file(path, device="cpu")
+            state = load_tensors(data)
         except (SafetensorError, OSError) as error:
             raise ModelError(f"bundle {card.label}: not a readable safetensors file ({error})", path=path) from error
         try:

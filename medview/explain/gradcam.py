@@ -19,6 +19,8 @@ group), and cuDNN's refusal to run an LSTM backward pass in eval mode on CUDA
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +31,12 @@ from torch import nn
 from medview.errors import ModelError
 
 Score = int | Callable[[torch.Tensor], torch.Tensor]
+_CUDNN_LOCK = threading.Lock()
+
+
+def _cudnn_disabled(on_cuda: bool) -> contextlib.AbstractContextManager[object]:
+    """cuDNN off for a CUDA pass (its RNN backward refuses eval mode); nothing at all on the CPU."""
+    return torch.backends.cudnn.flags(enabled=False) if on_cuda else contextlib.nullcontext()
 
 
 def grad_cam(
@@ -52,17 +60,21 @@ def grad_cam(
     except AttributeError as error:
         raise ModelError(f"Grad-CAM: the model has no layer {layer!r}") from error
     captured: list[torch.Tensor] = []
+    thread = threading.get_ident()
 
     def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        if threading.get_ident() != thread:  # the engine shares networks: another worker's forward pass
+            return output
         if not output.requires_grad:  # frozen network: let the gradient start here
             output = output.detach().requires_grad_(True)
         captured.append(output)
         return output
 
     handle = module.register_forward_hook(keep)
-    cudnn = torch.backends.cudnn.flags(enabled=False) if inputs.is_cuda else torch.backends.cudnn.flags()
+    # cuDNN flags are process-wide: one CUDA Grad-CAM at a time switches them off and back
+    one_at_a_time = _CUDNN_LOCK if inputs.is_cuda else contextlib.nullcontext()
     try:
-        with torch.enable_grad(), cudnn:
+        with torch.enable_grad(), one_at_a_time, _cudnn_disabled(inputs.is_cuda):
             output = model(inputs)
             scores = output[:, score] if isinstance(score, int) else score(output)
             if scores.ndim != 1 or scores.shape[0] != inputs.shape[0]:

@@ -500,9 +500,15 @@ class MainWindow(QtWidgets.QMainWindow):
         """The installed model bundles, their model cards, and import of new ones."""
         dialog = ModelsDialog(self.settings, self.tasks, self)
         dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.bundles_changed.connect(lambda: self.engine.refresh() if self.engine is not None else None)
+        # on close too: an import finishing after the dialog closed has no dialog left to signal it
+        dialog.bundles_changed.connect(self._refresh_engine)
+        dialog.finished.connect(self._refresh_engine)
         dialog.show()
         return dialog
+
+    def _refresh_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.refresh()
 
     def set_engine(self, engine: InferenceService) -> None:
         """Receive the inference service built off the GUI thread; the AI features use it from now on."""

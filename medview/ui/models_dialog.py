@@ -183,18 +183,22 @@ class ModelsDialog(QtWidgets.QDialog):
     def import_from(self, source: Path) -> Task:
         """Verify and copy the bundle at ``source`` into the user's model folder, off the GUI thread."""
         destination = self.settings.user_models_dir()
+        built_in = [folder for folder in self.settings.model_folders() if folder != destination]
 
         def work(_progress: object, _cancelled: object, _partial: object) -> ModelCard:
-            return import_bundle(source, destination)
+            return import_bundle(source, destination, other_folders=built_in)
 
         task = Task(work, "Importing model bundle")
         task.signals.succeeded.connect(self._on_imported)
         task.signals.errored.connect(self._on_import_failed)
-        task.signals.finished.connect(lambda: self._set_busy(False))
+        task.signals.finished.connect(self._on_import_finished)
         self._set_busy(True)
         self.status_label.setText(f"Checking {source.name}…")
         self.import_task = self.tasks.start(task)
         return task
+
+    def _on_import_finished(self) -> None:
+        self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
         self.import_folder_button.setEnabled(not busy)

@@ -120,6 +120,8 @@ def test_missing_weights_file_is_named(bundle: Path, tmp_path: Path) -> None:
         ({"weights": [{"path": "w.pt", "sha256": "0" * 64, "format": "pickle"}]}, "format: expected one of"),
         ({"weights": [{"path": "w.safetensors", "sha256": "abc", "format": "safetensors"}]}, "64 hexadecimal"),
         ({"trained_on": {"dataset": "x", "split": "y"}}, "trained_on.demo: missing"),
+        ({"id": "../../escaped"}, "id: expected letters, digits"),
+        ({"version": "/etc"}, "version: expected letters, digits"),
     ],
 )
 def test_invalid_manifests_are_refused_with_the_reason(
@@ -176,3 +178,51 @@ def test_cli_verify(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert out[1].startswith("FAILED")
     assert "snapshot-1.safetensors" in out[1]
     assert "checksum mismatch" in out[1]
+
+
+# --------------------------------------------------------------------------- import
+
+
+def test_import_refuses_symlinks_and_bundles_hidden_by_built_in_ones(bundle: Path, tmp_path: Path) -> None:
+    from medview.engine.manifest import import_bundle
+
+    linked = _copy(bundle, tmp_path / "linked")
+    (linked / "notes").symlink_to("/etc")
+    user = tmp_path / "user"
+    with pytest.raises(ModelError, match="symbolic link"):
+        import_bundle(linked, user)
+    assert not any(user.iterdir())
+    built_in = tmp_path / "built-in"
+    _copy(bundle, built_in)
+    with pytest.raises(ModelError, match=r"already installed in .*built-in"):
+        import_bundle(bundle, user, other_folders=[built_in])
+
+
+def test_import_replace_swaps_the_installed_bundle(bundle: Path, tmp_path: Path) -> None:
+    from medview.engine.manifest import import_bundle
+
+    user = tmp_path / "user"
+    first = import_bundle(bundle, user)
+    marker = first.bundle_dir / "installed-first.txt"
+    marker.write_text("old")
+    with pytest.raises(ModelError, match="already installed"):
+        import_bundle(bundle, user)
+    assert marker.exists()
+    again = import_bundle(bundle, user, replace=True)
+    assert again.bundle_dir == first.bundle_dir
+    assert not marker.exists()
+    assert [p.name for p in user.iterdir()] == [first.bundle_dir.name]  # no staging folder left
+
+
+def test_a_zip_made_on_macos_imports(bundle: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    from medview.engine.manifest import import_bundle
+
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in bundle.iterdir():
+            handle.write(path, f"lung-sound-test/{path.name}")
+        handle.writestr("__MACOSX/lung-sound-test/._manifest.json", b"\x00\x05")
+    card = import_bundle(archive, tmp_path / "user")
+    assert card.id == "lung-sound-test"

@@ -191,6 +191,28 @@ def test_a_forest_with_out_of_range_nodes_is_refused(skin_models: Path, tmp_path
         engine.classify_skin(crafted, np.zeros((32, 32, 3), dtype=np.uint8))
 
 
+def test_a_forest_whose_classes_are_not_indices_is_refused(skin_models: Path, tmp_path: Path) -> None:
+    import shutil
+    from dataclasses import replace
+
+    from skops import io as skops_io
+
+    from medview.engine.manifest import load_manifest, sha256_file, write_manifest
+
+    folder = Path(shutil.copytree(skin_models / "skin-random", tmp_path / "skin-labels"))
+    card = load_manifest(folder)
+    forest_file = next(w for w in card.weights if w.format == "skops")
+    rng = np.random.default_rng(1)
+    labels = np.where(np.arange(40) % 2, "malignant", "benign")
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(rng.random((40, 1000)), labels)
+    skops_io.dump(forest, card.file_path(forest_file))
+    weights = tuple(replace(w, sha256=sha256_file(card.file_path(w))) if w is forest_file else w for w in card.weights)
+    write_manifest(replace(card, weights=weights))
+    engine = Engine([tmp_path], device_preference="cpu")
+    with pytest.raises(ModelError, match=r"expected forest classes 0\.\.1"):
+        engine.classify_skin(engine.cards("skin_lesion")[0], np.zeros((32, 32, 3), dtype=np.uint8))
+
+
 # --------------------------------------------------------------------------- kidney
 
 
@@ -251,7 +273,7 @@ def test_kidney_pipeline_per_slice_with_roi_and_grad_cam(kidney_models: Path, sa
 # --------------------------------------------------------------------------- COVID
 
 
-def _covid_bundles(folder: Path, *, lung_bias: float | None = None) -> None:
+def _covid_bundles(folder: Path, *, lung_bias: float | None = None, covid_demo: bool = True) -> None:
     torch.manual_seed(0)
     export_bundle(
         [create_model("covid_cnn_bilstm").eval()],
@@ -264,7 +286,7 @@ def _covid_bundles(folder: Path, *, lung_bias: float | None = None) -> None:
         input_spec=InputSpec(modality="CT", size=(256, 256), hu_window=(-1000.0, 400.0)),
         class_names=("covid_pneumonia", "non_covid_pneumonia", "healthy"),
         thresholds={"switch": 0.9},
-        trained_on=DEMO,
+        trained_on=DEMO if covid_demo else DataProvenance("COVID-CT-MD", "test", {"patients": 1}, demo=False),
         metrics={"macro_auc": 0.5},
     )
     if lung_bias is not None:
@@ -320,10 +342,11 @@ def test_covid_pipeline_on_a_real_chest_ct(tmp_path: Path, covid_volume: Volume)
 
 
 def test_covid_pipeline_uses_the_lung_unet_bundle_when_given(tmp_path: Path, sample_volume: Volume) -> None:
-    _covid_bundles(tmp_path, lung_bias=8.0)
+    _covid_bundles(tmp_path, lung_bias=8.0, covid_demo=False)
     engine = Engine([tmp_path], device_preference="cpu")
     (card,), (lung_card,) = engine.cards("covid_ct"), engine.cards("lung_segmentation")
     result = engine.classify_covid(card, sample_volume, lung_card=lung_card)
+    assert result.provenance.demo  # a demo lung U-Net drew the mask the verdict rests on
     assert result.lung_mask.all()  # the U-Net's mask (all lung), not the classical one
     assert result.lung_mask_source == "lung U-Net lung-unet-random 0.0.1 (demo model)"
     assert result.kept_slices == tuple(range(sample_volume.shape[0]))  # equal areas: every slice kept
@@ -331,3 +354,18 @@ def test_covid_pipeline_uses_the_lung_unet_bundle_when_given(tmp_path: Path, sam
     assert result.groups[0].kind == "padded"  # 20 slices: one group padded with black slices
     with pytest.raises(ModelError, match="expected a 'lung_segmentation' model"):
         engine.classify_covid(card, sample_volume, lung_card=card)
+
+
+def test_a_tree_built_for_fewer_features_than_it_splits_on_is_refused() -> None:
+    """feature_importances_ writes at each split's feature into an array of tree.n_features entries, unchecked."""
+    from sklearn.tree._tree import Tree
+
+    from medview.engine.forest import _tree_problem
+
+    rng = np.random.default_rng(0)
+    forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(rng.random((40, 1000)), np.arange(40) % 2)
+    sound = forest.estimators_[0].tree_
+    assert _tree_problem(sound, 1000) == ""
+    crafted = Tree(1, np.array([2], dtype=np.intp), 1)
+    crafted.__setstate__(sound.__getstate__())  # the same nodes, splitting on features up to 999
+    assert "built for 1 features" in _tree_problem(crafted, 1000)

@@ -12,7 +12,7 @@ from torch import nn
 
 from medview.engine.api import CancelCheck, ProgressCallback, Provenance
 from medview.engine.manifest import ModelCard
-from medview.errors import Cancelled
+from medview.errors import Cancelled, ModelError
 
 
 @dataclass
@@ -48,6 +48,17 @@ class RunContext:
     def threshold(self, name: str, default: float = 0.5) -> float:
         """The bundle's decision threshold ``name``, else ``default``."""
         return float(self.card.thresholds.get(name, default))
+
+    def channel_stats(self) -> tuple[Sequence[float], Sequence[float]]:
+        """Mean and std per input channel: the manifest's, else those the backbone's ImageNet weights expect."""
+        network = self.networks[0]
+        mean = self.card.input.extra.get("mean", getattr(network, "mean", None))
+        std = self.card.input.extra.get("std", getattr(network, "std", None))
+        if mean is None or std is None:
+            raise ModelError(
+                f"bundle {self.card.label}: input.extra needs the channel mean and std", path=self.card.bundle_dir
+            )
+        return mean, std
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         """A float32 numpy batch as a tensor on the run's device."""

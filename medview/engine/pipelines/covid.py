@@ -12,6 +12,8 @@ real slice and gets no map; black padding neither).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -31,8 +33,12 @@ def classify(
     lung_mask_source: str,
     *,
     explain: bool = False,
+    demo_lung_mask: bool = False,
 ) -> CovidResult:
-    """The patient verdict for ``volume`` given its lung mask (bool, the volume's shape)."""
+    """The patient verdict for ``volume`` given its lung mask (bool, the volume's shape).
+
+    ``demo_lung_mask``: the mask came from a demo model, so the result is marked demo too.
+    """
     card = context.card
     if lung_mask.shape != volume.shape:
         raise ModelError(f"lung mask of shape {lung_mask.shape} for a volume of shape {volume.shape}")
@@ -87,8 +93,9 @@ def classify(
         for group, row in zip(groups, group_probabilities, strict=True)
     ]
     context.notes.append(f"lung mask: {lung_mask_source}")
+    provenance = context.provenance(threshold=switch)
     return CovidResult(
-        provenance=context.provenance(threshold=switch),
+        provenance=replace(provenance, demo=True) if demo_lung_mask else provenance,
         class_names=card.class_names,
         lung_mask=lung_mask,
         lung_mask_source=lung_mask_source,

@@ -21,8 +21,6 @@ from medview.errors import InputError, ModelError
 from medview.explain import grad_cam
 from medview.io.volume import Volume
 from medview.preprocess.image import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     normalise_channels,
     resize_back,
     resize_stack,
@@ -39,9 +37,7 @@ def _inputs(context: RunContext, slices: np.ndarray, roi: np.ndarray | None) -> 
         unit = unit * roi
     resized = resize_stack(unit, (card.input.size[0], card.input.size[1]))
     grey = np.repeat(resized[:, None], 3, axis=1)
-    return normalise_channels(
-        grey, card.input.extra.get("mean", IMAGENET_MEAN), card.input.extra.get("std", IMAGENET_STD)
-    )
+    return normalise_channels(grey, *context.channel_stats())
 
 
 def classify_slices(
@@ -62,10 +58,14 @@ def classify_slices(
     indices = list(slice_indices)
     if not indices or min(indices) < 0 or max(indices) >= volume.shape[0]:
         raise InputError(f"slices: expected indices in 0..{volume.shape[0] - 1}, got {indices[:5]}")
+    if any(not 0 <= index < volume.shape[0] for index in explain_slices):
+        raise InputError(f"Grad-CAM slices: expected indices in 0..{volume.shape[0] - 1}, got {list(explain_slices)}")
     if roi is not None:
-        roi = np.broadcast_to(roi.astype(bool), volume.shape) if roi.ndim == 2 else roi.astype(bool)
-        if roi.shape != volume.shape:
-            raise InputError(f"kidney ROI: expected the volume's shape {volume.shape}, got {roi.shape}")
+        if roi.shape not in (volume.shape, volume.shape[1:]):
+            raise InputError(
+                f"kidney ROI: expected the shape of the volume {volume.shape} or of a slice, got {roi.shape}"
+            )
+        roi = np.broadcast_to(roi.astype(bool), volume.shape)
     network = context.networks[0]
     probabilities = np.zeros(len(indices), dtype=np.float32)
     total = len(indices) + len(explain_slices)

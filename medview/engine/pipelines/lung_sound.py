@@ -16,7 +16,7 @@ import torch
 
 from medview.engine.api import ClassScores, LungSoundResult
 from medview.engine.pipelines.context import RunContext, batches
-from medview.errors import InputError
+from medview.errors import InputError, ModelError
 from medview.io.audio import Recording
 from medview.preprocess.audio import SAMPLE_RATE, cycle_chunks, resample
 
@@ -30,6 +30,12 @@ def classify_cycles(
     """Class probabilities of every cycle ``(start_s, end_s)`` of ``recording``."""
     if not cycles:
         raise InputError("no respiratory cycles to classify", path=recording.path)
+    rate = context.card.input.sample_rate
+    if rate is not None and rate != SAMPLE_RATE:
+        raise ModelError(
+            f"bundle {context.card.label}: trained at {rate} Hz, this pipeline prepares {SAMPLE_RATE} Hz (paper 004)",
+            path=context.card.bundle_dir,
+        )
     signal = resample(recording.samples, recording.sample_rate, SAMPLE_RATE)
     chunks, owners = [], []
     for index, (start_s, end_s) in enumerate(cycles):

@@ -2,7 +2,8 @@
 
 The photo is resized to the backbone's input size and min-max normalised (then
 the backbone's channel mean/std), the frozen CNN gives its 1000-d last layer,
-and the forest's probability of each class is its trees' vote share.
+and the forest gives each class's probability (the mean of its trees' leaf
+distributions: the vote share for fully grown trees, whose leaves are pure).
 
 The saliency map explains the CNN part only, since the decision is the
 forest's: it is the Grad-CAM of the feature vector weighted by the forest's
@@ -21,7 +22,7 @@ from medview.engine.api import ClassScores, Heatmap, PhotoResult
 from medview.engine.pipelines.context import RunContext
 from medview.errors import ModelError
 from medview.explain import grad_cam
-from medview.preprocess.image import IMAGENET_MEAN, IMAGENET_STD, photo_batch, resize_back
+from medview.preprocess.image import photo_batch, resize_back
 
 
 def classify_photo(
@@ -34,8 +35,7 @@ def classify_photo(
     positive = str(card.input.extra.get("positive_class", card.class_names[-1]))
     if positive not in card.class_names:
         raise ModelError(f"bundle {card.label}: positive_class {positive!r} is not a class name", path=card.bundle_dir)
-    mean = card.input.extra.get("mean", IMAGENET_MEAN)
-    std = card.input.extra.get("std", IMAGENET_STD)
+    mean, std = context.channel_stats()
     network = context.networks[0]
     context.step(0, 2 if explain else 1, "computing CNN features")
     batch = context.tensor(photo_batch(rgb, (card.input.size[0], card.input.size[1]), mean, std))
