@@ -73,7 +73,7 @@ def start_engine(window: MainWindow) -> Task:
 
         return Engine(settings.model_folders(), device_preference=settings.device)
 
-    task = Task(work, "Loading the AI engine")
+    task = Task(work, "Loading the AI engine", background=True)
     task.signals.succeeded.connect(window.set_engine)
     task.signals.errored.connect(lambda message, _details: window.set_engine_problem(message))
     return window.tasks.start(task)

@@ -125,9 +125,10 @@ def check_bundle(bundle_dir: Path, reference: Sequence[nn.Module] | None = None)
                 f"target_layer {card.target_layer!r} is not a layer of {card.arch}", path=bundle_dir
             ) from error
     example = torch.randn(2, *entry.example_input, generator=torch.Generator().manual_seed(0))
+    has_forest = any(weight.format == "skops" for weight in card.weights)
     for index, network in enumerate(reloaded):
         output = network(example)
-        if card.task == "skin_lesion":  # CNN features -> forest: the forest gives the classes
+        if has_forest:  # CNN features -> forest: the forest gives the classes
             forest = load_forest(card, output.shape[1])
             if forest.predict_proba(output.numpy()).shape != (2, len(card.class_names)):
                 raise ModelError("the forest does not give one probability per class name", path=bundle_dir)

@@ -429,6 +429,8 @@ def import_bundle(
             _copy_folder(source, staging / "bundle")
         elif zipfile.is_zipfile(source):
             _extract_zip(source, staging / "bundle")
+        elif source.suffix.lower() == ".zip" and source.is_file():
+            raise ModelError("not a readable zip archive (damaged, or another kind of file)", path=source)
         elif source.exists():
             raise ModelError("expected a bundle folder or a .zip of one", path=source)
         else:

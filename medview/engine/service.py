@@ -65,6 +65,12 @@ class Engine:
         self._scan = find_bundles(self.model_folders)
         for problem in self._scan.problems:
             log.warning("model bundle refused: %s", problem)
+        # networks of bundles that were removed or replaced (other files, other checksums) are let go
+        current = {(str(c.bundle_dir), tuple(w.sha256 for w in c.weights)) for c in self._scan.cards}
+        with self._lock:
+            for cache in (self._networks, self._forests):
+                for key in [k for k in cache if (k[0], k[1]) not in current]:
+                    del cache[key]
         return self._scan
 
     def cards(self, task: str | None = None) -> list[ModelCard]:
@@ -94,13 +100,6 @@ class Engine:
             if key not in self._forests:
                 self._forests[key] = load_forest(card, n_features)
             return self._forests[key]
-
-    def forget(self, card: ModelCard) -> None:
-        """Drop the loaded networks and forest of ``card`` (a bundle was replaced or removed)."""
-        with self._lock:
-            for cache in (self._networks, self._forests):
-                for key in [k for k in cache if k[0] == str(card.bundle_dir)]:
-                    del cache[key]
 
     # ------------------------------------------------------------------ tasks
 

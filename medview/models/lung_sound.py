@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from medview.models.registry import register_model
+from medview.preprocess.audio import CHUNK_FRAMES, N_MELS  # one 4.5 s chunk: 50 x 193, as the paper counts
 
 FILTERS = (64, 128, 128, 256, 256, 512, 512)
 STRIDES = (1, 2, 1, 2, 1, 2, 1)
-N_MELS = 50
-CHUNK_FRAMES = 193  # 4.5 s at 22,050 Hz with hop 512, as the paper counts them
 
 
 class ConvComposition(nn.Sequential):

@@ -12,10 +12,6 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-#: mean / std per RGB channel the torchvision and timm ImageNet weights expect
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def window_to_unit(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     """Clip CT values to the HU window ``(low, high)`` and scale them to [0, 1], float32."""

@@ -20,8 +20,6 @@ from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, t
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import Task, TaskRunner
 
-#: tasks that run on their own without the status bar's progress and Cancel (started by the window or the app)
-BACKGROUND_TASKS = frozenset({"Making thumbnails", "Loading the AI engine"})
 DEFAULT_THUMBNAIL_WINDOW = (40.0, 400.0)  # soft-tissue window for series that suggest none
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MASK_FILTER = "Masks (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.dcm);;All files (*)"
@@ -277,7 +275,7 @@ class MainWindow(QtWidgets.QMainWindow):
             series, plane = item
             self.browser.set_thumbnail(series, thumbnail_image(plane, series.window or DEFAULT_THUMBNAIL_WINDOW))
 
-        task = Task(work, "Making thumbnails")
+        task = Task(work, "Making thumbnails", background=True)
         task.signals.partial.connect(show)
         self.tasks.start(task)
 
@@ -383,7 +381,7 @@ class MainWindow(QtWidgets.QMainWindow):
         show_message(self, "Could not open", message, details)
 
     def _on_task_finished(self) -> None:
-        busy = [t for t in self.tasks.running if not t.done.is_set() and t.description not in BACKGROUND_TASKS]
+        busy = [t for t in self.tasks.running if not t.done.is_set() and not t.background]
         if not busy:
             self.progress.setVisible(False)
             self.cancel_button.setVisible(False)

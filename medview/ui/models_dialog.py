@@ -13,6 +13,7 @@ import html
 from pathlib import Path
 
 from medview.config import Settings
+from medview.engine.api import DEMO_BANNER
 from medview.engine.manifest import TASKS, BundleScan, ModelCard, find_bundles, import_bundle
 from medview.ui.dialogs import show_message
 from medview.ui.qt import QtCore, QtWidgets
@@ -55,7 +56,7 @@ def model_card_html(card: ModelCard) -> str:
     if card.is_demo:
         kind = "synthetic" if trained.synthetic else "demo"
         banner = (
-            f"<p style='color:#ffb347'><b>Demo model: not for diagnosis.</b> Trained on {kind} data; "
+            f"<p style='color:#ffb347'><b>{DEMO_BANNER.capitalize()}.</b> Trained on {kind} data; "
             "every result it produces carries this warning.</p>"
         )
     return f"{banner}<table cellspacing='4'>{body}</table>"

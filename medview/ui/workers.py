@@ -33,11 +33,13 @@ class TaskSignals(QtCore.QObject):
 class Task(QtCore.QRunnable):
     """One unit of background work; ``cancel()`` asks it to stop at its next check."""
 
-    def __init__(self, function: TaskFunction, description: str) -> None:
+    def __init__(self, function: TaskFunction, description: str, *, background: bool = False) -> None:
         super().__init__()
         self.setAutoDelete(False)  # the owner keeps a reference and reads its state
         self.function = function
         self.description = description
+        #: runs on its own (thumbnails, loading the engine): no progress bar or Cancel in the status bar
+        self.background = background
         self.signals = TaskSignals()
         self._cancel = threading.Event()
         self.done = threading.Event()

@@ -226,3 +226,13 @@ def test_a_zip_made_on_macos_imports(bundle: Path, tmp_path: Path) -> None:
         handle.writestr("__MACOSX/lung-sound-test/._manifest.json", b"\x00\x05")
     card = import_bundle(archive, tmp_path / "user")
     assert card.id == "lung-sound-test"
+
+
+def test_a_text_file_named_zip_is_named_as_not_a_zip(tmp_path: Path) -> None:
+    from medview.engine.manifest import import_bundle
+
+    fake = tmp_path / "bundle.zip"
+    fake.write_text("this is a text file")
+    with pytest.raises(ModelError, match="not a readable zip archive") as caught:
+        import_bundle(fake, tmp_path / "user")
+    assert caught.value.path == fake

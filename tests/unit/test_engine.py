@@ -209,3 +209,18 @@ def test_engine_refuses_a_tampered_bundle_and_the_wrong_task(
     assert weights.name in str(caught.value)
     with pytest.raises(ModelError, match="expected a 'liver_segmentation' model"):
         engine.segment_liver(card, None)  # type: ignore[arg-type]
+
+
+def test_refresh_lets_go_of_networks_of_removed_bundles(
+    lung_bundle: tuple[Path, list[nn.Module]], tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(lung_bundle[0], tmp_path / "models"))
+    engine = Engine([copy], device_preference="cpu")
+    engine.networks(_lung_card(engine))
+    assert len(engine._networks) == 1
+    shutil.rmtree(copy / "lung-sound-random")
+    engine.refresh()
+    assert engine.cards() == []
+    assert engine._networks == {}  # a removed bundle's weights do not stay in memory

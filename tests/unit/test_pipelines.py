@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from sklearn.ensemble import RandomForestClassifier
 
-from medview.engine.manifest import DataProvenance, InputSpec
+from medview.engine.manifest import ARCHITECTURES, DataProvenance, InputSpec
 from medview.engine.service import Engine
 from medview.errors import InputError, ModelError
 from medview.io.dicom import load_dicom
@@ -32,19 +32,14 @@ def sample_volume(sample_series_dir: Path) -> Volume:
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    export_bundle(
-        [create_model("liver_eas_unet", **LIVER_ARGS).eval()],
-        folder / "liver-random",
-        model_id="liver-random",
-        version="0.0.1",
-        task="liver_segmentation",
-        arch="liver_eas_unet",
-        arch_args=LIVER_ARGS,
-        input_spec=InputSpec(modality="CT", size=(64, 64), channels=1, hu_window=(-200.0, 250.0)),
-        class_names=("background", "liver"),
+    _random_bundle(
+        folder,
+        "liver-random",
+        "liver_eas_unet",
+        LIVER_ARGS,
+        InputSpec(modality="CT", size=(64, 64), channels=1, hu_window=(-200.0, 250.0)),
+        ("background", "liver"),
         thresholds={"liver": 0.5},
-        trained_on=DEMO,
-        metrics={"dice": 0.0},
     )
     return folder
 
@@ -52,6 +47,35 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def engine(models_dir: Path) -> Engine:
     return Engine([models_dir], device_preference="cpu")
+
+
+def _random_bundle(
+    folder: Path,
+    model_id: str,
+    arch: str,
+    arch_args: dict,
+    spec: InputSpec,
+    class_names: tuple[str, ...],
+    *,
+    network: torch.nn.Module | None = None,
+    trained_on: DataProvenance = DEMO,
+    **extra: object,
+) -> None:
+    """Bundle ``folder/model_id`` of ``arch`` with random weights (or ``network``), for its allow-listed task."""
+    export_bundle(
+        [network if network is not None else create_model(arch, **arch_args).eval()],
+        folder / model_id,
+        model_id=model_id,
+        version="0.0.1",
+        task=ARCHITECTURES[arch],
+        arch=arch,
+        arch_args=arch_args,
+        input_spec=spec,
+        class_names=class_names,
+        trained_on=trained_on,
+        metrics={},
+        **extra,
+    )
 
 
 # --------------------------------------------------------------------------- shared preprocessing
@@ -122,25 +146,21 @@ def skin_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     network = create_model("skin_cnn_features", backbone="efficientnet_lite0").eval()
     rng = np.random.default_rng(0)
     forest = RandomForestClassifier(n_estimators=50, random_state=0).fit(rng.random((60, 1000)), np.arange(60) % 2)
-    export_bundle(
-        [network],
-        folder / "skin-random",
-        model_id="skin-random",
-        version="0.0.1",
-        task="skin_lesion",
-        arch="skin_cnn_features",
-        arch_args={"backbone": "efficientnet_lite0"},
-        input_spec=InputSpec(
+    _random_bundle(
+        folder,
+        "skin-random",
+        "skin_cnn_features",
+        {"backbone": "efficientnet_lite0"},
+        InputSpec(
             modality="photo",
             size=(224, 224),
             channels=3,
             normalisation="minmax",
             extra={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "positive_class": "malignant"},
         ),
-        class_names=("benign", "malignant"),
+        ("benign", "malignant"),
+        network=network,
         thresholds={"malignant": 0.5},
-        trained_on=DEMO,
-        metrics={"accuracy": 0.5},
         forest=forest,
     )
     return folder
@@ -221,15 +241,12 @@ def kidney_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("kidney-models")
     torch.manual_seed(0)
     args = {"backbone": "efficientnet_lite0"}
-    export_bundle(
-        [create_model("kidney_hybrid", **args).eval()],
-        folder / "kidney-random",
-        model_id="kidney-random",
-        version="0.0.1",
-        task="kidney_stone",
-        arch="kidney_hybrid",
-        arch_args=args,
-        input_spec=InputSpec(
+    _random_bundle(
+        folder,
+        "kidney-random",
+        "kidney_hybrid",
+        args,
+        InputSpec(
             modality="CT",
             size=(224, 224),
             channels=3,
@@ -237,10 +254,8 @@ def kidney_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
             normalisation="imagenet",
             extra={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "positive_class": "stone"},
         ),
-        class_names=("no stone", "stone"),
+        ("no stone", "stone"),
         thresholds={"stone": 0.5},
-        trained_on=DEMO,
-        metrics={"accuracy": 0.5},
     )
     return folder
 
@@ -275,38 +290,30 @@ def test_kidney_pipeline_per_slice_with_roi_and_grad_cam(kidney_models: Path, sa
 
 def _covid_bundles(folder: Path, *, lung_bias: float | None = None, covid_demo: bool = True) -> None:
     torch.manual_seed(0)
-    export_bundle(
-        [create_model("covid_cnn_bilstm").eval()],
-        folder / "covid-random",
-        model_id="covid-random",
-        version="0.0.1",
-        task="covid_ct",
-        arch="covid_cnn_bilstm",
-        arch_args={},
-        input_spec=InputSpec(modality="CT", size=(256, 256), hu_window=(-1000.0, 400.0)),
-        class_names=("covid_pneumonia", "non_covid_pneumonia", "healthy"),
+    _random_bundle(
+        folder,
+        "covid-random",
+        "covid_cnn_bilstm",
+        {},
+        InputSpec(modality="CT", size=(256, 256), hu_window=(-1000.0, 400.0)),
+        ("covid_pneumonia", "non_covid_pneumonia", "healthy"),
         thresholds={"switch": 0.9},
         trained_on=DEMO if covid_demo else DataProvenance("COVID-CT-MD", "test", {"patients": 1}, demo=False),
-        metrics={"macro_auc": 0.5},
     )
     if lung_bias is not None:
         unet = create_model("lung_unet", base_filters=4).eval()
         with torch.no_grad():  # a U-Net that calls everything lung: the pipeline must use its mask, not its own
             unet.head.weight.zero_()
             unet.head.bias.copy_(torch.tensor([0.0, lung_bias]))
-        export_bundle(
-            [unet],
-            folder / "lung-unet-random",
-            model_id="lung-unet-random",
-            version="0.0.1",
-            task="lung_segmentation",
-            arch="lung_unet",
-            arch_args={"base_filters": 4},
-            input_spec=InputSpec(modality="CT", size=(256, 256), hu_window=(-1000.0, 400.0)),
-            class_names=("background", "lung"),
+        _random_bundle(
+            folder,
+            "lung-unet-random",
+            "lung_unet",
+            {"base_filters": 4},
+            InputSpec(modality="CT", size=(256, 256), hu_window=(-1000.0, 400.0)),
+            ("background", "lung"),
+            network=unet,
             thresholds={"lung": 0.5},
-            trained_on=DEMO,
-            metrics={"dice": 0.0},
         )
 
 
