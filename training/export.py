@@ -9,6 +9,7 @@ outputs as the ones in memory on the architecture's example input.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -65,10 +66,14 @@ def export_bundle(
     thresholds: Mapping[str, float] | None = None,
     target_layer: str | None = None,
     forest: RandomForestClassifier | None = None,
+    half: bool = False,
 ) -> ModelCard:
     """Write ``networks`` (and a skin bundle's ``forest``, as skops) as bundle folder ``out_dir``.
 
-    Returns the card, reloaded and checked through the app's own loaders.
+    ``half`` stores floating-point tensors as fp16 (half the size); evaluate the
+    networks through :func:`as_shipped` first so that the manifest's metrics are
+    those of the weights that ship.  Returns the card, reloaded and checked
+    through the app's own loaders.
     """
     if not networks:
         raise ValueError("export_bundle needs at least one network")
@@ -77,7 +82,7 @@ def export_bundle(
     for index, network in enumerate(networks):
         suffix = f"-snapshot-{index + 1}" if len(networks) > 1 else ""
         name = f"{model_id}-{version}{suffix}.safetensors"
-        state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
+        state = {key: _stored(key, value, half) for key, value in network.state_dict().items()}
         save_file(state, str(out_dir / name), metadata={"arch": arch, "id": model_id, "version": version})
         role = f"snapshot-{index + 1}" if len(networks) > 1 else "weights"
         weights.append(WeightFile(path=name, sha256=sha256_file(out_dir / name), format="safetensors", role=role))
@@ -103,8 +108,29 @@ def export_bundle(
         bundle_dir=out_dir,
     )
     write_manifest(card)
-    check_bundle(out_dir, reference=networks)
+    check_bundle(out_dir, reference=[as_shipped(network, half) for network in networks])
     return card
+
+
+def _stored(key: str, tensor: torch.Tensor, half: bool) -> torch.Tensor:
+    tensor = tensor.detach().cpu().contiguous()
+    if not (half and tensor.is_floating_point()):
+        return tensor
+    rounded = tensor.half()
+    if not torch.isfinite(rounded).all() and torch.isfinite(tensor).all():
+        raise ModelError(f"tensor {key} does not fit fp16 (values up to {tensor.abs().max():.3g}); export without half")
+    return rounded
+
+
+def as_shipped(network: nn.Module, half: bool) -> nn.Module:
+    """A copy of ``network`` whose weights went through the bundle's storage precision (fp16 when ``half``)."""
+    shipped = copy.deepcopy(network)
+    if half:
+        with torch.no_grad():
+            for key, tensor in shipped.state_dict().items():
+                if tensor.is_floating_point():
+                    tensor.copy_(_stored(key, tensor, half))
+    return shipped
 
 
 @torch.no_grad()

@@ -1,0 +1,1 @@
+"""Shared training machinery: seeding, splits, loops, metrics, reports, plots."""
