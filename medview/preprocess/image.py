@@ -55,6 +55,16 @@ def normalise_channels(batch: np.ndarray, mean: Sequence[float], std: Sequence[f
     return ((batch - mean_array) / std_array).astype(np.float32)
 
 
+def grey_batch(unit: np.ndarray, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Grey images (n, y, x) in [0, 1] -> (n, 3, *size) network inputs: resize, grey on 3 channels, mean/std.
+
+    The kidney pipeline (windowed CT slices) and kidney training (windowed
+    slices, or already-windowed 8-bit exports scaled by 1/255) both end here.
+    """
+    resized = resize_stack(unit, size)
+    return normalise_channels(np.repeat(resized[:, None], 3, axis=1), mean, std)
+
+
 def adjacent_slices(volume: np.ndarray, indices: Sequence[int], channels: int) -> np.ndarray:
     """(n, channels, y, x): each slice with its neighbours as channels (edges repeat), for 2.5-D inputs.
 

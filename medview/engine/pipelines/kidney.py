@@ -20,12 +20,7 @@ from medview.engine.pipelines.context import RunContext, batches
 from medview.errors import InputError, ModelError
 from medview.explain import grad_cam
 from medview.io.volume import Volume
-from medview.preprocess.image import (
-    normalise_channels,
-    resize_back,
-    resize_stack,
-    window_to_unit,
-)
+from medview.preprocess.image import grey_batch, resize_back, window_to_unit
 
 BATCH = 16
 
@@ -35,9 +30,7 @@ def _inputs(context: RunContext, slices: np.ndarray, roi: np.ndarray | None) -> 
     unit = window_to_unit(slices, card.input.hu_window)  # type: ignore[arg-type]
     if roi is not None:
         unit = unit * roi
-    resized = resize_stack(unit, (card.input.size[0], card.input.size[1]))
-    grey = np.repeat(resized[:, None], 3, axis=1)
-    return normalise_channels(grey, *context.channel_stats())
+    return grey_batch(unit, (card.input.size[0], card.input.size[1]), *context.channel_stats())
 
 
 def classify_slices(

@@ -1,0 +1,79 @@
+"""Lesion photos: any image Pillow reads, as an upright 8-bit RGB array.
+
+What the skin pipeline and its training both need from a photo file:
+- EXIF orientation applied (a phone photo shows as it was taken);
+- one pixel format: 8-bit RGB, whatever the file holds (palette, grey,
+  grey + alpha, RGBA, CMYK, 16-bit grey);
+- bounded memory: a very large photo is reduced while it is decoded (JPEG
+  draft mode) and then resized so that its longer side is at most ``max_side``
+  (the networks take 224-256 pixels; the viewer needs no more than a screen's
+  worth).  Pillow's decompression-bomb guard stays on, so a file claiming
+  billions of pixels is refused instead of exhausting memory.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from medview.errors import InputError
+
+#: longest side kept after loading, in pixels
+MAX_SIDE = 2048
+#: file suffixes offered in file dialogs and picked from folders
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+@dataclass(frozen=True, eq=False)
+class Photo:
+    """An upright RGB photo (h, w, 3) uint8 and the size of the file's own pixel grid."""
+
+    rgb: np.ndarray
+    path: Path
+    original_size: tuple[int, int]  # (width, height) as stored in the file, before orientation and downscaling
+
+
+def read_photo(path: Path | str, *, max_side: int = MAX_SIDE) -> Photo:
+    """Read ``path`` as an upright 8-bit RGB photo; ``InputError`` naming the file when it is not one."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                original_size = image.size
+                if image.format == "JPEG":
+                    image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
+                image = ImageOps.exif_transpose(image)
+                image = _to_rgb(image)
+                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+                rgb = np.asarray(image, dtype=np.uint8).copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(f"the image is too large to open safely ({error})", path=path) from error
+    except UnidentifiedImageError as error:
+        raise InputError("not an image file Pillow can read (JPEG, PNG, TIFF, BMP, WebP)", path=path) from error
+    except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data surfaces as these
+        raise InputError(f"the image data is damaged or unreadable ({error})", path=path) from error
+    if min(rgb.shape[:2]) < 2:
+        raise InputError(
+            f"the image is {rgb.shape[1]}x{rgb.shape[0]} pixels, too small to be a lesion photo", path=path
+        )
+    return Photo(rgb=rgb, path=path, original_size=original_size)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any Pillow mode; 16/32-bit grey is scaled by its own range, not clipped at 255."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.round().astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        background = Image.new("RGB", image.size, (255, 255, 255))  # transparent areas on white, not black
+        rgba = image.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
