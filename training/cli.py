@@ -1,19 +1,104 @@
-"""``medview-train``: the training package's command line.
+"""``medview-train``: train the five papers' models into bundles, and verify bundles.
 
-``medview-train verify BUNDLE...`` checks bundles exactly as the workstation app
-will: manifest schema and allow-listed architecture, the SHA-256 of every file,
-the weights fitting the architecture, and a forward pass.  Hospital IT can run
-it on a bundle before copying it to workstations.
+``medview-train <task> --data DIR`` runs that paper's protocol on a dataset in
+its public layout (see each task's ``data`` module), writes the evaluation in
+the paper's table layout with its figures into the run folder and, with
+``--bundle-dir``, a bundle the workstation app loads.  ``--demo`` trains on the
+public samples in ``../shared/data`` with the settings of the demo bundle that
+ships in ``resources/models`` and writes that bundle, so the shipped bundles
+can be reproduced.
+
+``medview-train verify BUNDLE...`` checks bundles exactly as the app will:
+manifest schema and allow-listed architecture, the SHA-256 of every file, the
+weights fitting the architecture, and a forward pass.  Hospital IT can run it
+on a bundle before copying it to workstations.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medview.errors import MedviewError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A training command: its entry point, its demo data and the demo bundle's folder name."""
+
+    module: str  # training.<module>.train defines train_<module>(options)
+    help: str
+    demo_data: str  # relative to the sample-data root
+    demo_bundle: str  # folder under resources/models
+    demo_options: dict[str, Any]  # RunOptions fields the demo bundle was trained with
+    settings: str | None = None  # the task's own settings dataclass in training.<module>.train
+    arguments: tuple[tuple[str, dict[str, Any]], ...] = ()  # its command-line flags (dest = a settings field)
+    demo_settings: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, options: Any, values: dict[str, Any]) -> Any:
+        from importlib import import_module
+
+        module = import_module(f"training.{self.module}.train")
+        entry = getattr(module, f"train_{self.module}")
+        if self.settings is None:
+            return entry(options)
+        return entry(options, getattr(module, self.settings)(**values))
+
+
+TASKS = {
+    "skin": Task(
+        "skin",
+        "paper 003: ImageNet CNN features + random forest (benign / malignant)",
+        "skin/isic_uda1_250px",
+        "skin-demo",
+        {},
+    ),
+    "kidney": Task(
+        "kidney",
+        "paper 000: hybrid CNN (frozen ImageNet branch + custom CNN), stone / no stone",
+        "kidney_ct",
+        "kidney-demo",
+        {"epochs": 4},
+        settings="KidneySettings",
+        arguments=(
+            ("--baseline", {"action": "store_true", "help": "train the transfer-learning baseline instead"}),
+            (
+                "--search",
+                {"type": int, "default": 0, "help": "Bayesian search of the custom branch, N trials (paper: 30)"},
+            ),
+            ("--search-epochs", {"type": int, "default": 5, "help": "epochs per search trial"}),
+            ("--cv", {"action": "store_true", "help": "also run the 5 cross-validation folds (CV5)"}),
+            ("--every", {"type": int, "default": 1, "help": "keep every Nth slice of each patient"}),
+        ),
+        demo_settings={"every": 3},
+    ),
+    "lung": Task(
+        "lung",
+        "paper 004: lung-sound CNN snapshot ensemble (normal / crackle / wheeze / both per cycle)",
+        "lung_sound/icbhi_sample",
+        "lung-sound-demo",
+        {},
+        settings="LungSettings",
+        arguments=(
+            ("--cycles", {"type": int, "default": 8, "help": "snapshots M (paper: 8)"}),
+            ("--epochs-per-cycle", {"type": int, "default": 20, "help": "epochs per annealing cycle (paper: 20)"}),
+            ("--repeats", {"type": int, "default": 10, "help": "random 80/20 patient splits (paper: 10)"}),
+        ),
+        demo_settings={"cycles": 4, "epochs_per_cycle": 10, "repeats": 1},
+    ),
+}
+
+
+def sample_data_root() -> Path:
+    """Where the public samples are: $MEDVIEW_SHARED_DATA, else ../shared/data beside the repository."""
+    return Path(os.environ.get("MEDVIEW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 def _verify(paths: Sequence[Path]) -> int:
@@ -32,16 +117,83 @@ def _verify(paths: Sequence[Path]) -> int:
     return 1 if failures else 0
 
 
+def _train(name: str, args: argparse.Namespace) -> int:
+    from training.common.run import RunOptions
+
+    task = TASKS[name]
+    data = args.data
+    bundle_dir = args.bundle_dir
+    settings: dict[str, Any] = {}
+    values = {flag.lstrip("-").replace("-", "_"): None for flag, _ in task.arguments}
+    values = {key: getattr(args, key) for key in values}
+    if args.demo:
+        data = data or sample_data_root() / task.demo_data
+        bundle_dir = bundle_dir or REPO_ROOT / "resources" / "models" / task.demo_bundle
+        settings = dict(task.demo_options)
+        values |= task.demo_settings
+    if data is None:
+        print(f"medview-train {name}: give the dataset with --data DIR (or --demo for the public samples)")
+        return 2
+    for key in ("epochs", "batch_size", "backbone"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    options = RunOptions(
+        data=Path(data),
+        run_dir=args.run_dir or Path("runs") / (f"{name}-demo" if args.demo else name),
+        bundle_dir=bundle_dir,
+        seed=args.seed,
+        device=args.device,
+        demo=args.demo,
+        version=args.version,
+        backbone_weights=args.backbone_weights,
+        resume=args.resume,
+        progress=not args.quiet,
+        half=not args.fp32,
+        **settings,
+    )
+    try:
+        outcome = task.run(options, values)
+    except ModuleNotFoundError as error:
+        print(
+            f"medview-train {name}: {error.name} is missing; install the training extras: pip install 'medview[train]'"
+        )
+        return 1
+    except MedviewError as error:
+        print(f"medview-train {name}: {error}")
+        return 1
+    print(f"evaluation: {options.run_dir / 'evaluation.txt'}")
+    if outcome.card is not None:
+        print(f"bundle: {outcome.card.bundle_dir}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medview-train", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser("verify", help="check model bundles as the app loads them")
     verify.add_argument("bundles", nargs="+", type=Path, help="bundle folders (each holding manifest.json)")
+    for name, task in TASKS.items():
+        command = commands.add_parser(name, help=task.help)
+        command.add_argument("--data", type=Path, help="dataset folder in the task's public layout")
+        command.add_argument("--run-dir", type=Path, help="where the log, split, checkpoints and report go")
+        command.add_argument("--bundle-dir", type=Path, help="write the trained bundle here")
+        command.add_argument("--demo", action="store_true", help="train the shipped demo bundle from the samples")
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+        command.add_argument("--version", default="1.0.0", help="the bundle's version")
+        command.add_argument("--backbone", help="ImageNet backbone (where the paper compares several)")
+        command.add_argument("--backbone-weights", type=Path, help="local ImageNet checkpoint (timm/torchvision)")
+        command.add_argument("--epochs", type=int, help="override the paper's number of epochs")
+        command.add_argument("--batch-size", type=int, help="override the paper's batch size")
+        command.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+        command.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+        for flag, kwargs in task.arguments:
+            command.add_argument(flag, **kwargs)
     args = parser.parse_args(argv)
     if args.command == "verify":
         return _verify(args.bundles)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    return _train(args.command, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,190 @@
+"""Training data: splits never share a patient, and each reader on the real public layouts."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from medview.errors import InputError
+from training.common.splits import Split, cross_validation_folds, holdout, patient_split, random_patient_splits
+from training.kidney.data import consecutive_runs, read_kidney_dataset
+from training.lung.data import OFFICIAL_SPLIT_FILE, read_icbhi_dataset
+from training.skin.data import read_skin_dataset
+
+
+def _groups(seed: int, items: int = 200) -> tuple[list[int], list[str]]:
+    rng = np.random.default_rng(seed)
+    patients = rng.integers(0, 23, items)
+    labels = (patients % 3 == 0).astype(int)  # one label per patient, as in a per-patient diagnosis
+    return labels.tolist(), [f"p{p}" for p in patients]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_patient_split_never_puts_a_patient_on_two_sides(seed: int) -> None:
+    labels, groups = _groups(seed)
+    split = patient_split(labels, groups, test_fraction=0.2, validation_fraction=0.1, seed=seed)
+    sides = [set(np.asarray(groups)[indices].tolist()) for indices in (split.train, split.validation, split.test)]
+    assert not (sides[0] & sides[1])
+    assert not (sides[0] & sides[2])
+    assert not (sides[1] & sides[2])
+    assert sorted(np.concatenate([split.train, split.validation, split.test]).tolist()) == list(range(len(labels)))
+    assert len(split.test) > 0
+    assert len(split.validation) > 0
+    assert set(np.asarray(labels)[split.test].tolist()) == {0, 1}  # stratified: both classes held out
+
+
+def test_folds_and_random_splits_are_patient_disjoint() -> None:
+    labels, groups = _groups(7)
+    group_array = np.asarray(groups)
+    folds = cross_validation_folds(labels, groups, 6, seed=0)
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(len(labels)))
+    for train, test in [*folds, *random_patient_splits(groups, repeats=10, test_fraction=0.2, seed=0)]:
+        assert not set(group_array[train].tolist()) & set(group_array[test].tolist())
+
+
+def test_split_check_and_digest() -> None:
+    groups = ["a", "a", "b", "c"]
+    with pytest.raises(ValueError, match="patient 'a' is in both"):
+        Split(np.array([0]), np.array([], dtype=int), np.array([1, 2]), "").check(groups)
+    ids = ["x0", "x1", "x2", "x3"]
+    first = Split(np.array([0, 1]), np.array([], dtype=int), np.array([2, 3]), "")
+    again = Split(np.array([1, 0]), np.array([], dtype=int), np.array([3, 2]), "")
+    other = Split(np.array([0, 1, 2]), np.array([], dtype=int), np.array([3]), "")
+    assert first.digest(ids) == again.digest(ids) != other.digest(ids)
+
+
+def test_holdout_needs_two_patients_and_falls_back_without_enough_for_stratification() -> None:
+    with pytest.raises(ValueError, match="at least 2 patients"):
+        holdout([0, 1, 0], ["a", "a", "a"], 0.2, seed=0)
+    groups = np.asarray(["a", "a", "b", "b", "c"])
+    kept, held = holdout([0, 0, 1, 1, 0], groups.tolist(), 0.2, seed=0)  # 3 patients < 1/0.2 folds
+    assert len(held) > 0
+    assert not set(groups[held]) & set(groups[kept])
+
+
+# ------------------------------------------------------------------ skin
+
+
+def test_skin_reader_isic_sidecars(shared_data: Path) -> None:
+    dataset = read_skin_dataset(shared_data / "skin" / "isic_uda1_250px")
+    # labels.csv is found first: it is the ISIC metadata table of the same 350 images
+    assert dataset.counts() == {"images": 350, "patients": 350, "benign": 252, "malignant": 98}
+    with (shared_data / "skin" / "isic_uda1_250px" / "labels.csv").open() as handle:
+        truth = {row["file"]: row["benign_malignant"] for row in csv.DictReader(handle)}
+    assert all(truth[item.path.name] == dataset.class_names[item.label] for item in dataset.items)
+
+
+def test_skin_reader_layouts(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "skin" / "isic_uda1_250px"
+    sidecars = tmp_path / "sidecars"
+    sidecars.mkdir()
+    for number in range(6):
+        for suffix in (".jpg", ".json"):
+            shutil.copy(source / f"ISIC_{number:07d}{suffix}", sidecars)
+    assert read_skin_dataset(sidecars).layout == "ISIC JSON sidecars"
+
+    kaggle = tmp_path / "kaggle"
+    for side, names in (("train", range(0, 8)), ("test", range(8, 12))):
+        for label in ("benign", "malignant"):
+            (kaggle / side / label).mkdir(parents=True)
+        for number in names:
+            label = "malignant" if number % 2 else "benign"
+            shutil.copy(source / f"ISIC_{number:07d}.jpg", kaggle / side / label)
+    dataset = read_skin_dataset(kaggle)
+    assert dataset.layout == "folders per class"
+    train, test = dataset.official_split()
+    assert (len(train), len(test)) == (8, 4)
+    assert {dataset.items[i].path.parent.name for i in test} == {"benign", "malignant"}
+
+
+def test_skin_reader_refuses_unknown_labels_and_missing_classes(tmp_path: Path, shared_data: Path) -> None:
+    source = shared_data / "skin" / "isic_uda1_250px"
+    shutil.copy(source / "ISIC_0000000.jpg", tmp_path)
+    (tmp_path / "meta.csv").write_text("isic_id,benign_malignant\nISIC_0000000,maybe\n")
+    with pytest.raises(InputError, match="row 2: benign_malignant is 'maybe'"):
+        read_skin_dataset(tmp_path)
+    (tmp_path / "meta.csv").write_text("isic_id,benign_malignant\nISIC_0000000,benign\n")
+    with pytest.raises(InputError, match="no images of class malignant"):
+        read_skin_dataset(tmp_path)
+
+
+# ------------------------------------------------------------------ kidney
+
+
+def test_kidney_reader_real_layout_and_runs(shared_data: Path) -> None:
+    dataset = read_kidney_dataset(shared_data / "kidney_ct")
+    counts = dataset.counts()
+    assert (counts["images"], counts["normal"], counts["stone"]) == (1000, 500, 500)
+    patient = {item.path.name: item.patient for item in dataset.items}
+    # neighbouring slices of one scan share a patient; the two classes never do
+    assert patient["Stone- (1).jpg"] == patient["Stone- (2).jpg"] == patient["Stone- (3).jpg"]
+    assert patient["Normal- (1).jpg"] != patient["Stone- (1).jpg"]
+    assert 10 < counts["patients"] < 200
+
+
+def test_consecutive_runs_break_where_the_image_changes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    scans = [rng.integers(0, 255, (64, 64)).astype(np.float32) for _ in range(2)]
+    paths = []
+    for number in range(1, 9):
+        base = scans[0] if number <= 5 else scans[1]
+        image = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)  # near-duplicates
+        path = tmp_path / f"Stone- ({number}).png"
+        cv2.imwrite(str(path), image)
+        paths.append(path)
+    runs = consecutive_runs(list(reversed(paths)))  # the order of the listing does not matter
+    assert list(reversed(runs)) == [0, 0, 0, 0, 0, 1, 1, 1]
+    paths[6].rename(tmp_path / "Stone- (20).png")  # a gap in the numbering starts a run too
+    paths[6] = tmp_path / "Stone- (20).png"
+    assert consecutive_runs(paths) == [0, 0, 0, 0, 0, 1, 3, 2]  # numbers 1-5 | 6 | 20 (after 8) | 8
+
+
+def test_kidney_reader_patients_table(shared_data: Path, tmp_path: Path) -> None:
+    for label in ("Normal", "Stone"):
+        (tmp_path / label).mkdir()
+        for number in (1, 2):
+            shutil.copy(shared_data / "kidney_ct" / label / f"{label}- ({number}).jpg", tmp_path / label)
+    (tmp_path / "patients.csv").write_text(
+        "file,patient\nNormal- (1).jpg,A\nNormal- (2).jpg,B\nStone- (1).jpg,A\nStone- (2).jpg,C\n"
+    )
+    dataset = read_kidney_dataset(tmp_path)
+    assert sorted(dataset.patients) == ["A", "A", "B", "C"]
+    (tmp_path / "patients.csv").write_text("file,patient\nNormal- (1).jpg,A\n")
+    with pytest.raises(InputError, match="no patient given for 3 images"):
+        read_kidney_dataset(tmp_path)
+
+
+# ------------------------------------------------------------------ lung
+
+
+def test_icbhi_reader_matches_the_cycle_table(shared_data: Path) -> None:
+    folder = shared_data / "lung_sound" / "icbhi_sample"
+    cycles = read_icbhi_dataset(folder)
+    with (folder / "cycles.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(cycles) == len(rows) == 86
+    labels = {(row["wav"], round(float(row["start_s"]), 3)): row["label4"] for row in rows}
+    assert all(
+        labels[(c.recording, round(c.start_s, 3))] == ("normal", "crackle", "wheeze", "both")[c.label] for c in cycles
+    )
+    assert {c.patient for c in cycles} == {"102", "104", "106"}
+    first = cycles[0]
+    assert first.samples.size == pytest.approx((first.end_s - first.start_s) * 22_050, abs=2)
+
+
+def test_icbhi_official_split_file(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "lung_sound" / "icbhi_sample"
+    for stem in ("102_1b1_Ar_sc_Meditron", "106_2b1_Pl_mc_LittC2SE"):
+        for suffix in (".wav", ".txt"):
+            shutil.copy(source / f"{stem}{suffix}", tmp_path)
+    (tmp_path / OFFICIAL_SPLIT_FILE).write_text("102_1b1_Ar_sc_Meditron\ttrain\n106_2b1_Pl_mc_LittC2SE\ttest\n")
+    sides = {c.recording: c.official_side for c in read_icbhi_dataset(tmp_path)}
+    assert sides == {"102_1b1_Ar_sc_Meditron.wav": "train", "106_2b1_Pl_mc_LittC2SE.wav": "test"}
+    (tmp_path / OFFICIAL_SPLIT_FILE).write_text("102_1b1_Ar_sc_Meditron\tvalidation\n")
+    with pytest.raises(InputError, match=r"line 1: expected '<recording> train\|test'"):
+        read_icbhi_dataset(tmp_path)

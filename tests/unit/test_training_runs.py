@@ -1,0 +1,166 @@
+"""Tiny end-to-end training runs: each task trains a few steps, exports a bundle, and the app's Engine runs it.
+
+The runs are far too short to learn anything; what they prove is the chain:
+real data in its public layout -> the paper's training protocol -> a verified
+bundle -> the app's own pipeline computing what training computed.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medview.engine.forest import load_forest
+from medview.engine.service import Engine
+from medview.engine.weights import load_networks
+from medview.io.audio import read_icbhi_annotations, read_recording
+from medview.io.photo import read_photo
+from medview.io.volume import Volume
+from training.cli import main as train_cli
+from training.common.loop import FitConfig, fit
+from training.common.run import RunOptions
+from training.kidney.data import read_kidney_dataset
+from training.kidney.train import HU_WINDOW, KidneySettings, KidneySlices, stone_probability, train_kidney
+from training.lung.data import read_icbhi_dataset
+from training.lung.train import LungSettings, ensemble_probabilities, train_lung
+from training.skin.train import photo_features, train_skin
+
+
+def _options(data: Path, tmp_path: Path, **extra: object) -> RunOptions:
+    return RunOptions(
+        data=data, run_dir=tmp_path / "run", bundle_dir=tmp_path / "bundle", demo=True, progress=False, **extra
+    )
+
+
+def test_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    def run(epochs: int, checkpoint: Path, resume_from: int | None = None) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        data = torch.utils.data.TensorDataset(
+            torch.randn(40, 4, generator=torch.Generator().manual_seed(1)), torch.arange(40) % 2
+        )
+
+        def step(network: nn.Module, batch: object, device: torch.device) -> tuple[torch.Tensor, int, int]:
+            inputs, labels = batch
+            logits = network(inputs)
+            return nn.functional.cross_entropy(logits, labels), int((logits.argmax(1) == labels).sum()), len(labels)
+
+        result = fit(
+            model,
+            optimizer,
+            data,
+            step,
+            FitConfig(epochs=epochs, batch_size=8, checkpoint=checkpoint, progress=False, snapshot_every=2),
+            device=torch.device("cpu"),
+            generator=torch.Generator().manual_seed(2),
+        )
+        assert len(result.history) == epochs
+        assert len(result.snapshots) == epochs // 2
+        return {key: value.clone() for key, value in model.state_dict().items()}
+
+    straight = run(4, tmp_path / "straight.pt")
+    run(2, tmp_path / "resumed.pt")
+    resumed = run(4, tmp_path / "resumed.pt")  # picks up at epoch 3 from the checkpoint of the 2-epoch run
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "skin" / "isic_uda1_250px"
+    data = tmp_path / "skin"
+    data.mkdir()
+    with (source / "labels.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = [r for r in rows if r["benign_malignant"] == "benign"][:15] + [
+        r for r in rows if r["benign_malignant"] == "malignant"
+    ][:15]
+    with (data / "labels.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "benign_malignant"])
+        writer.writeheader()
+        for row in chosen:
+            writer.writerow({"file": row["file"], "benign_malignant": row["benign_malignant"]})
+            shutil.copy(source / row["file"], data)
+
+    outcome = train_skin(_options(data, tmp_path))
+    card = outcome.card
+    assert card is not None
+    assert card.is_demo
+    assert card.trained_on.counts["images"] == 30
+    assert 0 <= outcome.metrics["accuracy"] <= 1
+    assert (tmp_path / "run" / "evaluation.txt").read_text().count("paper 003") == 1
+    assert (tmp_path / "run" / "roc.png").stat().st_size > 0
+
+    engine = Engine([tmp_path], "cpu")
+    [found] = engine.cards("skin_lesion")
+    photo = read_photo(data / chosen[0]["file"])
+    result = engine.classify_skin(found, photo.rgb, explain=True)
+    network = load_networks(found)[0]
+    expected = load_forest(found, 1000).predict_proba(photo_features(network, [photo.path], torch.device("cpu")))[0]
+    assert result.scores.probabilities["malignant"] == pytest.approx(expected[1])
+    assert sum(result.votes.values()) == 50
+    assert result.provenance.demo
+    assert result.saliency is not None
+
+
+def test_kidney_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "kidney"
+    for label in ("Normal", "Stone"):
+        (data / label).mkdir(parents=True)
+        for number in range(1, 400, 60):  # numbers far apart: every slice is its own run (patient)
+            shutil.copy(shared_data / "kidney_ct" / label / f"{label}- ({number}).jpg", data / label)
+    outcome = train_kidney(_options(data, tmp_path, epochs=1, batch_size=4), KidneySettings())
+    card = outcome.card
+    assert card is not None
+    assert card.arch == "kidney_hybrid"
+    assert card.input.hu_window == HU_WINDOW
+    assert "Recall" in outcome.table
+
+    dataset = read_kidney_dataset(data)
+    network = load_networks(card)[0]
+    slices = KidneySlices(dataset, network.mean, network.std)
+    picks = np.array([0, len(dataset.items) - 1])
+    expected = stone_probability(network, slices, picks, torch.device("cpu"))
+    # the same slices as CT in HU whose window gives back pixel / 255: the app must compute the same
+    low, high = HU_WINDOW
+    hu = np.stack([slices.images[i].astype(np.float32) / 255 * (high - low) + low for i in picks])
+    volume = Volume(voxels=hu, spacing=(1.0, 0.7, 0.7), modality="CT")
+    result = Engine([tmp_path], "cpu").classify_kidney_slices(card, volume, [0, 1], explain_slices=[1])
+    np.testing.assert_allclose(result.probabilities, expected, rtol=1e-4, atol=1e-5)
+    assert result.heatmaps[1].values.shape == hu.shape[1:]
+
+
+def test_lung_run_exports_an_ensemble_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "lung_sound" / "icbhi_sample"
+    data = tmp_path / "icbhi"
+    data.mkdir()
+    for stem in ("102_1b1_Ar_sc_Meditron", "106_2b1_Pl_mc_LittC2SE"):
+        for suffix in (".wav", ".txt"):
+            shutil.copy(source / f"{stem}{suffix}", data)
+    outcome = train_lung(_options(data, tmp_path, batch_size=16), LungSettings(cycles=2, epochs_per_cycle=1, repeats=1))
+    card = outcome.card
+    assert card is not None
+    assert len(card.weights) == 2  # one file per snapshot
+    assert set(outcome.metrics) >= {"score", "score_2class"}
+
+    recording_path = data / "106_2b1_Pl_mc_LittC2SE.wav"
+    recording = read_recording(recording_path)
+    cycles = read_icbhi_annotations(recording_path.with_suffix(".txt"), duration_s=recording.duration_s)[:3]
+    result = Engine([tmp_path], "cpu").classify_lung_sound(card, recording, [(c.start_s, c.end_s) for c in cycles])
+    labelled = [c for c in read_icbhi_dataset(data) if c.recording == recording_path.name][:3]
+    expected = ensemble_probabilities(load_networks(card), labelled, torch.device("cpu"))
+    measured = np.array([[s.probabilities[name] for name in card.class_names] for s in result.scores])
+    np.testing.assert_allclose(measured, expected, rtol=1e-4, atol=1e-5)
+    assert result.snapshots == 2
+
+
+def test_cli_asks_for_data_and_verifies_bundles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train_cli(["skin"]) == 2
+    assert "--data" in capsys.readouterr().out
+    assert train_cli(["verify", str(tmp_path)]) == 1
+    assert "FAILED" in capsys.readouterr().out

@@ -1,0 +1,400 @@
+"""Paper 000's protocol: the hybrid CNN (or the transfer-learning baseline) on patient-level folds.
+
+- Folds: 6 stratified patient-level folds; the first with both classes is the
+  hold-out set, the other 5 are the CV5 folds (``cv``).  10% of each training
+  set's patients are held for validation; the weights with the best validation
+  accuracy are kept.
+- Hybrid: Adam, lr 1e-4, 50 epochs, batch 32, cross-entropy; only the custom
+  branch and the head are trained (the ImageNet branch is frozen).
+- Baseline (``baseline``): the whole ImageNet network fine-tuned at 1e-4, its
+  new 2-class layer at 10x that.
+- Search (``search`` trials): the paper's Bayesian optimisation of the custom
+  branch with Optuna's TPE sampler, 30 trials in the paper, over the number of
+  core blocks, the filters of each (32..256, step 32) and the first dense layer
+  (30..150 units); each trial trains ``search_epochs`` epochs and is scored by
+  validation accuracy, and the best architecture is then trained in full.
+- Slices are prepared by the app's own code (``grey_batch``); an 8-bit export
+  is taken as already windowed (pixel / 255).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+from torch.utils.data import Dataset
+
+from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
+from medview.models import create_model
+from medview.models.kidney import DEFAULT_BACKBONE, DENSE_UNITS, FILTERS, INPUT_SIZE
+from medview.preprocess.image import grey_batch
+from training.common.datasets import LabelledImages
+from training.common.loop import FitConfig, fit
+from training.common.metrics import binary_metrics, normalised_confusion, roc_points
+from training.common.report import PaperRow, paper_table, plot_confusion, plot_history, plot_roc, write_report
+from training.common.run import RunOptions, imagenet_weights, start_run
+from training.common.seeding import seed_everything
+from training.common.splits import Split, cross_validation_folds, holdout
+from training.export import as_shipped, export_bundle
+from training.kidney.data import CLASS_NAMES, read_grey, read_kidney_dataset
+
+log = logging.getLogger("training.kidney")
+
+POSITIVE = CLASS_NAMES.index("stone")
+EPOCHS, BATCH, LEARNING_RATE, HEAD_LR_FACTOR = 50, 32, 1e-4, 10
+FOLDS, VALIDATION_FRACTION = 6, 0.1
+#: the window the app applies to HU before the network; the Kaggle exports were windowed before us with
+#: an undocumented window, and a soft-tissue window (W 400, L 40) is the usual one for renal CT.
+HU_WINDOW = (-160.0, 240.0)
+
+#: paper 000, Table II, "Proposed (ResNet18-based)": hold-out and CV5 columns
+PAPER_HOLDOUT = {
+    "accuracy": 0.979,
+    "recall": 0.982,
+    "kappa": 0.955,
+    "specificity": 0.973,
+    "precision": 0.982,
+    "f1": 0.978,
+}
+PAPER_CV5 = {"accuracy": 0.958, "recall": 0.969, "kappa": 0.915, "specificity": 0.947, "precision": 0.949, "f1": 0.958}
+_LABELS = {"accuracy": "Accuracy", "recall": "Recall", "kappa": "Kappa", "specificity": "Specificity"}
+_LABELS |= {"precision": "Precision", "f1": "F1"}
+
+
+@dataclass(frozen=True)
+class KidneySettings:
+    """Task options beyond :class:`RunOptions` (``medview-train kidney --help``)."""
+
+    baseline: bool = False
+    search: int = 0
+    search_epochs: int = 5
+    cv: bool = False
+    every: int = 1  # keep every Nth slice of each patient (neighbours are near-duplicates)
+
+
+@dataclass(frozen=True)
+class KidneyOutcome:
+    metrics: dict[str, float]
+    table: str
+    card: ModelCard | None
+
+
+class KidneySlices(Dataset):
+    """The slices as stored (uint8), served as normalised 3-channel 224x224 tensors by the app's own code."""
+
+    def __init__(self, dataset: LabelledImages, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.images = [read_grey(item.path) for item in dataset.items]
+        self.labels = np.asarray(dataset.labels, dtype=np.int64)
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def inputs(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        size = (INPUT_SIZE, INPUT_SIZE)
+        batches = [
+            grey_batch(self.images[int(i)][None].astype(np.float32) / 255.0, size, self.mean, self.std) for i in indices
+        ]
+        return torch.from_numpy(np.concatenate(batches))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.inputs([index])[0], int(self.labels[index])
+
+
+class _Subset(Dataset):
+    def __init__(self, slices: KidneySlices, indices: np.ndarray) -> None:
+        self.slices, self.indices = slices, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.slices[int(self.indices[index])]
+
+
+def _cross_entropy(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
+    inputs, labels = batch[0].to(device), batch[1].to(device)
+    logits = model(inputs)
+    return functional.cross_entropy(logits, labels), int((logits.argmax(1) == labels).sum()), len(labels)
+
+
+@torch.no_grad()
+def stone_probability(model: nn.Module, slices: KidneySlices, indices: np.ndarray, device: torch.device) -> np.ndarray:
+    """P(stone) of each listed slice, in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(indices), BATCH):
+        logits = model(slices.inputs(indices[start : start + BATCH]).to(device))
+        out.append(torch.softmax(logits.float(), 1)[:, POSITIVE].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _build(options: RunOptions, settings: KidneySettings, arch_args: Mapping[str, Any]) -> tuple[nn.Module, str | None]:
+    arch = "kidney_transfer" if settings.baseline else "kidney_hybrid"
+    model = create_model(arch, **arch_args)
+    checkpoint, imagenet = imagenet_weights(options, str(arch_args["backbone"]))
+    if checkpoint is not None:
+        model.load_backbone_weights(checkpoint)
+    return model, imagenet
+
+
+def _optimizer(model: nn.Module, baseline: bool) -> torch.optim.Optimizer:
+    if baseline:
+        return torch.optim.Adam(
+            [
+                {"params": list(model.base_parameters()), "lr": LEARNING_RATE},
+                {"params": list(model.head_parameters()), "lr": LEARNING_RATE * HEAD_LR_FACTOR},
+            ]
+        )
+    return torch.optim.Adam(list(model.trainable_parameters()), lr=LEARNING_RATE)
+
+
+def _train_one(
+    options: RunOptions,
+    settings: KidneySettings,
+    arch_args: Mapping[str, Any],
+    slices: KidneySlices,
+    train: np.ndarray,
+    validation: np.ndarray,
+    *,
+    epochs: int,
+    name: str,
+) -> tuple[nn.Module, str | None, list[dict[str, float]]]:
+    model, imagenet = _build(options, settings, arch_args)
+    device = options.torch_device()
+    generator = seed_everything(options.seed)
+
+    def validate(network: nn.Module, device: torch.device) -> dict[str, float]:
+        probabilities = stone_probability(network, slices, validation, device)
+        labels = slices.labels[validation]
+        eps = 1e-7
+        loss = -np.mean(np.where(labels == POSITIVE, np.log(probabilities + eps), np.log(1 - probabilities + eps)))
+        return {"loss": float(loss), "accuracy": float(np.mean((probabilities >= 0.5) == (labels == POSITIVE)))}
+
+    result = fit(
+        model,
+        _optimizer(model, settings.baseline),
+        _Subset(slices, train),
+        _cross_entropy,
+        FitConfig(
+            epochs=epochs,
+            batch_size=options.batch_size or BATCH,
+            monitor="val_accuracy",
+            checkpoint=options.checkpoint(name),
+            progress=options.progress,
+            description=f"kidney {name}",
+        ),
+        device=device,
+        validate=validate if len(validation) else None,
+        generator=generator,
+    )
+    model.load_state_dict(result.best_state)
+    return model, imagenet, result.history
+
+
+def _validation_part(dataset: LabelledImages, indices: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    labels, patients = np.asarray(dataset.labels)[indices], np.asarray(dataset.patients)[indices]
+    if len(set(patients.tolist())) < 2:
+        return indices, np.zeros(0, dtype=int)
+    kept, held = holdout(labels, patients, VALIDATION_FRACTION, seed)
+    return indices[kept], indices[held]
+
+
+def _every_nth(dataset: LabelledImages, every: int) -> LabelledImages:
+    if every <= 1:
+        return dataset
+    seen: dict[str, int] = {}
+    kept = []
+    for item in sorted(dataset.items, key=lambda item: (item.patient, item.path.name)):
+        position = seen.get(item.patient, 0)
+        seen[item.patient] = position + 1
+        if position % every == 0:
+            kept.append(item)
+    return LabelledImages(tuple(kept), dataset.class_names, f"{dataset.layout}, 1 in {every} slices of each patient")
+
+
+def _holdout_and_cv(dataset: LabelledImages, seed: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The hold-out fold (the first of 6 with both classes) and the other 5 folds as CV5 (train, test) pairs."""
+    labels = np.asarray(dataset.labels)
+    folds = [test for _, test in cross_validation_folds(dataset.labels, dataset.patients, FOLDS, seed)]
+    both = [i for i, test in enumerate(folds) if len(set(labels[test].tolist())) == len(CLASS_NAMES)]
+    if not both:
+        raise ValueError("no patient-level fold holds both classes: the data has too few patients")
+    held = folds.pop(both[0])
+    cv = [(np.sort(np.concatenate([f for j, f in enumerate(folds) if j != i])), test) for i, test in enumerate(folds)]
+    return held, cv
+
+
+def _search(
+    options: RunOptions, settings: KidneySettings, slices: KidneySlices, train: np.ndarray, validation: np.ndarray
+) -> dict[str, Any]:
+    """Paper 000's Bayesian optimisation of the custom branch (Optuna TPE); returns the best arch_args."""
+    import optuna
+
+    backbone = options.backbone or DEFAULT_BACKBONE
+
+    def objective(trial: optuna.Trial) -> float:
+        blocks = trial.suggest_int("blocks", 5, 7)  # 5 pools bring 224 to 7x7; fewer blocks cannot
+        filters = [trial.suggest_int(f"filters_{i + 1}", 32, 256, step=32) for i in range(blocks)]
+        dense = trial.suggest_int("dense_units", 30, 150)
+        args = {"backbone": backbone, "filters": filters, "dense_units": dense}
+        _, _, history = _train_one(
+            options,
+            settings,
+            args,
+            slices,
+            train,
+            validation,
+            epochs=settings.search_epochs,
+            name=f"trial-{trial.number}",
+        )
+        return max(epoch.get("val_accuracy", 0.0) for epoch in history)
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=options.seed))
+    study.optimize(objective, n_trials=settings.search)
+    best = study.best_params
+    filters = [best[f"filters_{i + 1}"] for i in range(best["blocks"])]
+    log.info(
+        "search: best validation accuracy %.4f with filters %s, dense %d",
+        study.best_value,
+        filters,
+        best["dense_units"],
+    )
+    study.trials_dataframe().to_csv(options.run_dir / "search.csv", index=False)
+    return {"backbone": backbone, "filters": filters, "dense_units": best["dense_units"]}
+
+
+def _table(title: str, metrics: Mapping[str, float], paper: Mapping[str, float], column: str) -> str:
+    rows = [PaperRow(key, _LABELS[key], paper[key]) for key in _LABELS]
+    return paper_table(title, rows, metrics, paper_name=f"paper 000 {column}")
+
+
+def train_kidney(options: RunOptions, settings: KidneySettings | None = None) -> KidneyOutcome:
+    """Train on the hold-out scheme (and CV5 with ``settings.cv``), evaluate, and export with ``bundle_dir``."""
+    settings = settings or KidneySettings()
+    start_run(options, "kidney")
+    seed_everything(options.seed)
+    dataset = _every_nth(read_kidney_dataset(options.data), settings.every)
+    log.info("%s: %s (%s)", options.data, dataset.counts(), dataset.layout)
+    backbone = options.backbone or DEFAULT_BACKBONE
+    probe = create_model("kidney_transfer" if settings.baseline else "kidney_hybrid", backbone=backbone)
+    slices = KidneySlices(dataset, probe.mean, probe.std)
+    labels = slices.labels
+
+    test, cv_folds = _holdout_and_cv(dataset, options.seed)
+    rest = np.setdiff1d(np.arange(len(labels)), test)
+    train, validation = _validation_part(dataset, rest, options.seed)
+    split = Split(
+        train, validation, test, f"6 patient-level folds (seed {options.seed}): hold-out fold, 10% validation"
+    )
+    split.check(dataset.patients)
+    split.save(options.run_dir / "split.json", dataset.ids, dataset.patients, [CLASS_NAMES[i] for i in labels])
+
+    arch_args: dict[str, Any] = {"backbone": backbone}
+    if not settings.baseline:
+        arch_args |= {"filters": list(FILTERS), "dense_units": DENSE_UNITS}
+        if settings.search:
+            arch_args = _search(options, settings, slices, train, validation)
+    epochs = options.epochs or EPOCHS
+    model, imagenet, history = _train_one(
+        options, settings, arch_args, slices, train, validation, epochs=epochs, name="holdout"
+    )
+    plot_history(options.run_dir / "history.png", history, "kidney: hold-out training")
+
+    device = options.torch_device()
+    shipped = as_shipped(model, options.half).to(device)
+    probabilities = stone_probability(shipped, slices, test, device)
+    predicted = (probabilities >= 0.5).astype(int)
+    metrics = binary_metrics(labels[test], predicted, positive=POSITIVE)
+    metrics["auc"] = roc_points(labels[test] == POSITIVE, probabilities)[2]
+    name = "hybrid" if not settings.baseline else "transfer-learning baseline"
+    table = _table(
+        f"Kidney stone, {name} ({backbone}), hold-out: {len(test)} slices", metrics, PAPER_HOLDOUT, "hold-out"
+    )
+    plot_confusion(
+        options.run_dir / "confusion.png",
+        normalised_confusion(labels[test], predicted, 2),
+        CLASS_NAMES,
+        "kidney hold-out",
+    )
+    fpr, tpr, auc = roc_points(labels[test] == POSITIVE, probabilities)
+    plot_roc(options.run_dir / "roc.png", {"stone": (fpr, tpr, auc)}, "kidney stone: hold-out")
+
+    if settings.cv:
+        fold_metrics = []
+        for number, (fold_train, fold_test) in enumerate(cv_folds, start=1):
+            fold_train, fold_validation = _validation_part(dataset, fold_train, options.seed)
+            fold_model, _, _ = _train_one(
+                options, settings, arch_args, slices, fold_train, fold_validation, epochs=epochs, name=f"cv{number}"
+            )
+            fold_probability = stone_probability(fold_model, slices, fold_test, device)
+            fold_metrics.append(
+                binary_metrics(labels[fold_test], (fold_probability >= 0.5).astype(int), positive=POSITIVE)
+            )
+        cv_mean = {key: float(np.mean([m[key] for m in fold_metrics])) for key in _LABELS}
+        metrics |= {f"cv5_{key}": value for key, value in cv_mean.items()}
+        table += "\n\n" + _table("Kidney stone, CV5 (mean of 5 folds)", cv_mean, PAPER_CV5, "CV5")
+    log.info("\n%s", table)
+    write_report(options.run_dir, "evaluation", table, metrics)
+
+    card = None
+    if options.bundle_dir is not None:
+        card = export_bundle(
+            [model],
+            options.bundle_dir,
+            model_id=f"kidney-{'transfer' if settings.baseline else 'hybrid'}-{backbone.replace('_', '-')}",
+            version=options.version,
+            task="kidney_stone",
+            arch="kidney_transfer" if settings.baseline else "kidney_hybrid",
+            arch_args=arch_args,
+            input_spec=InputSpec(
+                modality="CT",
+                size=(INPUT_SIZE, INPUT_SIZE),
+                channels=3,
+                hu_window=HU_WINDOW,
+                normalisation="imagenet",
+                extra={
+                    "mean": list(model.mean),
+                    "std": list(model.std),
+                    "positive_class": "stone",
+                    "roi": "whole slice",
+                },
+            ),
+            class_names=CLASS_NAMES,
+            trained_on=DataProvenance(
+                dataset=f"{options.data.name} ({dataset.layout})",
+                split=f"{split.description}; digest {split.digest(dataset.ids)}",
+                counts={**dataset.counts(), "train": len(train), "validation": len(validation), "test": len(test)},
+                demo=options.demo,
+                imagenet_backbone=imagenet,
+                notes=_notes(options, imagenet, epochs, settings),
+            ),
+            metrics={key: round(value, 4) for key, value in metrics.items()},
+            thresholds={"stone": 0.5},
+            half=options.half,
+        )
+        log.info("bundle written: %s", options.bundle_dir)
+    return KidneyOutcome(metrics, table, card)
+
+
+def _notes(options: RunOptions, imagenet: str | None, epochs: int, settings: KidneySettings) -> str:
+    parts = [
+        "trained on whole slices (no kidney masks in the data); 8-bit exports taken as windowed, "
+        f"the app applies the HU window {HU_WINDOW[0]:g}..{HU_WINDOW[1]:g}",
+        f"{epochs} epochs" + ("" if epochs == EPOCHS else f" (paper: {EPOCHS})"),
+    ]
+    if settings.every > 1:
+        parts.append(f"1 in {settings.every} slices of each patient")
+    if imagenet is None:
+        parts.append("frozen branch NOT ImageNet-initialised (random weights)")
+    elif "efficientnet_lite0" in imagenet:
+        parts.append("EfficientNet-Lite0 stands in for the paper's backbones (the only ImageNet weights offline)")
+    if options.demo:
+        parts.append("demo model trained on public sample slices: not for diagnosis")
+    return "; ".join(parts)
