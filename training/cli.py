@@ -93,6 +93,20 @@ TASKS = {
         ),
         demo_settings={"cycles": 4, "epochs_per_cycle": 10, "repeats": 1},
     ),
+    "liver": Task(
+        "liver",
+        "paper 001: EAS U-Net liver segmentation",
+        "",
+        "liver-demo",
+        {"epochs": 30, "batch_size": 8},
+        settings="LiverSettings",
+        arguments=(
+            ("--cases", {"help": "CSV of image/mask pairs, paths relative to --data (default: cases.csv or LiTS)"}),
+            ("--channels", {"type": int, "default": 1, "choices": (1, 3), "help": "3: adjacent slices as channels"}),
+            ("--base-channels", {"type": int, "default": 32, "help": "width of the first U-Net stage"}),
+        ),
+        demo_settings={"cases": str(Path(__file__).parent / "liver" / "demo_cases.csv")},
+    ),
 }
 
 

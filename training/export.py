@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -70,7 +71,9 @@ def export_bundle(
 ) -> ModelCard:
     """Write ``networks`` (and a skin bundle's ``forest``, as skops) as bundle folder ``out_dir``.
 
-    ``half`` stores floating-point tensors as fp16 (half the size); evaluate the
+    Metrics that are not finite (a surface distance to an empty prediction) stay
+    out of the manifest, whose schema takes finite numbers; the run's report
+    keeps them.  ``half`` stores floating-point tensors as fp16 (half the size); evaluate the
     networks through :func:`as_shipped` first so that the manifest's metrics are
     those of the weights that ship.  Returns the card, reloaded and checked
     through the app's own loaders.
@@ -102,7 +105,7 @@ def export_bundle(
         thresholds=dict(thresholds or {}),
         target_layer=target_layer if target_layer is not None else model_entry(arch).target_layer,
         trained_on=trained_on,
-        metrics=dict(metrics),
+        metrics={key: value for key, value in metrics.items() if math.isfinite(value)},
         library_versions=library_versions(),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         bundle_dir=out_dir,

@@ -87,3 +87,22 @@ def photo_batch(rgb: np.ndarray, size: tuple[int, int], mean: Sequence[float], s
         raise ValueError(f"photo: expected an (height, width, 3) RGB array, got shape {rgb.shape}")
     resized = resize_stack(rgb[None].astype(np.float32), size)[0]
     return normalise_channels(minmax(resized).transpose(2, 0, 1)[None], mean, std)
+
+
+def segmentation_inputs(
+    voxels: np.ndarray,
+    indices: Sequence[int],
+    window: tuple[float, float],
+    size: tuple[int, int],
+    channels: int,
+) -> np.ndarray:
+    """(n, channels, *size) U-Net inputs of the listed axial slices: HU window to [0, 1], resized.
+
+    The liver and lung segmentation pipelines and their training build every
+    input here, so a bundle sees at inference exactly what it was trained on.
+    """
+    stack = adjacent_slices(voxels, indices, channels)
+    count, _, height, width = stack.shape
+    unit = window_to_unit(stack.reshape(count * channels, height, width), window)
+    return resize_stack(unit, size).reshape(count, channels, *size)
+

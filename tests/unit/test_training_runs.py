@@ -27,6 +27,8 @@ from training.common.loop import FitConfig, fit
 from training.common.run import RunOptions
 from training.kidney.data import read_kidney_dataset
 from training.kidney.train import HU_WINDOW, KidneySettings, KidneySlices, stone_probability, train_kidney
+from training.liver.data import read_liver_dataset
+from training.liver.train import LiverSettings, _augment, liver_probability, train_liver
 from training.lung.data import read_icbhi_dataset
 from training.lung.train import LungSettings, ensemble_probabilities, train_lung
 from training.skin.train import photo_features, train_skin
@@ -164,3 +166,35 @@ def test_cli_asks_for_data_and_verifies_bundles(tmp_path: Path, capsys: pytest.C
     assert "--data" in capsys.readouterr().out
     assert train_cli(["verify", str(tmp_path)]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_liver_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
+    cases = tmp_path / "cases.csv"
+    cases.write_text(
+        "image,mask,liver_labels,patient\n"
+        "liver_ct/totalsegmentator/example_ct_sm.nii.gz,liver_ct/totalsegmentator/example_seg.nii.gz,5,ts\n"
+        "dicom_ct/dcmqi_ct-3slice,liver_ct/dcmqi/liver.dcm,1,dcmqi\n"
+    )
+    outcome = train_liver(_options(shared_data, tmp_path, epochs=1, batch_size=4), LiverSettings(cases=str(cases)))
+    card = outcome.card
+    assert card is not None
+    assert card.input.hu_window == (-200.0, 250.0)
+    assert {"dice", "voe", "asd_mm", "hausdorff_mm"} <= set(outcome.metrics)
+    assert "1 - VOE" in outcome.table
+
+    [case] = [c for c in read_liver_dataset(shared_data, cases) if c.patient == "dcmqi"]
+    expected = liver_probability(load_networks(card)[0], case.volume, 1, torch.device("cpu"))
+    result = Engine([tmp_path], "cpu").segment_liver(card, case.volume)
+    np.testing.assert_allclose(result.probability.astype(np.float32), expected, atol=2e-3)  # the app keeps fp16
+
+
+def test_liver_augmentation_moves_image_and_mask_together() -> None:
+    image = np.zeros((1, 64, 64), dtype=np.float32)
+    image[0, 10:30, 20:40] = 1.0
+    mask = (image[0] > 0.5).astype(np.int64)
+    for seed in range(5):
+        warped, warped_mask = _augment(image, mask, np.random.default_rng(seed))
+        inside = warped[0][warped_mask == 1]
+        assert warped_mask.sum() > 0
+        assert inside.mean() > 0.9  # the mask still covers the bright square
+        assert warped[0][warped_mask == 0].mean() < 0.1

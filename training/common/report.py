@@ -62,7 +62,7 @@ def write_report(run_dir: Path, name: str, table: str, metrics: Mapping[str, flo
     """Save ``table`` as ``<name>.txt`` and ``metrics`` as ``<name>.json`` in ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / f"{name}.txt").write_text(table + "\n", encoding="utf-8")
-    clean = {key: (None if math.isnan(value) else value) for key, value in metrics.items()}
+    clean = {key: (value if math.isfinite(value) else str(value)) for key, value in metrics.items()}
     (run_dir / f"{name}.json").write_text(json.dumps(clean, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 

@@ -20,7 +20,7 @@ from medview.engine.api import SegmentationResult
 from medview.engine.pipelines.context import RunContext, batches
 from medview.errors import ModelError
 from medview.io.volume import Volume
-from medview.preprocess.image import adjacent_slices, resize_back, resize_stack, window_to_unit
+from medview.preprocess.image import resize_back, segmentation_inputs
 
 BATCH = 8
 PaintCallback = Callable[[int, np.ndarray], None]  # first slice index, probabilities (n, y, x)
@@ -46,10 +46,9 @@ def segment(
     probability = np.zeros(volume.shape, dtype=np.float16)
     for part in batches(depth, BATCH):
         context.step(part.start, depth, f"segmenting {structure}: slice {part.start + 1} of {depth}")
-        stack = adjacent_slices(volume.voxels, range(part.start, part.stop), card.input.channels)
-        n, channels = stack.shape[:2]
-        unit = window_to_unit(stack.reshape(n * channels, height, width), card.input.hu_window)
-        inputs = resize_stack(unit, size).reshape(n, channels, *size)
+        inputs = segmentation_inputs(
+            volume.voxels, range(part.start, part.stop), card.input.hu_window, size, card.input.channels
+        )
         output = context.networks[0](context.tensor(inputs))
         classes = torch.softmax(output.float(), dim=1)[:, target].cpu().numpy()
         painted = np.clip(resize_back(classes, (height, width)), 0.0, 1.0)

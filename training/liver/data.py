@@ -1,0 +1,106 @@
+"""CT volumes with liver masks, in the layouts they are published in.
+
+- LiTS: ``volume-N.nii`` + ``segmentation-N.nii`` (or ``.nii.gz``), labels 0
+  background, 1 liver, 2 tumour.  The liver is labels 1 and 2 together: a
+  tumour lies inside the liver and belongs to its volume.
+- Any other pairs: a ``cases.csv`` with the columns ``image`` (a NIfTI/NRRD
+  file or a folder of one DICOM series), ``mask`` (a NIfTI/NRRD label image or a
+  DICOM SEG) and optionally ``liver_labels`` (the label values that are liver,
+  separated by spaces; default 1; TotalSegmentator's is 5) and ``patient``
+  (default: the image's name).  Paths are relative to the dataset folder
+  (``training/liver/demo_cases.csv`` lists the public samples this way).
+
+Masks are put onto the CT's voxel grid by the app's own reader
+(``read_label_map``), through patient coordinates, so a mask stored with other
+axis order, flips or extent lines up with its CT.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medview.errors import InputError
+from medview.io.dicom import load_dicom
+from medview.io.volume import Volume
+from medview.io.volume_files import read_label_map, read_volume
+
+CASES_FILE = "cases.csv"
+_LITS_VOLUME = re.compile(r"^volume-(\d+)\.nii(\.gz)?$")
+
+
+@dataclass(frozen=True, eq=False)
+class LiverCase:
+    """One CT volume (HU) and its liver mask on the same grid."""
+
+    name: str
+    patient: str
+    volume: Volume
+    liver: np.ndarray  # bool, the volume's (z, y, x)
+
+
+def _read_image(path: Path) -> Volume:
+    return load_dicom([path]) if path.is_dir() else read_volume(path)
+
+
+def _case(name: str, patient: str, image: Path, mask: Path, liver_labels: set[int]) -> LiverCase:
+    volume = _read_image(image)
+    labels = read_label_map(mask, volume).labels
+    liver = np.isin(labels, sorted(liver_labels))
+    if not liver.any():
+        raise InputError(f"no voxel has a liver label ({sorted(liver_labels)}) on the CT's grid", path=mask)
+    return LiverCase(name, patient, volume, liver)
+
+
+def _lits_cases(root: Path) -> list[LiverCase]:
+    cases = []
+    for path in sorted(root.iterdir()):
+        found = _LITS_VOLUME.match(path.name)
+        if not found:
+            continue
+        number = found.group(1)
+        masks = [root / f"segmentation-{number}.nii{suffix}" for suffix in ("", ".gz")]
+        mask = next((candidate for candidate in masks if candidate.is_file()), None)
+        if mask is None:
+            raise InputError(f"no segmentation-{number}.nii beside it", path=path)
+        cases.append(_case(f"lits-{number}", f"lits-{number}", path, mask, {1, 2}))
+    return cases
+
+
+def _table_cases(table: Path, base: Path) -> list[LiverCase]:
+    cases = []
+    with table.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"image", "mask"} <= set(reader.fieldnames or []):
+            raise InputError("expected the columns image and mask (and optionally liver_labels, patient)", path=table)
+        for row_number, row in enumerate(reader, start=2):
+            image, mask = base / row["image"].strip(), base / row["mask"].strip()
+            for path in (image, mask):
+                if not path.exists():
+                    raise InputError(f"row {row_number}: {path} does not exist", path=table)
+            try:
+                labels = {int(value) for value in (row.get("liver_labels") or "1").split()}
+            except ValueError as error:
+                raise InputError(f"row {row_number}: liver_labels must be whole numbers", path=table) from error
+            name = image.name.removesuffix(".gz").removesuffix(".nii")
+            patient = (row.get("patient") or "").strip() or name
+            cases.append(_case(f"{name} ({mask.name})", patient, image, mask, labels))
+    return cases
+
+
+def read_liver_dataset(root: Path, cases_table: Path | None = None) -> list[LiverCase]:
+    """Every CT + liver mask pair under ``root``: rows of ``cases_table`` (or ``root/cases.csv``), else LiTS files."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("not a folder", path=root)
+    table = cases_table or (root / CASES_FILE if (root / CASES_FILE).is_file() else None)
+    cases = _table_cases(table, root) if table is not None else _lits_cases(root)
+    if not cases:
+        raise InputError(
+            f"no liver cases found: expected LiTS volume-N.nii + segmentation-N.nii, or {CASES_FILE}", path=root
+        )
+    return cases
