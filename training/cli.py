@@ -107,6 +107,22 @@ TASKS = {
         ),
         demo_settings={"cases": str(Path(__file__).parent / "liver" / "demo_cases.csv")},
     ),
+    "covid": Task(
+        "covid",
+        "paper 002: lung U-Net, slice CNN, CNN + biLSTM, patient vote (COVID / other pneumonia / healthy)",
+        "covid_ct/COVID-CT-MD",
+        "covid-demo",
+        {},
+        settings="CovidSettings",
+        arguments=(
+            ("--unet-epochs", {"type": int, "default": 30, "help": "lung U-Net epochs"}),
+            ("--cnn-epochs", {"type": int, "default": 100, "help": "slice CNN epochs (paper: 100)"}),
+            ("--lstm-epochs", {"type": int, "default": 200, "help": "CNN + biLSTM epochs (paper: 200)"}),
+            ("--patience", {"type": int, "default": 25, "help": "early stopping patience (paper: 25)"}),
+            ("--unet-every", {"type": int, "default": 1, "help": "train the U-Net on every Nth slice"}),
+        ),
+        demo_settings={"unet_epochs": 4, "unet_every": 2, "cnn_epochs": 30, "lstm_epochs": 30},
+    ),
 }
 
 

@@ -25,6 +25,15 @@ from medview.io.volume import Volume
 from training.cli import main as train_cli
 from training.common.loop import FitConfig, fit
 from training.common.run import RunOptions
+from training.covid.data import read_covid_dataset
+from training.covid.train import (
+    CovidSettings,
+    lung_bundle_dir,
+    patient_groups,
+    prepare_patient,
+    train_covid,
+    unet_lung_mask,
+)
 from training.kidney.data import read_kidney_dataset
 from training.kidney.train import HU_WINDOW, KidneySettings, KidneySlices, stone_probability, train_kidney
 from training.liver.data import read_liver_dataset
@@ -198,3 +207,37 @@ def test_liver_augmentation_moves_image_and_mask_together() -> None:
         assert warped_mask.sum() > 0
         assert inside.mean() > 0.9  # the mask still covers the bright square
         assert warped[0][warped_mask == 0].mean() < 0.1
+
+
+def test_covid_run_exports_two_bundles_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "covid_ct" / "COVID-CT-MD"
+    data = tmp_path / "covid"
+    for folder, patient in (("CAP", "cap001"), ("Normal", "normal001")):  # the two short series
+        (data / folder).mkdir(parents=True)
+        shutil.copytree(source / folder / patient, data / folder / patient)
+    settings = CovidSettings(unet_epochs=1, cnn_epochs=1, lstm_epochs=1)
+    outcome = train_covid(_options(data, tmp_path, batch_size=8), settings)
+    card, lung_card = outcome.card, outcome.lung_card
+    assert card is not None
+    assert lung_card is not None
+    assert lung_card.bundle_dir == lung_bundle_dir(tmp_path / "bundle")
+    assert lung_card.task == "lung_segmentation"
+    assert "pseudo-labels" in lung_card.trained_on.notes
+    assert "macro AUC" in outcome.table
+
+    [patient] = [p for p in read_covid_dataset(data) if p.name == "normal001"]
+    prepared = prepare_patient(patient)
+    engine = Engine([tmp_path], "cpu")
+    result = engine.classify_covid(card, prepared.volume)  # classical lung mask: what training used
+    network = load_networks(card)[0]
+    groups, _ = patient_groups([prepared])
+    with torch.no_grad():
+        expected = torch.softmax(network(groups).float(), 1).numpy()
+    measured = np.array([[g.scores.probabilities[name] for name in card.class_names] for g in result.groups])
+    np.testing.assert_allclose(measured, expected, rtol=1e-4, atol=1e-5)
+    assert result.kept_slices == prepared.kept
+
+    with_unet = engine.classify_covid(card, prepared.volume, lung_card=lung_card)
+    unet_mask = unet_lung_mask(load_networks(lung_card)[0], prepared.volume, torch.device("cpu"))
+    assert np.mean(with_unet.lung_mask == unet_mask) > 0.999  # the app keeps fp16 probabilities
+    assert with_unet.provenance.demo

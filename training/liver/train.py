@@ -29,7 +29,6 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
 from torch.utils.data import Dataset
 
 from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
@@ -37,6 +36,7 @@ from medview.io.volume import Volume
 from medview.models import create_model
 from medview.preprocess.image import resize_back, resize_stack, segmentation_inputs
 from training.common.loop import FitConfig, fit
+from training.common.losses import dice_ce_loss
 from training.common.metrics import segmentation_metrics
 from training.common.report import PaperRow, paper_table, plot_history, write_report
 from training.common.run import RunOptions, start_run
@@ -131,14 +131,6 @@ def _augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> t
     image = np.stack([warp(channel, cv2.INTER_LINEAR) for channel in image])
     mask = warp(mask.astype(np.uint8), cv2.INTER_NEAREST).astype(np.int64)
     return image, mask
-
-
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Cross-entropy + soft Dice loss of the liver class (smoothed by ``eps`` so an empty slice stays finite)."""
-    probability = torch.softmax(logits.float(), dim=1)[:, 1]
-    foreground = (target == 1).float()
-    dice = (2 * (probability * foreground).sum() + eps) / (probability.sum() + foreground.sum() + eps)
-    return functional.cross_entropy(logits.float(), target) + (1 - dice)
 
 
 def _deep_supervision_step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
 from torch.utils.data import Dataset
 
 from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
@@ -52,6 +51,7 @@ from medview.preprocess.audio import (
     split_chunks,
 )
 from training.common.loop import FitConfig, fit
+from training.common.losses import focal_loss
 from training.common.metrics import icbhi_scores, normalised_confusion
 from training.common.report import PaperRow, paper_table, plot_confusion, plot_history, write_report
 from training.common.run import RunOptions, start_run
@@ -136,16 +136,10 @@ class AugmentedChunks(Dataset):
         return torch.from_numpy(self.inputs[index]), int(self.targets[index])
 
 
-def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
-    """Mean focal loss (Lin et al. 2017) without class weights: -(1 - p_t)^gamma * log(p_t)."""
-    log_p = functional.log_softmax(logits.float(), dim=1).gather(1, labels[:, None])[:, 0]
-    return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
-
-
 def _focal_step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
     inputs, labels = batch[0].to(device), batch[1].to(device)
     logits = model(inputs)
-    return focal_loss(logits, labels), int((logits.argmax(1) == labels).sum()), len(labels)
+    return focal_loss(logits, labels, FOCAL_GAMMA), int((logits.argmax(1) == labels).sum()), len(labels)
 
 
 def _optimizer(model: nn.Module) -> torch.optim.Optimizer:

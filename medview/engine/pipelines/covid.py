@@ -22,7 +22,14 @@ from medview.engine.pipelines.context import RunContext
 from medview.errors import InputError, ModelError
 from medview.explain import grad_cam
 from medview.io.volume import Volume
-from medview.preprocess.chest import group_slices, patient_vote, prepare_slices, select_slices, superior_at_high_z
+from medview.preprocess.chest import (
+    GROUP_SLICES,
+    group_slices,
+    patient_vote,
+    prepare_slices,
+    select_slices,
+    superior_at_high_z,
+)
 from medview.preprocess.image import resize_back
 
 
@@ -43,7 +50,7 @@ def classify(
     if lung_mask.shape != volume.shape:
         raise ModelError(f"lung mask of shape {lung_mask.shape} for a volume of shape {volume.shape}")
     size = card.input.size[0] if card.input.size else 256
-    group_size = int(card.arch_args.get("group_size", 50))
+    group_size = int(card.arch_args.get("group_slices", GROUP_SLICES))
     try:
         upward = superior_at_high_z(volume.direction)
     except ValueError as error:

@@ -1,0 +1,464 @@
+"""Paper 002's protocol: lung U-Net, then the slice CNN, then the frozen CNN + biLSTM, then the patient vote.
+
+- Stage 0, lung U-Net (``lung_unet``), trained from scratch on lung-window
+  slices (HU [-1000, 400], 256x256, ``segmentation_inputs``) against lung
+  masks from the classical method of ``medview.preprocess.chest`` (HU
+  threshold, body mask, connected components, hole filling): the public
+  samples have no lung masks (MODELS.md), so these are pseudo-labels, and the
+  manifest says so.  Cross-entropy + Dice, Adam 1e-3 (the paper gives no
+  optimiser for it).
+- Stages 1-2 take the same classical masks, the ones the U-Net learns to
+  reproduce, so the classifier's data do not depend on one U-Net run: slice
+  elimination (0.4 at the apex end, 0.9 at the base end), masking, 256x256 in
+  the lung window (``select_slices`` + ``prepare_slices``, the app's code).
+  Every kept slice carries its patient's label.
+- Stage 1, slice CNN (``covid_slice_cnn``): categorical cross-entropy, Adam
+  1e-4, 100 epochs, early stopping after 25 epochs without improvement;
+  augmentation per slice and epoch: rotation within +-10 degrees, horizontal
+  flip, Gaussian blur (sigma up to 1 pixel), brightness x U(0.9, 1.1).
+- Stage 2 (``covid_cnn_bilstm``): the stage-1 CNN frozen inside, 50-slice groups
+  (``group_slices``: padding and resampling as the paper), cross-entropy,
+  Adam 1e-4, 200 epochs, early stopping 25.
+- Early stopping watches the validation loss when enough patients leave room
+  for a validation set (``MIN_PATIENTS_FOR_VALIDATION``), else the training loss.
+- Evaluation per patient, on held-out patients: the groups' probabilities,
+  the majority vote with the > 0.9 switch (``patient_vote``), per-class
+  accuracy, specificity, sensitivity, F1, and the macro AUC of the patients'
+  mean group probabilities; the U-Net's Dice against the classical masks.
+- Two bundles: the COVID model (``bundle_dir``) and the lung U-Net
+  (``bundle_dir`` + ``-lung-unet``), which the app uses together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+from torch.utils.data import Dataset, TensorDataset
+
+from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
+from medview.io.volume import Volume
+from medview.models import create_model
+from medview.models.covid import CLASS_NAMES, GROUP_SLICES, LUNG_CLASSES, SLICE_SIZE
+from medview.preprocess.chest import (
+    LUNG_WINDOW,
+    classical_lung_mask,
+    group_slices,
+    patient_vote,
+    prepare_slices,
+    select_slices,
+    superior_at_high_z,
+)
+from medview.preprocess.image import resize_back, resize_stack, segmentation_inputs
+from training.common.loop import FitConfig, Validate, fit
+from training.common.losses import dice_ce_loss
+from training.common.metrics import multiclass_metrics, normalised_confusion, roc_points, segmentation_metrics
+from training.common.report import PaperRow, paper_table, plot_confusion, plot_history, plot_roc, write_report
+from training.common.run import RunOptions, start_run
+from training.common.seeding import seed_everything
+from training.common.splits import Split, holdout
+from training.covid.data import CovidPatient, read_covid_dataset
+from training.export import as_shipped, export_bundle
+
+log = logging.getLogger("training.covid")
+
+SIZE = (SLICE_SIZE, SLICE_SIZE)
+CNN_LR, UNET_LR = 1e-4, 1e-3
+MIN_PATIENTS_FOR_VALIDATION = 10
+SWITCH_THRESHOLD = 0.9
+_SHORT = {"covid_pneumonia": "CP", "non_covid_pneumonia": "NCP", "healthy": "healthy"}
+
+#: paper 002, Tables 1-2 (per patient)
+PAPER_ROWS = (
+    *(
+        PaperRow(f"{metric}/{name}", f"{label} {_SHORT[name]}", value)
+        for metric, label, values in (
+            ("specificity", "Specificity", (0.983, 0.962, 0.893)),
+            ("sensitivity", "Sensitivity", (0.840, 0.939, 0.949)),
+            ("accuracy", "Accuracy", (None, None, None)),
+            ("f1", "F1", (None, None, None)),
+        )
+        for name, value in zip(CLASS_NAMES, values, strict=True)
+    ),
+    PaperRow("macro_auc", "macro AUC", 0.92, unit=""),
+    PaperRow("lung_dice", "lung U-Net Dice (vs classical masks)", 0.968),
+)
+
+
+@dataclass(frozen=True)
+class CovidSettings:
+    """Task options beyond :class:`RunOptions` (``medview-train covid --help``)."""
+
+    unet_epochs: int = 30
+    cnn_epochs: int = 100
+    lstm_epochs: int = 200
+    patience: int = 25
+    unet_every: int = 1  # train the U-Net on every Nth slice (neighbouring slices are nearly alike)
+
+
+@dataclass(frozen=True)
+class CovidOutcome:
+    metrics: dict[str, float]
+    table: str
+    card: ModelCard | None
+    lung_card: ModelCard | None
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedPatient:
+    """One patient's series with its classical lung mask and the slices stages 1-2 use."""
+
+    patient: CovidPatient
+    volume: Volume
+    lung: np.ndarray
+    kept: tuple[int, ...]
+    slices: np.ndarray  # (len(kept), 256, 256) masked lung-window slices in [0, 1]
+
+
+def prepare_patient(patient: CovidPatient) -> PreparedPatient:
+    """Load, mask (classical method), eliminate and prepare one patient's slices as the app does."""
+    volume = patient.load()
+    lung = classical_lung_mask(volume.voxels, spacing=volume.spacing)
+    selection = select_slices(lung, superior_at_high_z=superior_at_high_z(volume.direction))
+    slices = prepare_slices(volume.voxels, lung, selection.kept, size=SLICE_SIZE, window=LUNG_WINDOW)
+    return PreparedPatient(patient, volume, lung, tuple(selection.kept), slices)
+
+
+class AugmentedSlices(Dataset):
+    """Stage 1's slices with their patients' labels, augmented per slice and epoch."""
+
+    def __init__(self, slices: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        self.slices, self.labels, self.seed, self.epoch = slices, labels, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image = self.slices[index]
+        matrix = cv2.getRotationMatrix2D((SLICE_SIZE / 2, SLICE_SIZE / 2), float(rng.uniform(-10, 10)), 1.0)
+        image = cv2.warpAffine(image, matrix, SIZE, flags=cv2.INTER_LINEAR, borderValue=0)
+        if rng.random() < 0.5:
+            image = image[:, ::-1]
+        sigma = float(rng.uniform(0, 1))
+        if sigma > 0.1:
+            image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), sigma)
+        image = np.clip(image * rng.uniform(0.9, 1.1), 0, 1).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(image[None])), int(self.labels[index])
+
+
+def _classification_step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
+    inputs, labels = batch[0].to(device), batch[1].to(device)
+    logits = model(inputs)
+    return functional.cross_entropy(logits.float(), labels), int((logits.argmax(1) == labels).sum()), len(labels)
+
+
+def _segmentation_step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
+    inputs, target = batch[0].to(device), batch[1].to(device)
+    logits = model(inputs)
+    correct = int((logits.argmax(1) == target).float().mean(dim=(1, 2)).sum())
+    return dice_ce_loss(logits, target), correct, len(target)
+
+
+def _loss_validator(inputs: torch.Tensor, labels: torch.Tensor) -> Validate:
+    def validate(network: nn.Module, device: torch.device) -> dict[str, float]:
+        losses, correct = [], 0
+        for start in range(0, len(labels), 8):
+            logits = network(inputs[start : start + 8].to(device)).float()
+            target = labels[start : start + 8].to(device)
+            losses.append(float(functional.cross_entropy(logits, target, reduction="sum")))
+            correct += int((logits.argmax(1) == target).sum())
+        return {"loss": sum(losses) / len(labels), "accuracy": correct / len(labels)}
+
+    return validate
+
+
+def _config(
+    options: RunOptions, name: str, epochs: int, batch: int, patience: int | None, validated: bool
+) -> FitConfig:
+    return FitConfig(
+        epochs=epochs,
+        batch_size=options.batch_size or batch,
+        monitor="val_loss" if validated else "train_loss",
+        minimise=True,
+        patience=patience,
+        checkpoint=options.checkpoint(name),
+        progress=options.progress,
+        description=f"covid {name}",
+    )
+
+
+def train_lung_unet(
+    options: RunOptions, settings: CovidSettings, patients: Sequence[PreparedPatient]
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Stage 0 on every ``unet_every``-th slice of the patients, against their classical masks."""
+    inputs, masks = [], []
+    for prepared in patients:
+        indices = np.arange(0, prepared.volume.shape[0], settings.unet_every)
+        inputs.append(segmentation_inputs(prepared.volume.voxels, indices, LUNG_WINDOW, SIZE, 1))
+        masks.append(resize_stack(prepared.lung[indices].astype(np.float32), SIZE) >= 0.5)
+    data = TensorDataset(torch.from_numpy(np.concatenate(inputs)), torch.from_numpy(np.concatenate(masks)).long())
+    generator = seed_everything(options.seed)
+    model = create_model("lung_unet")
+    result = fit(
+        model,
+        torch.optim.Adam(model.parameters(), lr=UNET_LR),
+        data,
+        _segmentation_step,
+        _config(options, "lung-unet", settings.unet_epochs, 8, None, False),
+        device=options.torch_device(),
+        generator=generator,
+    )
+    model.load_state_dict(result.best_state)
+    return model, result.history
+
+
+@torch.no_grad()
+def unet_lung_mask(model: nn.Module, volume: Volume, device: torch.device) -> np.ndarray:
+    """The U-Net's lung mask of ``volume`` on its own grid, as the app's segmentation pipeline computes it."""
+    model.eval()
+    mask = np.zeros(volume.shape, dtype=bool)
+    for start in range(0, volume.shape[0], 8):
+        indices = range(start, min(start + 8, volume.shape[0]))
+        output = model(torch.from_numpy(segmentation_inputs(volume.voxels, indices, LUNG_WINDOW, SIZE, 1)).to(device))
+        lung = torch.softmax(output.float(), dim=1)[:, 1].cpu().numpy()
+        mask[start : start + len(indices)] = resize_back(lung, volume.shape[1:]) >= 0.5
+    return mask
+
+
+def patient_groups(patients: Sequence[PreparedPatient]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every patient's 50-slice groups (n, 50, 1, 256, 256) and their labels (the patients')."""
+    images, labels = [], []
+    for prepared in patients:
+        for group in group_slices(prepared.slices, prepared.kept, group_size=GROUP_SLICES):
+            images.append(group.images[:, None])
+            labels.append(prepared.patient.label)
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels)
+
+
+@torch.no_grad()
+def patient_verdicts(
+    model: nn.Module, patients: Sequence[PreparedPatient], device: torch.device
+) -> tuple[list[int], np.ndarray]:
+    """Each patient's voted class and the mean of its groups' probabilities."""
+    model.eval()
+    verdicts, means = [], []
+    for prepared in patients:
+        groups, _ = patient_groups([prepared])
+        probabilities = np.stack(
+            [torch.softmax(model(group[None].to(device)).float(), 1)[0].cpu().numpy() for group in groups]
+        )
+        vote = patient_vote(probabilities, CLASS_NAMES, healthy="healthy", switch_threshold=SWITCH_THRESHOLD)
+        verdicts.append(CLASS_NAMES.index(vote.label))
+        means.append(probabilities.mean(axis=0))
+    return verdicts, np.stack(means)
+
+
+def _split(patients: Sequence[CovidPatient], seed: int) -> Split:
+    labels, names = [p.label for p in patients], [p.name for p in patients]
+    rest, test = holdout(labels, names, 0.2, seed)
+    validation = np.zeros(0, dtype=int)
+    if len(rest) >= MIN_PATIENTS_FOR_VALIDATION:
+        kept, held = holdout([labels[i] for i in rest], [names[i] for i in rest], 0.1, seed + 1)
+        rest, validation = rest[kept], rest[held]
+    split = Split(rest, validation, test, f"by patient, seed {seed}: 20% test, 10% validation with >= 10 patients")
+    split.check(names)
+    return split
+
+
+def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> CovidOutcome:
+    """The three stages, the per-patient evaluation and (with ``bundle_dir``) the two bundles."""
+    settings = settings or CovidSettings()
+    start_run(options, "covid")
+    patients = read_covid_dataset(options.data)
+    split = _split(patients, options.seed)
+    names = [p.name for p in patients]
+    split.save(options.run_dir / "split.json", names, names, [CLASS_NAMES[p.label] for p in patients])
+    prepared = [prepare_patient(patient) for patient in patients]
+    for item in prepared:
+        log.info(
+            "%s (%s): %d slices, %d kept",
+            item.patient.name,
+            CLASS_NAMES[item.patient.label],
+            item.volume.shape[0],
+            len(item.kept),
+        )
+    train = [prepared[i] for i in split.train]
+    validation = [prepared[i] for i in split.validation]
+    test = [prepared[i] for i in split.test]
+    device = options.torch_device()
+
+    unet, unet_history = train_lung_unet(options, settings, train)
+    plot_history(options.run_dir / "history-lung-unet.png", unet_history, "stage 0: lung U-Net")
+    shipped_unet = as_shipped(unet, options.half).to(device)
+    lung_dice = float(
+        np.mean(
+            [
+                segmentation_metrics(unet_lung_mask(shipped_unet, p.volume, device), p.lung, p.volume.spacing)["dice"]
+                for p in test
+            ]
+        )
+    )
+
+    slices = np.concatenate([p.slices for p in train])
+    slice_labels = np.concatenate([[p.patient.label] * len(p.slices) for p in train])
+    stage1 = AugmentedSlices(slices, slice_labels, options.seed)
+    validate1 = None
+    if validation:
+        inputs = torch.from_numpy(np.concatenate([p.slices for p in validation])[:, None])
+        labels = torch.from_numpy(np.concatenate([[p.patient.label] * len(p.slices) for p in validation]))
+        validate1 = _loss_validator(inputs, labels)
+    generator = seed_everything(options.seed)
+    cnn = create_model("covid_slice_cnn")
+    result = fit(
+        cnn,
+        torch.optim.Adam(cnn.parameters(), lr=CNN_LR),
+        stage1,
+        _classification_step,
+        _config(options, "slice-cnn", options.epochs or settings.cnn_epochs, 32, settings.patience, bool(validation)),
+        device=device,
+        validate=validate1,
+        generator=generator,
+        on_epoch_start=stage1.set_epoch,
+    )
+    cnn.load_state_dict(result.best_state)
+    plot_history(options.run_dir / "history-slice-cnn.png", result.history, "stage 1: slice CNN")
+
+    groups, group_labels = patient_groups(train)
+    validate2 = None
+    if validation:
+        validation_groups, validation_labels = patient_groups(validation)
+        validate2 = _loss_validator(validation_groups, validation_labels)
+    generator = seed_everything(options.seed)
+    model = create_model("covid_cnn_bilstm")
+    model.load_slice_cnn(cnn.state_dict())
+    result = fit(
+        model,
+        torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=CNN_LR),
+        TensorDataset(groups, group_labels),
+        _classification_step,
+        _config(options, "cnn-bilstm", options.epochs or settings.lstm_epochs, 8, settings.patience, bool(validation)),
+        device=device,
+        validate=validate2,
+        generator=generator,
+    )
+    model.load_state_dict(result.best_state)
+    plot_history(options.run_dir / "history-cnn-bilstm.png", result.history, "stage 2: CNN + biLSTM")
+
+    truth = [p.patient.label for p in test]
+    verdicts, mean_probabilities = patient_verdicts(as_shipped(model, options.half).to(device), test, device)
+    metrics = multiclass_metrics(truth, verdicts, mean_probabilities, CLASS_NAMES)
+    metrics["lung_dice"] = lung_dice
+    table = paper_table(
+        f"COVID-19 CT, per patient, {len(test)} held-out patient(s)", PAPER_ROWS, metrics, paper_name="paper 002"
+    )
+    log.info("\n%s", table)
+    write_report(options.run_dir, "evaluation", table, metrics)
+    plot_confusion(
+        options.run_dir / "confusion.png",
+        normalised_confusion(truth, verdicts, len(CLASS_NAMES)),
+        CLASS_NAMES,
+        "patients",
+    )
+    curves = {}
+    for index, name in enumerate(CLASS_NAMES):
+        positives = np.asarray(truth) == index
+        if 0 < positives.sum() < len(truth):
+            curves[name] = roc_points(positives, mean_probabilities[:, index])
+    if curves:
+        plot_roc(options.run_dir / "roc.png", curves, "COVID-19 CT, per patient")
+
+    card = lung_card = None
+    if options.bundle_dir is not None:
+        card, lung_card = _export(options, settings, split, patients, model, unet, metrics)
+    return CovidOutcome(metrics, table, card, lung_card)
+
+
+def lung_bundle_dir(bundle_dir: Path) -> Path:
+    """Where the lung U-Net bundle goes beside the COVID bundle."""
+    return bundle_dir.parent / f"{bundle_dir.name}-lung-unet"
+
+
+def _export(
+    options: RunOptions,
+    settings: CovidSettings,
+    split: Split,
+    patients: Sequence[CovidPatient],
+    model: nn.Module,
+    unet: nn.Module,
+    metrics: dict[str, float],
+) -> tuple[ModelCard, ModelCard]:
+    assert options.bundle_dir is not None
+    names = [p.name for p in patients]
+    counts = {name: sum(p.label == i for p in patients) for i, name in enumerate(CLASS_NAMES)}
+    provenance = {
+        "dataset": f"{options.data.name} (COVID-CT-MD layout)",
+        "split": f"{split.description}; digest {split.digest(names)}",
+        "counts": {"patients": len(patients), **counts, "train": len(split.train), "test": len(split.test)},
+        "demo": options.demo,
+    }
+    demo = f"demo model trained on {len(split.train)} public patients: not for diagnosis" if options.demo else ""
+    lung_card = export_bundle(
+        [unet],
+        lung_bundle_dir(options.bundle_dir),
+        model_id="covid-lung-unet",
+        version=options.version,
+        task="lung_segmentation",
+        arch="lung_unet",
+        arch_args={},
+        input_spec=InputSpec(modality="CT", size=SIZE, channels=1, hu_window=LUNG_WINDOW),
+        class_names=LUNG_CLASSES,
+        trained_on=DataProvenance(
+            **provenance,
+            notes="; ".join(
+                filter(
+                    None,
+                    [f"{settings.unet_epochs} epochs on classical lung masks (pseudo-labels, no manual masks)", demo],
+                )
+            ),
+        ),
+        metrics={"dice_vs_classical_masks": round(metrics["lung_dice"], 4)},
+        thresholds={"lung": 0.5},
+        half=options.half,
+    )
+    card = export_bundle(
+        [model],
+        options.bundle_dir,
+        model_id="covid-cnn-bilstm",
+        version=options.version,
+        task="covid_ct",
+        arch="covid_cnn_bilstm",
+        arch_args={"group_slices": GROUP_SLICES},
+        input_spec=InputSpec(
+            modality="CT", size=SIZE, channels=1, hu_window=LUNG_WINDOW, extra={"healthy_class": "healthy"}
+        ),
+        class_names=CLASS_NAMES,
+        trained_on=DataProvenance(
+            **provenance,
+            notes="; ".join(
+                filter(
+                    None,
+                    [
+                        "slices selected and masked with the classical lung mask; slice labels = patient labels",
+                        f"early stopping patience {settings.patience}",
+                        demo,
+                    ],
+                )
+            ),
+        ),
+        metrics={key: round(value, 4) for key, value in metrics.items()},
+        thresholds={"switch": SWITCH_THRESHOLD},
+        half=options.half,
+    )
+    return card, lung_card
