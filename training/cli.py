@@ -8,6 +8,9 @@ public samples in ``../shared/data`` with the settings of the demo bundle that
 ships in ``resources/models`` and writes that bundle, so the shipped bundles
 can be reproduced.
 
+With several GPUs, ``torchrun --nproc-per-node N -m training.cli <task> ...``
+trains with DistributedDataParallel (one process per GPU).
+
 ``medview-train verify BUNDLE...`` checks bundles exactly as the app will:
 manifest schema and allow-listed architecture, the SHA-256 of every file, the
 weights fitting the architecture, and a forward pass.  Hospital IT can run it
@@ -41,6 +44,7 @@ class Task:
     settings: str | None = None  # the task's own settings dataclass in training.<module>.train
     arguments: tuple[tuple[str, dict[str, Any]], ...] = ()  # its command-line flags (dest = a settings field)
     demo_settings: dict[str, Any] = field(default_factory=dict)
+    imagenet: bool = False  # the task has an ImageNet backbone to choose and load
 
     def run(self, options: Any, values: dict[str, Any]) -> Any:
         from importlib import import_module
@@ -59,6 +63,7 @@ TASKS = {
         "skin/isic_uda1_250px",
         "skin-demo",
         {},
+        imagenet=True,
     ),
     "kidney": Task(
         "kidney",
@@ -78,6 +83,7 @@ TASKS = {
             ("--every", {"type": int, "default": 1, "help": "keep every Nth slice of each patient"}),
         ),
         demo_settings={"every": 3},
+        imagenet=True,
     ),
     "lung": Task(
         "lung",
@@ -164,18 +170,21 @@ def _train(name: str, args: argparse.Namespace) -> int:
     if data is None:
         print(f"medview-train {name}: give the dataset with --data DIR (or --demo for the public samples)")
         return 2
-    for key in ("epochs", "batch_size", "backbone"):
-        if getattr(args, key) is not None:
+    for key in ("epochs", "batch_size", "backbone", "backbone_weights"):
+        if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
+    run_dir = args.run_dir or Path("runs") / (f"{name}-demo" if args.demo else name)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank:  # under torchrun only the first process writes the bundle; the others log beside it
+        bundle_dir, run_dir = None, run_dir / f"rank-{rank}"
     options = RunOptions(
         data=Path(data),
-        run_dir=args.run_dir or Path("runs") / (f"{name}-demo" if args.demo else name),
+        run_dir=run_dir,
         bundle_dir=bundle_dir,
         seed=args.seed,
         device=args.device,
         demo=args.demo,
         version=args.version,
-        backbone_weights=args.backbone_weights,
         resume=args.resume,
         progress=not args.quiet,
         half=not args.fp32,
@@ -188,7 +197,7 @@ def _train(name: str, args: argparse.Namespace) -> int:
             f"medview-train {name}: {error.name} is missing; install the training extras: pip install 'medview[train]'"
         )
         return 1
-    except MedviewError as error:
+    except (MedviewError, ValueError) as error:  # bad data, or options the data cannot satisfy
         print(f"medview-train {name}: {error}")
         return 1
     print(f"evaluation: {options.run_dir / 'evaluation.txt'}")
@@ -211,8 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
         command.add_argument("--version", default="1.0.0", help="the bundle's version")
-        command.add_argument("--backbone", help="ImageNet backbone (where the paper compares several)")
-        command.add_argument("--backbone-weights", type=Path, help="local ImageNet checkpoint (timm/torchvision)")
+        if task.imagenet:
+            command.add_argument("--backbone", help="ImageNet backbone (default efficientnet_lite0)")
+            command.add_argument("--backbone-weights", type=Path, help="local ImageNet checkpoint (timm/torchvision)")
         command.add_argument("--epochs", type=int, help="override the paper's number of epochs")
         command.add_argument("--batch-size", type=int, help="override the paper's batch size")
         command.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")

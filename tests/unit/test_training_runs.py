@@ -241,3 +241,77 @@ def test_covid_run_exports_two_bundles_the_engine_runs_like_training(shared_data
     unet_mask = unet_lung_mask(load_networks(lung_card)[0], prepared.volume, torch.device("cpu"))
     assert np.mean(with_unet.lung_mask == unet_mask) > 0.999  # the app keeps fp16 probabilities
     assert with_unet.provenance.demo
+
+
+_DDP_SCRIPT = """
+import sys, torch
+from torch import nn
+from training.common.loop import FitConfig, fit
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+inputs = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+data = torch.utils.data.TensorDataset(inputs, torch.arange(64) % 2)
+
+import os
+torch.manual_seed(100 + int(os.environ["RANK"]))  # a different dropout/shuffle state per process: only DDP aligns them
+
+def step(network, batch, device):
+    logits = network(batch[0])
+    return nn.functional.cross_entropy(logits, batch[1]), int((logits.argmax(1) == batch[1]).sum()), len(batch[1])
+
+fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data, step,
+    FitConfig(epochs=2, batch_size=8, progress=False), device=torch.device("cpu"))
+rank = torch.distributed.get_rank()
+torch.save(model.state_dict(), sys.argv[1] + f"/rank{rank}.pt")
+"""
+
+
+def test_fit_under_torchrun_keeps_the_processes_in_step(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(script), str(tmp_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    torch.manual_seed(0)
+    initial = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # what both processes started from
+    assert all(torch.equal(first[key], second[key]) for key in first)  # gradients were averaged across processes
+    assert not torch.equal(first["0.weight"], initial.state_dict()["0.weight"])
+
+
+def test_kidney_search_builds_the_best_trial_and_the_baseline_trains(shared_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "kidney"
+    for label in ("Normal", "Stone"):
+        (data / label).mkdir(parents=True)
+        for number in range(1, 400, 60):
+            shutil.copy(shared_data / "kidney_ct" / label / f"{label}- ({number}).jpg", data / label)
+    options = _options(data, tmp_path, epochs=1, batch_size=4)
+    outcome = train_kidney(options, KidneySettings(search=2, search_epochs=1))
+    card = outcome.card
+    assert card is not None
+    with (tmp_path / "run" / "search.csv").open() as handle:
+        trials = list(csv.DictReader(handle))
+    assert len(trials) == 2
+    best = max(trials, key=lambda row: float(row["value"]))
+    blocks = int(best["params_blocks"])
+    assert list(card.arch_args["filters"]) == [int(best[f"params_filters_{i + 1}"]) for i in range(blocks)]
+    assert card.arch_args["dense_units"] == int(best["params_dense_units"])
+
+    baseline = train_kidney(
+        RunOptions(
+            data=data,
+            run_dir=tmp_path / "baseline",
+            bundle_dir=tmp_path / "baseline-bundle",
+            epochs=1,
+            batch_size=4,
+            progress=False,
+        ),
+        KidneySettings(baseline=True),
+    )
+    assert baseline.card is not None
+    assert baseline.card.arch == "kidney_transfer"
+    assert "transfer-learning baseline" in baseline.table

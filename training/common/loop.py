@@ -138,7 +138,9 @@ def fit(
         trained = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-        sampler = DistributedSampler(train_data, shuffle=True, seed=int(torch.initial_seed() % 2**31))
+        # every process must draw the same permutation for the sampler to hand each a distinct part
+        seed = generator.initial_seed() % 2**31 if generator is not None else 0
+        sampler = DistributedSampler(train_data, shuffle=True, seed=seed)
     loader = DataLoader(
         train_data,
         batch_size=config.batch_size,

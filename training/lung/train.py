@@ -168,6 +168,15 @@ def ensemble_probabilities(
     return np.stack([total[owner == i].mean(axis=0) for i in range(len(cycles))])
 
 
+def _epochs_per_cycle(options: RunOptions, settings: LungSettings) -> int:
+    """``--epochs`` (all cycles together) when given, else the settings' epochs per cycle."""
+    if options.epochs is None:
+        return settings.epochs_per_cycle
+    if options.epochs % settings.cycles:
+        raise ValueError(f"--epochs {options.epochs} is not a multiple of the {settings.cycles} snapshot cycles")
+    return options.epochs // settings.cycles
+
+
 def _train_ensemble(
     options: RunOptions, settings: LungSettings, cycles: Sequence[LabelledCycle], name: str
 ) -> tuple[list[nn.Module], list[dict[str, float]]]:
@@ -177,11 +186,7 @@ def _train_ensemble(
     optimizer = _optimizer(model)
     batch_size = options.batch_size or BATCH
     batches_per_epoch = -(-len(data) // batch_size)
-    epochs_per_cycle = settings.epochs_per_cycle
-    if options.epochs is not None:
-        if options.epochs % settings.cycles:
-            raise ValueError(f"--epochs {options.epochs} is not a multiple of the {settings.cycles} snapshot cycles")
-        epochs_per_cycle = options.epochs // settings.cycles
+    epochs_per_cycle = _epochs_per_cycle(options, settings)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=batches_per_epoch * epochs_per_cycle
     )
@@ -308,7 +313,7 @@ def train_lung(options: RunOptions, settings: LungSettings | None = None) -> Lun
 
 
 def _notes(options: RunOptions, settings: LungSettings, cycles: int) -> str:
-    parts = [f"{settings.cycles} snapshots, {settings.epochs_per_cycle} epochs per cycle (paper: 8 x 20)"]
+    parts = [f"{settings.cycles} snapshots, {_epochs_per_cycle(options, settings)} epochs per cycle (paper: 8 x 20)"]
     if options.demo:
         parts.append(f"demo model trained on {cycles} cycles of 3 public ICBHI patients: not for diagnosis")
     return "; ".join(parts)

@@ -131,8 +131,14 @@ def train_skin(options: RunOptions) -> SkinOutcome:
         )
         split.check(dataset.patients)
     else:
+        named = len(set(dataset.patients)) < len(dataset.items)
         split = patient_split(
-            dataset.labels, dataset.patients, test_fraction=TEST_FRACTION, validation_fraction=0, seed=options.seed
+            dataset.labels,
+            dataset.patients,
+            test_fraction=TEST_FRACTION,
+            validation_fraction=0,
+            seed=options.seed,
+            description="" if named else f"by photo (the data names no patients), seed {options.seed}: test 20%",
         )
     split.save(options.run_dir / "split.json", dataset.ids, dataset.patients, [CLASS_NAMES[i] for i in dataset.labels])
 
@@ -196,7 +202,7 @@ def train_skin(options: RunOptions) -> SkinOutcome:
                 counts={**counts, "train": len(split.train), "test": len(split.test)},
                 demo=options.demo,
                 imagenet_backbone=imagenet,
-                notes=_notes(options, imagenet, len(split.test)),
+                notes=_notes(options, imagenet, len(split.train), len(split.test)),
             ),
             metrics={key: round(value, 4) for key, value in metrics.items()},
             thresholds={"malignant": threshold},
@@ -207,7 +213,7 @@ def train_skin(options: RunOptions) -> SkinOutcome:
     return SkinOutcome(metrics, table, card)
 
 
-def _notes(options: RunOptions, imagenet: str | None, tested: int) -> str:
+def _notes(options: RunOptions, imagenet: str | None, trained: int, tested: int) -> str:
     parts = [
         f"metrics on {tested} held-out photos",
         "threshold by Youden's J in 5-fold CV on the training photos (the paper's majority vote is 0.5)",
@@ -217,5 +223,5 @@ def _notes(options: RunOptions, imagenet: str | None, tested: int) -> str:
     elif "efficientnet_lite0" in imagenet:
         parts.append("EfficientNet-Lite0 stands in for the paper's ResNet18/MobileNetV2/Darknet19 (no offline weights)")
     if options.demo:
-        parts.append("demo model trained on a few hundred public images: not for diagnosis")
+        parts.append(f"demo model: forest fitted on {trained} public dermoscopy photos, not for diagnosis")
     return "; ".join(parts)
