@@ -12,7 +12,9 @@ import pytest
 
 from medview.errors import InputError
 from training.common.splits import Split, cross_validation_folds, holdout, patient_split, random_patient_splits
+from training.covid.data import read_covid_dataset
 from training.kidney.data import consecutive_runs, read_kidney_dataset
+from training.liver.data import read_liver_dataset
 from training.lung.data import OFFICIAL_SPLIT_FILE, read_icbhi_dataset
 from training.skin.data import read_skin_dataset
 
@@ -188,3 +190,55 @@ def test_icbhi_official_split_file(shared_data: Path, tmp_path: Path) -> None:
     (tmp_path / OFFICIAL_SPLIT_FILE).write_text("102_1b1_Ar_sc_Meditron\tvalidation\n")
     with pytest.raises(InputError, match=r"line 1: expected '<recording> train\|test'"):
         read_icbhi_dataset(tmp_path)
+
+
+# ------------------------------------------------------------------ liver
+
+
+def test_liver_reader_lits_layout(shared_data: Path, tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    source = shared_data / "liver_ct" / "totalsegmentator"
+    sitk.WriteImage(sitk.ReadImage(str(source / "example_ct_sm.nii.gz")), str(tmp_path / "volume-7.nii.gz"))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(source / "example_seg.nii.gz")))
+    lits = np.zeros_like(labels, dtype=np.uint8)
+    lits[labels == 5] = 1
+    lits[(labels == 5) & (np.arange(labels.shape[0])[:, None, None] == 15)] = 2  # a "tumour" slice inside the liver
+    image = sitk.GetImageFromArray(lits)
+    image.CopyInformation(sitk.ReadImage(str(source / "example_seg.nii.gz")))
+    sitk.WriteImage(image, str(tmp_path / "segmentation-7.nii.gz"))
+    [case] = read_liver_dataset(tmp_path)
+    assert case.name == case.patient == "lits-7"
+    assert case.liver.sum() == (labels == 5).sum()  # liver + tumour is the liver
+
+
+def test_liver_reader_cases_table(shared_data: Path, tmp_path: Path) -> None:
+    table = tmp_path / "cases.csv"
+    table.write_text("image,mask\ndicom_ct/dcmqi_ct-3slice,liver_ct/dcmqi/liver_seg.nrrd\n")
+    [case] = read_liver_dataset(shared_data, table)
+    assert case.liver.sum() == 107_098  # the count the data README gives
+    table.write_text("image,mask,liver_labels\ndicom_ct/dcmqi_ct-3slice,liver_ct/dcmqi/liver_spine_seg.nrrd,9\n")
+    with pytest.raises(InputError, match=r"no voxel has a liver label \(\[9\]\)"):
+        read_liver_dataset(shared_data, table)
+    table.write_text("image,mask\nnowhere,liver_ct/dcmqi/liver_seg.nrrd\n")
+    with pytest.raises(InputError, match=r"row 2: .*nowhere does not exist"):
+        read_liver_dataset(shared_data, table)
+
+
+# ------------------------------------------------------------------ covid
+
+
+def test_covid_reader_index_and_class_folders(shared_data: Path, tmp_path: Path) -> None:
+    patients = read_covid_dataset(shared_data / "covid_ct" / "COVID-CT-MD")
+    # Index.csv lists COVID-19 and CAP patients only: normal001 comes from its folder
+    assert {(p.name, p.label) for p in patients} == {("P001", 0), ("cap001", 1), ("normal001", 2)}
+    (tmp_path / "Healthy" / "x1").mkdir(parents=True)
+    (tmp_path / "COVID" / "y1").mkdir(parents=True)
+    (tmp_path / "notes").mkdir()
+    assert {(p.name, p.label) for p in read_covid_dataset(tmp_path)} == {("x1", 2), ("y1", 0)}
+    (tmp_path / "Index.csv").write_text("Label Index,Diagnosis,Relative Path,Folder/ID\n0,Flu,./COVID/,y1\n")
+    with pytest.raises(InputError, match="row 2: unknown diagnosis 'Flu'"):
+        read_covid_dataset(tmp_path)
+    (tmp_path / "Index.csv").write_text("Label Index,Diagnosis,Relative Path,Folder/ID\n0,CAP,./COVID/,y1\n")
+    with pytest.raises(InputError, match="gives y1 the diagnosis non_covid_pneumonia, its folder says covid_pneumonia"):
+        read_covid_dataset(tmp_path)

@@ -1,11 +1,10 @@
 """Chest CT series labelled per patient, in the COVID-CT-MD layout.
 
-- COVID-CT-MD: ``Index.csv`` (``Diagnosis``, ``Relative Path``, ``Folder/ID``)
-  beside ``COVID-19/``, ``CAP/`` and ``Normal/``, one folder of DICOM slices per
-  patient.  Rows whose folder is absent are skipped (a subset of the dataset is
-  a valid dataset) and counted in the log.
-- Without ``Index.csv``: class folders (``COVID-19``/``COVID``, ``CAP``/``NCP``,
-  ``Normal``/``Healthy``, case-insensitive) with one sub-folder per patient.
+Class folders (``COVID-19``/``COVID``, ``CAP``/``NCP``, ``Normal``/``Healthy``,
+case-insensitive) hold one folder of DICOM slices per patient.  COVID-CT-MD's
+``Index.csv`` (``Diagnosis``, ``Relative Path``, ``Folder/ID``) lists only its
+COVID-19 and CAP patients, so the folders are what is read; where the index
+names a patient, its diagnosis must agree with the patient's folder.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from pathlib import Path
 from medview.errors import InputError
 from medview.io.dicom import load_dicom
 from medview.io.volume import Volume
+from medview.models.covid import CLASS_NAMES
 
 log = logging.getLogger("training.covid")
 
@@ -52,36 +52,40 @@ def _label(text: str, where: str, path: Path) -> int:
     return label
 
 
+def _index_labels(index: Path) -> dict[str, int]:
+    labels = {}
+    with index.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"Diagnosis", "Folder/ID"} <= set(reader.fieldnames or []):
+            raise InputError("expected the columns Diagnosis and Folder/ID", path=index)
+        for row_number, row in enumerate(reader, start=2):
+            labels[row["Folder/ID"].strip()] = _label(row["Diagnosis"], f"row {row_number}", index)
+    return labels
+
+
 def read_covid_dataset(root: Path) -> list[CovidPatient]:
-    """Every patient with a series folder under ``root``; ``InputError`` when there is none."""
+    """Every patient folder under ``root``'s class folders; ``InputError`` when there is none."""
     root = Path(root)
     if not root.is_dir():
         raise InputError("not a folder", path=root)
     index = root / INDEX_FILE
+    listed = _index_labels(index) if index.is_file() else {}
     patients = []
-    if index.is_file():
-        skipped = 0
-        with index.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if not {"Diagnosis", "Relative Path", "Folder/ID"} <= set(reader.fieldnames or []):
-                raise InputError("expected the columns Diagnosis, Relative Path and Folder/ID", path=index)
-            for row_number, row in enumerate(reader, start=2):
-                folder = root / row["Relative Path"].strip() / row["Folder/ID"].strip()
-                if not folder.is_dir():
-                    skipped += 1
-                    continue
-                patients.append(
-                    CovidPatient(row["Folder/ID"].strip(), _label(row["Diagnosis"], f"row {row_number}", index), folder)
+    for class_folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        label = _CLASS_OF.get(class_folder.name.lower())
+        if label is None:
+            continue
+        for folder in sorted(path for path in class_folder.iterdir() if path.is_dir()):
+            if listed.get(folder.name, label) != label:
+                raise InputError(
+                    f"{INDEX_FILE} gives {folder.name} the diagnosis {CLASS_NAMES[listed[folder.name]]}, "
+                    f"its folder says {CLASS_NAMES[label]}",
+                    path=folder,
                 )
-        log.info("%s: %d patients present, %d listed but absent", index, len(patients), skipped)
-    else:
-        for class_folder in sorted(path for path in root.iterdir() if path.is_dir()):
-            label = _CLASS_OF.get(class_folder.name.lower())
-            if label is None:
-                continue
-            patients.extend(
-                CovidPatient(folder.name, label, folder) for folder in sorted(class_folder.iterdir()) if folder.is_dir()
-            )
+            patients.append(CovidPatient(folder.name, label, folder))
     if not patients:
-        raise InputError(f"no patient series: expected {INDEX_FILE} or COVID-19/, CAP/, Normal/ folders", path=root)
+        raise InputError(
+            "no patient series: expected COVID-19/, CAP/ and Normal/ folders of patient folders", path=root
+        )
+    log.info("%s: %d patients", root, len(patients))
     return patients
