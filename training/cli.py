@@ -174,9 +174,10 @@ def _train(name: str, args: argparse.Namespace) -> int:
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
     run_dir = args.run_dir or Path("runs") / (f"{name}-demo" if args.demo else name)
+    checkpoint_dir = None
     rank = int(os.environ.get("RANK", "0"))
-    if rank:  # under torchrun only the first process writes the bundle; the others log beside it
-        bundle_dir, run_dir = None, run_dir / f"rank-{rank}"
+    if rank:  # under torchrun only the first process writes; the others log beside it and resume from its files
+        bundle_dir, checkpoint_dir, run_dir = None, run_dir / "checkpoints", run_dir / f"rank-{rank}"
     options = RunOptions(
         data=Path(data),
         run_dir=run_dir,
@@ -188,6 +189,7 @@ def _train(name: str, args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         half=not args.fp32,
+        checkpoint_dir=checkpoint_dir,
         **settings,
     )
     try:

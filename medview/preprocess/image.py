@@ -105,4 +105,3 @@ def segmentation_inputs(
     count, _, height, width = stack.shape
     unit = window_to_unit(stack.reshape(count * channels, height, width), window)
     return resize_stack(unit, size).reshape(count, channels, *size)
-

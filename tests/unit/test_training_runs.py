@@ -50,7 +50,7 @@ def _options(data: Path, tmp_path: Path, **extra: object) -> RunOptions:
 
 
 def test_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    def run(epochs: int, checkpoint: Path, resume_from: int | None = None) -> dict[str, torch.Tensor]:
+    def run(epochs: int, checkpoint: Path, *, resume: bool = False, fingerprint: str = "a") -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -68,7 +68,15 @@ def test_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
             optimizer,
             data,
             step,
-            FitConfig(epochs=epochs, batch_size=8, checkpoint=checkpoint, progress=False, snapshot_every=2),
+            FitConfig(
+                epochs=epochs,
+                batch_size=8,
+                checkpoint=checkpoint,
+                resume=resume,
+                fingerprint=fingerprint,
+                progress=False,
+                snapshot_every=2,
+            ),
             device=torch.device("cpu"),
             generator=torch.Generator().manual_seed(2),
         )
@@ -78,8 +86,10 @@ def test_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
 
     straight = run(4, tmp_path / "straight.pt")
     run(2, tmp_path / "resumed.pt")
-    resumed = run(4, tmp_path / "resumed.pt")  # picks up at epoch 3 from the checkpoint of the 2-epoch run
+    resumed = run(4, tmp_path / "resumed.pt", resume=True)  # picks up at epoch 3 from the 2-epoch run's checkpoint
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        run(4, tmp_path / "resumed.pt", resume=True, fingerprint="b")
 
 
 def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
@@ -217,7 +227,7 @@ def test_covid_run_exports_two_bundles_the_engine_runs_like_training(shared_data
         shutil.copytree(source / folder / patient, data / folder / patient)
     settings = CovidSettings(unet_epochs=1, cnn_epochs=1, lstm_epochs=1)
     outcome = train_covid(_options(data, tmp_path, batch_size=8), settings)
-    card, lung_card = outcome.card, outcome.lung_card
+    card, [lung_card] = outcome.card, outcome.extra_cards
     assert card is not None
     assert lung_card is not None
     assert lung_card.bundle_dir == lung_bundle_dir(tmp_path / "bundle")

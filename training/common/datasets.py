@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from torch.utils.data import Dataset
+
 from medview.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -31,6 +34,7 @@ class LabelledImages:
     items: tuple[ImageItem, ...]
     class_names: tuple[str, ...]
     layout: str
+    root: Path
 
     @property
     def labels(self) -> list[int]:
@@ -42,7 +46,8 @@ class LabelledImages:
 
     @property
     def ids(self) -> list[str]:
-        return [item.path.name for item in self.items]
+        """Each image's path relative to the dataset folder (unique, unlike file names across class folders)."""
+        return [relative_id(item.path, self.root) for item in self.items]
 
     def counts(self) -> dict[str, int]:
         """Images per class and the number of patients, for the manifest."""
@@ -57,6 +62,11 @@ class LabelledImages:
         return [i for i, s in enumerate(sides) if s == "train"], [i for i, s in enumerate(sides) if s == "test"]
 
 
+def relative_id(path: Path, root: Path) -> str:
+    """``path`` relative to ``root``, with forward slashes on every system."""
+    return path.relative_to(root).as_posix()
+
+
 def images_in(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, in a stable order."""
     return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
@@ -67,7 +77,9 @@ def class_folder_items(
 ) -> list[ImageItem]:
     """Images in ``root/<class folder>/``, or ``root/{train,test}/<class folder>/`` (the split kept).
 
-    Folder names match case-insensitively.  Without ``patient_of`` every image is its own patient.
+    Folder names match case-insensitively.  Without ``patient_of`` every image
+    is its own patient, named by its path (``train/benign/1.jpg`` and
+    ``test/benign/1.jpg`` are two patients).
     """
     sides = [side for side in ("train", "test") if (root / side).is_dir()]
     bases = [(root / side, side) for side in sides] if sides else [(root, None)]
@@ -78,7 +90,8 @@ def class_folder_items(
             if label is None:
                 continue
             for path in images_in(folder):
-                patient = patient_of.get(path, path.stem) if patient_of is not None else path.stem
+                own = relative_id(path, root)
+                patient = patient_of.get(path, own) if patient_of is not None else own
                 items.append(ImageItem(path, label, patient, side))
     return items
 
@@ -90,3 +103,20 @@ def require_classes(items: Sequence[ImageItem], class_names: Sequence[str], root
         raise InputError(
             f"no images of class {', '.join(missing)} found (expected {', '.join(class_names)})", path=root
         )
+
+
+class EpochAugmented(Dataset):
+    """A dataset whose augmentation of item ``i`` in epoch ``e`` is drawn from ``(seed, e, i)``.
+
+    The same seed gives the same augmentations on a re-run and after ``--resume``,
+    whatever the order the loader asks for the items in.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])

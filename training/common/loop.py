@@ -13,7 +13,6 @@ Checkpoints hold only tensors and plain data and are read back with
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -35,6 +34,8 @@ log = logging.getLogger(__name__)
 LossStep = Callable[[nn.Module, Any, torch.device], tuple[torch.Tensor, int, int]]
 # (model, device) -> validation metrics; must contain the monitored key
 Validate = Callable[[nn.Module, torch.device], Mapping[str, float]]
+# (optimizer, batches per epoch in this process) -> scheduler
+SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ class FitConfig:
     patience: int | None = None  # early stopping: epochs without improvement of ``monitor``
     snapshot_every: int | None = None  # keep a copy of the weights every N epochs (snapshot ensembles)
     scheduler_per_batch: bool = False  # step the scheduler after every batch instead of every epoch
-    checkpoint: Path | None = None  # written after every epoch; resumed from when present
+    checkpoint: Path | None = None  # written after every epoch
+    resume: bool = False  # continue from ``checkpoint`` (which must exist and match ``fingerprint``)
+    fingerprint: str = (
+        ""  # what the run is (split digest, architecture, epochs): a checkpoint of another run is refused
+    )
     num_workers: int = 0
     progress: bool = True
     description: str = "training"
@@ -119,7 +124,7 @@ def fit(
     *,
     device: torch.device,
     validate: Validate | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler_factory: SchedulerFactory | None = None,
     generator: torch.Generator | None = None,
     collate: Callable[[list[Any]], Any] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
@@ -132,6 +137,15 @@ def fit(
     distributed = Distributed.from_environment()
     device = distributed.device(device)
     model.to(device)
+    result = FitResult()
+    start_epoch = 1
+    if config.resume:
+        if config.checkpoint is None or not config.checkpoint.exists():
+            raise ValueError(f"{config.description}: nothing to resume, no checkpoint at {config.checkpoint}")
+        # every process loads the same file before DDP wraps the model, so all continue from the same weights
+        state = _load_checkpoint(config.checkpoint, config.fingerprint)
+        model.load_state_dict(state["model"])
+        model.to(device)
     trained: nn.Module = model
     sampler = None
     if distributed.world_size > 1:
@@ -141,6 +155,7 @@ def fit(
         # every process must draw the same permutation for the sampler to hand each a distinct part
         seed = generator.initial_seed() % 2**31 if generator is not None else 0
         sampler = DistributedSampler(train_data, shuffle=True, seed=seed)
+    per_process = len(sampler) if sampler is not None else len(train_data)  # type: ignore[arg-type]
     loader = DataLoader(
         train_data,
         batch_size=config.batch_size,
@@ -150,14 +165,14 @@ def fit(
         num_workers=config.num_workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
+        drop_last=per_process > 1 and per_process % config.batch_size == 1,  # a lone sample breaks BatchNorm
     )
-    result = FitResult()
-    start_epoch = 1
-    if config.checkpoint is not None and config.checkpoint.exists():
-        start_epoch = _resume(config.checkpoint, model, optimizer, scheduler, generator, result)
+    scheduler = scheduler_factory(optimizer, len(loader)) if scheduler_factory is not None else None
+    if config.resume:
+        start_epoch = _restore(state, optimizer, scheduler, generator, result)
         if distributed.main:
             log.info("resumed %s at epoch %d from %s", config.description, start_epoch, config.checkpoint)
-    since_best = 0 if not result.history else result.history[-1].get("epochs_since_best", 0)
+    since_best = 0 if not result.history else int(result.history[-1].get("epochs_since_best", 0))
 
     for epoch in range(start_epoch, config.epochs + 1):
         if result.stopped_early:
@@ -189,6 +204,10 @@ def fit(
             seen += batch_size
         if scheduler is not None and not config.scheduler_per_batch:
             scheduler.step()
+        if distributed.world_size > 1:  # every process must see the same numbers to make the same decisions
+            totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=device)
+            dist.all_reduce(totals)
+            total_loss, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
 
         record = {
             "epoch": float(epoch),
@@ -199,6 +218,8 @@ def fit(
             model.eval()
             with torch.no_grad():
                 record.update({f"val_{key}": float(value) for key, value in validate(model, device).items()})
+        if validate is not None and config.monitor not in record:
+            raise KeyError(f"{config.description}: validation gave {sorted(record)}, not {config.monitor!r}")
         monitored = record.get(config.monitor, record["train_loss"] if config.minimise else record["train_accuracy"])
         if _improved(monitored, result.best_value, config.minimise):
             result.best_value, result.best_epoch, since_best = monitored, epoch, 0
@@ -219,7 +240,9 @@ def fit(
                 ", ".join(f"{key} {value:.4f}" for key, value in record.items() if key != "epoch"),
             )
             if config.checkpoint is not None:
-                _save(config.checkpoint, epoch, model, optimizer, scheduler, generator, result)
+                _save(config.checkpoint, config.fingerprint, epoch, model, optimizer, scheduler, generator, result)
+        if distributed.world_size > 1:
+            dist.barrier()  # nobody runs ahead of the checkpoint
     if result.best_state is None:
         result.best_state = _cpu_state(model)
     return result
@@ -227,6 +250,7 @@ def fit(
 
 def _save(
     path: Path,
+    fingerprint: str,
     epoch: int,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -235,6 +259,7 @@ def _save(
     result: FitResult,
 ) -> None:
     state = {
+        "fingerprint": fingerprint,
         "epoch": epoch,
         "model": _cpu_state(model),
         "optimizer": optimizer.state_dict(),
@@ -253,16 +278,23 @@ def _save(
     partial.replace(path)  # a run killed while saving keeps the previous checkpoint
 
 
-def _resume(
-    path: Path,
-    model: nn.Module,
+def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint", "") != fingerprint:
+        raise ValueError(
+            f"checkpoint {path} belongs to another run ({state.get('fingerprint')!r}, this run is {fingerprint!r}): "
+            "resuming it could train on this run's test patients; start without --resume"
+        )
+    return state
+
+
+def _restore(
+    state: Mapping[str, Any],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     generator: torch.Generator | None,
     result: FitResult,
 ) -> int:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
@@ -275,8 +307,3 @@ def _resume(
     result.snapshots = list(state["snapshots"])
     result.stopped_early = bool(state["stopped_early"])
     return int(state["epoch"]) + 1
-
-
-def copy_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A deep copy of a state dict (for keeping a stage's weights while the next stage trains)."""
-    return copy.deepcopy(dict(state))

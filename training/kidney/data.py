@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from medview.errors import InputError
-from training.common.datasets import ImageItem, LabelledImages, class_folder_items, require_classes
+from training.common.datasets import ImageItem, LabelledImages, class_folder_items, relative_id, require_classes
 
 CLASS_NAMES = ("normal", "stone")
 #: consecutive images whose thumbnails correlate less than this start a new run (patient).  Measured on
@@ -45,7 +45,8 @@ def read_grey(path: Path) -> np.ndarray:
     return image
 
 
-def _number(path: Path) -> int | None:
+def slice_number(path: Path) -> int | None:
+    """The last number in the file name (the Kaggle copies' slice numbering), if any."""
     found = _NUMBER.search(path.stem)
     return int(found.group(1)) if found else None
 
@@ -56,14 +57,16 @@ def consecutive_runs(paths: Sequence[Path], threshold: float = RUN_BREAK_CORRELA
     The change is measured as the Pearson correlation of 64x64 thumbnails of
     consecutive images.
     """
-    order = sorted(range(len(paths)), key=lambda i: (_number(paths[i]) is None, _number(paths[i]) or 0, paths[i].name))
+    order = sorted(
+        range(len(paths)), key=lambda i: (slice_number(paths[i]) is None, slice_number(paths[i]) or 0, paths[i].name)
+    )
     runs = [0] * len(paths)
     run, previous, previous_number = 0, None, None
     for index in order:
         thumbnail = cv2.resize(read_grey(paths[index]), (_THUMBNAIL, _THUMBNAIL), interpolation=cv2.INTER_AREA)
         values = thumbnail.astype(np.float32).ravel()
         values = (values - values.mean()) / (values.std() + 1e-6)
-        number = _number(paths[index])
+        number = slice_number(paths[index])
         if previous is not None:
             jumped = number is None or previous_number is None or number != previous_number + 1
             if jumped or float(np.mean(values * previous)) < threshold:
@@ -110,10 +113,10 @@ def read_kidney_dataset(root: Path) -> LabelledImages:
         for folder, indices in by_folder.items():
             runs = consecutive_runs([items[i].path for i in indices])
             for index, run in zip(indices, runs, strict=True):
-                patients[index] = f"{folder.name}-run{run + 1:03d}"
+                patients[index] = f"{relative_id(folder, root)}-run{run + 1:03d}"
         layout = "folders per class, patients = runs of consecutive similar slices"
     labelled = tuple(
         ImageItem(item.path, item.label, patient, item.official_side)
         for item, patient in zip(items, patients, strict=True)
     )
-    return LabelledImages(labelled, CLASS_NAMES, layout)
+    return LabelledImages(labelled, CLASS_NAMES, layout, root)

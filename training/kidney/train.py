@@ -19,30 +19,39 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
+from medview.engine.manifest import DataProvenance, InputSpec
 from medview.models import create_model
 from medview.models.kidney import DEFAULT_BACKBONE, DENSE_UNITS, FILTERS, INPUT_SIZE
 from medview.preprocess.image import grey_batch
 from training.common.datasets import LabelledImages
-from training.common.loop import FitConfig, fit
+from training.common.loop import fit
+from training.common.losses import classification_step, cross_entropy
 from training.common.metrics import binary_metrics, normalised_confusion, roc_points
-from training.common.report import PaperRow, paper_table, plot_confusion, plot_history, plot_roc, write_report
-from training.common.run import RunOptions, imagenet_weights, start_run
+from training.common.report import PaperRow, plot_confusion, plot_history, plot_roc
+from training.common.run import (
+    RunOptions,
+    TaskOutcome,
+    finish_report,
+    imagenet_weights,
+    manifest_metrics,
+    start_run,
+)
 from training.common.seeding import seed_everything
 from training.common.splits import Split, cross_validation_folds, holdout
 from training.export import as_shipped, export_bundle
-from training.kidney.data import CLASS_NAMES, read_grey, read_kidney_dataset
+from training.kidney.data import CLASS_NAMES, read_grey, read_kidney_dataset, slice_number
 
 log = logging.getLogger("training.kidney")
 
@@ -78,13 +87,6 @@ class KidneySettings:
     every: int = 1  # keep every Nth slice of each patient (neighbours are near-duplicates)
 
 
-@dataclass(frozen=True)
-class KidneyOutcome:
-    metrics: dict[str, float]
-    table: str
-    card: ModelCard | None
-
-
 class KidneySlices(Dataset):
     """The slices as stored (uint8), served as normalised 3-channel 224x224 tensors by the app's own code."""
 
@@ -105,23 +107,6 @@ class KidneySlices(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.inputs([index])[0], int(self.labels[index])
-
-
-class _Subset(Dataset):
-    def __init__(self, slices: KidneySlices, indices: np.ndarray) -> None:
-        self.slices, self.indices = slices, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.slices[int(self.indices[index])]
-
-
-def _cross_entropy(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
-    inputs, labels = batch[0].to(device), batch[1].to(device)
-    logits = model(inputs)
-    return functional.cross_entropy(logits, labels), int((logits.argmax(1) == labels).sum()), len(labels)
 
 
 @torch.no_grad()
@@ -180,15 +165,19 @@ def _train_one(
     result = fit(
         model,
         _optimizer(model, settings.baseline),
-        _Subset(slices, train),
-        _cross_entropy,
-        FitConfig(
+        Subset(slices, train.tolist()),
+        classification_step(cross_entropy),
+        options.fit_config(
+            f"kidney-{name}",
+            {
+                "train": train.tolist(),
+                "validation": validation.tolist(),
+                "arch": arch_args,
+                "baseline": settings.baseline,
+            },
             epochs=epochs,
             batch_size=options.batch_size or BATCH,
             monitor="val_accuracy",
-            checkpoint=options.checkpoint(name),
-            progress=options.progress,
-            description=f"kidney {name}",
         ),
         device=device,
         validate=validate if len(validation) else None,
@@ -211,12 +200,13 @@ def _every_nth(dataset: LabelledImages, every: int) -> LabelledImages:
         return dataset
     seen: dict[str, int] = {}
     kept = []
-    for item in sorted(dataset.items, key=lambda item: (item.patient, item.path.name)):
+    for item in sorted(dataset.items, key=lambda item: (item.patient, slice_number(item.path) or 0, item.path.name)):
         position = seen.get(item.patient, 0)
         seen[item.patient] = position + 1
         if position % every == 0:
             kept.append(item)
-    return LabelledImages(tuple(kept), dataset.class_names, f"{dataset.layout}, 1 in {every} slices of each patient")
+    layout = f"{dataset.layout}, 1 in {every} slices of each patient"
+    return LabelledImages(tuple(kept), dataset.class_names, layout, dataset.root)
 
 
 def _holdout_and_cv(dataset: LabelledImages, seed: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
@@ -229,6 +219,16 @@ def _holdout_and_cv(dataset: LabelledImages, seed: int) -> tuple[np.ndarray, lis
     held = folds.pop(both[0])
     cv = [(np.sort(np.concatenate([f for j, f in enumerate(folds) if j != i])), test) for i, test in enumerate(folds)]
     return held, cv
+
+
+def _save_trials(study: Any, path: Path) -> None:
+    """One CSV row per trial: number, validation accuracy, parameters (optuna's own export needs pandas)."""
+    names = sorted({name for trial in study.trials for name in trial.params})
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["number", "value", *(f"params_{name}" for name in names)])
+        for trial in study.trials:
+            writer.writerow([trial.number, trial.value, *(trial.params.get(name, "") for name in names)])
 
 
 def _search(
@@ -266,16 +266,11 @@ def _search(
         filters,
         best["dense_units"],
     )
-    study.trials_dataframe().to_csv(options.run_dir / "search.csv", index=False)
+    _save_trials(study, options.run_dir / "search.csv")
     return {"backbone": backbone, "filters": filters, "dense_units": best["dense_units"]}
 
 
-def _table(title: str, metrics: Mapping[str, float], paper: Mapping[str, float], column: str) -> str:
-    rows = [PaperRow(key, _LABELS[key], paper[key]) for key in _LABELS]
-    return paper_table(title, rows, metrics, paper_name=f"paper 000 {column}")
-
-
-def train_kidney(options: RunOptions, settings: KidneySettings | None = None) -> KidneyOutcome:
+def train_kidney(options: RunOptions, settings: KidneySettings | None = None) -> TaskOutcome:
     """Train on the hold-out scheme (and CV5 with ``settings.cv``), evaluate, and export with ``bundle_dir``."""
     settings = settings or KidneySettings()
     start_run(options, "kidney")
@@ -314,9 +309,6 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
     metrics = binary_metrics(labels[test], predicted, positive=POSITIVE)
     metrics["auc"] = roc_points(labels[test] == POSITIVE, probabilities)[2]
     name = "hybrid" if not settings.baseline else "transfer-learning baseline"
-    table = _table(
-        f"Kidney stone, {name} ({backbone}), hold-out: {len(test)} slices", metrics, PAPER_HOLDOUT, "hold-out"
-    )
     plot_confusion(
         options.run_dir / "confusion.png",
         normalised_confusion(labels[test], predicted, 2),
@@ -333,15 +325,19 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
             fold_model, _, _ = _train_one(
                 options, settings, arch_args, slices, fold_train, fold_validation, epochs=epochs, name=f"cv{number}"
             )
-            fold_probability = stone_probability(fold_model, slices, fold_test, device)
+            fold_probability = stone_probability(
+                as_shipped(fold_model, options.half).to(device), slices, fold_test, device
+            )
             fold_metrics.append(
                 binary_metrics(labels[fold_test], (fold_probability >= 0.5).astype(int), positive=POSITIVE)
             )
         cv_mean = {key: float(np.mean([m[key] for m in fold_metrics])) for key in _LABELS}
         metrics |= {f"cv5_{key}": value for key, value in cv_mean.items()}
-        table += "\n\n" + _table("Kidney stone, CV5 (mean of 5 folds)", cv_mean, PAPER_CV5, "CV5")
-    log.info("\n%s", table)
-    write_report(options.run_dir, "evaluation", table, metrics)
+    rows = [PaperRow(key, label, PAPER_HOLDOUT[key]) for key, label in _LABELS.items()]
+    if settings.cv:
+        rows += [PaperRow(f"cv5_{key}", f"{label} (CV5 mean)", PAPER_CV5[key]) for key, label in _LABELS.items()]
+    title = f"Kidney stone, {name} ({backbone}), hold-out: {len(test)} slices"
+    table = finish_report(options.run_dir, title, rows, metrics, "paper 000 (ResNet18 hybrid)")
 
     card = None
     if options.bundle_dir is not None:
@@ -375,12 +371,12 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
                 imagenet_backbone=imagenet,
                 notes=_notes(options, imagenet, epochs, settings),
             ),
-            metrics={key: round(value, 4) for key, value in metrics.items()},
+            metrics=manifest_metrics(metrics),
             thresholds={"stone": 0.5},
             half=options.half,
         )
         log.info("bundle written: %s", options.bundle_dir)
-    return KidneyOutcome(metrics, table, card)
+    return TaskOutcome(metrics, table, card)
 
 
 def _notes(options: RunOptions, imagenet: str | None, epochs: int, settings: KidneySettings) -> str:

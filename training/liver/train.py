@@ -23,23 +23,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
+from medview.engine.manifest import DataProvenance, InputSpec
+from medview.engine.pipelines.segmentation import slice_probabilities
 from medview.io.volume import Volume
 from medview.models import create_model
-from medview.preprocess.image import resize_back, resize_stack, segmentation_inputs
-from training.common.loop import FitConfig, fit
-from training.common.losses import dice_ce_loss
-from training.common.metrics import segmentation_metrics
-from training.common.report import PaperRow, paper_table, plot_history, write_report
-from training.common.run import RunOptions, start_run
+from medview.preprocess.image import resize_stack, segmentation_inputs
+from training.common.datasets import EpochAugmented
+from training.common.loop import fit
+from training.common.losses import dice_ce_loss, segmentation_step
+from training.common.metrics import dice_score, segmentation_metrics
+from training.common.report import PaperRow, plot_history
+from training.common.run import RunOptions, TaskOutcome, finish_report, manifest_metrics, start_run
 from training.common.seeding import seed_everything
 from training.common.splits import patient_split
 from training.export import as_shipped, export_bundle
@@ -74,14 +74,7 @@ class LiverSettings:
     base_channels: int = 32
 
 
-@dataclass(frozen=True)
-class LiverOutcome:
-    metrics: dict[str, float]
-    table: str
-    card: ModelCard | None
-
-
-class LiverSlices(Dataset):
+class LiverSlices(EpochAugmented):
     """Training slices (enough liver) of the given cases with their masks, augmented per epoch."""
 
     def __init__(self, cases: Sequence[LiverCase], channels: int, seed: int, *, augment: bool = True) -> None:
@@ -98,10 +91,7 @@ class LiverSlices(Dataset):
             raise ValueError(f"no training slice has {MIN_LIVER_FRACTION:.1%} liver or more")
         self.inputs = np.concatenate(inputs)
         self.masks = np.concatenate(masks).astype(np.int64)
-        self.seed, self.epoch, self.augment = seed, 0, augment
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.seed, self.augment = seed, augment
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -109,7 +99,7 @@ class LiverSlices(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.inputs[index], self.masks[index]
         if self.augment:
-            image, mask = _augment(image, mask, np.random.default_rng([self.seed, self.epoch, index]))
+            image, mask = _augment(image, mask, self.rng(index))
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(mask))
 
 
@@ -133,26 +123,12 @@ def _augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> t
     return image, mask
 
 
-def _deep_supervision_step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
-    inputs, target = batch[0].to(device), batch[1].to(device)
-    final, sides = model(inputs)
-    loss = dice_ce_loss(final, target) + sum(dice_ce_loss(side, target) for side in sides)
-    correct = int((final.argmax(1) == target).float().mean(dim=(1, 2)).sum())  # pixel accuracy summed per slice
-    return loss, correct, len(target)
-
-
-@torch.no_grad()
 def liver_probability(model: nn.Module, volume: Volume, channels: int, device: torch.device) -> np.ndarray:
-    """P(liver) of every voxel of ``volume``, slice by slice as the app's segmentation pipeline computes it."""
-    model.eval()
-    depth, height, width = volume.shape
+    """P(liver) of every voxel of ``volume``, computed by the app's own segmentation code."""
     probability = np.zeros(volume.shape, dtype=np.float32)
-    for start in range(0, depth, 8):
-        indices = range(start, min(start + 8, depth))
-        inputs = segmentation_inputs(volume.voxels, indices, HU_WINDOW, (INPUT_SIZE, INPUT_SIZE), channels)
-        output = model(torch.from_numpy(inputs).to(device))
-        liver = torch.softmax(output.float(), dim=1)[:, 1].cpu().numpy()
-        probability[start : start + len(indices)] = np.clip(resize_back(liver, (height, width)), 0, 1)
+    size = (INPUT_SIZE, INPUT_SIZE)
+    for start, painted in slice_probabilities(model, volume.voxels, 1, HU_WINDOW, size, channels, device):
+        probability[start : start + len(painted)] = painted
     return probability
 
 
@@ -170,7 +146,7 @@ def evaluate_cases(
     return {key: float(np.mean([m[key] for m in per_case])) for key in per_case[0]}
 
 
-def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> LiverOutcome:
+def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> TaskOutcome:
     """Train the EAS U-Net, evaluate per volume, export with ``bundle_dir``."""
     settings = settings or LiverSettings()
     start_run(options, "liver")
@@ -191,21 +167,24 @@ def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> L
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     epochs = options.epochs or EPOCHS
 
-    def validate(network: nn.Module, device: torch.device) -> dict[str, float]:
-        return {"dice": evaluate_cases(network, validation_cases, settings.channels, device)["dice"]}
+    def validate(network: nn.Module, device: torch.device) -> dict[str, float]:  # Dice only: no surface distances
+        dice = [
+            dice_score(liver_probability(network, case.volume, settings.channels, device) >= 0.5, case.liver)
+            for case in validation_cases
+        ]
+        return {"dice": float(np.mean(dice))}
 
     result = fit(
         model,
         optimizer,
         data,
-        _deep_supervision_step,
-        FitConfig(
+        segmentation_step(dice_ce_loss),
+        options.fit_config(
+            "liver",
+            {"split": split.digest(names), "channels": settings.channels, "base": settings.base_channels},
             epochs=epochs,
             batch_size=options.batch_size or BATCH,
             monitor="val_dice",
-            checkpoint=options.checkpoint("liver"),
-            progress=options.progress,
-            description="liver",
         ),
         device=device,
         validate=validate if validation_cases else None,
@@ -216,9 +195,7 @@ def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> L
     plot_history(options.run_dir / "history.png", result.history, "liver EAS U-Net")
     metrics = evaluate_cases(as_shipped(model, options.half).to(device), test_cases, settings.channels, device)
     title = f"Liver segmentation, EAS U-Net, per volume, mean of {len(test_cases)} test volume(s)"
-    table = paper_table(title, PAPER_ROWS, metrics, paper_name="paper 001 (LiTS)")
-    log.info("\n%s", table)
-    write_report(options.run_dir, "evaluation", table, metrics)
+    table = finish_report(options.run_dir, title, PAPER_ROWS, metrics, "paper 001 (LiTS)")
 
     card = None
     if options.bundle_dir is not None:
@@ -246,12 +223,12 @@ def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> L
                 demo=options.demo,
                 notes=_notes(options, epochs, cases),
             ),
-            metrics={key: round(value, 4) for key, value in metrics.items()},
+            metrics=manifest_metrics(metrics),
             thresholds={"liver": 0.5},
             half=options.half,
         )
         log.info("bundle written: %s", options.bundle_dir)
-    return LiverOutcome(metrics, table, card)
+    return TaskOutcome(metrics, table, card)
 
 
 def _notes(options: RunOptions, epochs: int, cases: Sequence[LiverCase]) -> str:

@@ -27,14 +27,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import Dataset
 
-from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
+from medview.engine.manifest import DataProvenance, InputSpec
 from medview.io.audio import ICBHI_CLASSES
 from medview.models import create_model
 from medview.preprocess.audio import (
@@ -50,11 +51,11 @@ from medview.preprocess.audio import (
     sample_padded_segments,
     split_chunks,
 )
-from training.common.loop import FitConfig, fit
-from training.common.losses import focal_loss
+from training.common.loop import fit
+from training.common.losses import classification_step, focal_loss
 from training.common.metrics import icbhi_scores, normalised_confusion
-from training.common.report import PaperRow, paper_table, plot_confusion, plot_history, write_report
-from training.common.run import RunOptions, start_run
+from training.common.report import PaperRow, plot_confusion, plot_history
+from training.common.run import RunOptions, TaskOutcome, finish_report, manifest_metrics, start_run
 from training.common.seeding import seed_everything
 from training.common.splits import Split, random_patient_splits
 from training.export import as_shipped, export_bundle
@@ -85,13 +86,6 @@ class LungSettings:
     repeats: int = 10  # random patient splits to evaluate (paper: 10), without an official split
 
 
-@dataclass(frozen=True)
-class LungOutcome:
-    metrics: dict[str, float]
-    table: str
-    card: ModelCard | None
-
-
 def _stretch(samples: np.ndarray, rate: float) -> np.ndarray:
     import librosa  # training only: the app never time-stretches
 
@@ -110,9 +104,10 @@ class AugmentedChunks(Dataset):
                 self.waves.append(_stretch(cycle.samples, float(rng.uniform(0.9, 1.1))))
                 self.labels.append(cycle.label)
         self.seed = seed
+        # chunks per cycle do not depend on the augmentation (a roll keeps the length): count them once
+        self.count = sum(len(sample_padded_segments(wave)) * CHUNKS_PER_SEGMENT for wave in self.waves)
         self.inputs = np.zeros((0, 1, N_MELS, 1), dtype=np.float32)
         self.targets = np.zeros(0, dtype=np.int64)
-        self.draw(0)
 
     def draw(self, epoch: int) -> None:
         rng = np.random.default_rng([self.seed, epoch])
@@ -130,16 +125,10 @@ class AugmentedChunks(Dataset):
         self.targets = np.asarray(targets, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return self.count
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(self.inputs[index]), int(self.targets[index])
-
-
-def _focal_step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
-    inputs, labels = batch[0].to(device), batch[1].to(device)
-    logits = model(inputs)
-    return focal_loss(logits, labels, FOCAL_GAMMA), int((logits.argmax(1) == labels).sum()), len(labels)
 
 
 def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
@@ -183,29 +172,26 @@ def _train_ensemble(
     generator = seed_everything(options.seed)
     data = AugmentedChunks(cycles, options.seed)
     model = create_model("lung_sound_cnn", num_classes=len(ICBHI_CLASSES))
-    optimizer = _optimizer(model)
-    batch_size = options.batch_size or BATCH
-    batches_per_epoch = -(-len(data) // batch_size)
     epochs_per_cycle = _epochs_per_cycle(options, settings)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=batches_per_epoch * epochs_per_cycle
-    )
+
+    def cosine_restarts(optimizer: torch.optim.Optimizer, batches_per_epoch: int) -> LRScheduler:
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=batches_per_epoch * epochs_per_cycle)
+
     result = fit(
         model,
-        optimizer,
+        _optimizer(model),
         data,
-        _focal_step,
-        FitConfig(
+        classification_step(partial(focal_loss, gamma=FOCAL_GAMMA)),
+        options.fit_config(
+            f"lung-{name}",
+            {"train": [cycle.item_id for cycle in cycles], "cycles": settings.cycles},
             epochs=epochs_per_cycle * settings.cycles,
-            batch_size=batch_size,
+            batch_size=options.batch_size or BATCH,
             snapshot_every=epochs_per_cycle,
             scheduler_per_batch=True,
-            checkpoint=options.checkpoint(name),
-            progress=options.progress,
-            description=f"lung {name}",
         ),
         device=options.torch_device(),
-        scheduler=scheduler,
+        scheduler_factory=cosine_restarts,
         generator=generator,
         on_epoch_start=data.draw,
     )
@@ -233,7 +219,7 @@ def _splits(cycles: Sequence[LabelledCycle], settings: LungSettings, seed: int) 
     ]
 
 
-def train_lung(options: RunOptions, settings: LungSettings | None = None) -> LungOutcome:
+def train_lung(options: RunOptions, settings: LungSettings | None = None) -> TaskOutcome:
     """Train and evaluate the snapshot ensemble; export the first split's ensemble with ``bundle_dir``."""
     settings = settings or LungSettings()
     start_run(options, "lung")
@@ -266,9 +252,7 @@ def train_lung(options: RunOptions, settings: LungSettings | None = None) -> Lun
         f"Lung sounds, SE-{settings.cycles}cycle, per cycle, mean of {len(per_split)} split(s) "
         f"({len(first_split.test)} test cycles in split 1)"
     )
-    table = paper_table(title, PAPER_ROWS, metrics, paper_name="paper 004 (SE-8cycle)")
-    log.info("\n%s", table)
-    write_report(options.run_dir, "evaluation", table, metrics)
+    table = finish_report(options.run_dir, title, PAPER_ROWS, metrics, "paper 004 (SE-8cycle)")
 
     card = None
     if options.bundle_dir is not None:
@@ -305,11 +289,11 @@ def train_lung(options: RunOptions, settings: LungSettings | None = None) -> Lun
                 demo=options.demo,
                 notes=_notes(options, settings, len(cycles)),
             ),
-            metrics={key: round(value, 4) for key, value in metrics.items()},
+            metrics=manifest_metrics(metrics),
             half=options.half,
         )
         log.info("bundle written: %s", options.bundle_dir)
-    return LungOutcome(metrics, table, card)
+    return TaskOutcome(metrics, table, card)
 
 
 def _notes(options: RunOptions, settings: LungSettings, cycles: int) -> str:

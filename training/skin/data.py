@@ -34,7 +34,7 @@ def read_skin_dataset(root: Path) -> LabelledImages:
         if found is not None:
             items, layout = found
             require_classes(items, CLASS_NAMES, root)
-            return LabelledImages(tuple(items), CLASS_NAMES, layout)
+            return LabelledImages(tuple(items), CLASS_NAMES, layout, root)
     raise InputError(
         "no skin-lesion dataset found: expected an ISIC metadata CSV (image id + benign_malignant), "
         "ISIC JSON sidecars, or benign/ and malignant/ folders",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,21 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from torch import nn
 from tqdm import tqdm
 
-from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
+from medview.engine.manifest import DataProvenance, InputSpec
 from medview.io.photo import read_photo
 from medview.models import create_model
 from medview.models.skin import DEFAULT_BACKBONE, FOREST_TREES
 from medview.preprocess.image import photo_batch
 from training.common.metrics import binary_metrics, normalised_confusion, roc_points
-from training.common.report import PaperRow, paper_table, plot_confusion, plot_roc, write_report
-from training.common.run import RunOptions, imagenet_weights, start_run
+from training.common.report import PaperRow, plot_confusion, plot_roc
+from training.common.run import (
+    RunOptions,
+    TaskOutcome,
+    finish_report,
+    imagenet_weights,
+    manifest_metrics,
+    start_run,
+)
 from training.common.seeding import seed_everything
 from training.common.splits import Split, patient_split
 from training.export import as_shipped, export_bundle
@@ -58,13 +64,6 @@ PAPER_ROWS = (
     PaperRow("specificity", "Sp (malignant)", None),
     PaperRow("f1", "F1 (malignant)", None),
 )
-
-
-@dataclass(frozen=True)
-class SkinOutcome:
-    metrics: dict[str, float]
-    table: str
-    card: ModelCard | None
 
 
 @torch.no_grad()
@@ -115,7 +114,7 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float) ->
     return metrics
 
 
-def train_skin(options: RunOptions) -> SkinOutcome:
+def train_skin(options: RunOptions) -> TaskOutcome:
     """Train, evaluate and (with ``options.bundle_dir``) export a skin-lesion bundle."""
     start_run(options, "skin")
     seed_everything(options.seed)
@@ -159,14 +158,8 @@ def train_skin(options: RunOptions) -> SkinOutcome:
     forest.fit(features[split.train], labels[split.train])
     probabilities = forest.predict_proba(features[split.test])
     metrics = evaluate(labels[split.test], probabilities, threshold)
-    table = paper_table(
-        f"Skin lesions, {backbone} features + RF({FOREST_TREES}) on {len(split.test)} held-out photos",
-        PAPER_ROWS,
-        metrics,
-        paper_name="paper 003 (ResNet18 + RF)",
-    )
-    log.info("\n%s", table)
-    write_report(options.run_dir, "evaluation", table, metrics)
+    title = f"Skin lesions, {backbone} features + RF({FOREST_TREES}) on {len(split.test)} held-out photos"
+    table = finish_report(options.run_dir, title, PAPER_ROWS, metrics, "paper 003 (ResNet18 + RF)")
     predicted = (probabilities[:, POSITIVE] >= threshold).astype(int)
     plot_confusion(
         options.run_dir / "confusion.png",
@@ -204,13 +197,13 @@ def train_skin(options: RunOptions) -> SkinOutcome:
                 imagenet_backbone=imagenet,
                 notes=_notes(options, imagenet, len(split.train), len(split.test)),
             ),
-            metrics={key: round(value, 4) for key, value in metrics.items()},
+            metrics=manifest_metrics(metrics),
             thresholds={"malignant": threshold},
             forest=forest,
             half=options.half,
         )
         log.info("bundle written: %s", options.bundle_dir)
-    return SkinOutcome(metrics, table, card)
+    return TaskOutcome(metrics, table, card)
 
 
 def _notes(options: RunOptions, imagenet: str | None, trained: int, tested: int) -> str:

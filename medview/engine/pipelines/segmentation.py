@@ -11,7 +11,7 @@ they exist, so the viewer can paint the mask while the run goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +27,29 @@ PaintCallback = Callable[[int, np.ndarray], None]  # first slice index, probabil
 
 
 @torch.no_grad()
+def slice_probabilities(
+    network: torch.nn.Module,
+    voxels: np.ndarray,
+    target: int,
+    window: tuple[float, float],
+    size: tuple[int, int],
+    channels: int,
+    device: torch.device,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first slice index, probabilities (n, y, x) of class ``target`` on the slices' own grid), batch by batch.
+
+    The one place slices go through a segmentation network: the pipeline below,
+    and training's evaluation of the liver and lung U-Nets.
+    """
+    depth, height, width = voxels.shape
+    network.eval()
+    for part in batches(depth, BATCH):
+        inputs = segmentation_inputs(voxels, range(part.start, part.stop), window, size, channels)
+        output = network(torch.from_numpy(inputs).to(device))
+        classes = torch.softmax(output.float(), dim=1)[:, target].cpu().numpy()
+        yield part.start, np.clip(resize_back(classes, (height, width)), 0.0, 1.0)
+
+
 def segment(
     context: RunContext,
     volume: Volume,
@@ -42,19 +65,18 @@ def segment(
         raise ModelError(f"bundle {card.label}: a segmentation bundle needs input.hu_window and a 2-D input.size")
     target = card.class_names.index(structure)
     size = (card.input.size[0], card.input.size[1])
-    depth, height, width = volume.shape
+    depth = volume.shape[0]
     probability = np.zeros(volume.shape, dtype=np.float16)
-    for part in batches(depth, BATCH):
-        context.step(part.start, depth, f"segmenting {structure}: slice {part.start + 1} of {depth}")
-        inputs = segmentation_inputs(
-            volume.voxels, range(part.start, part.stop), card.input.hu_window, size, card.input.channels
-        )
-        output = context.networks[0](context.tensor(inputs))
-        classes = torch.softmax(output.float(), dim=1)[:, target].cpu().numpy()
-        painted = np.clip(resize_back(classes, (height, width)), 0.0, 1.0)
-        probability[part] = painted
+    batches_of_slices = slice_probabilities(
+        context.networks[0], volume.voxels, target, card.input.hu_window, size, card.input.channels, context.device
+    )
+    context.step(0, depth, f"segmenting {structure}: slice 1 of {depth}")
+    for start, painted in batches_of_slices:
+        probability[start : start + len(painted)] = painted
         if on_slices is not None:
-            on_slices(part.start, painted)
+            on_slices(start, painted)
+        done = start + len(painted)
+        context.step(done, depth, f"segmenting {structure}: slice {min(done + 1, depth)} of {depth}")
     context.step(depth, depth, f"segmenting {structure}")
     threshold = context.threshold(structure)
     return SegmentationResult(
