@@ -81,6 +81,7 @@ TASKS = {
             ("--search-epochs", {"type": int, "default": 5, "help": "epochs per search trial"}),
             ("--cv", {"action": "store_true", "help": "also run the 5 cross-validation folds (CV5)"}),
             ("--every", {"type": int, "default": 1, "help": "keep every Nth slice of each patient"}),
+            ("--cases", {"help": "CSV of CT volumes + kidney masks, paths relative to --data (default: cases.csv)"}),
         ),
         demo_settings={"every": 3},
         imagenet=True,

@@ -134,6 +134,7 @@ def test_a_broken_bundle_in_the_model_folder_is_listed_as_refused(qtbot: Any, tm
     broken.mkdir()
     (broken / "manifest.json").write_text('{"schema_version": 99}')
     monkeypatch.setenv("MEDVIEW_MODELS_DIR", str(user))
+    monkeypatch.setenv("MEDVIEW_RESOURCES", str(tmp_path / "resources"))  # without the shipped demo bundles
     widget = ModelsDialog(Settings(), TaskRunner())
     qtbot.addWidget(widget)
     assert widget.table.rowCount() == 1
@@ -154,6 +155,7 @@ def test_the_engine_loads_after_the_window_and_the_about_dialog_names_its_device
     from medview.app import start_engine
 
     monkeypatch.setenv("MEDVIEW_MODELS_DIR", str(tmp_path / "user-models"))
+    monkeypatch.setenv("MEDVIEW_RESOURCES", str(tmp_path / "resources"))  # without the shipped demo bundles
     shutil.copytree(_bundle(tmp_path / "made" / "lung"), tmp_path / "user-models" / "lung")
     window.settings.device = "cpu"
     with qtbot.waitSignal(window.engine_ready, timeout=60_000):
@@ -178,3 +180,18 @@ def test_a_device_that_is_not_there_leaves_the_viewer_working_and_says_why(qtbot
     assert window.engine is None
     assert "'cuda' was chosen in the settings but is not available" in window.engine_problem
     assert "AI models unavailable" in window.statusBar().currentMessage()
+
+
+def test_the_shipped_demo_bundles_are_listed_as_demo_models(qtbot: Any, tmp_path: Path, monkeypatch) -> None:
+    from medview.config import resources_dir
+
+    shipped = sorted(path.name for path in (resources_dir() / "models").glob("*/manifest.json"))
+    if not shipped:
+        pytest.skip("no demo bundles in resources/models")
+    monkeypatch.setenv("MEDVIEW_MODELS_DIR", str(tmp_path / "user-models"))
+    widget = ModelsDialog(Settings(), TaskRunner())
+    qtbot.addWidget(widget)
+    assert widget.table.rowCount() == len(shipped)
+    assert "Refused" not in widget.status_label.text()
+    widget.table.selectRow(0)
+    assert "not for diagnosis" in widget.card_view.toPlainText().lower()

@@ -34,8 +34,8 @@ from training.covid.train import (
     train_covid,
     unet_lung_mask,
 )
-from training.kidney.data import read_kidney_dataset
-from training.kidney.train import HU_WINDOW, KidneySettings, KidneySlices, stone_probability, train_kidney
+from training.kidney.data import HU_WINDOW, kidney_set_from_cases, load_kidney_data, read_kidney_cases
+from training.kidney.train import KidneySettings, KidneySlices, stone_probability, train_kidney
 from training.liver.data import read_liver_dataset
 from training.liver.train import LiverSettings, _augment, liver_probability, train_liver
 from training.lung.data import read_icbhi_dataset
@@ -142,14 +142,14 @@ def test_kidney_run_exports_a_bundle_the_engine_runs_like_training(shared_data: 
     assert card.input.hu_window == HU_WINDOW
     assert "Recall" in outcome.table
 
-    dataset = read_kidney_dataset(data)
+    dataset = load_kidney_data(data)
     network = load_networks(card)[0]
     slices = KidneySlices(dataset, network.mean, network.std)
-    picks = np.array([0, len(dataset.items) - 1])
+    picks = np.array([0, len(dataset.labels) - 1])
     expected = stone_probability(network, slices, picks, torch.device("cpu"))
-    # the same slices as CT in HU whose window gives back pixel / 255: the app must compute the same
+    # the same slices as CT in HU whose window gives back the unit image: the app must compute the same
     low, high = HU_WINDOW
-    hu = np.stack([slices.images[i].astype(np.float32) / 255 * (high - low) + low for i in picks])
+    hu = dataset.unit[picks] * (high - low) + low
     volume = Volume(voxels=hu, spacing=(1.0, 0.7, 0.7), modality="CT")
     result = Engine([tmp_path], "cpu").classify_kidney_slices(card, volume, [0, 1], explain_slices=[1])
     np.testing.assert_allclose(result.probabilities, expected, rtol=1e-4, atol=1e-5)
@@ -325,3 +325,51 @@ def test_kidney_search_builds_the_best_trial_and_the_baseline_trains(shared_data
     assert baseline.card is not None
     assert baseline.card.arch == "kidney_transfer"
     assert "transfer-learning baseline" in baseline.table
+
+
+def test_kidney_cases_become_roi_slices_the_engine_prepares_the_same_way(shared_data: Path, tmp_path: Path) -> None:
+    from medview.engine.manifest import DataProvenance, InputSpec
+    from medview.models import create_model
+    from training.export import export_bundle
+
+    table = tmp_path / "cases.csv"
+    table.write_text(
+        "image,kidney_mask,label,stone_slices,kidney_labels,patient\n"
+        "liver_ct/totalsegmentator/example_ct_sm.nii.gz,"
+        "liver_ct/totalsegmentator/example_seg.nii.gz,stone,10-12,2 3,a\n"
+    )
+    [case] = read_kidney_cases(shared_data, table)
+    dataset = kidney_set_from_cases([case], "cases")
+    with_kidney = np.flatnonzero(case.kidney.any(axis=(1, 2)))
+    assert [int(i.rsplit("#z", 1)[1]) for i in dataset.ids] == with_kidney.tolist()
+    assert {int(z) for z, label in zip(with_kidney, dataset.labels, strict=True) if label == 1} == {10, 11, 12}
+    assert dataset.unit.shape[1:] == (224, 224)
+
+    network = create_model("kidney_hybrid")  # random weights: the check is that both sides compute the same
+    card = export_bundle(
+        [network],
+        tmp_path / "bundle",
+        model_id="kidney-roi-test",
+        version="1",
+        task="kidney_stone",
+        arch="kidney_hybrid",
+        arch_args={},
+        input_spec=InputSpec(
+            modality="CT",
+            size=(224, 224),
+            channels=3,
+            hu_window=HU_WINDOW,
+            extra={"mean": list(network.mean), "std": list(network.std)},
+        ),
+        class_names=("normal", "stone"),
+        trained_on=DataProvenance(dataset="test", split="none", counts={}, demo=True),
+        metrics={},
+        half=False,
+    )
+    picks = np.array([0, len(dataset.labels) - 1])
+    expected = stone_probability(network, KidneySlices(dataset, network.mean, network.std), picks, torch.device("cpu"))
+    result = Engine([tmp_path], "cpu").classify_kidney_slices(
+        card, case.volume, with_kidney[picks].tolist(), roi=case.kidney, roi_source="kidney mask"
+    )
+    np.testing.assert_allclose(result.probabilities, expected, rtol=1e-4, atol=1e-5)
+    assert result.roi == "kidney mask"

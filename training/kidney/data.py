@@ -6,6 +6,14 @@
   DATASET: Normal-Cyst-Tumor and Stone" layout of ../shared/data/kidney_ct: 8-bit
   slices that were windowed before export, so a pixel / 255 is the windowed
   [0, 1] image the app computes from HU with the bundle's window.
+- CT volumes with kidney masks: a ``cases.csv`` with the columns ``image`` (a
+  DICOM series folder or a NIfTI/NRRD file), ``kidney_mask`` (a label image or
+  DICOM SEG), ``label`` (stone or normal) and optionally ``stone_slices`` (the
+  slice indices with a stone, e.g. ``41-44 57``; default all kidney slices of a
+  stone case), ``kidney_labels`` (default 1) and ``patient``; paths relative to
+  the dataset folder.  Every slice with kidney becomes one ROI image: HU through
+  the bundle's window, everything outside the kidney mask set to 0, as the app
+  does with a kidney ROI.
 - Patients: a ``patients.csv`` (columns ``file``, ``patient``) in the root names
   them when available.  The Kaggle copies carry no patient ids, but their
   numbering runs through each scan: consecutive numbers are neighbouring slices
@@ -20,15 +28,25 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from medview.errors import InputError
+from medview.io.dicom import load_dicom
+from medview.io.volume import Volume
+from medview.io.volume_files import read_label_map, read_volume
+from medview.models.kidney import INPUT_SIZE
+from medview.preprocess.image import resize_stack, window_to_unit
 from training.common.datasets import ImageItem, LabelledImages, class_folder_items, relative_id, require_classes
 
 CLASS_NAMES = ("normal", "stone")
+CASES_FILE = "cases.csv"
+#: the window the app applies to HU before the network; the Kaggle exports were windowed before us with
+#: an undocumented window, and a soft-tissue window (W 400, L 40) is the usual one for renal CT.
+HU_WINDOW = (-160.0, 240.0)
 #: consecutive images whose thumbnails correlate less than this start a new run (patient).  Measured on
 #: ../shared/data/kidney_ct: neighbours within a scan correlate at 0.99+ (1st percentile 0.996), the
 #: breaks between scans fall below 0.7.
@@ -120,3 +138,136 @@ def read_kidney_dataset(root: Path) -> LabelledImages:
         for item, patient in zip(items, patients, strict=True)
     )
     return LabelledImages(labelled, CLASS_NAMES, layout, root)
+
+
+@dataclass(frozen=True, eq=False)
+class KidneySet:
+    """Training slices ready for the network's resize: unit images in [0, 1] at 224x224 with labels and patients."""
+
+    unit: np.ndarray  # (n, 224, 224) float32, the ROI applied
+    labels: np.ndarray  # (n,) int64 index into CLASS_NAMES
+    patients: tuple[str, ...]
+    ids: tuple[str, ...]
+    positions: np.ndarray  # (n,) slice number or z index within its patient (for 1-in-N thinning)
+    layout: str
+
+    def counts(self) -> dict[str, int]:
+        per_class = {name: int((self.labels == index).sum()) for index, name in enumerate(CLASS_NAMES)}
+        return {"images": len(self.labels), "patients": len(set(self.patients)), **per_class}
+
+    def subset(self, indices: Sequence[int], layout: str) -> KidneySet:
+        picks = np.asarray(indices, dtype=int)
+        return KidneySet(
+            self.unit[picks],
+            self.labels[picks],
+            tuple(self.patients[i] for i in picks),
+            tuple(self.ids[i] for i in picks),
+            self.positions[picks],
+            layout,
+        )
+
+
+def kidney_set_from_images(dataset: LabelledImages) -> KidneySet:
+    """8-bit exports, already windowed: pixel / 255 is the unit image."""
+    size = (INPUT_SIZE, INPUT_SIZE)
+    unit = np.stack(
+        [resize_stack(read_grey(item.path)[None].astype(np.float32) / 255.0, size)[0] for item in dataset.items]
+    )
+    positions = np.asarray([slice_number(item.path) or 0 for item in dataset.items])
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    return KidneySet(unit, labels, tuple(dataset.patients), tuple(dataset.ids), positions, dataset.layout)
+
+
+@dataclass(frozen=True, eq=False)
+class KidneyCase:
+    """A CT volume (HU) with its kidney mask and which slices show a stone."""
+
+    name: str
+    patient: str
+    volume: Volume
+    kidney: np.ndarray  # bool (z, y, x)
+    stone_slices: frozenset[int]
+
+
+def _slice_ranges(text: str, where: str, table: Path) -> set[int]:
+    picks: set[int] = set()
+    for part in text.replace(",", " ").split():
+        first, _, last = part.partition("-")
+        try:
+            picks.update(range(int(first), int(last or first) + 1))
+        except ValueError as error:
+            raise InputError(f"{where}: stone_slices must be slice numbers or ranges like 41-44", path=table) from error
+    return picks
+
+
+def read_kidney_cases(root: Path, table: Path) -> list[KidneyCase]:
+    """The rows of a kidney ``cases.csv`` (see the module docstring), masks put on the CT's grid."""
+    cases = []
+    with table.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"image", "kidney_mask", "label"} <= set(reader.fieldnames or []):
+            raise InputError("expected the columns image, kidney_mask and label", path=table)
+        for row_number, row in enumerate(reader, start=2):
+            where = f"row {row_number}"
+            image, mask = root / row["image"].strip(), root / row["kidney_mask"].strip()
+            for path in (image, mask):
+                if not path.exists():
+                    raise InputError(f"{where}: {path} does not exist", path=table)
+            label = row["label"].strip().lower()
+            if label not in CLASS_NAMES:
+                raise InputError(f"{where}: label {row['label']!r}, expected stone or normal", path=table)
+            volume = load_dicom([image]) if image.is_dir() else read_volume(image)
+            try:
+                kidney_labels = [int(value) for value in (row.get("kidney_labels") or "1").split()]
+            except ValueError as error:
+                raise InputError(f"{where}: kidney_labels must be whole numbers", path=table) from error
+            kidney = np.isin(read_label_map(mask, volume).labels, kidney_labels)
+            with_kidney = {int(z) for z in np.flatnonzero(kidney.any(axis=(1, 2)))}
+            if not with_kidney:
+                raise InputError(f"{where}: no voxel has a kidney label {kidney_labels}", path=mask)
+            stones = _slice_ranges(row.get("stone_slices") or "", where, table) if label == "stone" else set()
+            if label == "stone" and not stones:
+                stones = with_kidney
+            name = f"{image.name} ({mask.name})"
+            patient = (row.get("patient") or "").strip() or image.name
+            cases.append(KidneyCase(name, patient, volume, kidney, frozenset(stones)))
+    if not cases:
+        raise InputError("no rows", path=table)
+    return cases
+
+
+def kidney_set_from_cases(cases: Sequence[KidneyCase], layout: str) -> KidneySet:
+    """Every slice with kidney of every case as an ROI image, labelled stone on the case's stone slices."""
+    units, labels, patients, ids, positions = [], [], [], [], []
+    for case in cases:
+        slices = np.flatnonzero(case.kidney.any(axis=(1, 2)))
+        unit = window_to_unit(case.volume.voxels[slices], HU_WINDOW) * case.kidney[slices]
+        units.append(resize_stack(unit, (INPUT_SIZE, INPUT_SIZE)))
+        for z in slices:
+            labels.append(CLASS_NAMES.index("stone") if int(z) in case.stone_slices else CLASS_NAMES.index("normal"))
+            patients.append(case.patient)
+            ids.append(f"{case.name}#z{int(z)}")
+            positions.append(int(z))
+    return KidneySet(
+        np.concatenate(units),
+        np.asarray(labels, dtype=np.int64),
+        tuple(patients),
+        tuple(ids),
+        np.asarray(positions),
+        layout,
+    )
+
+
+def load_kidney_data(root: Path, cases_table: Path | None = None) -> KidneySet:
+    """The training slices under ``root``: the cases of ``cases_table`` (or ``root/cases.csv``), else class folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("not a folder", path=root)
+    table = cases_table or (root / CASES_FILE if (root / CASES_FILE).is_file() else None)
+    if table is not None:
+        dataset = kidney_set_from_cases(read_kidney_cases(root, table), f"CT volumes with kidney masks ({table.name})")
+        missing = [name for index, name in enumerate(CLASS_NAMES) if not (dataset.labels == index).any()]
+        if missing:
+            raise InputError(f"no slice of class {', '.join(missing)} in the cases", path=table)
+        return dataset
+    return kidney_set_from_images(read_kidney_dataset(root))

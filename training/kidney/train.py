@@ -35,7 +35,6 @@ from medview.engine.manifest import DataProvenance, InputSpec
 from medview.models import create_model
 from medview.models.kidney import DEFAULT_BACKBONE, DENSE_UNITS, FILTERS, INPUT_SIZE
 from medview.preprocess.image import grey_batch
-from training.common.datasets import LabelledImages
 from training.common.loop import fit
 from training.common.losses import classification_step, cross_entropy
 from training.common.metrics import binary_metrics, normalised_confusion, roc_points
@@ -51,16 +50,13 @@ from training.common.run import (
 from training.common.seeding import seed_everything
 from training.common.splits import Split, cross_validation_folds, holdout
 from training.export import as_shipped, export_bundle
-from training.kidney.data import CLASS_NAMES, read_grey, read_kidney_dataset, slice_number
+from training.kidney.data import CLASS_NAMES, HU_WINDOW, KidneySet, load_kidney_data
 
 log = logging.getLogger("training.kidney")
 
 POSITIVE = CLASS_NAMES.index("stone")
 EPOCHS, BATCH, LEARNING_RATE, HEAD_LR_FACTOR = 50, 32, 1e-4, 10
 FOLDS, VALIDATION_FRACTION = 6, 0.1
-#: the window the app applies to HU before the network; the Kaggle exports were windowed before us with
-#: an undocumented window, and a soft-tissue window (W 400, L 40) is the usual one for renal CT.
-HU_WINDOW = (-160.0, 240.0)
 
 #: paper 000, Table II, "Proposed (ResNet18-based)": hold-out and CV5 columns
 PAPER_HOLDOUT = {
@@ -85,25 +81,23 @@ class KidneySettings:
     search_epochs: int = 5
     cv: bool = False
     every: int = 1  # keep every Nth slice of each patient (neighbours are near-duplicates)
+    cases: str | None = None  # a cases.csv of CT volumes + kidney masks, relative to the data folder
 
 
 class KidneySlices(Dataset):
-    """The slices as stored (uint8), served as normalised 3-channel 224x224 tensors by the app's own code."""
+    """The prepared slices served as normalised 3-channel 224x224 tensors by the app's own code."""
 
-    def __init__(self, dataset: LabelledImages, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.images = [read_grey(item.path) for item in dataset.items]
-        self.labels = np.asarray(dataset.labels, dtype=np.int64)
+    def __init__(self, dataset: KidneySet, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.unit, self.labels = dataset.unit, dataset.labels
         self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def inputs(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
-        size = (INPUT_SIZE, INPUT_SIZE)
-        batches = [
-            grey_batch(self.images[int(i)][None].astype(np.float32) / 255.0, size, self.mean, self.std) for i in indices
-        ]
-        return torch.from_numpy(np.concatenate(batches))
+        return torch.from_numpy(
+            grey_batch(self.unit[np.asarray(indices)], (INPUT_SIZE, INPUT_SIZE), self.mean, self.std)
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.inputs([index])[0], int(self.labels[index])
@@ -187,32 +181,35 @@ def _train_one(
     return model, imagenet, result.history
 
 
-def _validation_part(dataset: LabelledImages, indices: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    labels, patients = np.asarray(dataset.labels)[indices], np.asarray(dataset.patients)[indices]
+def _validation_part(dataset: KidneySet, indices: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    labels, patients = dataset.labels[indices], np.asarray(dataset.patients)[indices]
     if len(set(patients.tolist())) < 2:
         return indices, np.zeros(0, dtype=int)
     kept, held = holdout(labels, patients, VALIDATION_FRACTION, seed)
     return indices[kept], indices[held]
 
 
-def _every_nth(dataset: LabelledImages, every: int) -> LabelledImages:
+def _every_nth(dataset: KidneySet, every: int) -> KidneySet:
+    """1 in ``every`` slices of each patient, in slice order (neighbouring slices are near-duplicates)."""
     if every <= 1:
         return dataset
+    order = sorted(
+        range(len(dataset.labels)), key=lambda i: (dataset.patients[i], dataset.positions[i], dataset.ids[i])
+    )
     seen: dict[str, int] = {}
     kept = []
-    for item in sorted(dataset.items, key=lambda item: (item.patient, slice_number(item.path) or 0, item.path.name)):
-        position = seen.get(item.patient, 0)
-        seen[item.patient] = position + 1
+    for index in order:
+        position = seen.get(dataset.patients[index], 0)
+        seen[dataset.patients[index]] = position + 1
         if position % every == 0:
-            kept.append(item)
-    layout = f"{dataset.layout}, 1 in {every} slices of each patient"
-    return LabelledImages(tuple(kept), dataset.class_names, layout, dataset.root)
+            kept.append(index)
+    return dataset.subset(kept, f"{dataset.layout}, 1 in {every} slices of each patient")
 
 
-def _holdout_and_cv(dataset: LabelledImages, seed: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+def _holdout_and_cv(dataset: KidneySet, seed: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """The hold-out fold (the first of 6 with both classes) and the other 5 folds as CV5 (train, test) pairs."""
-    labels = np.asarray(dataset.labels)
-    folds = [test for _, test in cross_validation_folds(dataset.labels, dataset.patients, FOLDS, seed)]
+    labels = dataset.labels
+    folds = [test for _, test in cross_validation_folds(labels.tolist(), list(dataset.patients), FOLDS, seed)]
     both = [i for i, test in enumerate(folds) if len(set(labels[test].tolist())) == len(CLASS_NAMES)]
     if not both:
         raise ValueError("no patient-level fold holds both classes: the data has too few patients")
@@ -275,7 +272,8 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
     settings = settings or KidneySettings()
     start_run(options, "kidney")
     seed_everything(options.seed)
-    dataset = _every_nth(read_kidney_dataset(options.data), settings.every)
+    cases = options.data / settings.cases if settings.cases else None
+    dataset = _every_nth(load_kidney_data(options.data, cases), settings.every)
     log.info("%s: %s (%s)", options.data, dataset.counts(), dataset.layout)
     backbone = options.backbone or DEFAULT_BACKBONE
     probe = create_model("kidney_transfer" if settings.baseline else "kidney_hybrid", backbone=backbone)
@@ -381,7 +379,9 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
 
 def _notes(options: RunOptions, imagenet: str | None, epochs: int, settings: KidneySettings) -> str:
     parts = [
-        "trained on whole slices (no kidney masks in the data); 8-bit exports taken as windowed, "
+        "kidney ROI from the cases' masks"
+        if settings.cases
+        else "trained on whole slices (no kidney masks in the data); 8-bit exports taken as windowed, "
         f"the app applies the HU window {HU_WINDOW[0]:g}..{HU_WINDOW[1]:g}",
         f"{epochs} epochs" + ("" if epochs == EPOCHS else f" (paper: {EPOCHS})"),
     ]

@@ -1,0 +1,31 @@
+"""The demo bundles that ship in resources/models: one per task, verified as the app loads them, marked demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medview.config import resources_dir
+from medview.engine.manifest import TASKS
+from training.export import check_bundle
+
+SHIPPED = resources_dir() / "models"
+BUNDLES = sorted(path.parent for path in SHIPPED.glob("*/manifest.json"))
+
+
+def test_every_task_has_a_shipped_demo_bundle_and_they_fit_the_size_budget() -> None:
+    cards = [check_bundle(folder) for folder in BUNDLES]
+    assert {card.task for card in cards} == set(TASKS)
+    size = sum(path.stat().st_size for path in SHIPPED.rglob("*") if path.is_file())
+    assert size < 100 * 2**20, f"shipped bundles take {size / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("folder", BUNDLES, ids=[path.name for path in BUNDLES])
+def test_shipped_bundle_is_a_labelled_demo_with_its_validation_metrics(folder: Path) -> None:
+    card = check_bundle(folder)  # checksums, allow-listed architecture, weights fit, a forward pass
+    assert card.is_demo
+    assert "not for diagnosis" in card.trained_on.notes
+    assert card.metrics
+    assert card.trained_on.counts
+    assert "digest" in card.trained_on.split
