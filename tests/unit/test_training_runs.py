@@ -49,6 +49,16 @@ def _options(data: Path, tmp_path: Path, **extra: object) -> RunOptions:
     )
 
 
+def _kidney_sample(shared_data: Path, tmp_path: Path) -> Path:
+    """7 slices of each class, numbered far apart: every slice is its own run, so 14 patients."""
+    data = tmp_path / "kidney"
+    for label in ("Normal", "Stone"):
+        (data / label).mkdir(parents=True)
+        for number in range(1, 400, 60):
+            shutil.copy(shared_data / "kidney_ct" / label / f"{label}- ({number}).jpg", data / label)
+    return data
+
+
 def test_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
     def run(epochs: int, checkpoint: Path, *, resume: bool = False, fingerprint: str = "a") -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
@@ -130,11 +140,7 @@ def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Pa
 
 
 def test_kidney_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
-    data = tmp_path / "kidney"
-    for label in ("Normal", "Stone"):
-        (data / label).mkdir(parents=True)
-        for number in range(1, 400, 60):  # numbers far apart: every slice is its own run (patient)
-            shutil.copy(shared_data / "kidney_ct" / label / f"{label}- ({number}).jpg", data / label)
+    data = _kidney_sample(shared_data, tmp_path)
     outcome = train_kidney(_options(data, tmp_path, epochs=1, batch_size=4), KidneySettings())
     card = outcome.card
     assert card is not None
@@ -294,11 +300,7 @@ def test_fit_under_torchrun_keeps_the_processes_in_step(tmp_path: Path) -> None:
 
 
 def test_kidney_search_builds_the_best_trial_and_the_baseline_trains(shared_data: Path, tmp_path: Path) -> None:
-    data = tmp_path / "kidney"
-    for label in ("Normal", "Stone"):
-        (data / label).mkdir(parents=True)
-        for number in range(1, 400, 60):
-            shutil.copy(shared_data / "kidney_ct" / label / f"{label}- ({number}).jpg", data / label)
+    data = _kidney_sample(shared_data, tmp_path)
     options = _options(data, tmp_path, epochs=1, batch_size=4)
     outcome = train_kidney(options, KidneySettings(search=2, search_epochs=1))
     card = outcome.card
