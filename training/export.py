@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -36,6 +37,8 @@ from medview.engine.manifest import (
 from medview.engine.weights import load_networks
 from medview.errors import ModelError
 from medview.models import model_entry
+
+log = logging.getLogger("training.export")
 
 _VERSIONED_LIBRARIES = ("medview", "torch", "numpy", "safetensors", "timm", "scikit-learn", "skops", "librosa")
 
@@ -111,8 +114,23 @@ def export_bundle(
         bundle_dir=out_dir,
     )
     write_manifest(card)
-    check_bundle(out_dir, reference=[as_shipped(network, half) for network in networks])
+    shipped = [as_shipped(network, half) for network in networks]
+    check_bundle(out_dir, reference=shipped)
+    if half:
+        log.info(
+            "fp16 weights change the outputs by at most %.2g on the example input",
+            _fp16_change(networks, shipped, arch),
+        )
     return card
+
+
+@torch.no_grad()
+def _fp16_change(networks: Sequence[nn.Module], shipped: Sequence[nn.Module], arch: str) -> float:
+    example = torch.randn(2, *model_entry(arch).example_input, generator=torch.Generator().manual_seed(0))
+    return max(
+        float((_eval_output(full, example) - _eval_output(half, example)).abs().max())
+        for full, half in zip(networks, shipped, strict=True)
+    )
 
 
 def _stored(key: str, tensor: torch.Tensor, half: bool) -> torch.Tensor:

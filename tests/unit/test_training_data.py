@@ -242,3 +242,12 @@ def test_covid_reader_index_and_class_folders(shared_data: Path, tmp_path: Path)
     (tmp_path / "Index.csv").write_text("Label Index,Diagnosis,Relative Path,Folder/ID\n0,CAP,./COVID/,y1\n")
     with pytest.raises(InputError, match="gives y1 the diagnosis non_covid_pneumonia, its folder says covid_pneumonia"):
         read_covid_dataset(tmp_path)
+
+
+def test_holdout_holds_out_every_class_when_one_class_has_few_patients() -> None:
+    # 4 patients of class 0 among 40: most of 10 stratified folds hold none of them
+    groups = [f"p{i}" for i in range(40) for _ in range(5)]
+    labels = [0 if i < 4 else 1 for i in range(40) for _ in range(5)]
+    for seed in range(5):
+        _, held = holdout(labels, groups, 0.1, seed)
+        assert set(np.asarray(labels)[held].tolist()) == {0, 1}

@@ -73,18 +73,25 @@ def _group_count(groups: Sequence[str]) -> int:
 def holdout(labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held out) with about ``fraction`` of the patients held out, stratified by label when possible.
 
-    Stratification (StratifiedGroupKFold, first fold) needs at least 1/fraction
-    patients and items of each class; with fewer, a plain group shuffle holds
-    out at least one patient.
+    Stratification (StratifiedGroupKFold; the first fold that holds every
+    class) needs at least 1/fraction patients and items of each class; with
+    fewer, a plain group shuffle holds out at least one patient.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"held-out fraction: expected 0 < fraction < 1, got {fraction}")
     folds = max(2, round(1 / fraction))
     indices = np.arange(len(labels))
-    smallest_class = min(np.unique(np.asarray(labels), return_counts=True)[1])
+    label_array = np.asarray(labels)
+    smallest_class = min(np.unique(label_array, return_counts=True)[1])
     if _group_count(groups) >= folds and smallest_class >= folds:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        kept, held = next(splitter.split(indices, labels, groups))
+        pairs = list(splitter.split(indices, labels, groups))
+        # with few patients of a class, some folds hold none of them: take the first fold that has every class
+        classes = set(label_array.tolist())
+        kept, held = next(
+            ((k, h) for k, h in pairs if set(label_array[h].tolist()) == classes),
+            pairs[0],
+        )
     else:
         shuffle = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         kept, held = next(shuffle.split(indices, labels, groups))
