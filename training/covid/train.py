@@ -5,8 +5,8 @@
   masks from the classical method of ``medview.preprocess.chest`` (HU
   threshold, body mask, connected components, hole filling): the public
   samples have no lung masks (MODELS.md), so these are pseudo-labels, and the
-  manifest says so.  Cross-entropy + Dice, Adam 1e-3 (the paper gives no
-  optimiser for it).
+  manifest says so.  Cross-entropy + Dice, Adam 1e-3, batch 8 (the paper gives
+  no optimiser or batch for it).
 - Stages 1-2 take the same classical masks, the ones the U-Net learns to
   reproduce, so the classifier's data do not depend on one U-Net run: slice
   elimination (0.4 at the apex end, 0.9 at the base end), masking, 256x256 in
@@ -18,7 +18,9 @@
   flip, Gaussian blur (sigma up to 1 pixel), brightness x U(0.9, 1.1).
 - Stage 2 (``covid_cnn_bilstm``): the stage-1 CNN frozen inside, 50-slice groups
   (``group_slices``: padding and resampling as the paper), cross-entropy,
-  Adam 1e-4, 200 epochs, early stopping 25.
+  Adam 1e-4, 200 epochs, early stopping 25, batch 8 groups (the paper gives
+  none).  ``--epochs`` replaces the epochs of stages 1 and 2, not the U-Net's
+  (``--unet-epochs``).
 - Early stopping watches the validation loss when enough patients leave room
   for a validation set (``MIN_PATIENTS_FOR_VALIDATION``), else the training loss.
 - Evaluation per patient, on held-out patients: the groups' probabilities,

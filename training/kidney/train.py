@@ -1,7 +1,8 @@
 """Paper 000's protocol: the hybrid CNN (or the transfer-learning baseline) on patient-level folds.
 
 - Folds: 6 stratified patient-level folds; the first with both classes is the
-  hold-out set, the other 5 are the CV5 folds (``cv``).  10% of each training
+  hold-out set, the other 5 are the CV5 folds (``cv``).  A dataset's own
+  train/test folders are not used: the paper's scheme needs its 6 folds.  10% of each training
   set's patients are held for validation; the weights with the best validation
   accuracy are kept.
 - Hybrid: Adam, lr 1e-4, 50 epochs, batch 32, cross-entropy; only the custom
@@ -13,6 +14,9 @@
   core blocks, the filters of each (32..256, step 32) and the first dense layer
   (30..150 units); each trial trains ``search_epochs`` epochs and is scored by
   validation accuracy, and the best architecture is then trained in full.
+  5 to 7 blocks: fewer than 5 pools cannot bring 224 down to the 7x7 the
+  fusion needs.  The search sees the patients of the CV5 folds (not the
+  hold-out's), as an architecture chosen once before cross-validation does.
 - Slices are prepared by the app's own code (``grey_batch``); an 8-bit export
   is taken as already windowed (pixel / 255).
 """
