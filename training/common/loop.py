@@ -50,7 +50,7 @@ class FitConfig:
     snapshot_every: int | None = None  # keep a copy of the weights every N epochs (snapshot ensembles)
     scheduler_per_batch: bool = False  # step the scheduler after every batch instead of every epoch
     checkpoint: Path | None = None  # written after every epoch
-    resume: bool = False  # continue from ``checkpoint`` (which must exist and match ``fingerprint``)
+    resume: bool = False  # continue from ``checkpoint`` when it exists (it must match ``fingerprint``)
     fingerprint: str = (
         ""  # what the run is (split digest, architecture, epochs): a checkpoint of another run is refused
     )
@@ -139,9 +139,9 @@ def fit(
     model.to(device)
     result = FitResult()
     start_epoch = 1
-    if config.resume:
-        if config.checkpoint is None or not config.checkpoint.exists():
-            raise ValueError(f"{config.description}: nothing to resume, no checkpoint at {config.checkpoint}")
+    # a stage without a checkpoint yet (the run stopped before it) starts from scratch
+    resuming = config.resume and config.checkpoint is not None and config.checkpoint.exists()
+    if resuming:
         # every process loads the same file before DDP wraps the model, so all continue from the same weights
         state = _load_checkpoint(config.checkpoint, config.fingerprint)
         model.load_state_dict(state["model"])
@@ -168,7 +168,7 @@ def fit(
         drop_last=per_process > 1 and per_process % config.batch_size == 1,  # a lone sample breaks BatchNorm
     )
     scheduler = scheduler_factory(optimizer, len(loader)) if scheduler_factory is not None else None
-    if config.resume:
+    if resuming:
         start_epoch = _restore(state, optimizer, scheduler, generator, result)
         if distributed.main:
             log.info("resumed %s at epoch %d from %s", config.description, start_epoch, config.checkpoint)
