@@ -105,7 +105,7 @@ TASKS = {
         "paper 001: EAS U-Net liver segmentation",
         "",
         "liver-demo",
-        {"epochs": 30, "batch_size": 8},
+        {"epochs": 20, "batch_size": 8},
         settings="LiverSettings",
         arguments=(
             ("--cases", {"help": "CSV of image/mask pairs, paths relative to --data (default: cases.csv or LiTS)"}),

@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-# (model, batch, device) -> (mean loss of the batch, number of correct predictions, batch size)
-LossStep = Callable[[nn.Module, Any, torch.device], tuple[torch.Tensor, int, int]]
+# (model, batch, device) -> (mean loss of the batch, number of correct predictions, batch size); for a
+# segmentation batch "correct" is the sum of the slices' pixel accuracies, a fraction per slice
+LossStep = Callable[[nn.Module, Any, torch.device], tuple[torch.Tensor, float, int]]
 # (model, device) -> validation metrics; must contain the monitored key
 Validate = Callable[[nn.Module, torch.device], Mapping[str, float]]
 # (optimizer, batches per epoch in this process) -> scheduler
@@ -182,7 +183,7 @@ def fit(
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         trained.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, seen = 0.0, 0.0, 0
         bar: Iterable[Any] = tqdm(
             loader,
             desc=f"{config.description} {epoch}/{config.epochs}",
@@ -207,7 +208,7 @@ def fit(
         if distributed.world_size > 1:  # every process must see the same numbers to make the same decisions
             totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=device)
             dist.all_reduce(totals)
-            total_loss, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
+            total_loss, correct, seen = float(totals[0]), float(totals[1]), int(totals[2])
 
         record = {
             "epoch": float(epoch),

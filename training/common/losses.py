@@ -28,7 +28,7 @@ def classification_step(loss: Loss) -> LossStep:
 def segmentation_step(loss: Loss) -> LossStep:
     """A step for batches of (slices, masks); a deep-supervision network's side outputs get the loss too.
 
-    The "correct" count is the pixel accuracy summed over the slices of the batch.
+    The "correct" count is the pixel accuracy summed over the slices of the batch (a fraction per slice).
     """
 
     def step(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int, int]:
@@ -36,7 +36,7 @@ def segmentation_step(loss: Loss) -> LossStep:
         output = model(inputs)
         final, sides = output if isinstance(output, tuple) else (output, [])
         total = loss(final, target) + sum((loss(side, target) for side in sides), torch.zeros((), device=device))
-        correct = int((final.argmax(1) == target).float().mean(dim=(1, 2)).sum())
+        correct = float((final.argmax(1) == target).float().mean(dim=(1, 2)).sum())
         return total, correct, len(target)
 
     return step

@@ -7,7 +7,8 @@
   file or a folder of one DICOM series), ``mask`` (a NIfTI/NRRD label image or a
   DICOM SEG) and optionally ``liver_labels`` (the label values that are liver,
   separated by spaces; default 1; TotalSegmentator's is 5) and ``patient``
-  (default: the image's name).  Paths are relative to the dataset folder
+  (default: the image's name) and ``side`` (train or test: a split fixed by the
+  dataset, used when every row has one).  Paths are relative to the dataset folder
   (``training/liver/demo_cases.csv`` lists the public samples this way).
 
 Masks are put onto the CT's voxel grid by the app's own reader
@@ -41,19 +42,22 @@ class LiverCase:
     patient: str
     volume: Volume
     liver: np.ndarray  # bool, the volume's (z, y, x)
+    official_side: str | None = None  # "train" / "test" when the dataset fixes the split
 
 
 def _read_image(path: Path) -> Volume:
     return load_dicom([path]) if path.is_dir() else read_volume(path)
 
 
-def _case(name: str, patient: str, image: Path, mask: Path, liver_labels: set[int]) -> LiverCase:
+def _case(
+    name: str, patient: str, image: Path, mask: Path, liver_labels: set[int], side: str | None = None
+) -> LiverCase:
     volume = _read_image(image)
     labels = read_label_map(mask, volume).labels
     liver = np.isin(labels, sorted(liver_labels))
     if not liver.any():
         raise InputError(f"no voxel has a liver label ({sorted(liver_labels)}) on the CT's grid", path=mask)
-    return LiverCase(name, patient, volume, liver)
+    return LiverCase(name, patient, volume, liver, side)
 
 
 def _lits_cases(root: Path) -> list[LiverCase]:
@@ -88,7 +92,10 @@ def _table_cases(table: Path, base: Path) -> list[LiverCase]:
                 raise InputError(f"row {row_number}: liver_labels must be whole numbers", path=table) from error
             name = image.name.removesuffix(".gz").removesuffix(".nii")
             patient = (row.get("patient") or "").strip() or name
-            cases.append(_case(f"{name} ({mask.name})", patient, image, mask, labels))
+            side = (row.get("side") or "").strip().lower() or None
+            if side not in (None, "train", "test"):
+                raise InputError(f"row {row_number}: side must be train or test, got {row['side']!r}", path=table)
+            cases.append(_case(f"{name} ({mask.name})", patient, image, mask, labels, side))
     return cases
 
 
