@@ -130,7 +130,10 @@ def fit(
     collate: Callable[[list[Any]], Any] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place; the returned result holds the best weights (the last ones without validation).
+    """Train ``model`` in place; the result holds the best weights by ``config.monitor``.
+
+    Without ``validate`` the training loss (``minimise``) or accuracy stands in
+    for the monitored metric, for both the best weights and early stopping.
 
     ``on_epoch_start(epoch)`` lets a dataset draw new augmentations per epoch
     (deterministic from the seed and the epoch, so a resumed run matches).
