@@ -125,7 +125,7 @@ def patient_split(
         test,
         description
         or f"by patient, seed {seed}: test {test_fraction:.0%} of patients, "
-        f"validation {validation_fraction:.0%} of the rest",
+        + (f"validation {validation_fraction:.0%} of the rest" if len(validation) else "no validation set"),
     )
     split.check(groups)
     return split

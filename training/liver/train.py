@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -157,7 +158,7 @@ def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> T
     if all(side is not None for side in sides):
         train = np.asarray([i for i, side in enumerate(sides) if side == "train"])
         test = np.asarray([i for i, side in enumerate(sides) if side == "test"])
-        split = Split(train, np.zeros(0, dtype=int), test, "the split the cases table gives")
+        split = Split(train, np.zeros(0, dtype=int), test, "fixed by the side column of the cases table")
         split.check(patients)
     else:
         split = patient_split([0] * len(cases), patients, test_fraction=0.2, validation_fraction=0.1, seed=options.seed)
@@ -219,7 +220,7 @@ def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> T
             ),
             class_names=CLASS_NAMES,
             trained_on=DataProvenance(
-                dataset=f"{options.data.name} ({settings.cases or 'LiTS layout'})",
+                dataset=f"{options.data.name} ({Path(settings.cases).name if settings.cases else 'LiTS layout'})",
                 split=f"{split.description}; digest {split.digest(names)}",
                 counts={
                     "volumes": len(cases),
