@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from medview.errors import InputError
-from training.common.splits import Split, cross_validation_folds, holdout, patient_split, random_patient_splits
+from training.common.splits import (
+    Split,
+    cross_validation_folds,
+    holdout,
+    official_split,
+    patient_split,
+    random_patient_splits,
+)
 from training.covid.data import read_covid_dataset
 from training.kidney.data import consecutive_runs, read_kidney_dataset
 from training.liver.data import read_liver_dataset
@@ -99,7 +106,8 @@ def test_skin_reader_layouts(shared_data: Path, tmp_path: Path) -> None:
             shutil.copy(source / f"ISIC_{number:07d}.jpg", kaggle / side / label)
     dataset = read_skin_dataset(kaggle)
     assert dataset.layout == "folders per class"
-    train, test = dataset.official_split()
+    split = official_split(dataset.sides, dataset.patients, "own folders")
+    train, test = split.train, split.test
     assert (len(train), len(test)) == (8, 4)
     assert {dataset.items[i].path.parent.name for i in test} == {"benign", "malignant"}
 

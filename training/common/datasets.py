@@ -41,6 +41,11 @@ class LabelledImages:
         return [item.label for item in self.items]
 
     @property
+    def sides(self) -> list[str | None]:
+        """Each image's side in the dataset's own split (None when it has none)."""
+        return [item.official_side for item in self.items]
+
+    @property
     def patients(self) -> list[str]:
         return [item.patient for item in self.items]
 
@@ -53,13 +58,6 @@ class LabelledImages:
         """Images per class and the number of patients, for the manifest."""
         counts = {name: sum(item.label == index for item in self.items) for index, name in enumerate(self.class_names)}
         return {"images": len(self.items), "patients": len(set(self.patients)), **counts}
-
-    def official_split(self) -> tuple[list[int], list[int]] | None:
-        """(train, test) indices when every item carries the dataset's own split, else None."""
-        sides = [item.official_side for item in self.items]
-        if any(side is None for side in sides):
-            return None
-        return [i for i, s in enumerate(sides) if s == "train"], [i for i, s in enumerate(sides) if s == "test"]
 
 
 def relative_id(path: Path, root: Path) -> str:

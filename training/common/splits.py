@@ -47,6 +47,10 @@ class Split:
         text = json.dumps({side: sorted(ids[indices].tolist()) for side, indices in self.sides().items()})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def provenance(self, item_ids: Sequence[str]) -> str:
+        """The manifest's ``split`` line: how it was drawn and its digest."""
+        return f"{self.description}; digest {self.digest(item_ids)}"
+
     def save(self, path: Path, item_ids: Sequence[str], groups: Sequence[str], labels: Sequence[str]) -> None:
         """Write every item's side, patient and label as JSON, so a run's split can be audited and reused."""
         ids, group_array, label_array = np.asarray(item_ids), np.asarray(groups), np.asarray(labels)
@@ -61,6 +65,27 @@ class Split:
             },
         }
         path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def official_split(sides: Sequence[str | None], groups: Sequence[str], description: str) -> Split | None:
+    """The split a dataset fixes itself ("train"/"test" per item), when every item has one; else None."""
+    if not sides or any(side is None for side in sides):
+        return None
+    train = np.asarray([i for i, side in enumerate(sides) if side == "train"], dtype=int)
+    test = np.asarray([i for i, side in enumerate(sides) if side == "test"], dtype=int)
+    split = Split(train, np.zeros(0, dtype=int), test, description)
+    split.check(groups)
+    return split
+
+
+def first_fold_with_every_class(folds: Sequence[tuple[np.ndarray, np.ndarray]], labels: Sequence[int]) -> int:
+    """Index of the first (kept, held) fold whose held side has every class (0 when none has).
+
+    With few patients of a class, stratified group folds cannot all hold one of them.
+    """
+    label_array = np.asarray(labels)
+    classes = set(label_array.tolist())
+    return next((i for i, (_, held) in enumerate(folds) if set(label_array[held].tolist()) == classes), 0)
 
 
 def _group_count(groups: Sequence[str]) -> int:
@@ -81,17 +106,11 @@ def holdout(labels: Sequence[int], groups: Sequence[str], fraction: float, seed:
         raise ValueError(f"held-out fraction: expected 0 < fraction < 1, got {fraction}")
     folds = max(2, round(1 / fraction))
     indices = np.arange(len(labels))
-    label_array = np.asarray(labels)
-    smallest_class = min(np.unique(label_array, return_counts=True)[1])
+    smallest_class = min(np.unique(np.asarray(labels), return_counts=True)[1])
     if _group_count(groups) >= folds and smallest_class >= folds:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         pairs = list(splitter.split(indices, labels, groups))
-        # with few patients of a class, some folds hold none of them: take the first fold that has every class
-        classes = set(label_array.tolist())
-        kept, held = next(
-            ((k, h) for k, h in pairs if set(label_array[h].tolist()) == classes),
-            pairs[0],
-        )
+        kept, held = pairs[first_fold_with_every_class(pairs, labels)]
     else:
         shuffle = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         kept, held = next(shuffle.split(indices, labels, groups))

@@ -403,7 +403,7 @@ def _export(
     counts = {name: sum(p.label == i for p in patients) for i, name in enumerate(CLASS_NAMES)}
     provenance = {
         "dataset": f"{options.data.name} (COVID-CT-MD layout)",
-        "split": f"{split.description}; digest {split.digest(names)}",
+        "split": split.provenance(names),
         "counts": {"patients": len(patients), **counts, "train": len(split.train), "test": len(split.test)},
         "demo": options.demo,
     }

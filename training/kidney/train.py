@@ -37,6 +37,7 @@ from torch.utils.data import Dataset, Subset
 
 from medview.engine.manifest import DataProvenance, InputSpec
 from medview.models import create_model
+from medview.models.backbones import backbone_spec
 from medview.models.kidney import DEFAULT_BACKBONE, DENSE_UNITS, FILTERS, INPUT_SIZE
 from medview.preprocess.image import grey_batch
 from training.common.loop import fit
@@ -52,7 +53,7 @@ from training.common.run import (
     start_run,
 )
 from training.common.seeding import seed_everything
-from training.common.splits import Split, cross_validation_folds, holdout
+from training.common.splits import Split, cross_validation_folds, first_fold_with_every_class, holdout
 from training.export import as_shipped, export_bundle
 from training.kidney.data import CLASS_NAMES, HU_WINDOW, KidneySet, load_kidney_data
 
@@ -212,12 +213,12 @@ def _every_nth(dataset: KidneySet, every: int) -> KidneySet:
 
 def _holdout_and_cv(dataset: KidneySet, seed: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """The hold-out fold (the first of 6 with both classes) and the other 5 folds as CV5 (train, test) pairs."""
-    labels = dataset.labels
-    folds = [test for _, test in cross_validation_folds(labels.tolist(), list(dataset.patients), FOLDS, seed)]
-    both = [i for i, test in enumerate(folds) if len(set(labels[test].tolist())) == len(CLASS_NAMES)]
-    if not both:
+    pairs = cross_validation_folds(dataset.labels.tolist(), list(dataset.patients), FOLDS, seed)
+    index = first_fold_with_every_class(pairs, dataset.labels)
+    if len(set(dataset.labels[pairs[index][1]].tolist())) < len(CLASS_NAMES):
         raise ValueError("no patient-level fold holds both classes: the data has too few patients")
-    held = folds.pop(both[0])
+    folds = [test for _, test in pairs]
+    held = folds.pop(index)
     cv = [(np.sort(np.concatenate([f for j, f in enumerate(folds) if j != i])), test) for i, test in enumerate(folds)]
     return held, cv
 
@@ -280,8 +281,8 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
     dataset = _every_nth(load_kidney_data(options.data, cases), settings.every)
     log.info("%s: %s (%s)", options.data, dataset.counts(), dataset.layout)
     backbone = options.backbone or DEFAULT_BACKBONE
-    probe = create_model("kidney_transfer" if settings.baseline else "kidney_hybrid", backbone=backbone)
-    slices = KidneySlices(dataset, probe.mean, probe.std)
+    spec = backbone_spec(backbone)  # the channel statistics its ImageNet weights expect
+    slices = KidneySlices(dataset, spec.mean, spec.std)
     labels = slices.labels
 
     test, cv_folds = _holdout_and_cv(dataset, options.seed)
@@ -367,7 +368,7 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
             class_names=CLASS_NAMES,
             trained_on=DataProvenance(
                 dataset=f"{options.data.name} ({dataset.layout})",
-                split=f"{split.description}; digest {split.digest(dataset.ids)}",
+                split=split.provenance(dataset.ids),
                 counts={**dataset.counts(), "train": len(train), "validation": len(validation), "test": len(test)},
                 demo=options.demo,
                 imagenet_backbone=imagenet,

@@ -42,7 +42,7 @@ from training.common.metrics import dice_score, segmentation_metrics
 from training.common.report import PaperRow, plot_history
 from training.common.run import RunOptions, TaskOutcome, finish_report, manifest_metrics, start_run
 from training.common.seeding import seed_everything
-from training.common.splits import Split, patient_split
+from training.common.splits import official_split, patient_split
 from training.export import as_shipped, export_bundle
 from training.liver.data import LiverCase, read_liver_dataset
 
@@ -155,13 +155,9 @@ def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> T
     patients = [case.patient for case in cases]
     log.info("%s: %d volumes of %d patients", options.data, len(cases), len(set(patients)))
     sides = [case.official_side for case in cases]
-    if all(side is not None for side in sides):
-        train = np.asarray([i for i, side in enumerate(sides) if side == "train"])
-        test = np.asarray([i for i, side in enumerate(sides) if side == "test"])
-        split = Split(train, np.zeros(0, dtype=int), test, "fixed by the side column of the cases table")
-        split.check(patients)
-    else:
-        split = patient_split([0] * len(cases), patients, test_fraction=0.2, validation_fraction=0.1, seed=options.seed)
+    split = official_split(sides, patients, "fixed by the side column of the cases table") or patient_split(
+        [0] * len(cases), patients, test_fraction=0.2, validation_fraction=0.1, seed=options.seed
+    )
     names = [case.name for case in cases]
     split.save(options.run_dir / "split.json", names, patients, ["liver"] * len(cases))
     train_cases = [cases[i] for i in split.train]
@@ -221,7 +217,7 @@ def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> T
             class_names=CLASS_NAMES,
             trained_on=DataProvenance(
                 dataset=f"{options.data.name} ({Path(settings.cases).name if settings.cases else 'LiTS layout'})",
-                split=f"{split.description}; digest {split.digest(names)}",
+                split=split.provenance(names),
                 counts={
                     "volumes": len(cases),
                     "patients": len(set(patients)),

@@ -36,6 +36,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import Dataset
 
 from medview.engine.manifest import DataProvenance, InputSpec
+from medview.engine.pipelines.lung_sound import snapshot_probabilities
 from medview.io.audio import ICBHI_CLASSES
 from medview.models import create_model
 from medview.preprocess.audio import (
@@ -44,6 +45,7 @@ from medview.preprocess.audio import (
     N_FFT,
     N_MELS,
     SAMPLE_RATE,
+    SEGMENT_SAMPLES,
     SEGMENT_SECONDS,
     cycle_chunks,
     log_mel,
@@ -57,7 +59,7 @@ from training.common.metrics import icbhi_scores, normalised_confusion
 from training.common.report import PaperRow, plot_confusion, plot_history
 from training.common.run import RunOptions, TaskOutcome, finish_report, manifest_metrics, start_run
 from training.common.seeding import seed_everything
-from training.common.splits import Split, random_patient_splits
+from training.common.splits import Split, official_split, random_patient_splits
 from training.export import as_shipped, export_bundle
 from training.lung.data import LabelledCycle, read_icbhi_dataset
 
@@ -105,7 +107,7 @@ class AugmentedChunks(Dataset):
                 self.labels.append(cycle.label)
         self.seed = seed
         # chunks per cycle do not depend on the augmentation (a roll keeps the length): count them once
-        self.count = sum(len(sample_padded_segments(wave)) * CHUNKS_PER_SEGMENT for wave in self.waves)
+        self.count = sum(-(-wave.size // SEGMENT_SAMPLES) * CHUNKS_PER_SEGMENT for wave in self.waves)
         self.inputs = np.zeros((0, 1, N_MELS, 1), dtype=np.float32)
         self.targets = np.zeros(0, dtype=np.int64)
 
@@ -139,22 +141,16 @@ def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
     )
 
 
-@torch.no_grad()
 def ensemble_probabilities(
     networks: Sequence[nn.Module], cycles: Sequence[LabelledCycle], device: torch.device
 ) -> np.ndarray:
-    """(cycles, classes): snapshot- and chunk-averaged probabilities, computed as the app's pipeline does."""
-    chunks = [cycle_chunks(cycle.samples) for cycle in cycles]
-    inputs = torch.from_numpy(np.concatenate(chunks)).to(device)
-    owner = np.repeat(np.arange(len(cycles)), [len(c) for c in chunks])
-    total = np.zeros((len(inputs), len(ICBHI_CLASSES)))
+    """(cycles, classes): snapshot- and chunk-averaged probabilities, computed by the app's pipeline code."""
     for network in networks:
         network.eval()
-        for start in range(0, len(inputs), BATCH):
-            logits = network(inputs[start : start + BATCH])
-            total[start : start + BATCH] += torch.softmax(logits.float(), 1).cpu().numpy()
-    total /= len(networks)
-    return np.stack([total[owner == i].mean(axis=0) for i in range(len(cycles))])
+    chunks = [cycle_chunks(cycle.samples) for cycle in cycles]
+    owner = np.repeat(np.arange(len(cycles)), [len(c) for c in chunks])
+    per_chunk = snapshot_probabilities(networks, np.concatenate(chunks), device)
+    return np.stack([per_chunk[owner == i].mean(axis=0) for i in range(len(cycles))])
 
 
 def _epochs_per_cycle(options: RunOptions, settings: LungSettings) -> int:
@@ -204,12 +200,10 @@ def _train_ensemble(
 
 
 def _splits(cycles: Sequence[LabelledCycle], settings: LungSettings, seed: int) -> list[Split]:
-    sides = [cycle.official_side for cycle in cycles]
-    if all(side is not None for side in sides):
-        train = np.asarray([i for i, side in enumerate(sides) if side == "train"])
-        test = np.asarray([i for i, side in enumerate(sides) if side == "test"])
-        return [Split(train, np.zeros(0, dtype=int), test, "the ICBHI challenge's official split")]
     patients = [cycle.patient for cycle in cycles]
+    official = official_split([c.official_side for c in cycles], patients, "the ICBHI challenge's official split")
+    if official is not None:
+        return [official]
     pairs = random_patient_splits(patients, repeats=settings.repeats, test_fraction=TEST_FRACTION, seed=seed)
     return [
         Split(
@@ -279,7 +273,7 @@ def train_lung(options: RunOptions, settings: LungSettings | None = None) -> Tas
             class_names=ICBHI_CLASSES,
             trained_on=DataProvenance(
                 dataset=f"ICBHI 2017 ({options.data.name})",
-                split=f"{first_split.description}; digest {first_split.digest(ids)}",
+                split=first_split.provenance(ids),
                 counts={
                     "cycles": len(cycles),
                     "patients": len(set(patients)),

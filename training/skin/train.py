@@ -40,7 +40,7 @@ from training.common.run import (
     start_run,
 )
 from training.common.seeding import seed_everything
-from training.common.splits import Split, patient_split
+from training.common.splits import official_split, patient_split
 from training.export import as_shipped, export_bundle
 from training.skin.data import CLASS_NAMES, read_skin_dataset
 
@@ -120,16 +120,8 @@ def train_skin(options: RunOptions) -> TaskOutcome:
     seed_everything(options.seed)
     dataset = read_skin_dataset(options.data)
     log.info("%s: %s (%s)", options.data, dataset.counts(), dataset.layout)
-    official = dataset.official_split()
-    if official is not None:
-        split = Split(
-            np.asarray(official[0]),
-            np.zeros(0, dtype=int),
-            np.asarray(official[1]),
-            "the dataset's own train/test folders",
-        )
-        split.check(dataset.patients)
-    else:
+    split = official_split(dataset.sides, dataset.patients, "the dataset's own train/test folders")
+    if split is None:
         named = len(set(dataset.patients)) < len(dataset.items)
         split = patient_split(
             dataset.labels,
@@ -191,7 +183,7 @@ def train_skin(options: RunOptions) -> TaskOutcome:
             class_names=CLASS_NAMES,
             trained_on=DataProvenance(
                 dataset=f"{options.data.name} ({dataset.layout})",
-                split=f"{split.description}; digest {split.digest(dataset.ids)}",
+                split=split.provenance(dataset.ids),
                 counts={**counts, "train": len(split.train), "test": len(split.test)},
                 demo=options.demo,
                 imagenet_backbone=imagenet,

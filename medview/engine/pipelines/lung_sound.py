@@ -9,7 +9,7 @@ the snapshots; the argmax is the cycle's label.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,37 @@ from medview.io.audio import Recording
 from medview.preprocess.audio import SAMPLE_RATE, cycle_chunks, resample
 
 BATCH = 32  # chunks per forward pass (the paper trains with batch 32)
+
+
+@torch.no_grad()
+def snapshot_probabilities(
+    networks: Sequence[torch.nn.Module],
+    inputs: np.ndarray,
+    device: torch.device,
+    step: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """(chunks, classes): softmax of every snapshot on every chunk, averaged over the snapshots.
+
+    The ensemble step of paper 004, shared by this pipeline and training's evaluation.
+    """
+    total = len(networks) * len(inputs)
+    probabilities: np.ndarray | None = None
+    done = 0
+    for network in networks:
+        for part in batches(len(inputs), BATCH):
+            if step is not None:
+                step(done, total)
+            logits = network(torch.from_numpy(np.ascontiguousarray(inputs[part], dtype=np.float32)).to(device))
+            batch = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
+            if probabilities is None:
+                probabilities = np.zeros((len(inputs), batch.shape[1]))
+            probabilities[part] += batch
+            done += part.stop - part.start
+    if step is not None:
+        step(total, total)
+    if probabilities is None:
+        raise ValueError("snapshot_probabilities needs at least one network and one chunk")
+    return probabilities / len(networks)
 
 
 @torch.no_grad()
@@ -52,17 +83,12 @@ def classify_cycles(
     inputs = np.concatenate(chunks)
     owner = np.asarray(owners)
 
-    total = len(context.networks) * len(inputs)
-    probabilities = np.zeros((len(inputs), len(context.card.class_names)), dtype=np.float64)
-    done = 0
-    for network in context.networks:
-        for part in batches(len(inputs), BATCH):
-            context.step(done, total, "classifying breathing cycles")
-            logits = network(context.tensor(inputs[part]))
-            probabilities[part] += torch.softmax(logits.float(), dim=1).cpu().numpy()
-            done += part.stop - part.start
-    probabilities /= len(context.networks)
-    context.step(total, total, "classifying breathing cycles")
+    probabilities = snapshot_probabilities(
+        context.networks,
+        inputs,
+        context.device,
+        lambda done, total: context.step(done, total, "classifying breathing cycles"),
+    )
 
     scores = []
     for index in range(len(cycles)):
