@@ -5,27 +5,41 @@ What the skin pipeline and its training both need from a photo file:
 - one pixel format: 8-bit RGB, whatever the file holds (palette, grey,
   grey + alpha, RGBA, CMYK, 16-bit grey);
 - bounded memory: a very large photo is reduced while it is decoded (JPEG
-  draft mode) and then resized so that its longer side is at most ``max_side``
-  (the networks take 224-256 pixels; the viewer needs no more than a screen's
-  worth).  Pillow's decompression-bomb guard stays on, so a file claiming
-  billions of pixels is refused instead of exhausting memory.
+  draft mode: 1/2 to 1/8 scale) and then, still in the file's own pixel
+  format, resized so that its longer side is at most ``max_side`` (the
+  networks take 224-256 pixels; the viewer needs no more than a screen's
+  worth); only the small image is converted to RGB.  Pillow's
+  decompression-bomb guard stays on with MedView's own ceiling
+  (``MAX_PIXELS``, a 20,000 x 20,000 photo), so a file claiming more is
+  refused instead of exhausting memory;
+- HEIC/HEIF (phone photos) through pillow-heif's Pillow plugin.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medview.errors import InputError
 
 #: longest side kept after loading, in pixels
 MAX_SIDE = 2048
+#: the largest photo opened (20,000 x 20,000); Pillow's default guard (89 M pixels) would refuse such a photo
+MAX_PIXELS = 20_000 * 20_000
 #: file suffixes offered in file dialogs and picked from folders
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
+#: files that may sit beside photos in a photo folder (ISIC metadata, attribution) without making it something else
+SIDECAR_SUFFIXES = (".json", ".csv", ".txt", ".md", ".xml")
+
+pillow_heif.register_heif_opener()
+# Pillow warns above this many pixels and refuses above twice as many; read_photo turns the warning into a refusal
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,14 +61,15 @@ def read_photo(path: Path | str, *, max_side: int = MAX_SIDE) -> Photo:
                 original_size = image.size
                 if image.format == "JPEG":
                     image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
-                image = ImageOps.exif_transpose(image)
-                image = _to_rgb(image)
-                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+                if image.mode.startswith("I;16"):
+                    image = image.convert("I")  # Pillow cannot resize 16-bit grey as such
+                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # in place, EXIF kept
+                image = _to_rgb(ImageOps.exif_transpose(image))
                 rgb = np.asarray(image, dtype=np.uint8).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InputError(f"the image is too large to open safely ({error})", path=path) from error
     except UnidentifiedImageError as error:
-        raise InputError("not an image file Pillow can read (JPEG, PNG, TIFF, BMP, WebP)", path=path) from error
+        raise InputError("not an image file MedView can read (JPEG, PNG, TIFF, BMP, WebP, HEIC)", path=path) from error
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data surfaces as these
         raise InputError(f"the image data is damaged or unreadable ({error})", path=path) from error
     if min(rgb.shape[:2]) < 2:
@@ -77,3 +92,36 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def split_photo_paths(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Split dropped or chosen paths into photos and the rest (DICOM, volumes, audio).
+
+    A photo file is one with a photo suffix; a folder counts as a photo folder
+    when it holds photos and nothing else but sidecar files (metadata, notes),
+    and its photos are listed in name order.  Anything else is left for the
+    other readers, so a DICOM folder holding a JPEG key image still opens as DICOM.
+    """
+    photos: list[Path] = []
+    rest: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+            found = [f for f in files if f.suffix.lower() in PHOTO_SUFFIXES]
+            others = [f for f in files if f.suffix.lower() not in PHOTO_SUFFIXES + SIDECAR_SUFFIXES]
+            if found and not others:
+                photos.extend(found)
+            else:
+                rest.append(path)
+        elif path.suffix.lower() in PHOTO_SUFFIXES:
+            photos.append(path)
+        else:
+            rest.append(path)
+    return photos, rest
+
+
+def thumbnail(rgb: np.ndarray, side: int) -> np.ndarray:
+    """A copy of ``rgb`` whose longer side is at most ``side`` pixels (area-averaged), for galleries."""
+    image = Image.fromarray(rgb)
+    image.thumbnail((side, side), Image.Resampling.BOX)
+    return np.asarray(image, dtype=np.uint8).copy()
