@@ -205,10 +205,23 @@ class CovidResult:
 
 
 class InferenceService(Protocol):
-    """What the UI may ask of the engine; implemented on the torch side (``Engine``), wired by ``medview.app``."""
+    """What the UI may ask of the engine; implemented on the torch side (``Engine``), wired by ``medview.app``.
+
+    The ``classify_*`` calls are long: the UI makes them from its workers, never on the GUI thread.
+    """
 
     def cards(self, task: str | None = None) -> Sequence[ModelCard]: ...
 
     def refresh(self) -> object: ...
 
     def device_name(self) -> str: ...
+
+    def classify_skin(
+        self,
+        card: ModelCard,
+        rgb: np.ndarray,
+        *,
+        explain: bool = True,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> PhotoResult: ...

@@ -1,4 +1,10 @@
-"""The main window: study browser, MPR viewer, tags and layers, all loading in the background."""
+"""The main window: a workspace per kind of input (CT studies, lesion photos), all loading in the background.
+
+The CT workspace has the study browser, MPR viewer, tags and layers; the skin
+workspace the lesion gallery.  Whatever is dropped on the window or opened goes
+to the workspace that reads it: photos to the skin lesions, the rest to DICOM
+and volume reading.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from medview.engine.api import InferenceService
 from medview.errors import MedviewError
 from medview.io.dicom import DicomSource, ScanResult, SeriesInfo, decode_slice, scan_paths, tag_rows
 from medview.io.dicom import load_series as load_dicom_series
+from medview.io.photo import split_photo_paths
 from medview.io.volume import Volume
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
 from medview.ui.layers import LabelLayer, Layer, LayerStack
@@ -18,6 +25,7 @@ from medview.ui.models_dialog import ModelsDialog
 from medview.ui.mpr_view import MprView
 from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
 from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.skin_panel import SkinPanel
 from medview.ui.workers import Task, TaskRunner
 
 DEFAULT_THUMBNAIL_WINDOW = (40.0, 400.0)  # soft-tissue window for series that suggest none
@@ -65,21 +73,32 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_problem = ""  # why there is no engine, when loading it failed
 
         self.mpr = MprView(self.layers)
-        self.setCentralWidget(self.mpr)
+        self.skin = SkinPanel(self._start)
+        self.workspaces = QtWidgets.QTabWidget()
+        self.workspaces.setObjectName("workspaces")
+        self.workspaces.setDocumentMode(True)
+        self.workspaces.addTab(self.mpr, "CT studies")
+        self.workspaces.addTab(self.skin, "Skin lesions")
+        self.setCentralWidget(self.workspaces)
         self.browser = StudyBrowserPanel()
         self.tags = TagBrowserPanel()
         self.layers_panel = LayersPanel(self.layers)
-        self._dock("Studies", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._dock("Layers", self.layers_panel, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.ct_docks = [
+            self._dock("Studies", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea),
+            self._dock("Layers", self.layers_panel, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea),
+        ]
         self.tags_dock = self._dock("DICOM tags", self.tags, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
         self.tags_dock.hide()
+        self.ct_docks.append(self.tags_dock)
+        self._ct_docks_shown: list[QtWidgets.QDockWidget] = []  # what to show again on coming back to CT
+        self._on_ct = True
 
         self.progress = QtWidgets.QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.setVisible(False)
-        self.cancel_button.clicked.connect(self.cancel_loading)
+        self.cancel_button.clicked.connect(self.cancel_running)
         self.cursor_label = QtWidgets.QLabel()
         self.statusBar().addPermanentWidget(self.cursor_label)
         self.statusBar().addPermanentWidget(self.progress)
@@ -94,6 +113,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tag_timer.timeout.connect(self._update_tags)
 
         self._build_actions()
+        self.workspaces.currentChanged.connect(self._on_workspace_changed)
         self.browser.series_activated.connect(self.load_series)
         self.mpr.axial.slice_changed.connect(lambda _i: self.tag_timer.start())
         self.tags_dock.visibilityChanged.connect(lambda visible: visible and self.tag_timer.start())
@@ -129,6 +149,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addAction(self._action("Open &folder…", self._choose_folder, QtGui.QKeySequence.StandardKey.Open))
         file_menu.addAction(self._action("Open f&iles (DICOM, zip, DICOMDIR)…", self._choose_files, "Ctrl+Shift+O"))
         file_menu.addAction(self._action("Open &volume (NIfTI, NRRD)…", self._choose_volume))
+        file_menu.addAction(self._action("Open lesion &photos…", self.skin.choose_photos, "Ctrl+Shift+P"))
         self.recent_menu = file_menu.addMenu("&Recent")
         self._rebuild_recent()
         file_menu.addSeparator()
@@ -227,7 +248,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.load_mask(Path(file))
 
     def open_paths(self, paths: list[Path]) -> Task | None:
-        """Open dropped or chosen paths: NIfTI/NRRD volumes directly, the rest scanned for DICOM."""
+        """Open dropped or chosen paths: photos in the skin workspace, NIfTI/NRRD volumes directly,
+        the rest scanned for DICOM.  Returns the CT task, if one was started."""
         if not paths:
             return None
         self.settings.last_directory = str(paths[0].parent if paths[0].is_file() else paths[0])
@@ -235,6 +257,13 @@ class MainWindow(QtWidgets.QMainWindow):
             self.settings.add_recent(path)
         self._rebuild_recent()
         self.settings.save()
+        photos, paths = split_photo_paths(paths)
+        if photos:
+            self.skin.add_photos(photos)
+            self.workspaces.setCurrentWidget(self.skin)
+        if not paths:
+            return None
+        self.workspaces.setCurrentWidget(self.mpr)
         volumes = [p for p in paths if is_volume_file(p)]
         if volumes:
             self._scan_problems = []
@@ -360,6 +389,10 @@ class MainWindow(QtWidgets.QMainWindow):
         task.signals.errored.connect(self._on_task_error)
         task.signals.cancelled.connect(lambda: self.statusBar().showMessage(f"{task.description}: cancelled", 5000))
         task.signals.finished.connect(self._on_task_finished)
+        # "Classifying…" must not outlive the work; a message the outcome put there stays
+        task.signals.finished.connect(
+            lambda: self.statusBar().currentMessage() == message and self.statusBar().clearMessage()
+        )
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
@@ -371,6 +404,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.load_task is not None and not self.load_task.done.is_set():
             self.load_task.cancel()
         self.partial_refresh.stop()
+
+    def cancel_running(self) -> None:
+        """The status bar's Cancel: stop every task it shows progress for (loads, classifications)."""
+        self.cancel_loading()
+        for task in self.tasks.running:
+            if not task.background:
+                task.cancel()
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, total)
@@ -436,6 +476,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.mpr.refresh()
 
     # ------------------------------------------------------------------ viewing
+
+    def _on_workspace_changed(self, _index: int) -> None:
+        """The study browser, layers and tags belong to the CT workspace: shown with it, as the user left them."""
+        on_ct = self.workspaces.currentWidget() is self.mpr
+        if self._on_ct and not on_ct:
+            self._ct_docks_shown = [dock for dock in self.ct_docks if not dock.isHidden()]
+            for dock in self.ct_docks:
+                dock.hide()
+        elif on_ct and not self._on_ct:
+            for dock in self._ct_docks_shown:
+                dock.show()
+        self._on_ct = on_ct
 
     def apply_preset(self, name: str) -> None:
         """Set a named window (Lung, Abdomen, Liver, Bone, Brain, or the user's own)."""
@@ -507,10 +559,12 @@ class MainWindow(QtWidgets.QMainWindow):
     def _refresh_engine(self) -> None:
         if self.engine is not None:
             self.engine.refresh()
+            self.skin.refresh_models()
 
     def set_engine(self, engine: InferenceService) -> None:
         """Receive the inference service built off the GUI thread; the AI features use it from now on."""
         self.engine = engine
+        self.skin.set_engine(engine)
         self.engine_ready.emit(engine)
 
     def set_engine_problem(self, message: str) -> None:

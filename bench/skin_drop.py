@@ -1,0 +1,157 @@
+"""Drop-to-result time of lesion photos in the real window, beside the engine's own time per photo.
+
+Run: ``.venv/bin/python -m bench.skin_drop`` (``--photos N`` for the folder run, default 100).
+Photos are ISIC dermoscopy images from ../shared/data/skin, dropped on the main
+window (offscreen) by real drop events with the shipped skin bundle loaded.
+
+- "engine only" (the reference): ``read_photo`` + ``Engine.classify_skin`` with
+  the saliency map, called directly, median per photo;
+- "drop one photo": from the drop event to the photo's result in the gallery,
+  one photo per drop, median;
+- "drop a folder": one folder of N photos, total time / N, and the time to the
+  first result;
+- the GUI thread's longest stall during the folder run, from a 5 ms timer whose
+  late ticks are the stalls.
+
+Targets (issue 7): ≤ 0.3 s per photo; the GUI stays responsive (< 100 ms stall).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from medview.engine.service import Engine
+from medview.io.photo import read_photo
+from medview.ui.main_window import MainWindow
+from medview.ui.qt import QtCore, QtGui, QtWidgets
+
+REPO = Path(__file__).resolve().parents[1]
+ISIC = REPO.parent / "shared" / "data" / "skin" / "isic_uda1_250px"
+TARGET_S = 0.3
+STALL_TARGET_MS = 100.0
+
+
+def drop(window: QtWidgets.QWidget, paths: list[Path]) -> None:
+    """Drag-enter and drop ``paths`` on the window, as a file manager does."""
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(path)) for path in paths])
+    point = QtCore.QPoint(window.width() // 2, window.height() // 2)
+    rest = (QtCore.Qt.DropAction.CopyAction, mime, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier(0))
+    QtWidgets.QApplication.sendEvent(window, QtGui.QDragEnterEvent(point, *rest))
+    QtWidgets.QApplication.sendEvent(window, QtGui.QDropEvent(QtCore.QPointF(point), *rest))
+
+
+def spin_until(done: Callable[[], bool], timeout_s: float = 600) -> None:
+    """Run the event loop (sleeping between events, as ``app.exec`` does) until ``done()``."""
+    loop = QtCore.QEventLoop()
+    poll = QtCore.QTimer(interval=2)
+    poll.timeout.connect(lambda: done() and loop.quit())
+    QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    poll.start()
+    if not done():
+        loop.exec()
+    poll.stop()
+    if not done():
+        raise TimeoutError("no result in time")
+
+
+class StallMeter:
+    """The longest gap between ticks of a 5 ms timer on the GUI thread, minus the 5 ms."""
+
+    def __init__(self) -> None:
+        self.timer = QtCore.QTimer(interval=5)
+        self.timer.timeout.connect(self._tick)
+        self.longest_ms = 0.0
+        self._last = 0.0
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest_ms = max(self.longest_ms, (now - self._last) * 1000 - 5)
+        self._last = now
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=100, help="photos in the folder run")
+    args = parser.parse_args()
+    photos = sorted(ISIC.glob("*.jpg"))
+    if len(photos) < args.photos + 10:
+        raise SystemExit(f"need {args.photos + 10} photos in {ISIC}")
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    engine = Engine([REPO / "resources" / "models"])
+    card = engine.cards("skin_lesion")[0]
+    engine.classify_skin(card, read_photo(photos[0]).rgb)  # warm-up: weights loaded and checked once
+
+    reference = []
+    for path in photos[:10]:
+        start = time.perf_counter()
+        engine.classify_skin(card, read_photo(path).rgb, explain=True)
+        reference.append(time.perf_counter() - start)
+
+    with tempfile.TemporaryDirectory() as config:
+        os.environ["MEDVIEW_CONFIG_DIR"] = config
+        window = MainWindow()
+        window.resize(1400, 900)
+        window.show()
+        app.processEvents()
+        window.set_engine(engine)
+        entries = window.skin.entries
+
+        singles = []
+        for path in photos[10:20]:
+            start = time.perf_counter()
+            drop(window, [path])
+            spin_until(lambda p=path: any(e.path == p and e.result for e in entries))
+            singles.append(time.perf_counter() - start)
+
+        with tempfile.TemporaryDirectory() as folder:
+            for path in photos[20 : 20 + args.photos]:
+                shutil.copy(path, folder)
+            meter = StallMeter()
+            meter.start()
+            start = time.perf_counter()
+            drop(window, [Path(folder)])
+            spin_until(lambda: sum(e.result is not None for e in entries) > 10)
+            first = time.perf_counter() - start
+            spin_until(lambda: sum(e.result is not None for e in entries) == 10 + args.photos)
+            folder_total = time.perf_counter() - start
+            meter.timer.stop()
+        window.close()
+        window.tasks.pool.waitForDone(10_000)
+
+    reference_s = statistics.median(reference)
+    rows = [
+        ("engine only (reference)", reference_s, TARGET_S),
+        ("drop one photo, median of 10", statistics.median(singles), TARGET_S),
+        (f"drop a folder of {args.photos}, per photo", folder_total / args.photos, TARGET_S),
+        (f"drop a folder of {args.photos}, first result", first, None),
+    ]
+    print(f"Skin lesion drop-to-result, {card.label}, CPU ({engine.device_name()}), ISIC 250x250 JPEGs")
+    header = f"{'case':<36}{'seconds':>9}{'ratio':>8}{'target s':>10}  verdict"
+    print(header)
+    print("-" * len(header))
+    for name, seconds, target in rows:
+        verdict = "" if target is None else "meets" if seconds <= target else "misses"
+        target_text = "" if target is None else f"{target:.2f}"
+        print(f"{name:<36}{seconds:>9.3f}{seconds / reference_s:>8.2f}{target_text:>10}  {verdict}")
+    stall = meter.longest_ms
+    verdict = "meets" if stall < STALL_TARGET_MS else "misses"
+    print(f"{'GUI longest stall, folder run (ms)':<36}{stall:>9.1f}{'':>8}{STALL_TARGET_MS:>10.0f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""What every AI result shows beside it: which model produced it and how, and the demo banner.
+
+The same fields for every task (``medview.engine.api.Provenance``), so a
+radiologist, pulmonologist or dermatologist reads a result's origin the same way
+everywhere: model id and version, the training-data line of its manifest, its
+validation metrics, the threshold, the device and the time it took.
+"""
+
+from __future__ import annotations
+
+import html
+
+from medview.engine.api import DEMO_BANNER, Provenance
+from medview.ui.qt import QtCore, QtWidgets
+
+DEMO_STYLE = "background: rgba(150, 60, 0, 215); color: white; font-weight: bold; padding: 3px 10px;"
+
+
+def provenance_rows(provenance: Provenance) -> list[tuple[str, str]]:
+    """(field, value) pairs describing how a result was produced."""
+    metrics = ", ".join(f"{name} {value:.3g}" for name, value in provenance.metrics.items()) or "none recorded"
+    rows = [
+        ("Model", f"{provenance.label} ({provenance.arch})"),
+        ("Trained on", provenance.training_data),
+        ("Validation metrics", metrics),
+        ("Threshold", "default 0.5" if provenance.threshold is None else f"{provenance.threshold:g}"),
+        ("Ran on", f"{provenance.device}, {provenance.seconds:.2f} s"),
+    ]
+    rows.extend(("Note", note) for note in provenance.notes)
+    return rows
+
+
+def provenance_html(provenance: Provenance) -> str:
+    """The provenance as a small HTML table, with the demo warning first when the model is a demo."""
+    warning = f"<p style='color:#ffb347'><b>{html.escape(DEMO_BANNER.capitalize())}.</b></p>" if provenance.demo else ""
+    body = "".join(
+        f"<tr><td><b>{html.escape(name)}</b></td><td>{html.escape(value)}</td></tr>"
+        for name, value in provenance_rows(provenance)
+    )
+    return f"{warning}<table cellspacing='2'>{body}</table>"
+
+
+class DemoBannerLabel(QtWidgets.QLabel):
+    """ "Demo model: not for diagnosis", drawn on the image itself while a demo model's result is shown."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(f"⚠ {DEMO_BANNER.upper()}", parent)
+        self.setObjectName("demo_banner")
+        self.setStyleSheet(DEMO_STYLE)
+        self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.hide()

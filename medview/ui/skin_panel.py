@@ -1,0 +1,485 @@
+"""The skin lesion workspace: drop photos in, read benign / malignant with the forest's votes and a saliency map.
+
+Photos are read and classified on a worker (``medview.io.photo`` then the
+engine's skin pipeline, paper 003: CNN features -> random forest); each one
+appears in the gallery as soon as it is read and gets its result as soon as it
+is classified, so a folder of a hundred photos fills in while the dermatologist
+starts reading the first.  The gallery is sorted by malignant probability, most
+suspicious first.  A photo that cannot be read stays in the list with the reason,
+named by its file.
+
+The saliency map shown over a photo explains the CNN part of the model only:
+where the photo drives the CNN features that the forest relies on most
+(Grad-CAM of those features, weighted by the forest's feature importances).  It
+does not say which way the features pushed the vote.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medview.engine.api import InferenceService, PhotoResult
+from medview.engine.manifest import ModelCard
+from medview.errors import InputError
+from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
+from medview.ui.provenance import DemoBannerLabel, provenance_html
+from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
+from medview.ui.workers import Task
+
+THUMBNAIL_SIDE = 72
+PHOTO_FILTER = f"Photos ({' '.join('*' + suffix for suffix in PHOTO_SUFFIXES)});;All files (*)"
+MALIGNANT_COLOUR = "#ff8a65"
+BENIGN_COLOUR = "#9ccc65"
+PROBLEM_COLOUR = "#e0b040"
+NO_MODEL = "No skin lesion model installed: add one in Models > Installed models and import…"
+
+StartTask = Callable[[Task, str], Task]
+
+
+@dataclass(eq=False)
+class LesionEntry:
+    """One photo in the gallery: the picture once read, its result once classified, or why it has neither."""
+
+    path: Path
+    photo: Photo | None = None
+    thumbnail: np.ndarray | None = None
+    result: PhotoResult | None = None
+    problem: str = ""  # why the photo could not be read or classified
+    status: str = "reading…"  # what is happening to it while it has no result
+
+    @property
+    def positive_probability(self) -> float | None:
+        """The forest's vote share for the positive (malignant) class, once classified."""
+        if self.result is None:
+            return None
+        return float(self.result.scores.probabilities[self.result.positive_class])
+
+    def summary(self) -> str:
+        """One line for the gallery."""
+        if self.problem:
+            return f"⚠ {self.problem}"
+        if self.result is None:
+            return self.status
+        return f"{self.result.label}  ·  {self.result.positive_class} {self.positive_probability:.0%}"
+
+
+class GalleryItem(QtWidgets.QListWidgetItem):
+    """A gallery row that sorts by malignant probability (highest first), then unclassified, then problems."""
+
+    def __init__(self, entry: LesionEntry) -> None:
+        super().__init__()
+        self.entry = entry
+        self.refresh()
+
+    def sort_key(self) -> tuple[int, float, str]:
+        entry = self.entry
+        rank = 2 if entry.problem else 1 if entry.result is None else 0
+        return (rank, -(entry.positive_probability or 0.0), entry.path.name)
+
+    def __lt__(self, other: QtWidgets.QListWidgetItem) -> bool:
+        if isinstance(other, GalleryItem):
+            return self.sort_key() < other.sort_key()
+        return super().__lt__(other)
+
+    def refresh(self) -> None:
+        entry = self.entry
+        self.setText(f"{entry.path.name}\n{entry.summary()}")
+        self.setToolTip(str(entry.path) + (f"\n{entry.problem}" if entry.problem else ""))
+        if entry.thumbnail is not None:
+            self.setIcon(QtGui.QIcon(QtGui.QPixmap.fromImage(rgb_image(entry.thumbnail))))
+        if entry.problem:
+            colour = PROBLEM_COLOUR
+        elif entry.result is not None:
+            colour = MALIGNANT_COLOUR if entry.result.label == entry.result.positive_class else BENIGN_COLOUR
+        else:
+            colour = "#d0d0d0"
+        self.setForeground(QtGui.QBrush(QtGui.QColor(colour)))
+
+
+def rgb_image(rgb: np.ndarray) -> QtGui.QImage:
+    """A QImage copy of an (h, w, 3) uint8 array."""
+    rgb = np.ascontiguousarray(rgb)
+    image = QtGui.QImage(rgb.data, rgb.shape[1], rgb.shape[0], rgb.strides[0], QtGui.QImage.Format.Format_RGB888)
+    return image.copy()  # detach from the numpy buffer
+
+
+def saliency_lookup_table() -> np.ndarray:
+    """Inferno colours whose opacity rises with the value, so the lesion shows through where saliency is low."""
+    table = pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=True)
+    table[:, 3] = np.linspace(0, 255, 256).astype(np.uint8)
+    return table
+
+
+class LesionView(QtWidgets.QWidget):
+    """One photo with zoom/pan, its saliency map, the verdict and how it was reached."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.entry: LesionEntry | None = None
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.view_box = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.photo_item = pg.ImageItem(axisOrder="row-major")
+        self.saliency_item = pg.ImageItem(axisOrder="row-major")
+        self.saliency_item.setLookupTable(saliency_lookup_table())
+        self.saliency_item.setZValue(1)
+        self.view_box.addItem(self.photo_item)
+        self.view_box.addItem(self.saliency_item)
+        self.banner = DemoBannerLabel()
+        self.verdict = QtWidgets.QLabel()
+        self.verdict.setObjectName("verdict")
+        self.verdict.setWordWrap(True)
+        self.details = QtWidgets.QLabel()
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop)
+        image_area = QtWidgets.QGridLayout()
+        image_area.addWidget(self.graphics, 0, 0)
+        image_area.addWidget(self.banner, 0, 0, QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignHCenter)
+        details_scroll = QtWidgets.QScrollArea()
+        details_scroll.setWidget(self.details)
+        details_scroll.setWidgetResizable(True)
+        details_scroll.setMaximumHeight(190)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(image_area, stretch=1)
+        layout.addWidget(self.verdict)
+        layout.addWidget(details_scroll)
+        self.show_entry(None)
+
+    def show_entry(self, entry: LesionEntry | None) -> None:
+        """Show ``entry`` (None: an empty view with a hint)."""
+        changed = entry is not self.entry or (entry is not None and self.photo_item.image is None)
+        self.entry = entry
+        if entry is None or entry.photo is None:
+            self.photo_item.clear()
+            self.saliency_item.clear()
+        elif changed:
+            self.photo_item.setImage(entry.photo.rgb, levels=(0, 255))
+            self.view_box.autoRange(padding=0.02)
+        result = entry.result if entry is not None else None
+        saliency = result.saliency if result is not None else None
+        if saliency is not None:
+            self.saliency_item.setImage(saliency.relative(), levels=(0.0, 1.0))
+        else:
+            self.saliency_item.clear()
+        self.banner.setVisible(result is not None and result.provenance.demo)
+        self.verdict.setText(self._verdict_html(entry))
+        self.details.setText(self._details_html(entry))
+
+    def set_saliency(self, visible: bool, opacity: float) -> None:
+        """Show or hide the saliency map, at ``opacity`` (0-1)."""
+        self.saliency_item.setVisible(visible)
+        self.saliency_item.setOpacity(opacity)
+
+    @staticmethod
+    def _verdict_html(entry: LesionEntry | None) -> str:
+        if entry is None:
+            return "<i>Drop lesion photos here, or use Open photos… / Open folder…</i>"
+        name = html.escape(entry.path.name)
+        if entry.problem:
+            return f"<b>{name}</b><br><span style='color:{PROBLEM_COLOUR}'>{html.escape(entry.problem)}</span>"
+        result = entry.result
+        if result is None:
+            return f"<b>{name}</b><br>{html.escape(entry.status)}"
+        positive = result.positive_class
+        colour = MALIGNANT_COLOUR if result.label == positive else BENIGN_COLOUR
+        threshold = result.provenance.threshold if result.provenance.threshold is not None else 0.5
+        return (
+            f"<b>{name}</b><br><span style='font-size:15pt; color:{colour}'><b>{html.escape(result.label)}</b></span>"
+            f"&nbsp;&nbsp;{html.escape(positive)} probability <b>{entry.positive_probability:.0%}</b>"
+            f" (called {html.escape(positive)} at ≥ {threshold:.0%})"
+        )
+
+    @staticmethod
+    def _details_html(entry: LesionEntry | None) -> str:
+        if entry is None or entry.result is None:
+            return ""
+        result = entry.result
+        trees = sum(result.votes.values())
+        votes = ", ".join(f"{count} of {trees} trees vote {html.escape(name)}" for name, count in result.votes.items())
+        saliency = (
+            "Saliency: where the photo drives the CNN features the forest relies on most; "
+            "it does not show which way they pushed the vote."
+            if result.saliency is not None
+            else "No saliency map: the bundle names no layer to explain."
+        )
+        photo = entry.photo
+        size = f"{photo.original_size[0]}x{photo.original_size[1]} pixels" if photo is not None else ""
+        return f"<p>{votes}. {html.escape(size)}</p><p><i>{saliency}</i></p>" + provenance_html(result.provenance)
+
+
+class SkinPanel(QtWidgets.QWidget):
+    """Gallery of lesion photos sorted by malignant probability, one or two photos with their results."""
+
+    results_changed = QtCore.Signal()  # an entry was read, classified or failed
+
+    def __init__(self, start_task: StartTask, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("skin_panel")
+        self.start_task = start_task
+        self.engine: InferenceService | None = None
+        self.entries: list[LesionEntry] = []
+        self.running: list[Task] = []
+        self._busy: set[int] = set()  # ids of entries a running task is working on
+        self.problems: list[str] = []
+
+        self.open_button = QtWidgets.QPushButton("Open photos…")
+        self.folder_button = QtWidgets.QPushButton("Open folder…")
+        self.model_box = QtWidgets.QComboBox()
+        self.model_box.setObjectName("skin_model_box")
+        self.model_box.setMinimumContentsLength(24)
+        self.classify_button = QtWidgets.QPushButton("Classify")
+        self.classify_button.setToolTip("Classify every photo that has no result from the chosen model yet")
+        self.saliency_box = QtWidgets.QCheckBox("Saliency")
+        self.saliency_box.setChecked(True)
+        self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.opacity.setMaximumWidth(120)
+        self.compare_box = QtWidgets.QCheckBox("Compare two")
+        self.compare_box.setToolTip("Select two photos in the list to see them side by side")
+        self.remove_button = QtWidgets.QPushButton("Remove")
+        self.status = QtWidgets.QLabel()
+        self.status.setWordWrap(True)
+        controls = QtWidgets.QHBoxLayout()
+        for widget in (self.open_button, self.folder_button, QtWidgets.QLabel("Model:"), self.model_box):
+            controls.addWidget(widget)
+        controls.addWidget(self.classify_button)
+        controls.addSpacing(12)
+        for widget in (self.saliency_box, QtWidgets.QLabel("Opacity"), self.opacity, self.compare_box):
+            controls.addWidget(widget)
+        controls.addStretch(1)
+        controls.addWidget(self.remove_button)
+
+        self.gallery = QtWidgets.QListWidget()
+        self.gallery.setObjectName("lesion_gallery")
+        self.gallery.setIconSize(QtCore.QSize(THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        self.gallery.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.gallery.setMinimumWidth(300)
+        self.views = (LesionView(), LesionView())
+        self.views[1].hide()
+        view_split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        for view in self.views:
+            view_split.addWidget(view)
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        split.addWidget(self.gallery)
+        split.addWidget(view_split)
+        split.setStretchFactor(1, 1)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(controls)
+        layout.addWidget(self.status)
+        layout.addWidget(split, stretch=1)
+
+        self.open_button.clicked.connect(self.choose_photos)
+        self.folder_button.clicked.connect(self._choose_folder)
+        self.classify_button.clicked.connect(lambda: self.classify_pending())
+        self.model_box.activated.connect(self._on_model_chosen)
+        self.saliency_box.toggled.connect(self._apply_saliency)
+        self.opacity.valueChanged.connect(self._apply_saliency)
+        self.compare_box.toggled.connect(self._show_selection)
+        self.gallery.itemSelectionChanged.connect(self._show_selection)
+        self.remove_button.clicked.connect(self._remove_selected)
+        self._apply_saliency()
+        self._update_status()
+
+    # ------------------------------------------------------------------ models
+
+    def set_engine(self, engine: InferenceService) -> None:
+        """The AI engine is ready: list its skin models and classify what waited for it."""
+        self.engine = engine
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        """List the installed skin models (non-demo first); classify photos that have no result yet."""
+        if self.engine is None:
+            return
+        chosen = self.selected_card()
+        cards = sorted(self.engine.cards("skin_lesion"), key=lambda card: card.is_demo)
+        self.model_box.clear()
+        for card in cards:
+            self.model_box.addItem(f"{card.label}{' (demo)' if card.is_demo else ''}", card)
+        labels = [card.label for card in cards]
+        if chosen is not None and chosen.label in labels:
+            self.model_box.setCurrentIndex(labels.index(chosen.label))
+        self._update_status()
+        self.classify_pending()
+
+    def selected_card(self) -> ModelCard | None:
+        """The skin model chosen in the toolbar, if any is installed."""
+        card = self.model_box.currentData()
+        return card if isinstance(card, ModelCard) else None
+
+    # ------------------------------------------------------------------ adding photos
+
+    def choose_photos(self) -> None:
+        """File dialog for one or more photos."""
+        files, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Open lesion photos", "", PHOTO_FILTER)
+        if files:
+            self.add_photos([Path(file) for file in files])
+
+    def _choose_folder(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of lesion photos")
+        if folder:
+            photos, _ = split_photo_paths([Path(folder)])
+            if not photos:
+                self.status.setText(f"No photos ({', '.join(PHOTO_SUFFIXES)}) found in {folder}.")
+                return
+            self.add_photos(photos)
+
+    def add_photos(self, paths: Sequence[Path]) -> Task | None:
+        """Read and classify ``paths`` in the background; each appears in the gallery at once."""
+        known = {entry.path for entry in self.entries}
+        new = [LesionEntry(path) for path in dict.fromkeys(paths) if path not in known]
+        if not new:
+            return None
+        self.entries.extend(new)
+        for entry in new:
+            self.gallery.addItem(GalleryItem(entry))
+        self._sort()
+        if not self.gallery.selectedItems():
+            self.gallery.setCurrentRow(0)
+        return self._run(new)
+
+    def classify_pending(self) -> Task | None:
+        """Read and classify the photos that have no result from the chosen model (after a cancel, another model)."""
+        card = self.selected_card()
+        pending = [
+            entry
+            for entry in self.entries
+            if not entry.problem
+            and (entry.result is None or card is None or entry.result.provenance.label != card.label)
+        ]
+        return self._run(pending) if pending else None
+
+    def _on_model_chosen(self, _index: int) -> None:
+        if self.running:  # results of the previous model are not wanted: the stopped batch hands over when it ends
+            for task in self.running:
+                task.cancel()
+        else:
+            self.classify_pending()
+
+    def _run(self, entries: list[LesionEntry]) -> Task | None:
+        entries = [entry for entry in entries if id(entry) not in self._busy]
+        if not entries:
+            return None
+        engine, card = self.engine, self.selected_card()
+        if engine is None:
+            waiting = "waiting for the AI engine to load"
+        elif card is None:
+            waiting = "not classified: no skin lesion model installed"
+        else:
+            waiting = "waiting to be classified"
+        for entry in entries:
+            entry.status = "reading…" if entry.photo is None else waiting
+        self._refresh_items(entries)
+
+        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], partial: Any) -> None:
+            for done, entry in enumerate(entries):
+                if cancelled():
+                    return
+                progress(done, len(entries))
+                photo = entry.photo
+                if photo is None:
+                    try:
+                        photo = read_photo(entry.path)
+                    except InputError as error:
+                        partial((entry, {"problem": str(error)}))
+                        continue
+                    status = waiting if card is None else f"classifying with {card.label}…"
+                    partial(
+                        (entry, {"photo": photo, "thumbnail": thumbnail(photo.rgb, THUMBNAIL_SIDE), "status": status})
+                    )
+                if engine is not None and card is not None:
+                    partial((entry, {"result": engine.classify_skin(card, photo.rgb, explain=True)}))
+            progress(len(entries), len(entries))
+
+        task = Task(work, f"Classifying {len(entries)} photo(s)" if card is not None else "Reading photos")
+        self._busy.update(map(id, entries))
+        self.running.append(task)
+        task.signals.partial.connect(self._on_partial)
+        task.signals.cancelled.connect(lambda: self._on_stopped(entries, "not classified (cancelled)"))
+        task.signals.errored.connect(lambda message, _details: self._on_stopped(entries, f"not classified: {message}"))
+        task.signals.finished.connect(lambda: self._on_finished(task, entries, card))
+        return self.start_task(task, task.description + "…")
+
+    def _on_finished(self, task: Task, entries: list[LesionEntry], card: ModelCard | None) -> None:
+        self.running.remove(task)
+        self._busy.difference_update(map(id, entries))
+        chosen = self.selected_card()
+        if chosen is not None and (card is None or card.label != chosen.label):
+            self.classify_pending()  # another model was chosen meanwhile
+
+    def _on_partial(self, item: tuple[LesionEntry, dict[str, Any]]) -> None:
+        entry, changes = item
+        for name, value in changes.items():
+            setattr(entry, name, value)
+        if entry.problem and "problem" in changes:
+            self.problems.append(entry.problem)
+        self._refresh_items([entry])
+        if "result" in changes or "problem" in changes:
+            self._sort()
+            self._update_status()
+        self.results_changed.emit()
+
+    def _on_stopped(self, entries: list[LesionEntry], status: str) -> None:
+        stopped = [entry for entry in entries if entry.result is None and not entry.problem]
+        for entry in stopped:
+            entry.status = status if entry.photo is not None else "not read (cancelled): press Classify"
+        self._refresh_items(stopped)
+        self._update_status()
+
+    # ------------------------------------------------------------------ showing
+
+    def items(self) -> list[GalleryItem]:
+        """The gallery rows in display order."""
+        return [self.gallery.item(row) for row in range(self.gallery.count())]  # type: ignore[misc]
+
+    def _refresh_items(self, entries: list[LesionEntry]) -> None:
+        wanted = set(map(id, entries))
+        for item in self.items():
+            if id(item.entry) in wanted:
+                item.refresh()
+        self._show_selection()
+
+    def _sort(self) -> None:
+        self.gallery.sortItems(QtCore.Qt.SortOrder.AscendingOrder)
+        if self.gallery.selectedItems():
+            self.gallery.scrollToItem(self.gallery.selectedItems()[0])
+
+    def _show_selection(self) -> None:
+        selected = [item.entry for item in self.items() if item.isSelected()]  # in gallery order
+        compare = self.compare_box.isChecked()
+        self.views[0].show_entry(selected[0] if selected else None)
+        self.views[1].setVisible(compare)
+        if compare:
+            self.views[1].show_entry(selected[1] if len(selected) > 1 else None)
+        self._apply_saliency()
+
+    def _apply_saliency(self) -> None:
+        for view in self.views:
+            view.set_saliency(self.saliency_box.isChecked(), self.opacity.value() / 100)
+
+    def _update_status(self) -> None:
+        if self.engine is not None and self.selected_card() is None:
+            self.status.setText(NO_MODEL)
+            return
+        done = sum(entry.result is not None for entry in self.entries)
+        failed = sum(bool(entry.problem) for entry in self.entries)
+        text = f"{len(self.entries)} photo(s), {done} classified" if self.entries else ""
+        if failed:
+            text += f", {failed} could not be read (hover a row for why)"
+        self.status.setText(text)
+
+    def _remove_selected(self) -> None:
+        for item in self.gallery.selectedItems():
+            self.entries.remove(item.entry)  # type: ignore[attr-defined]
+            self.gallery.takeItem(self.gallery.row(item))
+        self._show_selection()
+        self._update_status()

@@ -1,0 +1,224 @@
+"""The skin lesion workspace, driven through the real window with the shipped demo skin bundle.
+
+Photos arrive by real drop events on the main window (or File > Open), are read
+and classified on the window's workers, and the tests check what the
+dermatologist sees: the gallery rows and their order, the verdict, the saliency
+layer, the demo banner and the messages for files that are not photos.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medview.io.photo import read_photo
+from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.skin_panel import NO_MODEL
+from tests.conftest import RESOURCES
+
+ISIC = Path("skin") / "isic_uda1_250px"
+RESULT_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    """The engine over the shipped bundles, shared by the tests here so the skin networks load once."""
+    from medview.engine.service import Engine
+
+    engine = Engine([RESOURCES / "models"])
+    if not engine.cards("skin_lesion"):
+        pytest.skip("no skin_lesion bundle in resources/models")
+    return engine
+
+
+@pytest.fixture
+def isic(shared_data: Path) -> Path:
+    return shared_data / ISIC
+
+
+def diagnosis(photo: Path) -> str:
+    return json.loads(photo.with_suffix(".json").read_text())["meta"]["clinical"]["benign_malignant"]
+
+
+def drop(widget: QtWidgets.QWidget, paths: list[Path]) -> None:
+    """A real drag-enter + drop of local files onto ``widget``, as from a file manager."""
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(path)) for path in paths])
+    point = QtCore.QPoint(widget.width() // 2, widget.height() // 2)
+    press = (QtCore.Qt.DropAction.CopyAction, mime, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier(0))
+    enter = QtGui.QDragEnterEvent(point, *press)
+    QtWidgets.QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted(), "the window refused the drag"
+    QtWidgets.QApplication.sendEvent(widget, QtGui.QDropEvent(QtCore.QPointF(point), *press))
+
+
+def wait_settled(qtbot: Any, window: Any, count: int) -> None:
+    """Until ``count`` photos are listed, each with a result or a problem, and no task runs."""
+    skin = window.skin
+    qtbot.waitUntil(
+        lambda: (
+            len(skin.entries) == count
+            and all(entry.result or entry.problem for entry in skin.entries)
+            and not skin.running
+        ),
+        timeout=RESULT_TIMEOUT_MS,
+    )
+
+
+@pytest.fixture
+def skin_window(window: Any, engine: Any) -> Any:
+    window.set_engine(engine)
+    return window
+
+
+def test_dropped_photos_are_classified_and_sorted_most_suspicious_first(
+    qtbot: Any, skin_window: Any, engine: Any, isic: Path
+) -> None:
+    photos = [isic / f"ISIC_{number:07d}.jpg" for number in (150, 153, 154, 111)]
+    assert {diagnosis(p) for p in photos} == {"benign", "malignant"}
+    drop(skin_window, photos)
+    assert skin_window.workspaces.currentWidget() is skin_window.skin
+    wait_settled(qtbot, skin_window, 4)
+
+    skin = skin_window.skin
+    rows = skin.items()
+    probabilities = [item.entry.positive_probability for item in rows]
+    assert probabilities == sorted(probabilities, reverse=True)
+    # the panel shows exactly what the engine computes for the photo file
+    card = skin.selected_card()
+    for item in rows:
+        direct = engine.classify_skin(card, read_photo(item.entry.path).rgb, explain=False)
+        assert item.entry.positive_probability == pytest.approx(direct.scores.probabilities["malignant"], abs=1e-6)
+        assert item.entry.result.label in item.text()
+        assert f"malignant {item.entry.positive_probability:.0%}" in item.text()
+
+    # the view shows the selected photo with its saliency layer and the demo banner on the image
+    skin.gallery.clearSelection()
+    rows[0].setSelected(True)
+    view = skin.views[0]
+    entry = rows[0].entry
+    assert view.entry is entry
+    assert np.array_equal(view.photo_item.image, entry.photo.rgb)
+    assert view.saliency_item.isVisible()
+    assert view.saliency_item.image.shape == entry.photo.rgb.shape[:2]
+    assert view.saliency_item.image.max() == pytest.approx(1.0)
+    assert view.banner.isVisible()
+    assert entry.path.name in view.verdict.text()
+    assert entry.result.label in view.verdict.text()
+    assert "trees vote" in view.details.text()
+    assert "skin-efficientnet-lite0-rf" in view.details.text()
+
+    skin.opacity.setValue(25)
+    assert view.saliency_item.opacity() == pytest.approx(0.25)
+    skin.saliency_box.setChecked(False)
+    assert not view.saliency_item.isVisible()
+
+
+def test_a_folder_with_bad_files_lists_each_problem_by_name(
+    qtbot: Any, skin_window: Any, isic: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "clinic photos"
+    folder.mkdir()
+    (folder / "lesion.jpg").write_bytes((isic / "ISIC_0000151.jpg").read_bytes())
+    (folder / "notes.jpg").write_text("not a photo")
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")
+    (folder / "cut.jpg").write_bytes((isic / "ISIC_0000152.jpg").read_bytes()[:3000])
+    (folder / "grey.png").write_bytes(b"")  # empty file
+    Image.open(isic / "ISIC_0000153.jpg").convert("L").save(folder / "greyscale.png")
+    (folder / "metadata.json").write_text("{}")  # a sidecar: the folder is still a photo folder
+
+    drop(skin_window, [folder])
+    wait_settled(qtbot, skin_window, 6)
+    skin = skin_window.skin
+    by_name = {item.entry.path.name: item for item in skin.items()}
+    assert by_name["lesion.jpg"].entry.result is not None
+    assert by_name["greyscale.png"].entry.result is not None  # a grey photo is classified, as RGB
+    expected = {"notes.jpg": "not an image", "dot.png": "1x1 pixels", "cut.jpg": "damaged", "grey.png": "not an image"}
+    for name, reason in expected.items():
+        entry = by_name[name].entry
+        assert entry.result is None
+        assert name in entry.problem
+        assert reason in entry.problem
+        assert reason in by_name[name].text()
+    # problems sort last, and no dialog interrupted the dermatologist
+    assert [item.entry.problem != "" for item in skin.items()] == [False, False, True, True, True, True]
+    assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, QtWidgets.QMessageBox)]
+    assert "4 could not be read" in skin.status.text()
+
+
+def test_photos_opened_before_the_engine_loads_are_classified_when_it_is_ready(
+    qtbot: Any, window: Any, engine: Any, isic: Path
+) -> None:
+    window.open_paths([isic / "ISIC_0000142.jpg"])
+    skin = window.skin
+    qtbot.waitUntil(lambda: skin.entries and skin.entries[0].photo is not None and not skin.running)
+    assert skin.entries[0].result is None
+    assert "waiting for the AI engine" in skin.items()[0].text()
+    window.set_engine(engine)
+    wait_settled(qtbot, window, 1)
+    assert skin.entries[0].result is not None
+
+
+def test_without_a_skin_model_the_photo_shows_and_the_panel_says_what_is_missing(
+    qtbot: Any, window: Any, isic: Path, tmp_path: Path
+) -> None:
+    from medview.engine.service import Engine
+
+    window.set_engine(Engine([tmp_path]))
+    window.open_paths([isic / "ISIC_0000142.jpg"])
+    skin = window.skin
+    qtbot.waitUntil(lambda: skin.entries and skin.entries[0].photo is not None and not skin.running)
+    assert skin.status.text() == NO_MODEL
+    assert "no skin lesion model installed" in skin.items()[0].text()
+    assert skin.views[0].photo_item.image is not None
+    assert not skin.views[0].banner.isVisible()
+
+
+def test_compare_two_photos_side_by_side(qtbot: Any, skin_window: Any, isic: Path) -> None:
+    skin_window.open_paths([isic / "ISIC_0000154.jpg", isic / "ISIC_0000103.jpg"])
+    wait_settled(qtbot, skin_window, 2)
+    skin = skin_window.skin
+    skin.compare_box.setChecked(True)
+    for item in skin.items():
+        item.setSelected(True)
+    left, right = skin.views
+    assert right.isVisible()
+    first, second = (item.entry for item in skin.items())
+    assert (left.entry, right.entry) == (first, second)
+    assert first.path.name in left.verdict.text()
+    assert second.path.name in right.verdict.text()
+    assert right.banner.isVisible()
+    skin.compare_box.setChecked(False)
+    assert not right.isVisible()
+
+
+def test_cancel_leaves_photos_unclassified_and_classify_finishes_them(qtbot: Any, skin_window: Any, isic: Path) -> None:
+    photos = sorted(isic.glob("ISIC_00001[0-4]*.jpg"))[:20]
+    skin = skin_window.skin
+    skin_window.open_paths(photos)
+    qtbot.waitUntil(lambda: any(entry.result for entry in skin.entries), timeout=RESULT_TIMEOUT_MS)
+    assert skin_window.cancel_button.isVisible()
+    qtbot.mouseClick(skin_window.cancel_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not skin.running, timeout=RESULT_TIMEOUT_MS)
+    stopped = [entry for entry in skin.entries if entry.result is None]
+    assert stopped, "the cancel came after the last photo"
+    assert all("cancelled" in entry.status for entry in stopped)
+
+    qtbot.mouseClick(skin.classify_button, QtCore.Qt.MouseButton.LeftButton)
+    wait_settled(qtbot, skin_window, len(photos))
+    assert all(entry.result is not None for entry in skin.entries)
+
+
+def test_ct_docks_make_way_for_the_skin_workspace_and_come_back(qtbot: Any, window: Any) -> None:
+    studies = window.ct_docks[0]
+    assert studies.isVisible()
+    window.workspaces.setCurrentWidget(window.skin)
+    assert not studies.isVisible()
+    window.workspaces.setCurrentWidget(window.mpr)
+    assert studies.isVisible()
+    assert not window.tags_dock.isVisible()  # hidden before, still hidden
