@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 SHUTDOWN_WAIT_MS = 15_000
 SAMPLE_SERIES = Path("samples") / "totalsegmentator_ct" / "dicom"
 SAMPLE_MASK = Path("samples") / "totalsegmentator_ct" / "liver_mask.nii.gz"
+SAMPLE_PHOTOS = Path("samples") / "isic_dermoscopy"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Command line: paths to open, or --sample for the bundled study."""
     parser = argparse.ArgumentParser(prog="medview", description="MedView: offline medical image viewer.")
     parser.add_argument("paths", nargs="*", type=Path, help="DICOM folders/files/zips, NIfTI or NRRD volumes")
-    parser.add_argument("--sample", action="store_true", help="open the bundled sample CT with its liver mask")
+    parser.add_argument(
+        "--sample", action="store_true", help="open the bundled sample CT with its liver mask, and the sample photos"
+    )
     parser.add_argument("--version", action="version", version=f"MedView {__version__}")
     return parser.parse_args(list(argv))
 
@@ -79,13 +82,18 @@ def start_engine(window: MainWindow) -> Task:
     return window.tasks.start(task)
 
 
-def open_sample(window: object) -> None:
-    """Open the bundled CT series and, once it is loaded, its reference liver mask."""
+def open_sample(window: MainWindow) -> None:
+    """Open the bundled CT series and, once it is loaded, its reference liver mask; list the sample
+    lesion photos in the skin workspace (classified as soon as the engine is ready)."""
+    from medview.io.photo import split_photo_paths
+
     series, mask = resources_dir() / SAMPLE_SERIES, resources_dir() / SAMPLE_MASK
 
     def add_mask(_volume: object) -> None:
-        window.volume_loaded.disconnect(add_mask)  # type: ignore[attr-defined]
-        window.load_mask(mask, "Liver, reference mask [liver_mask.nii.gz]")  # type: ignore[attr-defined]
+        window.volume_loaded.disconnect(add_mask)
+        window.load_mask(mask, "Liver, reference mask [liver_mask.nii.gz]")
 
-    window.volume_loaded.connect(add_mask)  # type: ignore[attr-defined]
-    window.open_paths([series])  # type: ignore[attr-defined]
+    window.volume_loaded.connect(add_mask)
+    window.open_paths([series])
+    photos, _ = split_photo_paths([resources_dir() / SAMPLE_PHOTOS])
+    window.skin.add_photos(photos)

@@ -10,8 +10,9 @@ named by its file.
 
 The saliency map shown over a photo explains the CNN part of the model only:
 where the photo drives the CNN features that the forest relies on most
-(Grad-CAM of those features, weighted by the forest's feature importances).  It
-does not say which way the features pushed the vote.
+(Grad-CAM of their magnitudes, weighted by the forest's feature importances;
+``medview.engine.pipelines.skin``).  It does not say which way the features
+pushed the vote, and the panel says so beside it.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def test_ui_import_leaves_torch_unloaded() -> None:
     result = run_python(
         """
         import sys
-        import medview.app, medview.ui.main_window, medview.ui.slice_view, medview.ui.panels
+        import medview.app, medview.ui.main_window, medview.ui.slice_view, medview.ui.panels, medview.ui.skin_panel
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "timm"))
         print("LOADED", loaded)
         sys.exit(1 if loaded else 0)
@@ -58,6 +58,7 @@ def _start_script(quit_after_ms: int) -> str:
                 def layers_ready():
                     if window.layers.layers:
                         print("LAYERS", [layer.name for layer in window.layers.layers])
+                        print("PHOTOS", sorted(entry.path.name for entry in window.skin.entries))
                         finish(window)
                     else:
                         QtCore.QTimer.singleShot(50, layers_ready)
@@ -84,6 +85,7 @@ def test_app_starts_on_the_sample_and_exits_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LOADED (20, 512, 512)" in result.stdout
     assert "liver_mask.nii.gz" in result.stdout
+    assert "'ISIC_0000155.jpg'" in result.stdout  # the sample photos are listed in the skin workspace
     assert "Traceback" not in result.stderr
 
 

@@ -29,3 +29,20 @@ def test_shipped_bundle_is_a_labelled_demo_with_its_validation_metrics(folder: P
     assert card.metrics
     assert card.trained_on.counts
     assert "digest" in card.trained_on.split
+
+
+def test_shipped_skin_bundle_gives_a_saliency_map_on_every_sample_photo() -> None:
+    """With the signed importance-weighted score, Grad-CAM's ReLU left most ISIC maps empty; never again."""
+    from medview.engine.service import Engine
+    from medview.io.photo import read_photo
+
+    engine = Engine([SHIPPED], device_preference="cpu")
+    (card,) = engine.cards("skin_lesion")
+    photos = sorted((resources_dir() / "samples" / "isic_dermoscopy").glob("*.jpg"))
+    assert len(photos) == 6
+    for photo in photos:
+        saliency = engine.classify_skin(card, read_photo(photo).rgb).saliency
+        assert saliency is not None
+        relative = saliency.relative()
+        assert relative.max() == pytest.approx(1.0), photo.name
+        assert 0.005 < (relative > 0.5).mean() < 0.9, f"{photo.name}: the map marks no region or everything"

@@ -6,10 +6,13 @@ and the forest gives each class's probability (the mean of its trees' leaf
 distributions: the vote share for fully grown trees, whose leaves are pure).
 
 The saliency map explains the CNN part only, since the decision is the
-forest's: it is the Grad-CAM of the feature vector weighted by the forest's
-feature importances (the score ``sum_i importance_i * feature_i``), i.e. where
-in the photo the CNN finds the features the forest relies on most.  It does not
-say which way those features pushed the vote.
+forest's: it is the Grad-CAM of the feature vector's magnitudes weighted by the
+forest's feature importances (the score ``sum_i importance_i * |feature_i|``),
+i.e. where in the photo the CNN finds the features the forest relies on most.
+Magnitudes, because a tree splits on a feature being high or low: with the
+signed sum the ReLU of Grad-CAM left the map empty on 49 of 60 ISIC photos
+(the weighted logits fall wherever the image is), with magnitudes on none.  It
+does not say which way those features pushed the vote.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def classify_photo(
     if explain and card.target_layer:
         context.step(1, 2, "saliency map")
         importances = torch.as_tensor(forest.feature_importances_, dtype=torch.float32, device=context.device)
-        maps = grad_cam(network, batch, card.target_layer, lambda output: output.float() @ importances)
+        maps = grad_cam(network, batch, card.target_layer, lambda output: output.float().abs() @ importances)
         saliency = Heatmap(resize_back(maps, rgb.shape[:2])[0], target_class="forest evidence", layer=card.target_layer)
     context.step(1, 1, "done")
     return PhotoResult(
