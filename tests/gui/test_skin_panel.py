@@ -222,3 +222,16 @@ def test_ct_docks_make_way_for_the_skin_workspace_and_come_back(qtbot: Any, wind
     window.workspaces.setCurrentWidget(window.mpr)
     assert studies.isVisible()
     assert not window.tags_dock.isVisible()  # hidden before, still hidden
+
+
+def test_the_photo_zooms_with_the_wheel(qtbot: Any, skin_window: Any, isic: Path) -> None:
+    from tests.gui.conftest import wheel
+
+    skin_window.open_paths([isic / "ISIC_0000154.jpg"])
+    wait_settled(qtbot, skin_window, 1)
+    view = skin_window.skin.views[0]
+    before = view.view_box.viewRange()[0]
+    viewport = view.graphics.viewport()
+    wheel(viewport, QtCore.QPoint(viewport.width() // 2, viewport.height() // 2), 120)
+    after = view.view_box.viewRange()[0]
+    assert after[1] - after[0] < (before[1] - before[0]) * 0.95
