@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from medview.engine.manifest import ModelCard
+from medview.io.audio import Recording
 
 DEMO_BANNER = "demo model: not for diagnosis"
 
@@ -225,3 +226,13 @@ class InferenceService(Protocol):
         progress: ProgressCallback | None = None,
         cancelled: CancelCheck | None = None,
     ) -> PhotoResult: ...
+
+    def classify_lung_sound(
+        self,
+        card: ModelCard,
+        recording: Recording,
+        cycles: Sequence[tuple[float, float]],
+        *,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> LungSoundResult: ...

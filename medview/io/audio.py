@@ -9,6 +9,7 @@ respiratory cycle, ``start end crackles wheezes`` in seconds and 0/1 flags.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from medview.errors import InputError
 
 #: the 4 classes of ICBHI 2017, indexed by crackles + 2 * wheezes
 ICBHI_CLASSES = ("normal", "crackle", "wheeze", "both")
+#: file suffixes opened as recordings
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,3 +132,14 @@ def read_icbhi_annotations(path: Path | str, *, duration_s: float | None = None)
             end = min(end, duration_s)
         cycles.append(Cycle(start, end, bool(flags[0]), bool(flags[1])))
     return cycles
+
+
+def annotation_path(recording: Path) -> Path:
+    """Where ICBHI keeps a recording's cycle annotations: the same name with ``.txt``."""
+    return recording.with_suffix(".txt")
+
+
+def write_icbhi_annotations(path: Path | str, cycles: Sequence[Cycle]) -> None:
+    """Write ``cycles`` in the ICBHI 2017 format (``start end crackles wheezes``, tab-separated)."""
+    lines = [f"{c.start_s:.3f}\t{c.end_s:.3f}\t{int(c.crackles)}\t{int(c.wheezes)}\n" for c in cycles]
+    Path(path).write_text("".join(lines), encoding="utf-8")

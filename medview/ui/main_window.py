@@ -1,9 +1,10 @@
-"""The main window: a workspace per kind of input (CT studies, lesion photos), all loading in the background.
+"""The main window: a workspace per kind of input (CT studies, lung sounds, lesion photos), loading in the background.
 
-The CT workspace has the study browser, MPR viewer, tags and layers; the skin
-workspace the lesion gallery.  Whatever is dropped on the window or opened goes
-to the workspace that reads it: photos to the skin lesions, the rest to DICOM
-and volume reading.
+The CT workspace has the study browser, MPR viewer, tags and layers; the lung
+sound workspace the waveform, spectrogram and cycles; the skin workspace the
+lesion gallery.  Whatever is dropped on the window or opened goes to the
+workspace that reads it: photos to the skin lesions, WAV/FLAC/OGG to the lung
+sounds, the rest to DICOM and volume reading.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import numpy as np
 from medview.config import Settings
 from medview.engine.api import InferenceService
 from medview.errors import MedviewError
+from medview.io.audio import AUDIO_SUFFIXES
 from medview.io.dicom import DicomSource, ScanResult, SeriesInfo, decode_slice, scan_paths, tag_rows
 from medview.io.dicom import load_series as load_dicom_series
 from medview.io.photo import split_photo_paths
 from medview.io.volume import Volume
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
 from medview.ui.layers import LabelLayer, Layer, LayerStack
+from medview.ui.lung_panel import LungSoundPanel
 from medview.ui.models_dialog import ModelsDialog
 from medview.ui.mpr_view import MprView
 from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
@@ -74,10 +77,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.mpr = MprView(self.layers)
         self.skin = SkinPanel(self._start)
+        self.lung = LungSoundPanel(self._start)
         self.workspaces = QtWidgets.QTabWidget()
         self.workspaces.setObjectName("workspaces")
         self.workspaces.setDocumentMode(True)
         self.workspaces.addTab(self.mpr, "CT studies")
+        self.workspaces.addTab(self.lung, "Lung sounds")
         self.workspaces.addTab(self.skin, "Skin lesions")
         self.setCentralWidget(self.workspaces)
         self.browser = StudyBrowserPanel()
@@ -149,6 +154,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addAction(self._action("Open &folder…", self._choose_folder, QtGui.QKeySequence.StandardKey.Open))
         file_menu.addAction(self._action("Open f&iles (DICOM, zip, DICOMDIR)…", self._choose_files, "Ctrl+Shift+O"))
         file_menu.addAction(self._action("Open &volume (NIfTI, NRRD)…", self._choose_volume))
+        file_menu.addAction(self._action("Open lung sound &recording…", self.lung.choose_recording, "Ctrl+Shift+R"))
         file_menu.addAction(self._action("Open lesion &photos…", self.skin.choose_photos, "Ctrl+Shift+P"))
         self.recent_menu = file_menu.addMenu("&Recent")
         self._rebuild_recent()
@@ -261,6 +267,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if photos:
             self.skin.add_photos(photos)
             self.workspaces.setCurrentWidget(self.skin)
+        recordings = [path for path in paths if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES]
+        if recordings:
+            paths = [path for path in paths if path not in recordings]
+            self.lung.open(recordings[0])  # one recording at a time: the last dropped ones are not queued
+            self.workspaces.setCurrentWidget(self.lung)
+            if len(recordings) > 1:
+                self.statusBar().showMessage(f"Opened {recordings[0].name}; one recording is shown at a time", 10000)
         if not paths:
             return None
         self.workspaces.setCurrentWidget(self.mpr)
@@ -560,11 +573,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.engine is not None:
             self.engine.refresh()
             self.skin.refresh_models()
+            self.lung.refresh_models()
 
     def set_engine(self, engine: InferenceService) -> None:
         """Receive the inference service built off the GUI thread; the AI features use it from now on."""
         self.engine = engine
         self.skin.set_engine(engine)
+        self.lung.set_engine(engine)
         self.engine_ready.emit(engine)
 
     def set_engine_problem(self, message: str) -> None:

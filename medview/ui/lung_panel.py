@@ -1,0 +1,500 @@
+"""The lung sound workspace: waveform, spectrogram and each respiratory cycle classified (paper 004).
+
+A recording is read and its display spectrograms computed on a worker; its
+cycles come from the ICBHI annotation file next to it (same name, ``.txt``).
+Each cycle is a band over the waveform and spectrogram, coloured by the class
+the snapshot ensemble gives it once classified, with the probabilities in the
+table below; a band's edges can be dragged to correct a cycle, which clears its
+result until it is classified again.  The table exports as CSV, the cycles with
+their predicted flags in the ICBHI format.
+
+Not built yet, so absent: audio playback and automatic cycle detection for a
+recording without an annotation file (the panel says so when it needs them).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medview.engine.api import InferenceService, LungSoundResult
+from medview.engine.manifest import ModelCard
+from medview.errors import MedviewError
+from medview.io.audio import (
+    AUDIO_SUFFIXES,
+    ICBHI_CLASSES,
+    Cycle,
+    Recording,
+    annotation_path,
+    read_icbhi_annotations,
+    read_recording,
+    write_icbhi_annotations,
+)
+from medview.preprocess.audio import Spectrogram, display_spectrogram
+from medview.ui.dialogs import show_message
+from medview.ui.provenance import DemoBannerLabel, provenance_html
+from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
+from medview.ui.workers import Task
+
+AUDIO_FILTER = f"Recordings ({' '.join('*' + suffix for suffix in AUDIO_SUFFIXES)});;All files (*)"
+CLASS_COLOURS = {
+    "normal": (120, 200, 120),
+    "crackle": (255, 170, 60),
+    "wheeze": (90, 170, 255),
+    "both": (230, 80, 200),
+    "abnormal": (255, 110, 80),
+}
+UNCLASSIFIED_COLOUR = (180, 180, 180)
+MAX_WAVEFORM_POINTS = 20_000  # the waveform is drawn from a min/max envelope of at most this many points
+StartTask = Callable[[Task, str], Task]
+
+
+@dataclass(frozen=True, eq=False)
+class OpenedRecording:
+    """A recording with what the panel shows of it, prepared off the GUI thread."""
+
+    recording: Recording
+    cycles: tuple[Cycle, ...]
+    annotation_note: str  # where the cycles came from, or why there are none
+    spectrograms: dict[bool, Spectrogram]  # by mel
+
+
+def open_recording(path: Path) -> OpenedRecording:
+    """Read ``path``, its ICBHI annotation file when there is one, and both display spectrograms."""
+    recording = read_recording(path)
+    annotations = annotation_path(path)
+    cycles: list[Cycle] = []
+    if not annotations.is_file():
+        note = (
+            f"No annotation file ({annotations.name}) next to the recording: automatic cycle detection is not "
+            "built yet, so there are no cycles to classify."
+        )
+    else:
+        try:
+            cycles = read_icbhi_annotations(annotations, duration_s=recording.duration_s)
+            note = f"{len(cycles)} cycles from {annotations.name}"
+        except MedviewError as error:
+            note = f"The annotation file could not be used, so there are no cycles: {error}"
+    spectrograms = {
+        mel: display_spectrogram(recording.samples, recording.sample_rate, mel=mel) for mel in (True, False)
+    }
+    return OpenedRecording(recording, tuple(cycles), note, spectrograms)
+
+
+def cycle_probabilities(result: LungSoundResult, index: int, two_class: bool) -> dict[str, float]:
+    """The probabilities of cycle ``index``: the 4 ICBHI classes, or normal / abnormal (the sum of the other three)."""
+    probabilities = dict(result.scores[index].probabilities)
+    if not two_class:
+        return probabilities
+    normal = probabilities.get("normal", 0.0)
+    return {"normal": normal, "abnormal": 1.0 - normal}
+
+
+class LungSoundPanel(QtWidgets.QWidget):
+    """Waveform and spectrogram of one recording with its cycles, their classes and probabilities."""
+
+    classified = QtCore.Signal(object)  # LungSoundResult
+    opened = QtCore.Signal(object)  # OpenedRecording
+
+    def __init__(self, start_task: StartTask, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("lung_panel")
+        self.start_task = start_task
+        self.engine: InferenceService | None = None
+        self.opened_recording: OpenedRecording | None = None
+        self.cycles: list[Cycle] = []
+        self.result: LungSoundResult | None = None
+        self.stale: set[int] = set()  # cycles edited since they were classified
+        self.regions: list[tuple[pg.LinearRegionItem, pg.LinearRegionItem]] = []
+        self.task: Task | None = None
+
+        self.open_button = QtWidgets.QPushButton("Open recording…")
+        self.model_box = QtWidgets.QComboBox()
+        self.model_box.setMinimumContentsLength(22)
+        self.classify_button = QtWidgets.QPushButton("Classify cycles")
+        self.classes_box = QtWidgets.QComboBox()
+        self.classes_box.addItems(["4 classes", "normal / abnormal"])
+        self.spectrum_box = QtWidgets.QComboBox()
+        self.spectrum_box.addItems(["log-mel", "linear"])
+        self.range_box = QtWidgets.QSpinBox(minimum=20, maximum=140, value=80, suffix=" dB")
+        self.range_box.setToolTip("Dynamic range of the spectrogram's colour map, below its loudest point")
+        self.csv_button = QtWidgets.QPushButton("Export table…")
+        self.icbhi_button = QtWidgets.QPushButton("Export ICBHI…")
+        controls = QtWidgets.QHBoxLayout()
+        for widget in (
+            self.open_button,
+            QtWidgets.QLabel("Model:"),
+            self.model_box,
+            self.classify_button,
+            QtWidgets.QLabel("View:"),
+            self.classes_box,
+            QtWidgets.QLabel("Spectrogram:"),
+            self.spectrum_box,
+            self.range_box,
+        ):
+            controls.addWidget(widget)
+        controls.addStretch(1)
+        controls.addWidget(self.csv_button)
+        controls.addWidget(self.icbhi_button)
+        self.status = QtWidgets.QLabel(
+            "Open a WAV or FLAC recording (File > Open recording…, or drop it on the window)."
+        )
+        self.status.setWordWrap(True)
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.wave_plot = self.graphics.addPlot(row=0, col=0)
+        self.wave_plot.setLabel("left", "amplitude")
+        self.wave_plot.setMouseEnabled(x=True, y=False)
+        self.wave_curve = self.wave_plot.plot(pen=pg.mkPen("#9fc5e8", width=1))
+        self.spectrum_plot = self.graphics.addPlot(row=1, col=0)
+        self.spectrum_plot.setLabel("bottom", "time", units="s")
+        self.spectrum_plot.setMouseEnabled(x=True, y=False)
+        self.spectrum_plot.setXLink(self.wave_plot)
+        self.spectrum_image = pg.ImageItem(axisOrder="row-major")
+        self.spectrum_image.setLookupTable(pg.colormap.get("magma").getLookupTable(nPts=256))
+        self.spectrum_plot.addItem(self.spectrum_image)
+        self.graphics.ci.layout.setRowStretchFactor(1, 2)
+        self.playhead = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffffff", width=1))
+        self.wave_plot.addItem(self.playhead)
+        self.banner = DemoBannerLabel()
+        plots = QtWidgets.QGridLayout()
+        plots.addWidget(self.graphics, 0, 0)
+        plots.addWidget(self.banner, 0, 0, QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignHCenter)
+        plots_widget = QtWidgets.QWidget()
+        plots_widget.setLayout(plots)
+
+        self.table = QtWidgets.QTableWidget()
+        self.table.setObjectName("cycle_table")
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.details = QtWidgets.QLabel()
+        self.details.setWordWrap(True)
+        self.details.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop)
+        self.details.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        bottom = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        bottom.addWidget(self.table)
+        details_scroll = QtWidgets.QScrollArea()
+        details_scroll.setWidget(self.details)
+        details_scroll.setWidgetResizable(True)
+        details_scroll.setMinimumWidth(360)
+        bottom.addWidget(details_scroll)
+        bottom.setStretchFactor(0, 3)
+        bottom.setStretchFactor(1, 2)
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        split.addWidget(plots_widget)
+        split.addWidget(bottom)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(controls)
+        layout.addWidget(self.status)
+        layout.addWidget(split, stretch=1)
+
+        self.open_button.clicked.connect(self.choose_recording)
+        self.classify_button.clicked.connect(lambda: self.classify())
+        self.classes_box.currentIndexChanged.connect(lambda _i: self._show_result())
+        self.spectrum_box.currentIndexChanged.connect(lambda _i: self._show_spectrogram())
+        self.range_box.valueChanged.connect(lambda _v: self._show_spectrogram())
+        self.csv_button.clicked.connect(self._choose_csv)
+        self.icbhi_button.clicked.connect(self._choose_icbhi)
+        self.table.cellClicked.connect(lambda row, _column: self.seek(self.cycles[row].start_s))
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ models
+
+    def set_engine(self, engine: InferenceService) -> None:
+        """The AI engine is ready: list its lung sound models and classify the open recording."""
+        self.engine = engine
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        """List the installed lung sound models, non-demo first."""
+        if self.engine is None:
+            return
+        chosen = self.selected_card()
+        cards = sorted(self.engine.cards("lung_sound"), key=lambda card: card.is_demo)
+        self.model_box.clear()
+        for card in cards:
+            self.model_box.addItem(f"{card.label}{' (demo)' if card.is_demo else ''}", card)
+        labels = [card.label for card in cards]
+        if chosen is not None and chosen.label in labels:
+            self.model_box.setCurrentIndex(labels.index(chosen.label))
+        self._update_buttons()
+        if self.result is None and self.cycles:
+            self.classify()
+
+    def selected_card(self) -> ModelCard | None:
+        """The lung sound model chosen in the toolbar, if any is installed."""
+        card = self.model_box.currentData()
+        return card if isinstance(card, ModelCard) else None
+
+    # ------------------------------------------------------------------ opening
+
+    def choose_recording(self) -> None:
+        """File dialog for one recording."""
+        file, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open a lung sound recording", "", AUDIO_FILTER)
+        if file:
+            self.open(Path(file))
+
+    def open(self, path: Path) -> Task:
+        """Read ``path`` in the background; what is shown now stays until it has been read."""
+
+        def work(_progress: object, _cancelled: object, _partial: object) -> OpenedRecording:
+            return open_recording(path)
+
+        task = Task(work, f"Opening {path.name}")
+        task.signals.succeeded.connect(self._on_opened)
+        return self.start_task(task, f"Opening {path.name}…")
+
+    def _on_opened(self, opened: OpenedRecording) -> None:
+        if self.task is not None and not self.task.done.is_set():
+            self.task.cancel()
+        self.opened_recording = opened
+        self.cycles = list(opened.cycles)
+        self.result = None
+        self.stale = set()
+        recording = opened.recording
+        envelope_times, envelope = waveform_envelope(recording.samples, recording.sample_rate)
+        self.wave_curve.setData(envelope_times, envelope)
+        self.wave_plot.setXRange(0, recording.duration_s, padding=0)
+        self._show_spectrogram()
+        self._build_regions()
+        self.seek(0.0)
+        bits = (
+            recording.subtype.replace("PCM_", "") + "-bit" if recording.subtype.startswith("PCM") else recording.subtype
+        )
+        self.status.setText(
+            f"{recording.path.name}: {recording.duration_s:.1f} s, {recording.sample_rate} Hz, {bits}, "
+            f"{recording.channels} channel(s). {opened.annotation_note}"
+        )
+        self._show_result()
+        self.opened.emit(opened)
+        if self.cycles:
+            self.classify()
+
+    # ------------------------------------------------------------------ classifying
+
+    def classify(self) -> Task | None:
+        """Classify every cycle with the chosen model in the background."""
+        opened, card = self.opened_recording, self.selected_card()
+        if opened is None or not self.cycles:
+            return None
+        if self.engine is None:
+            self.details.setText("<i>Waiting for the AI engine to load…</i>")
+            return None
+        if card is None:
+            self.details.setText(
+                "<b>No lung sound model installed</b>: add one in Models > Installed models and import…"
+            )
+            return None
+        if self.task is not None and not self.task.done.is_set():
+            self.task.cancel()
+        engine, recording = self.engine, opened.recording
+        spans = [(cycle.start_s, cycle.end_s) for cycle in self.cycles]
+
+        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
+            return engine.classify_lung_sound(
+                card, recording, spans, progress=lambda done, total, _text: progress(done, total), cancelled=cancelled
+            )
+
+        task = Task(work, f"Classifying {len(spans)} cycles of {recording.path.name}")
+        task.signals.succeeded.connect(
+            lambda result: self._on_classified(result) if self.opened_recording is opened else None
+        )
+        self.task = task
+        return self.start_task(task, task.description + "…")
+
+    def _on_classified(self, result: LungSoundResult) -> None:
+        self.result = result
+        self.stale = {i for i, cycle in enumerate(self.cycles) if (cycle.start_s, cycle.end_s) != result.cycles[i]}
+        self._show_result()
+        self.classified.emit(result)
+
+    # ------------------------------------------------------------------ showing
+
+    def two_class(self) -> bool:
+        return self.classes_box.currentIndex() == 1
+
+    def predicted(self, index: int) -> dict[str, float] | None:
+        """Probabilities of cycle ``index`` in the current view, or None when it has no current result."""
+        if self.result is None or index in self.stale or index >= len(self.result.scores):
+            return None
+        return cycle_probabilities(self.result, index, self.two_class())
+
+    def _show_spectrogram(self) -> None:
+        if self.opened_recording is None:
+            return
+        spectrogram = self.opened_recording.spectrograms[self.spectrum_box.currentIndex() == 0]
+        self.spectrum_image.setImage(spectrogram.db, levels=(-float(self.range_box.value()), 0.0))
+        duration = self.opened_recording.recording.duration_s
+        bins = spectrogram.db.shape[0]
+        self.spectrum_image.setRect(QtCore.QRectF(0, 0, duration, bins))
+        self.spectrum_plot.setYRange(0, bins, padding=0)
+        ticks = []
+        for hz in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000):
+            if spectrogram.frequencies_hz[0] <= hz <= spectrogram.frequencies_hz[-1]:
+                position = float(np.interp(hz, spectrogram.frequencies_hz, np.arange(bins) + 0.5))
+                ticks.append((position, f"{hz / 1000:g}k" if hz >= 1000 else str(hz)))
+        self.spectrum_plot.getAxis("left").setTicks([ticks])
+        self.spectrum_plot.setLabel("left", f"frequency, Hz ({'mel' if spectrogram.mel else 'linear'})")
+
+    def _build_regions(self) -> None:
+        for wave_region, spectrum_region in self.regions:
+            self.wave_plot.removeItem(wave_region)
+            self.spectrum_plot.removeItem(spectrum_region)
+        self.regions = []
+        for index, cycle in enumerate(self.cycles):
+            wave_region = pg.LinearRegionItem((cycle.start_s, cycle.end_s), swapMode="block")
+            spectrum_region = pg.LinearRegionItem((cycle.start_s, cycle.end_s), movable=False)
+            spectrum_region.setZValue(10)
+            wave_region.sigRegionChangeFinished.connect(lambda region, i=index: self._on_cycle_edited(i, region))
+            self.wave_plot.addItem(wave_region)
+            self.spectrum_plot.addItem(spectrum_region)
+            self.regions.append((wave_region, spectrum_region))
+
+    def _on_cycle_edited(self, index: int, region: pg.LinearRegionItem) -> None:
+        start, end = (max(0.0, float(value)) for value in region.getRegion())
+        cycle = self.cycles[index]
+        if (round(start, 3), round(end, 3)) == (round(cycle.start_s, 3), round(cycle.end_s, 3)):
+            return
+        self.cycles[index] = replace(cycle, start_s=start, end_s=end)
+        self.regions[index][1].setRegion((start, end))
+        if self.result is not None:
+            self.stale.add(index)
+        self._show_result()
+
+    def _show_result(self) -> None:
+        result = self.result
+        names = ["normal", "abnormal"] if self.two_class() else list(ICBHI_CLASSES)
+        headers = ["#", "start s", "end s", "annotated", "predicted", *(f"p({name})" for name in names)]
+        self.table.clear()
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        self.table.setRowCount(len(self.cycles))
+        for row, cycle in enumerate(self.cycles):
+            probabilities = self.predicted(row)
+            label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+            if probabilities is None and row in self.stale:
+                label = "edited: classify again"
+            annotated = cycle.label if not self.two_class() or cycle.label == "normal" else "abnormal"
+            values = [str(row + 1), f"{cycle.start_s:.3f}", f"{cycle.end_s:.3f}", annotated, label]
+            values += [f"{probabilities[name]:.2f}" if probabilities else "" for name in names]
+            for column, value in enumerate(values):
+                item = QtWidgets.QTableWidgetItem(value)
+                if column == 4 and label in CLASS_COLOURS:
+                    item.setForeground(QtGui.QBrush(QtGui.QColor(*CLASS_COLOURS[label])))
+                self.table.setItem(row, column, item)
+            colour = CLASS_COLOURS.get(label, UNCLASSIFIED_COLOUR)
+            tip = (
+                ", ".join(f"{name} {p:.2f}" for name, p in probabilities.items()) if probabilities else "not classified"
+            )
+            for region in self.regions[row] if row < len(self.regions) else ():
+                region.setBrush(pg.mkBrush(*colour, 70))
+                region.setToolTip(f"cycle {row + 1}, {cycle.start_s:.2f}-{cycle.end_s:.2f} s: {label or tip}\n{tip}")
+        self.table.resizeColumnsToContents()
+        self.banner.setVisible(result is not None and result.provenance.demo)
+        if result is not None:
+            snapshots = f"<p>Ensemble of {result.snapshots} snapshots; each cycle's chunks and snapshots averaged.</p>"
+            self.details.setText(snapshots + provenance_html(result.provenance))
+        elif self.opened_recording is not None and not self.cycles:
+            self.details.setText(html.escape(self.opened_recording.annotation_note))
+        self._update_buttons()
+
+    def seek(self, seconds: float) -> None:
+        """Move the playhead to ``seconds`` and bring it into view."""
+        self.playhead.setValue(seconds)
+        low, high = self.wave_plot.viewRange()[0]
+        if not low <= seconds <= high:
+            width = high - low
+            self.wave_plot.setXRange(max(0.0, seconds - width / 4), max(0.0, seconds - width / 4) + width, padding=0)
+
+    def _update_buttons(self) -> None:
+        has_cycles = bool(self.cycles)
+        self.classify_button.setEnabled(has_cycles and self.selected_card() is not None)
+        self.csv_button.setEnabled(has_cycles)
+        self.icbhi_button.setEnabled(self.result is not None and not self.stale)
+
+    # ------------------------------------------------------------------ export
+
+    def _choose_csv(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Export cycle table", self._export_name(".csv"), "CSV (*.csv)"
+        )
+        if path:
+            self._export(lambda: self.export_csv(Path(path)), path)
+
+    def _choose_icbhi(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Export cycles in ICBHI format", self._export_name("_predicted.txt"), "ICBHI annotations (*.txt)"
+        )
+        if path:
+            self._export(lambda: self.export_icbhi(Path(path)), path)
+
+    def _export_name(self, suffix: str) -> str:
+        return str(self.opened_recording.recording.path.with_suffix("")) + suffix if self.opened_recording else ""
+
+    def _export(self, write: Callable[[], None], path: str) -> None:
+        try:
+            write()
+        except OSError as error:
+            show_message(self, "Could not export", f"{path}: {error.strerror or error}")
+        except MedviewError as error:
+            show_message(self, "Could not export", str(error))
+        else:
+            self.status.setText(f"Exported {path}")
+
+    def export_csv(self, path: Path) -> None:
+        """The cycle table as CSV: times, annotated and predicted class, the 4 probabilities and the model."""
+        provenance = self.result.provenance if self.result is not None else None
+        recording = self.opened_recording.recording.path.name if self.opened_recording else ""
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(
+                ["recording", "cycle", "start_s", "end_s", "annotated", "predicted", "p_abnormal"]
+                + [f"p_{name}" for name in ICBHI_CLASSES]
+                + ["model", "demo_model"]
+            )
+            for index, cycle in enumerate(self.cycles):
+                current = self.result is not None and index not in self.stale
+                probabilities = cycle_probabilities(self.result, index, two_class=False) if current else None
+                predicted = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+                writer.writerow(
+                    [recording, index + 1, f"{cycle.start_s:.3f}", f"{cycle.end_s:.3f}", cycle.label, predicted]
+                    + ([f"{1 - probabilities['normal']:.4f}"] if probabilities else [""])
+                    + [f"{probabilities[name]:.4f}" if probabilities else "" for name in ICBHI_CLASSES]
+                    + ([provenance.label, str(provenance.demo).lower()] if probabilities and provenance else ["", ""])
+                )
+
+    def export_icbhi(self, path: Path) -> None:
+        """The cycles with their predicted crackle/wheeze flags, in the ICBHI annotation format."""
+        if self.result is None or self.stale:
+            raise MedviewError("classify the cycles (again) before exporting their predicted classes")
+        predicted = []
+        for index, cycle in enumerate(self.cycles):
+            label = self.result.scores[index].label
+            predicted.append(replace(cycle, crackles=label in ("crackle", "both"), wheezes=label in ("wheeze", "both")))
+        write_icbhi_annotations(path, predicted)
+
+
+def waveform_envelope(samples: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(times, values) of a min/max envelope with at most ``MAX_WAVEFORM_POINTS`` points, for drawing.
+
+    pyqtgraph's own peak downsampling works per redraw on the full array; a
+    30-minute recording (80 M samples at 44.1 kHz) is reduced once here instead.
+    """
+    if samples.size <= MAX_WAVEFORM_POINTS:
+        return np.arange(samples.size) / rate, samples
+    step = int(np.ceil(samples.size / (MAX_WAVEFORM_POINTS // 2)))
+    usable = samples[: samples.size // step * step].reshape(-1, step)
+    values = np.empty(usable.shape[0] * 2, np.float32)
+    values[0::2], values[1::2] = usable.min(axis=1), usable.max(axis=1)
+    times = np.repeat(np.arange(usable.shape[0]) * step, 2) / rate
+    return times, values

@@ -1,0 +1,244 @@
+"""The lung sound workspace on the real ICBHI recordings, through the real window and the shipped demo bundle."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from medview.io.audio import read_icbhi_annotations
+from medview.ui.qt import QtCore, QtWidgets
+from tests.conftest import RESOURCES
+
+ICBHI = Path("lung_sound") / "icbhi_sample"
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    from medview.engine.service import Engine
+
+    engine = Engine([RESOURCES / "models"])
+    if not engine.cards("lung_sound"):
+        pytest.skip("no lung_sound bundle in resources/models")
+    return engine
+
+
+@pytest.fixture
+def recordings(shared_data: Path) -> Path:
+    return shared_data / ICBHI
+
+
+def open_and_classify(qtbot: Any, window: Any, path: Path) -> Any:
+    with qtbot.waitSignal(window.lung.classified, timeout=TIMEOUT_MS) as blocker:
+        window.open_paths([path])
+    return blocker.args[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "rate", "subtype"),
+    [
+        ("102_1b1_Ar_sc_Meditron", 44_100, "PCM_16"),
+        ("106_2b1_Pr_mc_LittC2SE", 44_100, "PCM_24"),
+        ("104_1b1_Ar_sc_Litt3200", 4000, "PCM_16"),
+    ],
+)
+def test_a_recording_opens_with_its_annotated_cycles_classified(
+    qtbot: Any, window: Any, engine: Any, recordings: Path, name: str, rate: int, subtype: str
+) -> None:
+    window.set_engine(engine)
+    path = recordings / f"{name}.wav"
+    result = open_and_classify(qtbot, window, path)
+    lung = window.lung
+    assert window.workspaces.currentWidget() is lung
+    recording = lung.opened_recording.recording
+    assert (recording.sample_rate, recording.subtype) == (rate, subtype)
+    assert f"{rate} Hz" in lung.status.text()
+
+    # the cycles are exactly the annotation file's, in the table and as bands
+    expected = read_icbhi_annotations(path.with_suffix(".txt"), duration_s=recording.duration_s)
+    assert lung.cycles == expected
+    assert lung.table.rowCount() == len(expected)
+    assert len(lung.regions) == len(expected)
+    for row, cycle in enumerate(expected):
+        assert lung.table.item(row, 1).text() == f"{cycle.start_s:.3f}"
+        assert lung.table.item(row, 3).text() == cycle.label
+        assert lung.regions[row][0].getRegion() == pytest.approx((cycle.start_s, cycle.end_s))
+
+    # every cycle's prediction is in the table, and its band takes the class colour
+    assert len(result.scores) == len(expected)
+    for row, scores in enumerate(result.scores):
+        assert lung.table.item(row, 4).text() == scores.label
+        assert float(lung.table.item(row, 5).text()) == pytest.approx(scores.probabilities["normal"], abs=0.005)
+        assert (
+            lung.regions[row][0].brush.color().getRgb()[:3]
+            == {
+                "normal": (120, 200, 120),
+                "crackle": (255, 170, 60),
+                "wheeze": (90, 170, 255),
+                "both": (230, 80, 200),
+            }[scores.label]
+        )
+    assert lung.banner.isVisible()
+    assert "lung-sound" in lung.details.text()
+
+    # the waveform and spectrogram cover the whole recording
+    times, _values = lung.wave_curve.getData()
+    assert times[-1] == pytest.approx(recording.duration_s, abs=0.05)
+    assert lung.spectrum_image.image.shape[1] > 100
+
+
+def test_two_class_view_sums_the_abnormal_classes(qtbot: Any, window: Any, engine: Any, recordings: Path) -> None:
+    window.set_engine(engine)
+    result = open_and_classify(qtbot, window, recordings / "104_1b1_Al_sc_Litt3200.wav")
+    lung = window.lung
+    lung.classes_box.setCurrentIndex(1)
+    headers = [lung.table.horizontalHeaderItem(c).text() for c in range(lung.table.columnCount())]
+    assert headers[-2:] == ["p(normal)", "p(abnormal)"]
+    for row, scores in enumerate(result.scores):
+        abnormal = 1 - scores.probabilities["normal"]
+        assert float(lung.table.item(row, 6).text()) == pytest.approx(abnormal, abs=0.005)
+        assert lung.table.item(row, 4).text() == ("abnormal" if abnormal > 0.5 else "normal")
+
+
+def test_clicking_a_row_seeks_the_playhead(qtbot: Any, window: Any, engine: Any, recordings: Path) -> None:
+    window.set_engine(engine)
+    open_and_classify(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
+    lung = window.lung
+    lung.wave_plot.setXRange(0, 3, padding=0)
+    row = len(lung.cycles) - 1
+    rect = lung.table.visualItemRect(lung.table.item(row, 1))
+    lung.table.scrollToItem(lung.table.item(row, 1))
+    rect = lung.table.visualItemRect(lung.table.item(row, 1))
+    qtbot.mouseClick(lung.table.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=rect.center())
+    assert lung.playhead.value() == pytest.approx(lung.cycles[row].start_s)
+    low, high = lung.wave_plot.viewRange()[0]
+    assert low <= lung.cycles[row].start_s <= high  # scrolled into view
+
+
+def test_editing_a_cycle_clears_its_result_until_classified_again(
+    qtbot: Any, window: Any, engine: Any, recordings: Path
+) -> None:
+    window.set_engine(engine)
+    open_and_classify(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
+    lung = window.lung
+    region = lung.regions[2][0]
+    start, end = region.getRegion()
+    region.setRegion((start + 0.25, end))
+    region.sigRegionChangeFinished.emit(region)
+    assert lung.cycles[2].start_s == pytest.approx(start + 0.25)
+    assert lung.table.item(2, 4).text() == "edited: classify again"
+    assert lung.table.item(2, 5).text() == ""
+    assert not lung.icbhi_button.isEnabled()
+    with qtbot.waitSignal(lung.classified, timeout=TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(lung.classify_button, QtCore.Qt.MouseButton.LeftButton)
+    assert blocker.args[0].cycles[2][0] == pytest.approx(start + 0.25)
+    assert lung.table.item(2, 4).text() in ("normal", "crackle", "wheeze", "both")
+    assert lung.icbhi_button.isEnabled()
+
+
+def test_exports_csv_and_icbhi(qtbot: Any, window: Any, engine: Any, recordings: Path, tmp_path: Path) -> None:
+    window.set_engine(engine)
+    result = open_and_classify(qtbot, window, recordings / "106_2b1_Pl_mc_LittC2SE.wav")
+    lung = window.lung
+    lung.export_csv(tmp_path / "cycles.csv")
+    rows = list(csv.DictReader((tmp_path / "cycles.csv").open()))
+    assert len(rows) == len(lung.cycles)
+    for row, cycle, scores in zip(rows, lung.cycles, result.scores, strict=True):
+        assert float(row["start_s"]) == pytest.approx(cycle.start_s, abs=1e-3)
+        assert row["annotated"] == cycle.label
+        assert row["predicted"] == scores.label
+        assert float(row["p_wheeze"]) == pytest.approx(scores.probabilities["wheeze"], abs=1e-4)
+        assert row["demo_model"] == "true"
+
+    lung.export_icbhi(tmp_path / "predicted.txt")
+    exported = read_icbhi_annotations(tmp_path / "predicted.txt")
+    assert [c.label for c in exported] == [s.label for s in result.scores]
+    assert [c.start_s for c in exported] == pytest.approx([c.start_s for c in lung.cycles], abs=1e-3)
+
+
+def test_a_recording_without_annotations_says_detection_is_not_built(
+    qtbot: Any, window: Any, engine: Any, recordings: Path, tmp_path: Path
+) -> None:
+    window.set_engine(engine)
+    path = tmp_path / "bare.wav"
+    shutil.copy(recordings / "104_1b1_Ar_sc_Litt3200.wav", path)
+    with qtbot.waitSignal(window.lung.opened, timeout=TIMEOUT_MS):
+        window.open_paths([path])
+    lung = window.lung
+    assert lung.cycles == []
+    assert "automatic cycle detection is not built yet" in lung.status.text()
+    assert not lung.classify_button.isEnabled()
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p, src: p.write_bytes(b""), "not a readable audio file"),
+        (lambda p, src: p.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2]), "truncated"),
+        (lambda p, src: p.write_text("just some text, not audio"), "not a readable audio file"),
+    ],
+    ids=["empty", "truncated", "text"],
+)
+def test_bad_recordings_get_a_message_naming_the_file_and_keep_what_was_open(
+    qtbot: Any, window: Any, engine: Any, recordings: Path, tmp_path: Path, make: Any, expected: str, monkeypatch: Any
+) -> None:
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        "medview.ui.main_window.show_message", lambda _p, title, text, *a, **k: shown.append((title, text))
+    )
+    window.set_engine(engine)
+    good = recordings / "104_1b1_Ar_sc_Litt3200.wav"
+    open_and_classify(qtbot, window, good)
+    bad = tmp_path / "bad.wav"
+    make(bad, good)
+    window.open_paths([bad])
+    qtbot.waitUntil(lambda: bool(shown), timeout=TIMEOUT_MS)
+    assert "bad.wav" in shown[0][1]
+    assert expected in shown[0][1]
+    assert window.lung.opened_recording.recording.path == good  # what was open stays
+    assert window.lung.table.rowCount() > 0
+
+
+def test_malformed_annotation_rows_are_named_and_the_recording_still_opens(
+    qtbot: Any, window: Any, recordings: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "rec.wav"
+    shutil.copy(recordings / "104_1b1_Ar_sc_Litt3200.wav", path)
+    path.with_suffix(".txt").write_text("0.0\t1.5\t0\t0\n1.5\tabc\t0\t1\n")
+    with qtbot.waitSignal(window.lung.opened, timeout=TIMEOUT_MS):
+        window.open_paths([path])
+    lung = window.lung
+    assert "line 2" in lung.status.text()
+    assert "rec.txt" in lung.status.text()
+    assert lung.wave_curve.getData()[0] is not None
+
+
+def test_spectrogram_switches_between_mel_and_linear_and_range(qtbot: Any, window: Any, recordings: Path) -> None:
+    with qtbot.waitSignal(window.lung.opened, timeout=TIMEOUT_MS):
+        window.open_paths([recordings / "102_1b1_Ar_sc_Meditron.wav"])
+    lung = window.lung
+    mel_bins = lung.spectrum_image.image.shape[0]
+    lung.spectrum_box.setCurrentIndex(1)
+    assert lung.spectrum_image.image.shape[0] == 1025  # linear, 2048-point FFT at 44.1 kHz
+    assert mel_bins == 128
+    lung.range_box.setValue(50)
+    assert lung.spectrum_image.levels == pytest.approx([-50.0, 0.0])
+    assert np.isfinite(lung.spectrum_image.image).all()
+    assert "linear" in lung.spectrum_plot.getAxis("left").labelText
+
+
+def test_no_lung_model_says_what_is_missing(qtbot: Any, window: Any, recordings: Path, tmp_path: Path) -> None:
+    from medview.engine.service import Engine
+
+    window.set_engine(Engine([tmp_path]))
+    with qtbot.waitSignal(window.lung.opened, timeout=TIMEOUT_MS):
+        window.open_paths([recordings / "104_1b1_Ar_sc_Litt3200.wav"])
+    lung = window.lung
+    assert "No lung sound model installed" in lung.details.text()
+    assert lung.table.item(0, 4).text() == ""
+    assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, QtWidgets.QMessageBox)]
