@@ -38,7 +38,7 @@ from medview.io.audio import (
 )
 from medview.preprocess.audio import Spectrogram, display_spectrogram
 from medview.ui.dialogs import show_message
-from medview.ui.provenance import DemoBannerLabel, provenance_html
+from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, provenance_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import Task
 
@@ -115,8 +115,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.task: Task | None = None
 
         self.open_button = QtWidgets.QPushButton("Open recording…")
-        self.model_box = QtWidgets.QComboBox()
-        self.model_box.setMinimumContentsLength(22)
+        self.model_box = ModelChooserBox()
         self.classify_button = QtWidgets.QPushButton("Classify cycles")
         self.classes_box = QtWidgets.QComboBox()
         self.classes_box.addItems(["4 classes", "normal / abnormal"])
@@ -216,25 +215,17 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.refresh_models()
 
     def refresh_models(self) -> None:
-        """List the installed lung sound models, non-demo first."""
+        """List the installed lung sound models (non-demo first); classify the open recording if it waits."""
         if self.engine is None:
             return
-        chosen = self.selected_card()
-        cards = sorted(self.engine.cards("lung_sound"), key=lambda card: card.is_demo)
-        self.model_box.clear()
-        for card in cards:
-            self.model_box.addItem(f"{card.label}{' (demo)' if card.is_demo else ''}", card)
-        labels = [card.label for card in cards]
-        if chosen is not None and chosen.label in labels:
-            self.model_box.setCurrentIndex(labels.index(chosen.label))
+        self.model_box.set_cards(self.engine.cards("lung_sound"))
         self._update_buttons()
         if self.result is None and self.cycles:
             self.classify()
 
     def selected_card(self) -> ModelCard | None:
         """The lung sound model chosen in the toolbar, if any is installed."""
-        card = self.model_box.currentData()
-        return card if isinstance(card, ModelCard) else None
+        return self.model_box.selected_card()
 
     # ------------------------------------------------------------------ opening
 

@@ -9,8 +9,10 @@ validation metrics, the threshold, the device and the time it took.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 from medview.engine.api import DEMO_BANNER, Provenance
+from medview.engine.manifest import ModelCard
 from medview.ui.qt import QtCore, QtWidgets
 
 DEMO_STYLE = "background: rgba(150, 60, 0, 215); color: white; font-weight: bold; padding: 3px 10px;"
@@ -50,3 +52,27 @@ class DemoBannerLabel(QtWidgets.QLabel):
         self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.hide()
+
+
+class ModelChooserBox(QtWidgets.QComboBox):
+    """The installed bundles of one task to choose from, non-demo first; the choice survives a refresh."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumContentsLength(24)
+
+    def set_cards(self, cards: Sequence[ModelCard]) -> None:
+        """List ``cards``; keep the chosen bundle when it is still installed."""
+        chosen = self.selected_card()
+        ordered = sorted(cards, key=lambda card: card.is_demo)
+        self.clear()
+        for card in ordered:
+            self.addItem(f"{card.label}{' (demo)' if card.is_demo else ''}", card)
+        labels = [card.label for card in ordered]
+        if chosen is not None and chosen.label in labels:
+            self.setCurrentIndex(labels.index(chosen.label))
+
+    def selected_card(self) -> ModelCard | None:
+        """The chosen bundle, if any is installed."""
+        card = self.currentData()
+        return card if isinstance(card, ModelCard) else None

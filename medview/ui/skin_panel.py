@@ -29,7 +29,7 @@ from medview.engine.api import InferenceService, PhotoResult
 from medview.engine.manifest import ModelCard
 from medview.errors import InputError
 from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
-from medview.ui.provenance import DemoBannerLabel, provenance_html
+from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, provenance_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import Task
 
@@ -232,9 +232,8 @@ class SkinPanel(QtWidgets.QWidget):
 
         self.open_button = QtWidgets.QPushButton("Open photos…")
         self.folder_button = QtWidgets.QPushButton("Open folder…")
-        self.model_box = QtWidgets.QComboBox()
+        self.model_box = ModelChooserBox()
         self.model_box.setObjectName("skin_model_box")
-        self.model_box.setMinimumContentsLength(24)
         self.classify_button = QtWidgets.QPushButton("Classify")
         self.classify_button.setToolTip("Classify every photo that has no result from the chosen model yet")
         self.saliency_box = QtWidgets.QCheckBox("Saliency")
@@ -301,21 +300,13 @@ class SkinPanel(QtWidgets.QWidget):
         """List the installed skin models (non-demo first); classify photos that have no result yet."""
         if self.engine is None:
             return
-        chosen = self.selected_card()
-        cards = sorted(self.engine.cards("skin_lesion"), key=lambda card: card.is_demo)
-        self.model_box.clear()
-        for card in cards:
-            self.model_box.addItem(f"{card.label}{' (demo)' if card.is_demo else ''}", card)
-        labels = [card.label for card in cards]
-        if chosen is not None and chosen.label in labels:
-            self.model_box.setCurrentIndex(labels.index(chosen.label))
+        self.model_box.set_cards(self.engine.cards("skin_lesion"))
         self._update_status()
         self.classify_pending()
 
     def selected_card(self) -> ModelCard | None:
         """The skin model chosen in the toolbar, if any is installed."""
-        card = self.model_box.currentData()
-        return card if isinstance(card, ModelCard) else None
+        return self.model_box.selected_card()
 
     # ------------------------------------------------------------------ adding photos
 

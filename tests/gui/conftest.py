@@ -44,6 +44,16 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     return folder
 
 
+@pytest.fixture(scope="module")
+def shipped_engine() -> Any:
+    """The inference engine over the shipped bundles (resources/models), once per test module so
+    each bundle's networks load once."""
+    from medview.engine.service import Engine
+    from tests.conftest import RESOURCES
+
+    return Engine([RESOURCES / "models"])
+
+
 @pytest.fixture
 def window(qtbot: Any) -> Iterator[Any]:
     """A shown MainWindow, closed (background tasks cancelled) at teardown."""

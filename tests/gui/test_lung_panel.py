@@ -12,20 +12,16 @@ import pytest
 
 from medview.io.audio import read_icbhi_annotations
 from medview.ui.qt import QtCore, QtWidgets
-from tests.conftest import RESOURCES
 
 ICBHI = Path("lung_sound") / "icbhi_sample"
 TIMEOUT_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def engine() -> Any:
-    from medview.engine.service import Engine
-
-    engine = Engine([RESOURCES / "models"])
-    if not engine.cards("lung_sound"):
+@pytest.fixture
+def engine(shipped_engine: Any) -> Any:
+    if not shipped_engine.cards("lung_sound"):
         pytest.skip("no lung_sound bundle in resources/models")
-    return engine
+    return shipped_engine
 
 
 @pytest.fixture

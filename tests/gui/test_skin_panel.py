@@ -19,21 +19,16 @@ from PIL import Image
 from medview.io.photo import read_photo
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.skin_panel import NO_MODEL
-from tests.conftest import RESOURCES
 
 ISIC = Path("skin") / "isic_uda1_250px"
 RESULT_TIMEOUT_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def engine() -> Any:
-    """The engine over the shipped bundles, shared by the tests here so the skin networks load once."""
-    from medview.engine.service import Engine
-
-    engine = Engine([RESOURCES / "models"])
-    if not engine.cards("skin_lesion"):
+@pytest.fixture
+def engine(shipped_engine: Any) -> Any:
+    if not shipped_engine.cards("skin_lesion"):
         pytest.skip("no skin_lesion bundle in resources/models")
-    return engine
+    return shipped_engine
 
 
 @pytest.fixture
