@@ -131,7 +131,13 @@ def mel_filterbank(
 
 
 _DEFAULT_FILTERBANK = mel_filterbank()
-_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
+
+
+def power_spectrogram(signal: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """|STFT|^2 with periodic Hann windows, no centring (frames start at sample 0), shape (n_fft // 2 + 1, frames)."""
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    framed = np.lib.stride_tricks.sliding_window_view(signal, n_fft)[::hop]
+    return (np.abs(np.fft.rfft(framed * window, axis=1)) ** 2).T.astype(np.float32)
 
 
 def log_mel(segment: np.ndarray, filterbank: np.ndarray | None = None) -> np.ndarray:
@@ -139,10 +145,8 @@ def log_mel(segment: np.ndarray, filterbank: np.ndarray | None = None) -> np.nda
     segment = np.asarray(segment, dtype=np.float32)
     if segment.ndim != 1 or segment.size < N_FFT:
         raise ValueError(f"segment: expected a 1-D signal of at least {N_FFT} samples, got shape {segment.shape}")
-    frames = 1 + (segment.size - N_FFT) // HOP_LENGTH
-    framed = np.lib.stride_tricks.sliding_window_view(segment, N_FFT)[::HOP_LENGTH][:frames]
-    power = np.abs(np.fft.rfft(framed * _WINDOW, axis=1)) ** 2
-    mel = (filterbank if filterbank is not None else _DEFAULT_FILTERBANK) @ power.T.astype(np.float32)
+    power = power_spectrogram(segment, N_FFT, HOP_LENGTH)
+    mel = (filterbank if filterbank is not None else _DEFAULT_FILTERBANK) @ power
     features = np.log(np.maximum(mel, LOG_FLOOR))
     std = features.std()
     return ((features - features.mean()) / std if std > 0 else features - features.mean()).astype(np.float32)
@@ -189,9 +193,7 @@ def display_spectrogram(samples: np.ndarray, rate: int, *, mel: bool, max_frames
     if samples.size < n_fft:
         samples = np.pad(samples, (0, n_fft - samples.size))
     hop = max(n_fft // 4, int(np.ceil((samples.size - n_fft) / max_frames)) or 1)
-    framed = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[::hop]
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-    power = (np.abs(np.fft.rfft(framed * window, axis=1)) ** 2).T.astype(np.float32)
+    power = power_spectrogram(samples, n_fft, hop)
     frequencies = np.linspace(0, rate / 2, n_fft // 2 + 1)
     if mel:
         n_mels = min(128, n_fft // 4)  # no empty bands at low rates

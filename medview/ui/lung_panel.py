@@ -51,7 +51,6 @@ CLASS_COLOURS = {
     "abnormal": (255, 110, 80),
 }
 UNCLASSIFIED_COLOUR = (180, 180, 180)
-MAX_WAVEFORM_POINTS = 20_000  # the waveform is drawn from a min/max envelope of at most this many points
 StartTask = Callable[[Task, str], Task]
 
 
@@ -151,6 +150,9 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.wave_plot.setLabel("left", "amplitude")
         self.wave_plot.setMouseEnabled(x=True, y=False)
         self.wave_curve = self.wave_plot.plot(pen=pg.mkPen("#9fc5e8", width=1))
+        # pyqtgraph draws only the visible part, reduced to per-pixel min/max: every sample when zoomed in
+        self.wave_curve.setDownsampling(auto=True, method="peak")
+        self.wave_curve.setClipToView(True)
         self.spectrum_plot = self.graphics.addPlot(row=1, col=0)
         self.spectrum_plot.setLabel("bottom", "time", units="s")
         self.spectrum_plot.setMouseEnabled(x=True, y=False)
@@ -253,8 +255,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.result = None
         self.stale = set()
         recording = opened.recording
-        envelope_times, envelope = waveform_envelope(recording.samples, recording.sample_rate)
-        self.wave_curve.setData(envelope_times, envelope)
+        times = np.arange(recording.samples.size, dtype=np.float64) / recording.sample_rate
+        self.wave_curve.setData(times, recording.samples)
         self.wave_plot.setXRange(0, recording.duration_s, padding=0)
         self._show_spectrogram()
         self._build_regions()
@@ -473,19 +475,3 @@ class LungSoundPanel(QtWidgets.QWidget):
             label = self.result.scores[index].label
             predicted.append(replace(cycle, crackles=label in ("crackle", "both"), wheezes=label in ("wheeze", "both")))
         write_icbhi_annotations(path, predicted)
-
-
-def waveform_envelope(samples: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(times, values) of a min/max envelope with at most ``MAX_WAVEFORM_POINTS`` points, for drawing.
-
-    pyqtgraph's own peak downsampling works per redraw on the full array; a
-    30-minute recording (80 M samples at 44.1 kHz) is reduced once here instead.
-    """
-    if samples.size <= MAX_WAVEFORM_POINTS:
-        return np.arange(samples.size) / rate, samples
-    step = int(np.ceil(samples.size / (MAX_WAVEFORM_POINTS // 2)))
-    usable = samples[: samples.size // step * step].reshape(-1, step)
-    values = np.empty(usable.shape[0] * 2, np.float32)
-    values[0::2], values[1::2] = usable.min(axis=1), usable.max(axis=1)
-    times = np.repeat(np.arange(usable.shape[0]) * step, 2) / rate
-    return times, values

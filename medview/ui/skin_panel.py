@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from medview.engine.api import InferenceService, PhotoResult
+from medview.engine.api import Heatmap, InferenceService, PhotoResult
 from medview.engine.manifest import ModelCard
 from medview.errors import InputError
 from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
@@ -151,24 +151,30 @@ class LesionView(QtWidgets.QWidget):
         layout.addLayout(image_area, stretch=1)
         layout.addWidget(self.verdict)
         layout.addWidget(details_scroll)
+        self._shown_photo: Photo | None = None
+        self._shown_saliency: Heatmap | None = None
         self.show_entry(None)
 
     def show_entry(self, entry: LesionEntry | None) -> None:
         """Show ``entry`` (None: an empty view with a hint)."""
-        changed = entry is not self.entry or (entry is not None and self.photo_item.image is None)
         self.entry = entry
-        if entry is None or entry.photo is None:
-            self.photo_item.clear()
-            self.saliency_item.clear()
-        elif changed:
-            self.photo_item.setImage(entry.photo.rgb, levels=(0, 255))
-            self.view_box.autoRange(padding=0.02)
+        photo = entry.photo if entry is not None else None
         result = entry.result if entry is not None else None
+        # images are uploaded only when they change: other photos' progress re-shows this view too
+        if photo is not self._shown_photo:
+            self._shown_photo = photo
+            if photo is None:
+                self.photo_item.clear()
+            else:
+                self.photo_item.setImage(photo.rgb, levels=(0, 255))
+                self.view_box.autoRange(padding=0.02)
         saliency = result.saliency if result is not None else None
-        if saliency is not None:
-            self.saliency_item.setImage(saliency.relative(), levels=(0.0, 1.0))
-        else:
-            self.saliency_item.clear()
+        if saliency is not self._shown_saliency:
+            self._shown_saliency = saliency
+            if saliency is None:
+                self.saliency_item.clear()
+            else:
+                self.saliency_item.setImage(saliency.relative(), levels=(0.0, 1.0))
         self.banner.setVisible(result is not None and result.provenance.demo)
         self.verdict.setText(self._verdict_html(entry))
         self.details.setText(self._details_html(entry))
@@ -228,7 +234,6 @@ class SkinPanel(QtWidgets.QWidget):
         self.entries: list[LesionEntry] = []
         self.running: list[Task] = []
         self._busy: set[int] = set()  # ids of entries a running task is working on
-        self.problems: list[str] = []
 
         self.open_button = QtWidgets.QPushButton("Open photos…")
         self.folder_button = QtWidgets.QPushButton("Open folder…")
@@ -412,8 +417,6 @@ class SkinPanel(QtWidgets.QWidget):
         entry, changes = item
         for name, value in changes.items():
             setattr(entry, name, value)
-        if entry.problem and "problem" in changes:
-            self.problems.append(entry.problem)
         self._refresh_items([entry])
         if "result" in changes or "problem" in changes:
             self._sort()
@@ -438,7 +441,8 @@ class SkinPanel(QtWidgets.QWidget):
         for item in self.items():
             if id(item.entry) in wanted:
                 item.refresh()
-        self._show_selection()
+        if any(id(view.entry) in wanted for view in self.views):
+            self._show_selection()
 
     def _sort(self) -> None:
         self.gallery.sortItems(QtCore.Qt.SortOrder.AscendingOrder)
