@@ -35,6 +35,10 @@ class ChecksumError(ModelError):
     """A weights file does not match the checksum its manifest records."""
 
 
+class PlaybackError(MedviewError):
+    """Sound cannot be played: no output device, or the audio library is missing."""
+
+
 class Cancelled(MedviewError):
     """Long work was cancelled by the user; not an error to show."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,48 @@ def sample_series_dir() -> Path:
     folder = RESOURCES / "samples" / "totalsegmentator_ct" / "dicom"
     assert folder.is_dir(), f"bundled sample series missing: {folder}"
     return folder
+
+
+def _use_alsa_config(config: Path | str | None) -> None:
+    """Point ALSA at ``config`` (None: the system's own) and make PortAudio probe the devices again."""
+    sounddevice = pytest.importorskip("sounddevice")
+    if config is None:
+        os.environ.pop("ALSA_CONFIG_PATH", None)
+    else:
+        os.environ["ALSA_CONFIG_PATH"] = str(config)
+    sounddevice._terminate()  # PortAudio lists the devices only when it starts
+    sounddevice._initialize()
+
+
+@contextmanager
+def _alsa_config(text: str, folder: Path) -> Iterator[None]:
+    previous = os.environ.get("ALSA_CONFIG_PATH")
+    config = folder / "asound.conf"
+    config.write_text("</usr/share/alsa/alsa.conf>\n" + text, encoding="utf-8")
+    _use_alsa_config(config)
+    try:
+        yield
+    finally:
+        _use_alsa_config(previous)
+
+
+@pytest.fixture
+def audio_output(tmp_path: Path) -> Iterator[Path]:
+    """A null ALSA output device (PLATFORM.md) that records what is played, as raw float32, in the returned file.
+
+    Playback through it runs faster than real time, with real PortAudio callbacks.
+    """
+    played = tmp_path / "played.f32"
+    with _alsa_config(f'pcm.!default {{ type file slave.pcm "null" file "{played}" format "raw" }}\n', tmp_path):
+        yield played
+
+
+@pytest.fixture
+def no_audio_output(tmp_path: Path) -> Iterator[None]:
+    """ALSA's own configuration without a sound card, as on most workstations (skips where there is a card)."""
+    with _alsa_config("", tmp_path):
+        import sounddevice
+
+        if len(sounddevice.query_devices()):
+            pytest.skip("this machine has an audio output device")
+        yield

@@ -8,8 +8,14 @@ table below; a band's edges can be dragged to correct a cycle, which clears its
 result until it is classified again.  The table exports as CSV, the cycles with
 their predicted flags in the ICBHI format.
 
-Not built yet, so absent: audio playback and automatic cycle detection for a
-recording without an annotation file (the panel says so when it needs them).
+Playback goes through ``io.playback.AudioPlayer``: play/pause (Space), stop,
+a selection (Shift+drag over the plots, or a row of the table) that plays
+alone or in a loop, speed and volume.  The playhead is redrawn from the
+player's stream position while it plays; a click on the plots seeks.  Without
+an output device the transport says so and everything else works.
+
+Not built yet, so absent: automatic cycle detection for a recording without an
+annotation file (the panel says so when it needs it).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 
 from medview.engine.api import InferenceService, LungSoundResult
 from medview.engine.manifest import ModelCard
-from medview.errors import MedviewError
+from medview.errors import MedviewError, PlaybackError
 from medview.io.audio import (
     AUDIO_SUFFIXES,
     ICBHI_CLASSES,
@@ -36,6 +42,7 @@ from medview.io.audio import (
     read_recording,
     write_icbhi_annotations,
 )
+from medview.io.playback import SPEEDS, AudioPlayer
 from medview.preprocess.audio import Spectrogram, display_spectrogram
 from medview.ui.dialogs import show_message
 from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, provenance_html
@@ -51,6 +58,8 @@ CLASS_COLOURS = {
     "abnormal": (255, 110, 80),
 }
 UNCLASSIFIED_COLOUR = (180, 180, 180)
+SELECTION_BRUSH = (255, 255, 255, 45)
+PLAYHEAD_INTERVAL_MS = 30
 StartTask = Callable[[Task, str], Task]
 
 
@@ -95,6 +104,38 @@ def cycle_probabilities(result: LungSoundResult, index: int, two_class: bool) ->
     return {"normal": normal, "abnormal": 1.0 - normal}
 
 
+def clock(seconds: float) -> str:
+    """``seconds`` as minutes:seconds.hundredths, the way an audio player shows time."""
+    minutes, rest = divmod(max(0.0, seconds), 60.0)
+    return f"{int(minutes)}:{rest:05.2f}"
+
+
+class TimeSelectViewBox(pg.ViewBox):
+    """A plot's view box where Shift + left drag selects a span of time; other drags pan as usual."""
+
+    span_dragged = QtCore.Signal(float, float)
+
+    def mouseDragEvent(self, ev: Any, axis: int | None = None) -> None:
+        selecting = ev.modifiers() & QtCore.Qt.KeyboardModifier.ShiftModifier
+        if ev.button() != QtCore.Qt.MouseButton.LeftButton or not selecting:
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        start = self.mapSceneToView(ev.buttonDownScenePos()).x()
+        end = self.mapSceneToView(ev.scenePos()).x()
+        self.span_dragged.emit(min(start, end), max(start, end))
+
+
+class CycleRegion(pg.LinearRegionItem):
+    """A cycle's band: its edges and body drag to correct it, except under Shift, which selects."""
+
+    def mouseDragEvent(self, ev: Any) -> None:
+        if ev.modifiers() & QtCore.Qt.KeyboardModifier.ShiftModifier:
+            ev.ignore()  # left to the view box below: a selection
+            return
+        super().mouseDragEvent(ev)
+
+
 class LungSoundPanel(QtWidgets.QWidget):
     """Waveform and spectrogram of one recording with its cycles, their classes and probabilities."""
 
@@ -112,6 +153,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.stale: set[int] = set()  # cycles edited since they were classified
         self.regions: list[tuple[pg.LinearRegionItem, pg.LinearRegionItem]] = []
         self.task: Task | None = None
+        self.player: AudioPlayer | None = None
 
         self.open_button = QtWidgets.QPushButton("Open recording…")
         self.model_box = ModelChooserBox()
@@ -145,15 +187,55 @@ class LungSoundPanel(QtWidgets.QWidget):
         )
         self.status.setWordWrap(True)
 
+        icons = self.style()
+        self.play_button = QtWidgets.QToolButton(text="Play")
+        self.play_button.setToolTip("Play or pause (Space); plays the selection when there is one")
+        self.stop_button = QtWidgets.QToolButton(text="Stop")
+        self.stop_button.setIcon(icons.standardIcon(QtWidgets.QStyle.StandardPixmap.SP_MediaStop))
+        for button in (self.play_button, self.stop_button):
+            button.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.loop_box = QtWidgets.QCheckBox("Loop")
+        self.loop_box.setToolTip("Repeat the selection (or the whole recording) until stopped")
+        self.speed_box = QtWidgets.QComboBox()
+        self.speed_box.addItems([f"{speed:g}×" for speed in SPEEDS])
+        self.speed_box.setCurrentIndex(SPEEDS.index(1.0))
+        self.speed_box.setToolTip("Playback speed; the pitch follows the speed, as on a tape")
+        self.volume_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal, minimum=0, maximum=100, value=100)
+        self.volume_slider.setMaximumWidth(120)
+        self.time_label = QtWidgets.QLabel(clock(0) + " / " + clock(0))
+        self.clear_selection_button = QtWidgets.QToolButton(text="Clear selection")
+        self.playback_note = QtWidgets.QLabel()
+        self.playback_note.setObjectName("playback_note")
+        self.playback_note.setWordWrap(True)
+        self.playback_note.hide()
+        transport = QtWidgets.QHBoxLayout()
+        for widget in (
+            self.play_button,
+            self.stop_button,
+            self.loop_box,
+            QtWidgets.QLabel("Speed:"),
+            self.speed_box,
+            QtWidgets.QLabel("Volume:"),
+            self.volume_slider,
+            self.time_label,
+            self.clear_selection_button,
+        ):
+            transport.addWidget(widget)
+        transport.addWidget(self.playback_note, stretch=1)
+        hint = QtWidgets.QLabel("Click to seek, Shift+drag to select, wheel to zoom")
+        hint.setEnabled(False)
+        transport.addWidget(hint)
+        self.playhead_timer = QtCore.QTimer(self, interval=PLAYHEAD_INTERVAL_MS)
+
         self.graphics = pg.GraphicsLayoutWidget()
-        self.wave_plot = self.graphics.addPlot(row=0, col=0)
+        self.wave_plot = self.graphics.addPlot(row=0, col=0, viewBox=TimeSelectViewBox())
         self.wave_plot.setLabel("left", "amplitude")
         self.wave_plot.setMouseEnabled(x=True, y=False)
         self.wave_curve = self.wave_plot.plot(pen=pg.mkPen("#9fc5e8", width=1))
         # pyqtgraph draws only the visible part, reduced to per-pixel min/max: every sample when zoomed in
         self.wave_curve.setDownsampling(auto=True, method="peak")
         self.wave_curve.setClipToView(True)
-        self.spectrum_plot = self.graphics.addPlot(row=1, col=0)
+        self.spectrum_plot = self.graphics.addPlot(row=1, col=0, viewBox=TimeSelectViewBox())
         self.spectrum_plot.setLabel("bottom", "time", units="s")
         self.spectrum_plot.setMouseEnabled(x=True, y=False)
         self.spectrum_plot.setXLink(self.wave_plot)
@@ -162,7 +244,14 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.spectrum_plot.addItem(self.spectrum_image)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
         self.playhead = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffffff", width=1))
+        self.playhead.setZValue(30)
         self.wave_plot.addItem(self.playhead)
+        self.selection = pg.LinearRegionItem(brush=pg.mkBrush(*SELECTION_BRUSH), swapMode="sort")
+        self.selection_shade = pg.LinearRegionItem(brush=pg.mkBrush(*SELECTION_BRUSH), movable=False)
+        for plot, region in ((self.wave_plot, self.selection), (self.spectrum_plot, self.selection_shade)):
+            region.setZValue(20)
+            region.hide()
+            plot.addItem(region)
         self.banner = DemoBannerLabel()
         plots = QtWidgets.QGridLayout()
         plots.addWidget(self.graphics, 0, 0)
@@ -196,6 +285,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(controls)
+        layout.addLayout(transport)
         layout.addWidget(self.status)
         layout.addWidget(split, stretch=1)
 
@@ -206,8 +296,22 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.range_box.valueChanged.connect(lambda _v: self._show_spectrogram())
         self.csv_button.clicked.connect(self._choose_csv)
         self.icbhi_button.clicked.connect(self._choose_icbhi)
-        self.table.cellClicked.connect(lambda row, _column: self.seek(self.cycles[row].start_s))
+        self.table.cellClicked.connect(lambda row, _column: self.play_cycle(row))
+        self.play_button.clicked.connect(self.toggle_playback)
+        self.stop_button.clicked.connect(self.stop)
+        self.loop_box.toggled.connect(self._on_loop_toggled)
+        self.speed_box.currentIndexChanged.connect(self._on_speed_changed)
+        self.volume_slider.valueChanged.connect(self._on_volume_changed)
+        self.clear_selection_button.clicked.connect(self.clear_selection)
+        self.playhead_timer.timeout.connect(self._on_tick)
+        self.graphics.scene().sigMouseClicked.connect(self._on_plot_clicked)
+        for plot in (self.wave_plot, self.spectrum_plot):
+            plot.getViewBox().span_dragged.connect(self.set_selection)
+        self.selection.sigRegionChanged.connect(lambda region: self.selection_shade.setRegion(region.getRegion()))
+        space = QtGui.QShortcut(QtGui.QKeySequence(QtCore.Qt.Key.Key_Space), self, self.toggle_playback)
+        space.setContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self._update_buttons()
+        self._update_transport()
 
     # ------------------------------------------------------------------ models
 
@@ -255,6 +359,12 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.result = None
         self.stale = set()
         recording = opened.recording
+        self.shutdown()
+        self.player = AudioPlayer(recording.samples, recording.sample_rate)
+        self._on_loop_toggled(self.loop_box.isChecked())
+        self._on_speed_changed(self.speed_box.currentIndex())
+        self._on_volume_changed(self.volume_slider.value())
+        self.clear_selection()
         times = np.arange(recording.samples.size, dtype=np.float64) / recording.sample_rate
         self.wave_curve.setData(times, recording.samples)
         self.wave_plot.setXRange(0, recording.duration_s, padding=0)
@@ -345,7 +455,7 @@ class LungSoundPanel(QtWidgets.QWidget):
             self.spectrum_plot.removeItem(spectrum_region)
         self.regions = []
         for index, cycle in enumerate(self.cycles):
-            wave_region = pg.LinearRegionItem((cycle.start_s, cycle.end_s), swapMode="block")
+            wave_region = CycleRegion((cycle.start_s, cycle.end_s), swapMode="block")
             spectrum_region = pg.LinearRegionItem((cycle.start_s, cycle.end_s), movable=False)
             spectrum_region.setZValue(10)
             wave_region.sigRegionChangeFinished.connect(lambda region, i=index: self._on_cycle_edited(i, region))
@@ -401,13 +511,156 @@ class LungSoundPanel(QtWidgets.QWidget):
             self.details.setText(html.escape(self.opened_recording.annotation_note))
         self._update_buttons()
 
+    # ------------------------------------------------------------------ playback
+
     def seek(self, seconds: float) -> None:
-        """Move the playhead to ``seconds`` and bring it into view."""
+        """Move the playhead to ``seconds`` and bring it into view; playback, if on, goes on from there."""
+        playing = self.player is not None and self.player.playing
+        if self.player is not None:
+            self.player.stop()  # a paused span resumes from the playhead, not from where it was paused
+        self._show_position(seconds, follow=True)
+        if playing:
+            self.play()
+        self._update_transport()
+
+    def selection_span(self) -> tuple[float, float] | None:
+        """The selected span in seconds, or None when nothing is selected."""
+        if not self.selection.isVisible():
+            return None
+        start, end = self.selection.getRegion()
+        return float(start), float(end)
+
+    def set_selection(self, start_s: float, end_s: float) -> None:
+        """Select ``start_s``-``end_s`` (clipped to the recording): what Play plays and Loop repeats."""
+        duration = self.opened_recording.recording.duration_s if self.opened_recording else 0.0
+        start, end = max(0.0, start_s), min(duration, end_s)
+        if end - start <= 0:
+            self.clear_selection()
+            return
+        self.selection.setRegion((start, end))
+        self.selection.show()
+        self.selection_shade.show()
+        self._update_transport()
+
+    def clear_selection(self) -> None:
+        self.selection.hide()
+        self.selection_shade.hide()
+        self._update_transport()
+
+    def play_cycle(self, index: int) -> None:
+        """Select cycle ``index`` and play it (the table's row click)."""
+        cycle = self.cycles[index]
+        self.set_selection(cycle.start_s, cycle.end_s)
+        self.seek(cycle.start_s)
+        self.play()
+
+    def toggle_playback(self) -> None:
+        """Pause when playing, else play (Space)."""
+        if self.player is not None and self.player.playing:
+            self.pause()
+        else:
+            self.play()
+
+    def play(self) -> None:
+        """Play the selection, or the recording from the playhead; resume where paused."""
+        player = self.player
+        if player is None:
+            return
+        try:
+            if player.paused:
+                player.resume()
+            else:
+                duration = player.duration_s
+                position = float(self.playhead.value())
+                start, end = self.selection_span() or (0.0, duration)
+                if not start <= position < end - 1e-3:
+                    position = start
+                player.play(start, end, from_s=position)
+        except PlaybackError as error:
+            self.playback_note.setText(f"Cannot play: {error}. The recording can still be viewed and classified.")
+            self.playback_note.show()
+        else:
+            self.playback_note.hide()
+            self.playhead_timer.start()
+        self._update_transport()
+
+    def pause(self) -> None:
+        if self.player is not None:
+            self.player.pause()
+            self._show_position(self.player.position_s())
+        self.playhead_timer.stop()
+        self._update_transport()
+
+    def stop(self) -> None:
+        """Stop; the playhead goes back to where the span being played starts."""
+        if self.player is not None:
+            self.player.stop()
+            self._show_position(self.player.position_s(), follow=True)
+        self.playhead_timer.stop()
+        self._update_transport()
+
+    def shutdown(self) -> None:
+        """Release the audio device (the recording is replaced or the window closes)."""
+        self.playhead_timer.stop()
+        if self.player is not None:
+            self.player.close()
+            self.player = None
+
+    def _on_tick(self) -> None:
+        player = self.player
+        if player is None:
+            self.playhead_timer.stop()
+            return
+        self._show_position(player.position_s(), follow=True)
+        if not player.playing and not player.paused:  # the span ended
+            player.close()
+            self.playhead_timer.stop()
+            self._update_transport()
+
+    def _show_position(self, seconds: float, follow: bool = False) -> None:
         self.playhead.setValue(seconds)
-        low, high = self.wave_plot.viewRange()[0]
-        if not low <= seconds <= high:
-            width = high - low
-            self.wave_plot.setXRange(max(0.0, seconds - width / 4), max(0.0, seconds - width / 4) + width, padding=0)
+        duration = self.player.duration_s if self.player is not None else 0.0
+        self.time_label.setText(f"{clock(seconds)} / {clock(duration)}")
+        if follow:
+            low, high = self.wave_plot.viewRange()[0]
+            if not low <= seconds <= high:
+                width = high - low
+                left = min(max(0.0, seconds - width / 10), max(0.0, duration - width))
+                self.wave_plot.setXRange(left, left + width, padding=0)
+
+    def _on_plot_clicked(self, event: Any) -> None:
+        if event.button() != QtCore.Qt.MouseButton.LeftButton or event.double() or self.player is None:
+            return
+        for plot in (self.wave_plot, self.spectrum_plot):
+            box = plot.getViewBox()
+            if box.sceneBoundingRect().contains(event.scenePos()):
+                seconds = box.mapSceneToView(event.scenePos()).x()
+                self.seek(min(max(0.0, seconds), self.player.duration_s))
+                return
+
+    def _on_loop_toggled(self, checked: bool) -> None:
+        if self.player is not None:
+            self.player.loop = checked
+
+    def _on_speed_changed(self, index: int) -> None:
+        if self.player is not None:
+            self.player.speed = SPEEDS[index]
+
+    def _on_volume_changed(self, value: int) -> None:
+        if self.player is not None:
+            self.player.volume = value / 100
+
+    def _update_transport(self) -> None:
+        player = self.player
+        playing = player is not None and player.playing
+        pixmap = (
+            QtWidgets.QStyle.StandardPixmap.SP_MediaPause if playing else QtWidgets.QStyle.StandardPixmap.SP_MediaPlay
+        )
+        self.play_button.setIcon(self.style().standardIcon(pixmap))
+        self.play_button.setText("Pause" if playing else "Play")
+        self.play_button.setEnabled(player is not None)
+        self.stop_button.setEnabled(player is not None and (playing or player.paused))
+        self.clear_selection_button.setEnabled(self.selection.isVisible())
 
     def _update_buttons(self) -> None:
         has_cycles = bool(self.cycles)

@@ -491,8 +491,14 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ viewing
 
     def _on_workspace_changed(self, _index: int) -> None:
-        """The study browser, layers and tags belong to the CT workspace: shown with it, as the user left them."""
+        """The study browser, layers and tags belong to the CT workspace: shown with it, as the user left them.
+
+        Cine (Space) is a CT action: off the CT tab Space plays and pauses the lung sound.
+        """
         on_ct = self.workspaces.currentWidget() is self.mpr
+        if not on_ct and self.cine_action.isChecked():
+            self.cine_action.trigger()
+        self.cine_action.setEnabled(on_ct)
         if self._on_ct and not on_ct:
             self._ct_docks_shown = [dock for dock in self.ct_docks if not dock.isHidden()]
             for dock in self.ct_docks:
@@ -609,6 +615,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.cine_timer.stop()
+        self.lung.shutdown()
         self.tasks.cancel_all()
         self.settings.save()
         super().closeEvent(event)

@@ -144,8 +144,9 @@ def mouse_drag(
     end: QtCore.QPoint,
     button: Qt.MouseButton = Qt.MouseButton.LeftButton,
     steps: int = 5,
+    modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier,
 ) -> None:
-    """Press at ``start``, move in ``steps`` with the button held, release at ``end``.
+    """Press at ``start``, move in ``steps`` with the button held, release at ``end`` (keys ``modifiers`` held).
 
     ``QTest.mouseMove`` carries no buttons, so a drag is built from raw events.
     The moves are spaced like a real mouse's: pyqtgraph drops move events that
@@ -153,7 +154,7 @@ def mouse_drag(
     """
     app = QtWidgets.QApplication.instance()
     QtWidgets.QApplication.sendEvent(
-        widget, _mouse_event(QtCore.QEvent.Type.MouseButtonPress, widget, start, button, button)
+        widget, _mouse_event(QtCore.QEvent.Type.MouseButtonPress, widget, start, button, button, modifiers)
     )
     for step in range(1, steps + 1):
         time.sleep(MOVE_INTERVAL_S)
@@ -162,12 +163,14 @@ def mouse_drag(
             round(start.y() + (end.y() - start.y()) * step / steps),
         )
         QtWidgets.QApplication.sendEvent(
-            widget, _mouse_event(QtCore.QEvent.Type.MouseMove, widget, point, Qt.MouseButton.NoButton, button)
+            widget,
+            _mouse_event(QtCore.QEvent.Type.MouseMove, widget, point, Qt.MouseButton.NoButton, button, modifiers),
         )
         app.processEvents()
     time.sleep(MOVE_INTERVAL_S)
     QtWidgets.QApplication.sendEvent(
-        widget, _mouse_event(QtCore.QEvent.Type.MouseButtonRelease, widget, end, button, Qt.MouseButton.NoButton)
+        widget,
+        _mouse_event(QtCore.QEvent.Type.MouseButtonRelease, widget, end, button, Qt.MouseButton.NoButton, modifiers),
     )
     app.processEvents()
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from medview.io.audio import read_icbhi_annotations
+from medview.ui.lung_panel import clock
 from medview.ui.qt import QtCore, QtWidgets
+from tests.gui.conftest import mouse_click, mouse_drag
 
 ICBHI = Path("lung_sound") / "icbhi_sample"
 TIMEOUT_MS = 60_000
@@ -101,19 +103,132 @@ def test_two_class_view_sums_the_abnormal_classes(qtbot: Any, window: Any, engin
         assert lung.table.item(row, 4).text() == ("abnormal" if abnormal > 0.5 else "normal")
 
 
-def test_clicking_a_row_seeks_the_playhead(qtbot: Any, window: Any, engine: Any, recordings: Path) -> None:
-    window.set_engine(engine)
-    open_and_classify(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
+def open_recording(qtbot: Any, window: Any, path: Path) -> Any:
+    with qtbot.waitSignal(window.lung.opened, timeout=TIMEOUT_MS) as blocker:
+        window.open_paths([path])
+    return blocker.args[0].recording
+
+
+def plot_pixel(lung: Any, plot: Any, seconds: float) -> QtCore.QPoint:
+    """The viewport pixel at ``seconds`` on ``plot``, half-way up."""
+    box = plot.getViewBox()
+    low, high = box.viewRange()[1]
+    return lung.graphics.mapFromScene(box.mapViewToScene(QtCore.QPointF(seconds, (low + high) / 2)))
+
+
+def wait_until_played(qtbot: Any, lung: Any) -> list[float]:
+    """Wait for the span to end, collecting the playhead positions the panel's timer drew."""
+    positions: list[float] = []
+    lung.playhead.sigPositionChanged.connect(lambda line: positions.append(line.value()))
+    qtbot.waitUntil(lambda: not lung.playhead_timer.isActive(), timeout=TIMEOUT_MS)
+    return positions
+
+
+def sent(played: Path) -> np.ndarray:
+    """The frames the null device received, without PortAudio's leading and trailing silence."""
+    return np.trim_zeros(np.fromfile(played, dtype="<f4"))
+
+
+def test_clicking_a_row_selects_and_plays_that_cycle(
+    qtbot: Any, window: Any, recordings: Path, audio_output: Path
+) -> None:
+    recording = open_recording(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
     lung = window.lung
     lung.wave_plot.setXRange(0, 3, padding=0)
     row = len(lung.cycles) - 1
-    rect = lung.table.visualItemRect(lung.table.item(row, 1))
+    cycle = lung.cycles[row]
     lung.table.scrollToItem(lung.table.item(row, 1))
     rect = lung.table.visualItemRect(lung.table.item(row, 1))
     qtbot.mouseClick(lung.table.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=rect.center())
-    assert lung.playhead.value() == pytest.approx(lung.cycles[row].start_s)
+
+    assert lung.selection_span() == pytest.approx((cycle.start_s, cycle.end_s))
+    assert lung.play_button.text() == "Pause"
+    positions = wait_until_played(qtbot, lung)
+    assert lung.play_button.text() == "Play"
+    assert lung.playhead.value() == pytest.approx(cycle.end_s, abs=1e-3)  # ends at the end of the cycle
+    assert all(cycle.start_s - 1e-3 <= p <= cycle.end_s + 1e-3 for p in positions)
     low, high = lung.wave_plot.viewRange()[0]
-    assert low <= lung.cycles[row].start_s <= high  # scrolled into view
+    assert low <= cycle.start_s <= high  # scrolled into view
+    rate = recording.sample_rate
+    expected = recording.samples[round(cycle.start_s * rate) : round(cycle.end_s * rate)]
+    np.testing.assert_array_equal(sent(audio_output), np.trim_zeros(expected))
+
+
+def test_click_seeks_then_play_runs_to_the_end_at_the_chosen_speed_and_volume(
+    qtbot: Any, window: Any, recordings: Path, audio_output: Path
+) -> None:
+    recording = open_recording(qtbot, window, recordings / "102_1b1_Ar_sc_Meditron.wav")
+    lung = window.lung
+    duration = recording.duration_s
+    mouse_click(lung.graphics.viewport(), plot_pixel(lung, lung.spectrum_plot, duration - 4.0))
+    start = lung.playhead.value()
+    assert start == pytest.approx(duration - 4.0, abs=0.1)  # within a pixel of the click
+    lung.speed_box.setCurrentText("2×")
+    lung.volume_slider.setValue(50)
+    window.activateWindow()
+    lung.table.setFocus()
+    qtbot.keyClick(lung.table, QtCore.Qt.Key.Key_Space)  # Space plays
+
+    positions = wait_until_played(qtbot, lung)
+    assert lung.playhead.value() == pytest.approx(duration)
+    assert positions == sorted(positions)
+    assert lung.time_label.text().startswith(clock(duration))
+    rate = recording.sample_rate
+    expected = 0.5 * recording.samples[round(start * rate) :: 2]
+    out = sent(audio_output)
+    assert out.size == pytest.approx(np.trim_zeros(expected).size, abs=2)
+    np.testing.assert_allclose(out, np.trim_zeros(expected)[: out.size], atol=1e-6)
+
+
+def test_shift_drag_selects_and_loop_repeats_the_selection(
+    qtbot: Any, window: Any, recordings: Path, audio_output: Path
+) -> None:
+    recording = open_recording(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
+    lung = window.lung
+    lung.wave_plot.setXRange(0, 10, padding=0)
+    mouse_drag(
+        lung.graphics.viewport(),
+        plot_pixel(lung, lung.wave_plot, 2.0),
+        plot_pixel(lung, lung.wave_plot, 3.0),
+        modifiers=QtCore.Qt.KeyboardModifier.ShiftModifier,
+    )
+    start, end = lung.selection_span()
+    assert (start, end) == pytest.approx((2.0, 3.0), abs=0.05)
+    assert lung.wave_plot.viewRange()[0] == pytest.approx([0, 10])  # a selection, not a pan
+    assert lung.cycles == read_icbhi_annotations(recordings / "104_1b1_Ar_sc_Litt3200.txt")  # no band moved
+
+    lung.loop_box.setChecked(True)
+    qtbot.mouseClick(lung.play_button, QtCore.Qt.MouseButton.LeftButton)
+    rate = recording.sample_rate
+    span = recording.samples[round(start * rate) : round(end * rate)]
+    qtbot.waitUntil(lambda: np.fromfile(audio_output, dtype="<f4").size > 4 * span.size, timeout=TIMEOUT_MS)
+    assert lung.player.playing
+    qtbot.mouseClick(lung.stop_button, QtCore.Qt.MouseButton.LeftButton)
+    assert not lung.player.playing
+    assert lung.playhead.value() == pytest.approx(start, abs=1 / rate)  # back to the start of the selection
+    out = np.fromfile(audio_output, dtype="<f4")
+    out = out[np.flatnonzero(out)[0] :]
+    loops = out.size // span.size
+    np.testing.assert_array_equal(out[: (loops - 1) * span.size], np.tile(span, loops - 1))
+
+    qtbot.mouseClick(lung.clear_selection_button, QtCore.Qt.MouseButton.LeftButton)
+    assert lung.selection_span() is None
+
+
+def test_without_an_output_device_playback_says_so_and_the_rest_works(
+    qtbot: Any, window: Any, recordings: Path, no_audio_output: None
+) -> None:
+    open_recording(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
+    lung = window.lung
+    qtbot.mouseClick(lung.play_button, QtCore.Qt.MouseButton.LeftButton)
+    assert lung.playback_note.isVisible()
+    assert "no audio output device" in lung.playback_note.text()
+    assert lung.play_button.text() == "Play"
+    assert not lung.playhead_timer.isActive()
+    assert QtWidgets.QApplication.activeModalWidget() is None
+    lung.seek(5.0)  # seeking and the views still work
+    assert lung.playhead.value() == pytest.approx(5.0)
+    assert lung.spectrum_image.image is not None
 
 
 def test_editing_a_cycle_clears_its_result_until_classified_again(
