@@ -44,6 +44,7 @@ from medview.io.audio import (
 )
 from medview.io.playback import SPEEDS, AudioPlayer
 from medview.preprocess.audio import Spectrogram, display_spectrogram
+from medview.preprocess.waveform import WaveformSummary
 from medview.ui.dialogs import show_message
 from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, provenance_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
@@ -71,6 +72,7 @@ class OpenedRecording:
     cycles: tuple[Cycle, ...]
     annotation_note: str  # where the cycles came from, or why there are none
     spectrograms: dict[bool, Spectrogram]  # by mel
+    waveform: WaveformSummary
 
 
 def open_recording(path: Path) -> OpenedRecording:
@@ -92,7 +94,8 @@ def open_recording(path: Path) -> OpenedRecording:
     spectrograms = {
         mel: display_spectrogram(recording.samples, recording.sample_rate, mel=mel) for mel in (True, False)
     }
-    return OpenedRecording(recording, tuple(cycles), note, spectrograms)
+    waveform = WaveformSummary(recording.samples, recording.sample_rate)
+    return OpenedRecording(recording, tuple(cycles), note, spectrograms, waveform)
 
 
 def cycle_probabilities(result: LungSoundResult, index: int, two_class: bool) -> dict[str, float]:
@@ -231,10 +234,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.wave_plot = self.graphics.addPlot(row=0, col=0, viewBox=TimeSelectViewBox())
         self.wave_plot.setLabel("left", "amplitude")
         self.wave_plot.setMouseEnabled(x=True, y=False)
+        # redrawn for the visible span on every zoom or pan: every sample when zoomed in, else min/max per pixel
         self.wave_curve = self.wave_plot.plot(pen=pg.mkPen("#9fc5e8", width=1))
-        # pyqtgraph draws only the visible part, reduced to per-pixel min/max: every sample when zoomed in
-        self.wave_curve.setDownsampling(auto=True, method="peak")
-        self.wave_curve.setClipToView(True)
         self.spectrum_plot = self.graphics.addPlot(row=1, col=0, viewBox=TimeSelectViewBox())
         self.spectrum_plot.setLabel("bottom", "time", units="s")
         self.spectrum_plot.setMouseEnabled(x=True, y=False)
@@ -307,6 +308,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.graphics.scene().sigMouseClicked.connect(self._on_plot_clicked)
         for plot in (self.wave_plot, self.spectrum_plot):
             plot.getViewBox().span_dragged.connect(self.set_selection)
+        self.wave_plot.getViewBox().sigXRangeChanged.connect(lambda *_: self._draw_waveform())
+        self.wave_plot.getViewBox().sigResized.connect(lambda *_: self._draw_waveform())
         self.selection.sigRegionChanged.connect(lambda region: self.selection_shade.setRegion(region.getRegion()))
         space = QtGui.QShortcut(QtGui.QKeySequence(QtCore.Qt.Key.Key_Space), self, self.toggle_playback)
         space.setContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -365,9 +368,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         self._on_speed_changed(self.speed_box.currentIndex())
         self._on_volume_changed(self.volume_slider.value())
         self.clear_selection()
-        times = np.arange(recording.samples.size, dtype=np.float64) / recording.sample_rate
-        self.wave_curve.setData(times, recording.samples)
         self.wave_plot.setXRange(0, recording.duration_s, padding=0)
+        self._draw_waveform()
         self._show_spectrogram()
         self._build_regions()
         self.seek(0.0)
@@ -431,6 +433,13 @@ class LungSoundPanel(QtWidgets.QWidget):
         if self.result is None or index in self.stale or index >= len(self.result.scores):
             return None
         return cycle_probabilities(self.result, index, self.two_class())
+
+    def _draw_waveform(self) -> None:
+        if self.opened_recording is None:
+            return
+        low, high = self.wave_plot.viewRange()[0]
+        pixels = int(self.wave_plot.getViewBox().width()) or 1
+        self.wave_curve.setData(*self.opened_recording.waveform.curve(low, high, pixels))
 
     def _show_spectrogram(self) -> None:
         if self.opened_recording is None:
