@@ -14,8 +14,9 @@ alone or in a loop, speed and volume.  The playhead is redrawn from the
 player's stream position while it plays; a click on the plots seeks.  Without
 an output device the transport says so and everything else works.
 
-Not built yet, so absent: automatic cycle detection for a recording without an
-annotation file (the panel says so when it needs it).
+A recording without an annotation file (or with one that cannot be used) gets
+its cycles from ``preprocess.cycles.detect_cycles``; the panel says they were
+found automatically, and the table's "annotated" column stays empty for them.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from medview.io.audio import (
 )
 from medview.io.playback import SPEEDS, AudioPlayer
 from medview.preprocess.audio import Spectrogram, display_spectrogram
+from medview.preprocess.cycles import MIN_DURATION_S, detect_cycles
 from medview.preprocess.waveform import WaveformSummary
 from medview.ui.dialogs import show_message
 from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, provenance_html
@@ -71,6 +73,7 @@ class OpenedRecording:
     recording: Recording
     cycles: tuple[Cycle, ...]
     annotation_note: str  # where the cycles came from, or why there are none
+    annotated: bool  # the cycles come from an annotation file (else detected, without labels)
     spectrograms: dict[bool, Spectrogram]  # by mel
     waveform: WaveformSummary
 
@@ -79,23 +82,38 @@ def open_recording(path: Path) -> OpenedRecording:
     """Read ``path``, its ICBHI annotation file when there is one, and both display spectrograms."""
     recording = read_recording(path)
     annotations = annotation_path(path)
-    cycles: list[Cycle] = []
-    if not annotations.is_file():
-        note = (
-            f"No annotation file ({annotations.name}) next to the recording: automatic cycle detection is not "
-            "built yet, so there are no cycles to classify."
-        )
-    else:
+    problem = ""
+    if annotations.is_file():
         try:
             cycles = read_icbhi_annotations(annotations, duration_s=recording.duration_s)
-            note = f"{len(cycles)} cycles from {annotations.name}"
         except MedviewError as error:
-            note = f"The annotation file could not be used, so there are no cycles: {error}"
+            problem = f"The annotation file could not be used ({error}). "
+        else:
+            note = f"{len(cycles)} cycles from {annotations.name}."
+            return _prepared(recording, cycles, note, annotated=True)
+    else:
+        problem = f"No annotation file ({annotations.name}). "
+    spans = detect_cycles(recording.samples, recording.sample_rate)
+    if spans:
+        note = (
+            f"{problem}{len(spans)} cycles found automatically from the pauses between breaths; "
+            "check them and drag their edges to correct them."
+        )
+    elif recording.duration_s < MIN_DURATION_S:
+        note = f"{problem}The recording is too short ({recording.duration_s:.1f} s) to find breathing cycles in."
+    else:
+        note = (
+            f"{problem}No breathing cycles were found: the recording has no regular breath sounds (silence or noise)."
+        )
+    return _prepared(recording, [Cycle(start, end) for start, end in spans], note, annotated=False)
+
+
+def _prepared(recording: Recording, cycles: list[Cycle], note: str, annotated: bool) -> OpenedRecording:
     spectrograms = {
         mel: display_spectrogram(recording.samples, recording.sample_rate, mel=mel) for mel in (True, False)
     }
     waveform = WaveformSummary(recording.samples, recording.sample_rate)
-    return OpenedRecording(recording, tuple(cycles), note, spectrograms, waveform)
+    return OpenedRecording(recording, tuple(cycles), note, annotated, spectrograms, waveform)
 
 
 def cycle_probabilities(result: LungSoundResult, index: int, two_class: bool) -> dict[str, float]:
@@ -496,7 +514,9 @@ class LungSoundPanel(QtWidgets.QWidget):
             label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
             if probabilities is None and row in self.stale:
                 label = "edited: classify again"
-            annotated = cycle.label if not self.two_class() or cycle.label == "normal" else "abnormal"
+            annotated = self._annotated_label(cycle)
+            if annotated and self.two_class() and annotated != "normal":
+                annotated = "abnormal"
             values = [str(row + 1), f"{cycle.start_s:.3f}", f"{cycle.end_s:.3f}", annotated, label]
             values += [f"{probabilities[name]:.2f}" if probabilities else "" for name in names]
             for column, value in enumerate(values):
@@ -515,12 +535,19 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.banner.setVisible(result is not None and result.provenance.demo)
         if result is not None:
             snapshots = f"<p>Ensemble of {result.snapshots} snapshots; each cycle's chunks and snapshots averaged.</p>"
-            self.details.setText(snapshots + provenance_html(result.provenance))
+            cycles = (
+                "" if self.opened_recording is None else f"<p>{html.escape(self.opened_recording.annotation_note)}</p>"
+            )
+            self.details.setText(cycles + snapshots + provenance_html(result.provenance))
         elif self.opened_recording is not None and not self.cycles:
             self.details.setText(html.escape(self.opened_recording.annotation_note))
         self._update_buttons()
 
     # ------------------------------------------------------------------ playback
+
+    def _annotated_label(self, cycle: Cycle) -> str:
+        """The class an annotation file gives ``cycle``; empty for cycles found automatically."""
+        return cycle.label if self.opened_recording is not None and self.opened_recording.annotated else ""
 
     def seek(self, seconds: float) -> None:
         """Move the playhead to ``seconds`` and bring it into view; playback, if on, goes on from there."""
@@ -722,7 +749,8 @@ class LungSoundPanel(QtWidgets.QWidget):
                 probabilities = cycle_probabilities(self.result, index, two_class=False) if current else None
                 predicted = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
                 writer.writerow(
-                    [recording, index + 1, f"{cycle.start_s:.3f}", f"{cycle.end_s:.3f}", cycle.label, predicted]
+                    [recording, index + 1, f"{cycle.start_s:.3f}", f"{cycle.end_s:.3f}", self._annotated_label(cycle)]
+                    + [predicted]
                     + ([f"{1 - probabilities['normal']:.4f}"] if probabilities else [""])
                     + [f"{probabilities[name]:.4f}" if probabilities else "" for name in ICBHI_CLASSES]
                     + ([provenance.label, str(provenance.demo).lower()] if probabilities and provenance else ["", ""])

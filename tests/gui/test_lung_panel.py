@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile
 
 from medview.io.audio import read_icbhi_annotations
+from medview.preprocess.cycles import detect_cycles
 from medview.ui.lung_panel import clock
 from medview.ui.qt import QtCore, QtWidgets
 from tests.gui.conftest import mouse_click, mouse_drag
@@ -271,18 +273,49 @@ def test_exports_csv_and_icbhi(qtbot: Any, window: Any, engine: Any, recordings:
     assert [c.start_s for c in exported] == pytest.approx([c.start_s for c in lung.cycles], abs=1e-3)
 
 
-def test_a_recording_without_annotations_says_detection_is_not_built(
+def test_a_recording_without_annotations_gets_its_cycles_found_and_classified(
     qtbot: Any, window: Any, engine: Any, recordings: Path, tmp_path: Path
 ) -> None:
     window.set_engine(engine)
     path = tmp_path / "bare.wav"
-    shutil.copy(recordings / "104_1b1_Ar_sc_Litt3200.wav", path)
+    shutil.copy(recordings / "106_2b1_Pl_mc_LittC2SE.wav", path)
+    result = open_and_classify(qtbot, window, path)
+    lung = window.lung
+    recording = lung.opened_recording.recording
+    assert [(c.start_s, c.end_s) for c in lung.cycles] == detect_cycles(recording.samples, recording.sample_rate)
+    assert len(lung.cycles) >= 5
+    assert "found automatically" in lung.status.text()
+    assert "No annotation file (bare.txt)" in lung.status.text()
+    assert "found automatically" in lung.details.text()
+    assert len(result.scores) == len(lung.cycles)
+    for row in range(len(lung.cycles)):
+        assert lung.table.item(row, 3).text() == ""  # nobody annotated these cycles
+        assert lung.table.item(row, 4).text() == result.scores[row].label
+    lung.export_csv(tmp_path / "cycles.csv")
+    assert {row["annotated"] for row in csv.DictReader((tmp_path / "cycles.csv").open())} == {""}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "rate", "expected"),
+    [(600, 44_100, "No breathing cycles were found"), (1, 4000, "too short (1.0 s)")],
+    ids=["10 minutes of silence", "a 1 s clip"],
+)
+def test_silence_and_a_short_clip_open_without_cycles_and_say_why(
+    qtbot: Any, window: Any, engine: Any, tmp_path: Path, seconds: int, rate: int, expected: str
+) -> None:
+    window.set_engine(engine)
+    path = tmp_path / "quiet.wav"
+    soundfile.write(path, np.zeros(seconds * rate, np.int16), rate, subtype="PCM_16")
     with qtbot.waitSignal(window.lung.opened, timeout=TIMEOUT_MS):
         window.open_paths([path])
     lung = window.lung
     assert lung.cycles == []
-    assert "automatic cycle detection is not built yet" in lung.status.text()
+    assert expected in lung.status.text()
+    assert f"{seconds:.1f} s, {rate} Hz" in lung.status.text()
     assert not lung.classify_button.isEnabled()
+    assert lung.table.rowCount() == 0
+    assert lung.spectrum_image.image is not None
+    assert QtWidgets.QApplication.activeModalWidget() is None
 
 
 @pytest.mark.parametrize(
@@ -325,6 +358,7 @@ def test_malformed_annotation_rows_are_named_and_the_recording_still_opens(
     lung = window.lung
     assert "line 2" in lung.status.text()
     assert "rec.txt" in lung.status.text()
+    assert "found automatically" in lung.status.text()  # the rows that cannot be trusted are not half-used
     assert lung.wave_curve.getData()[0] is not None
 
 
