@@ -243,6 +243,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         ):
             transport.addWidget(widget)
         transport.addWidget(self.playback_note, stretch=1)
+        transport.addStretch(1)  # keeps the controls at their size while the note is hidden
         hint = QtWidgets.QLabel("Click to seek, Shift+drag to select, wheel to zoom")
         hint.setEnabled(False)
         transport.addWidget(hint)
@@ -263,8 +264,10 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.spectrum_plot.addItem(self.spectrum_image)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
         self.playhead = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffffff", width=1))
-        self.playhead.setZValue(30)
-        self.wave_plot.addItem(self.playhead)
+        self.spectrum_playhead = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffffff", width=1))
+        for plot, line in ((self.wave_plot, self.playhead), (self.spectrum_plot, self.spectrum_playhead)):
+            line.setZValue(30)
+            plot.addItem(line)
         self.selection = pg.LinearRegionItem(brush=pg.mkBrush(*SELECTION_BRUSH), swapMode="sort")
         self.selection_shade = pg.LinearRegionItem(brush=pg.mkBrush(*SELECTION_BRUSH), movable=False)
         for plot, region in ((self.wave_plot, self.selection), (self.spectrum_plot, self.selection_shade)):
@@ -655,6 +658,7 @@ class LungSoundPanel(QtWidgets.QWidget):
 
     def _show_position(self, seconds: float, follow: bool = False) -> None:
         self.playhead.setValue(seconds)
+        self.spectrum_playhead.setValue(seconds)
         duration = self.player.duration_s if self.player is not None else 0.0
         self.time_label.setText(f"{clock(seconds)} / {clock(duration)}")
         if follow:
