@@ -21,11 +21,13 @@ import numpy as np
 
 from medview.engine.manifest import ModelCard
 from medview.io.audio import Recording
+from medview.io.volume import Volume
 
 DEMO_BANNER = "demo model: not for diagnosis"
 
 ProgressCallback = Callable[[int, int, str], None]  # done, total, what is being done
 CancelCheck = Callable[[], bool]
+SlicePaintCallback = Callable[[int, np.ndarray], None]  # first slice index, probabilities (n, y, x)
 
 
 @dataclass(frozen=True)
@@ -236,3 +238,13 @@ class InferenceService(Protocol):
         progress: ProgressCallback | None = None,
         cancelled: CancelCheck | None = None,
     ) -> LungSoundResult: ...
+
+    def segment_liver(
+        self,
+        card: ModelCard,
+        volume: Volume,
+        *,
+        on_slices: SlicePaintCallback | None = None,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> SegmentationResult: ...

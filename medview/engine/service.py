@@ -15,11 +15,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
-from sklearn.ensemble import RandomForestClassifier
 from torch import nn
 
 from medview.engine import device as devices
@@ -31,8 +30,8 @@ from medview.engine.api import (
     ProgressCallback,
     SegmentationResult,
     SliceClassificationResult,
+    SlicePaintCallback,
 )
-from medview.engine.forest import load_forest
 from medview.engine.manifest import BundleScan, ModelCard, find_bundles
 from medview.engine.pipelines import covid, kidney, lung_sound, segmentation, skin
 from medview.engine.pipelines.context import RunContext
@@ -41,6 +40,9 @@ from medview.errors import ModelError
 from medview.io.audio import Recording
 from medview.io.volume import Volume
 from medview.preprocess.chest import classical_lung_mask
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestClassifier
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -95,6 +97,9 @@ class Engine:
 
     def forest(self, card: ModelCard, n_features: int) -> RandomForestClassifier:
         """The bundle's random forest (skin), loaded and checked once."""
+        # scikit-learn and skops load with the first forest, not with the engine: ~2 s that no other task needs
+        from medview.engine.forest import load_forest
+
         key = (str(card.bundle_dir), tuple(w.sha256 for w in card.weights))
         with self._lock:
             if key not in self._forests:
@@ -108,7 +113,7 @@ class Engine:
         card: ModelCard,
         volume: Volume,
         *,
-        on_slices: segmentation.PaintCallback | None = None,
+        on_slices: SlicePaintCallback | None = None,
         progress: ProgressCallback | None = None,
         cancelled: CancelCheck | None = None,
     ) -> SegmentationResult:

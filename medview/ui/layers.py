@@ -32,6 +32,8 @@ class Layer:
     name: str
     visible: bool = True
     opacity: float = 0.5
+    #: drawn from a demo model's output: the views say "demo model: not for diagnosis" while it shows
+    demo: bool = False
 
 
 @dataclass(eq=False)
@@ -105,6 +107,10 @@ class LayerStack(QtCore.QObject):
         """Remove a layer."""
         self.layers.remove(layer)
         self.changed.emit()
+
+    def demo_shown(self) -> bool:
+        """A visible layer comes from a demo model."""
+        return any(layer.visible and layer.demo for layer in self.layers)
 
     def clear(self) -> None:
         """Remove every layer (a new volume was opened)."""

@@ -22,6 +22,7 @@ from medview.io.dicom import load_series as load_dicom_series
 from medview.io.photo import split_photo_paths
 from medview.io.volume import Volume
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
+from medview.ui.findings_panel import FindingsPanel
 from medview.ui.layers import LabelLayer, Layer, LayerStack
 from medview.ui.lung_panel import LungSoundPanel
 from medview.ui.models_dialog import ModelsDialog
@@ -92,6 +93,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._dock("Studies", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea),
             self._dock("Layers", self.layers_panel, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea),
         ]
+        self.findings = FindingsPanel(self.layers, self._start)
+        self.ct_docks.append(self._dock("AI findings", self.findings, QtCore.Qt.DockWidgetArea.RightDockWidgetArea))
         self.tags_dock = self._dock("DICOM tags", self.tags, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
         self.tags_dock.hide()
         self.ct_docks.append(self.tags_dock)
@@ -164,6 +167,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         overlay_menu = menu.addMenu("&Overlay")
         overlay_menu.addAction(self._action("Load &mask (NIfTI, NRRD, DICOM SEG)…", self._choose_mask, "Ctrl+M"))
+        ai_menu = menu.addMenu("&AI")
+        ai_menu.addAction(self._action("Segment &liver", lambda: self.findings.segment_liver(), "Ctrl+Shift+L"))
 
         view_menu = menu.addMenu("&View")
         toolbar = self.addToolBar("Tools")
@@ -369,6 +374,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._show_volume(volume)
             for layer in layers:
                 self.layers.add(layer)
+            self.findings.set_volume(volume)
         self._first_slice_shown = self._partial_on_screen = False
         self._shown_before_load = None
 
@@ -399,7 +405,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _start(self, task: Task, message: str) -> Task:
         task.signals.progress.connect(self._on_progress)
-        task.signals.errored.connect(self._on_task_error)
+        task.signals.errored.connect(lambda text, details: self._on_task_error(text, details, task.description))
         task.signals.cancelled.connect(lambda: self.statusBar().showMessage(f"{task.description}: cancelled", 5000))
         task.signals.finished.connect(self._on_task_finished)
         # "Classifying…" must not outlive the work; a message the outcome put there stays
@@ -429,9 +435,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.progress.setRange(0, total)
         self.progress.setValue(done)
 
-    def _on_task_error(self, message: str, details: str) -> None:
+    def _on_task_error(self, message: str, details: str, description: str) -> None:
         self.statusBar().showMessage(message, 10000)
-        show_message(self, "Could not open", message, details)
+        show_message(self, f"{description}: failed", message, details)
 
     def _on_task_finished(self) -> None:
         busy = [t for t in self.tasks.running if not t.done.is_set() and not t.background]
@@ -445,6 +451,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self._first_slice_shown:
             self._first_slice_shown = self._partial_on_screen = True
             self._show_volume(volume)
+            self.findings.set_volume(volume, complete=False)
             _, y, x = (size // 2 for size in volume.shape)
             self.mpr.set_position(z, y, x)  # the slice that just arrived: never an undecoded one
         elif z == self.mpr.axial.index:
@@ -458,6 +465,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._show_volume(volume)
         self._first_slice_shown = self._partial_on_screen = False
         self._shown_before_load = None
+        self.findings.set_volume(volume)
         series = self._thumbnail_from_load
         if series is not None and series.series_uid == volume.series_uid:
             window = volume.default_window or DEFAULT_THUMBNAIL_WINDOW
@@ -580,12 +588,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self.engine.refresh()
             self.skin.refresh_models()
             self.lung.refresh_models()
+            self.findings.refresh_models()
 
     def set_engine(self, engine: InferenceService) -> None:
         """Receive the inference service built off the GUI thread; the AI features use it from now on."""
         self.engine = engine
         self.skin.set_engine(engine)
         self.lung.set_engine(engine)
+        self.findings.set_engine(engine)
         self.engine_ready.emit(engine)
 
     def set_engine_problem(self, message: str) -> None:

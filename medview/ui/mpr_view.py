@@ -5,6 +5,7 @@ from __future__ import annotations
 from medview.io.volume import Volume
 from medview.ui.layers import LayerStack
 from medview.ui.planes import PLANES, voxel_to_display
+from medview.ui.provenance import DemoBannerLabel
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.slice_view import SliceView, Tool
 
@@ -32,9 +33,13 @@ class MprView(QtWidgets.QWidget):
         splitter.addWidget(side)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 1)
-        layout = QtWidgets.QHBoxLayout(self)
+        # on the image itself, above the views, while a demo model's overlay is shown
+        self.banner = DemoBannerLabel()
+        layout = QtWidgets.QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(splitter)
+        layout.addWidget(splitter, 0, 0)
+        layout.addWidget(self.banner, 0, 0, QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignHCenter)
+        layers.changed.connect(lambda: self.banner.setVisible(layers.demo_shown()))
         for view in self.views.values():
             view.position_picked.connect(self.set_position)
             view.window_changed.connect(self._on_window_changed)

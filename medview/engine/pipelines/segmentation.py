@@ -11,19 +11,18 @@ they exist, so the viewer can paint the mask while the run goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from medview.engine.api import SegmentationResult
+from medview.engine.api import SegmentationResult, SlicePaintCallback
 from medview.engine.pipelines.context import RunContext, batches
 from medview.errors import ModelError
 from medview.io.volume import Volume
 from medview.preprocess.image import resize_back, segmentation_inputs
 
 BATCH = 8
-PaintCallback = Callable[[int, np.ndarray], None]  # first slice index, probabilities (n, y, x)
 
 
 @torch.no_grad()
@@ -55,7 +54,7 @@ def segment(
     volume: Volume,
     *,
     structure: str,
-    on_slices: PaintCallback | None = None,
+    on_slices: SlicePaintCallback | None = None,
 ) -> SegmentationResult:
     """Probability and mask of ``structure`` (a class name of the bundle) over every slice of ``volume``."""
     card = context.card
@@ -73,8 +72,8 @@ def segment(
     context.step(0, depth, f"segmenting {structure}: slice 1 of {depth}")
     for start, painted in batches_of_slices:
         probability[start : start + len(painted)] = painted
-        if on_slices is not None:
-            on_slices(start, painted)
+        if on_slices is not None:  # the stored (float16) values, so the painted mask is the final one
+            on_slices(start, probability[start : start + len(painted)])
         done = start + len(painted)
         context.step(done, depth, f"segmenting {structure}: slice {min(done + 1, depth)} of {depth}")
     context.step(depth, depth, f"segmenting {structure}")

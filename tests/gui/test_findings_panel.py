@@ -1,0 +1,178 @@
+"""AI findings in the CT workspace: the liver segmentation on the bundled real series, through the window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from medview.io.volume_files import read_label_map
+from medview.ui.layers import HeatmapLayer, LabelLayer
+from medview.ui.qt import QtCore, QtWidgets
+
+from .conftest import SAMPLE_MASK, SAMPLE_SERIES, make_volume, open_and_wait, watch_tasks
+
+RUN_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def engine(shipped_engine: Any) -> Any:
+    if not shipped_engine.cards("liver_segmentation"):
+        pytest.skip("no liver_segmentation bundle in resources/models")
+    return shipped_engine
+
+
+@pytest.fixture
+def ct_window(qtbot: Any, window: Any, engine: Any) -> Any:
+    """The window with the engine and the bundled sample series (20 slices of an abdominal CT) loaded."""
+    window.set_engine(engine)
+    open_and_wait(qtbot, window, SAMPLE_SERIES)
+    return window
+
+
+def segment(qtbot: Any, window: Any) -> Any:
+    """Click *Segment liver* and wait for the finding."""
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(window.findings.segment_button, QtCore.Qt.MouseButton.LeftButton)
+    return blocker.args[0]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
+    qtbot: Any, ct_window: Any, monkeypatch: Any
+) -> None:
+    window = ct_window
+    volume = window.volume
+    painted: list[int] = []  # voxels of the growing mask each time a batch arrived
+
+    def watch(task: Any) -> None:
+        task.signals.partial.connect(
+            lambda _item: painted.extend(
+                int(layer.labels.sum()) for layer in window.layers.layers if layer.name.startswith("Liver (running")
+            )
+        )
+
+    watch_tasks(monkeypatch, window, watch)
+    finding = segment(qtbot, window)
+
+    result = finding.result
+    assert result.mask.shape == volume.shape
+    assert len(painted) >= 2  # one per batch of 8 slices, painted before the run ended
+    assert painted == sorted(painted)
+    assert painted[-1] == int(result.mask.sum())
+    assert not any(layer.name.startswith("Liver (running") for layer in window.layers.layers)
+
+    # the mask lies on the real liver (a mirrored or shifted mask would not)
+    reference = read_label_map(SAMPLE_MASK, volume).labels > 0
+    assert dice(result.mask, reference) > 0.7
+
+    mask_layer, probability_layer = finding.layers
+    assert isinstance(mask_layer, LabelLayer)
+    assert isinstance(probability_layer, HeatmapLayer)
+    assert window.layers.layers[-2:] == [mask_layer, probability_layer]
+    assert np.array_equal(mask_layer.labels > 0, result.mask)
+    assert not probability_layer.visible  # the probability map waits until asked for
+
+    # what is drawn: the axial overlay is the mask of the slice shown
+    axial = window.mpr.axial
+    axial.set_index(int(np.argmax(result.mask.sum(axis=(1, 2)))))
+    drawn = next(item for item in axial.overlay_items if item.isVisible())
+    assert np.array_equal(drawn.image > 0, result.mask[axial.index])
+
+    # the finding and where it came from
+    panel = window.findings
+    assert panel.list.count() == 1
+    assert panel.list.item(0).text().startswith(f"Liver {result.volume_ml:,.0f} mL")
+    details = panel.details.text()
+    assert f"Liver volume {result.volume_ml:,.1f} mL" in details
+    first, last = result.slice_range
+    assert f"slices {first + 1}-{last + 1} of {volume.shape[0]}" in details
+    for field in ("Trained on", "Validation metrics", "Threshold", "Ran on", result.provenance.label):
+        assert field in details
+    assert result.volume_ml == pytest.approx(result.mask.sum() * np.prod(volume.spacing) / 1000)
+    # a demo bundle: the banner is on the image
+    assert result.provenance.demo
+    assert window.mpr.banner.isVisible()
+    assert window.mpr.banner.geometry().intersects(window.mpr.axial.geometry())
+
+
+def test_overlay_controls_outline_probability_and_opacity(qtbot: Any, ct_window: Any) -> None:
+    window = ct_window
+    finding = segment(qtbot, window)
+    panel = window.findings
+    axial = window.mpr.axial
+    axial.set_index(int(np.argmax(finding.result.mask.sum(axis=(1, 2)))))
+    drawn = next(item for item in axial.overlay_items if item.isVisible())
+    full = np.count_nonzero(drawn.image)
+
+    panel.outline_box.click()
+    assert finding.mask_layer.outline_only
+    outline = np.count_nonzero(drawn.image)
+    assert 0 < outline < full / 3  # the border only: the anatomy inside shows
+    assert np.all(finding.result.mask[axial.index][drawn.image > 0])
+
+    panel.probability_box.click()
+    assert finding.probability_layer.visible
+    assert axial.colour_bar is not None
+    assert axial.colour_bar.isVisible()
+    assert axial.colour_bar.levels() == pytest.approx((0.0, 1.0))
+
+    panel.opacity.setValue(25)
+    assert finding.mask_layer.opacity == pytest.approx(0.25)
+    assert drawn.opacity() == pytest.approx(0.25)
+
+    panel.show_mask.click()
+    assert not finding.mask_layer.visible
+    panel.probability_box.click()
+    assert not window.mpr.banner.isVisible()  # no demo output on screen, no banner
+
+
+def test_findings_are_kept_per_series_and_a_second_run_is_kept_beside_the_first(
+    qtbot: Any, ct_window: Any, shared_data: Path
+) -> None:
+    window = ct_window
+    first = segment(qtbot, window)
+    second = segment(qtbot, window)
+    assert window.findings.list.count() == 2
+    assert first is not second
+
+    other = shared_data / "covid_ct" / "COVID-CT-MD" / "Normal"
+    series = next(p for p in sorted(other.iterdir()) if p.is_dir()) if other.is_dir() else None
+    if series is None:
+        pytest.skip("no second CT series in the shared data")
+    open_and_wait(qtbot, window, series)
+    assert window.findings.list.count() == 0
+    assert window.layers.layers == []
+
+    open_and_wait(qtbot, window, SAMPLE_SERIES)
+    assert window.findings.list.count() == 2
+    assert [layer for layer in window.layers.layers] == first.layers + second.layers
+
+
+def test_cancel_leaves_no_half_mask(qtbot: Any, ct_window: Any) -> None:
+    window = ct_window
+    task = window.findings.segment_liver()
+    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
+        window.cancel_running()
+    assert window.findings.list.count() == 0
+    assert window.layers.layers == []
+    assert window.findings.segment_button.isEnabled()
+
+
+def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expects(
+    qtbot: Any, window: Any, engine: Any
+) -> None:
+    window.set_engine(engine)
+    voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)
+    window._on_volume_loaded(make_volume(voxels, modality="MR", series_uid="1.2.3"))
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+        window.findings.segment_liver()
+    note = window.findings.note.text()
+    assert "expects CT images" in note
+    assert "this series is MR" in note
+    assert QtWidgets.QApplication.activeModalWidget() is None
