@@ -9,6 +9,8 @@ from medview.ui.provenance import DemoBannerLabel
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.slice_view import SliceView, Tool
 
+BANNER_TOP = 44  # px: below the two lines of study text and the orientation letter
+
 
 class MprView(QtWidgets.QWidget):
     """Three linked ``SliceView``s: a click in one moves the other two to that point.
@@ -33,13 +35,13 @@ class MprView(QtWidgets.QWidget):
         splitter.addWidget(side)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 1)
-        # on the image itself, above the views, while a demo model's overlay is shown
-        self.banner = DemoBannerLabel()
-        layout = QtWidgets.QGridLayout(self)
+        layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(splitter, 0, 0)
-        layout.addWidget(self.banner, 0, 0, QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignHCenter)
-        layers.changed.connect(lambda: self.banner.setVisible(layers.demo_shown()))
+        layout.addWidget(splitter)
+        # on the axial image itself, below its top read-outs, while a demo model's overlay is shown
+        self.banner = DemoBannerLabel(self.axial)
+        self.axial.installEventFilter(self)
+        layers.changed.connect(self._update_banner)
         for view in self.views.values():
             view.position_picked.connect(self.set_position)
             view.window_changed.connect(self._on_window_changed)
@@ -48,6 +50,20 @@ class MprView(QtWidgets.QWidget):
     @property
     def axial(self) -> SliceView:
         return self.views["axial"]
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        if watched is self.axial and event.type() == QtCore.QEvent.Type.Resize:
+            self._place_banner()
+        return super().eventFilter(watched, event)
+
+    def _update_banner(self) -> None:
+        self.banner.setVisible(self.layers.demo_shown())
+        self._place_banner()
+
+    def _place_banner(self) -> None:
+        self.banner.adjustSize()
+        self.banner.move((self.axial.width() - self.banner.width()) // 2, BANNER_TOP)
+        self.banner.raise_()
 
     def set_volume(self, volume: Volume | None, window: tuple[float, float] | None = None) -> None:
         """Show ``volume`` in all three planes, crosshair at its centre."""

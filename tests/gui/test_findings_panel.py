@@ -98,7 +98,7 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     # a demo bundle: the banner is on the image
     assert result.provenance.demo
     assert window.mpr.banner.isVisible()
-    assert window.mpr.banner.geometry().intersects(window.mpr.axial.geometry())
+    assert window.mpr.banner.parent() is window.mpr.axial  # on the image, not in a panel beside it
 
 
 def test_overlay_controls_outline_probability_and_opacity(qtbot: Any, ct_window: Any) -> None:
