@@ -24,6 +24,10 @@ venv="$repo/.venv"
 # xvfb/xauth: a virtual screen for the screenshot test and for `run` on a machine without one.
 system_packages=(libportaudio2 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0
                  libegl1 libgl1 libfontconfig1 libdbus-1-3 xvfb xauth)
+# Test only: the DICOM validators the SEG export tests run on what MedView writes
+# (dciodvfy from dicom3tools checks the object against the standard, dcmdump from dcmtk parses it).
+test_packages=(dicom3tools dcmtk)
+[[ $mode == test ]] && system_packages+=("${test_packages[@]}")
 
 missing=()
 for package in "${system_packages[@]}"; do

@@ -27,6 +27,10 @@ class DicomError(InputError):
     """A DICOM file or series is unreadable or inconsistent."""
 
 
+class ExportError(MedviewError):
+    """A file cannot be written where the user asked (an export, a saved mask)."""
+
+
 class ModelError(MedviewError):
     """A model bundle is invalid or a model cannot run."""
 

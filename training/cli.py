@@ -11,6 +11,11 @@ can be reproduced.
 With several GPUs, ``torchrun --nproc-per-node N -m training.cli <task> ...``
 trains with DistributedDataParallel (one process per GPU).
 
+``medview-train liver-compare`` segments CT volumes with the installed liver
+bundle through the app's own engine and compares the masks with reference
+liver masks (Dice, VOE, ASD, volume in mL, per case and mean, as a markdown
+table); without ``--data`` it runs on the public samples of the demo bundle.
+
 ``medview-train verify BUNDLE...`` checks bundles exactly as the app will:
 manifest schema and allow-listed architecture, the SHA-256 of every file, the
 weights fitting the architecture, and a forward pass.  Hospital IT can run it
@@ -209,11 +214,58 @@ def _train(name: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _liver_compare(args: argparse.Namespace) -> int:
+    import time
+
+    from medview.engine.service import Engine
+    from training.liver.compare import choose_card, compare_cases, describe_bundle, markdown_table
+    from training.liver.data import list_liver_cases
+
+    data, table = args.data, args.cases
+    if data is None:
+        data = sample_data_root()
+        table = table or REPO_ROOT / "training" / "liver" / "demo_cases.csv"
+    bundle = args.bundle
+    started = time.perf_counter()
+    try:
+        cases = list_liver_cases(data, table)[: args.limit]
+        engine = Engine([bundle.parent] if bundle is not None else [REPO_ROOT / "resources" / "models"], args.device)
+        card = choose_card(engine, bundle)
+        print(describe_bundle(card))
+        print(f"device: {engine.device_name()}; {len(cases)} case(s) from {table or data}")
+        engine.networks(card)  # checksums and weights once, outside the per-case times
+        print(f"bundle loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        results = compare_cases(
+            engine,
+            card,
+            cases,
+            on_case=lambda r: print(f"  {r.name}: Dice {r.dice:.4f}, {r.segment_seconds:.1f} s", file=sys.stderr),
+        )
+    except MedviewError as error:
+        print(f"medview-train liver-compare: {error}")
+        return 1
+    print()
+    print(markdown_table(results))
+    print()
+    print(f"total {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medview-train", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser("verify", help="check model bundles as the app loads them")
     verify.add_argument("bundles", nargs="+", type=Path, help="bundle folders (each holding manifest.json)")
+    compare = commands.add_parser(
+        "liver-compare", help="the liver bundle's masks against reference masks: Dice, VOE, ASD, volume"
+    )
+    compare.add_argument(
+        "--data", type=Path, help="dataset folder (LiTS layout or cases.csv; default: the public samples)"
+    )
+    compare.add_argument("--cases", type=Path, help="CSV of image/mask pairs, paths relative to --data")
+    compare.add_argument("--bundle", type=Path, help="liver bundle folder (default: the one in resources/models)")
+    compare.add_argument("--limit", type=int, help="only the first N cases")
+    compare.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     for name, task in TASKS.items():
         command = commands.add_parser(name, help=task.help)
         command.add_argument("--data", type=Path, help="dataset folder in the task's public layout")
@@ -236,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "verify":
         return _verify(args.bundles)
+    if args.command == "liver-compare":
+        return _liver_compare(args)
     return _train(args.command, args)
 
 

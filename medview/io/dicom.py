@@ -264,7 +264,7 @@ def _first_window(dataset: Dataset) -> tuple[float, float] | None:
     return (center_value, width_value) if width_value > 0 else None
 
 
-def _slice_headers(dataset: Dataset, source: DicomSource) -> list[SliceHeader]:
+def slice_headers(dataset: Dataset, source: DicomSource) -> list[SliceHeader]:
     """One ``SliceHeader`` per image plane: one for classic CT, N for enhanced CT."""
     rows, columns = _int_or_none(dataset.get("Rows")), _int_or_none(dataset.get("Columns"))
     if not rows or not columns:
@@ -392,7 +392,7 @@ def _scan_one(dataset: Dataset, source: DicomSource) -> tuple[str, list[SliceHea
         raise DicomError(f"no image in this object ({sop_class or 'unknown SOP class'})", path=source.label)
     if sop_class and not any(marker in sop_class for marker in IMAGE_STORAGE_MARKERS):
         raise DicomError(f"not an image series but a {sop_class} object", path=source.label)
-    return _series_key(dataset, source), _slice_headers(dataset, source)
+    return _series_key(dataset, source), slice_headers(dataset, source)
 
 
 def _series_fields(dataset: Dataset) -> dict:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medview.engine.api import InferenceService, SegmentationResult
 from medview.engine.manifest import ModelCard
+from medview.io.mask_export import write_dicom_seg, write_nifti_mask
 from medview.io.volume import Volume
 from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
 from medview.ui.provenance import ModelChooserBox, provenance_html
@@ -104,6 +106,9 @@ class FindingsPanel(QtWidgets.QWidget):
         self.probability_box = QtWidgets.QCheckBox("Probability map")
         self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal, minimum=0, maximum=100)
         self.colour_button = QtWidgets.QPushButton("Colour…")
+        self.seg_button = QtWidgets.QPushButton("Export DICOM SEG…")
+        self.seg_button.setToolTip("The mask as a DICOM Segmentation referencing this series, for PACS and viewers")
+        self.nifti_button = QtWidgets.QPushButton("Export NIfTI…")
         self.details = QtWidgets.QLabel()
         self.details.setObjectName("findings_details")
         self.details.setWordWrap(True)
@@ -129,6 +134,10 @@ class FindingsPanel(QtWidgets.QWidget):
         opacity_row.addWidget(QtWidgets.QLabel("Opacity"))
         opacity_row.addWidget(self.opacity)
         layout.addLayout(opacity_row)
+        export_row = QtWidgets.QHBoxLayout()
+        export_row.addWidget(self.seg_button)
+        export_row.addWidget(self.nifti_button)
+        layout.addLayout(export_row)
         layout.addWidget(scroll, stretch=2)
 
         self.segment_button.clicked.connect(lambda: self.segment_liver())
@@ -140,6 +149,10 @@ class FindingsPanel(QtWidgets.QWidget):
             lambda value: self._update_selected(mask=dict(opacity=value / 100), probability=dict(opacity=value / 100))
         )
         self.colour_button.clicked.connect(self._choose_colour)
+        self.seg_button.clicked.connect(lambda: self._choose_export("DICOM SEG (*.dcm)", ".dcm", self.export_seg))
+        self.nifti_button.clicked.connect(
+            lambda: self._choose_export("NIfTI (*.nii.gz *.nii)", ".nii.gz", self.export_nifti)
+        )
         self._update_controls()
 
     # ------------------------------------------------------------------ engine and series
@@ -309,6 +322,55 @@ class FindingsPanel(QtWidgets.QWidget):
         if colour.isValid():
             self.layers.update(finding.mask_layer, colours={1: (colour.red(), colour.green(), colour.blue())})
 
+    # ------------------------------------------------------------------ export
+
+    def export_seg(self, path: Path) -> Task | None:
+        """Write the selected finding's mask as a DICOM SEG of the open series (in the background)."""
+        finding, volume = self.selected_finding(), self.volume
+        if finding is None or volume is None:
+            return None
+        provenance = finding.result.provenance
+        description = f"Liver AI {provenance.label}" + (" DEMO not for diagnosis" if provenance.demo else "")
+
+        def work(_progress: object, _cancelled: object, _partial: object) -> Path:
+            return write_dicom_seg(
+                path,
+                finding.result.mask,
+                volume,
+                algorithm_name=provenance.model_id,
+                algorithm_version=provenance.model_version,
+                algorithm_parameters={"threshold": f"{provenance.threshold:g}", "demo": str(provenance.demo).lower()},
+                display_rgb=finding.mask_layer.colour(1),
+                series_description=description,
+            )
+
+        return self._export(work, path)
+
+    def export_nifti(self, path: Path) -> Task | None:
+        """Write the selected finding's mask as a NIfTI file with the series' geometry (in the background)."""
+        finding, volume = self.selected_finding(), self.volume
+        if finding is None or volume is None:
+            return None
+
+        def work(_progress: object, _cancelled: object, _partial: object) -> Path:
+            return write_nifti_mask(path, finding.result.mask, volume, label_names={1: "liver"})
+
+        return self._export(work, path)
+
+    def _export(self, work: Callable[..., Path], path: Path) -> Task:
+        task = Task(work, f"Exporting {path.name}")
+        task.signals.succeeded.connect(lambda written: self.note.setText(f"Exported {written}"))
+        return self.start_task(task, f"Exporting {path.name}…")
+
+    def _choose_export(self, file_filter: str, suffix: str, export: Callable[[Path], Task | None]) -> None:
+        finding = self.selected_finding()
+        if finding is None:
+            return
+        name = f"liver_{finding.result.provenance.model_id}_{finding.result.provenance.model_version}{suffix}"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export the liver mask", name, file_filter)
+        if path:
+            export(Path(path))
+
     def _update_controls(self) -> None:
         running = self.task is not None and not self.task.done.is_set()
         ready = self.volume_complete and self.engine is not None and self.liver_box.selected_card() is not None
@@ -326,6 +388,13 @@ class FindingsPanel(QtWidgets.QWidget):
         selected = self.selected_finding() is not None
         for control in (self.show_mask, self.outline_box, self.probability_box, self.opacity, self.colour_button):
             control.setEnabled(selected)
+        self.nifti_button.setEnabled(selected)
+        self.seg_button.setEnabled(selected and self.volume is not None and bool(self.volume.slice_files))
+        self.seg_button.setToolTip(
+            "The mask as a DICOM Segmentation referencing this series, for PACS and viewers"
+            if self.seg_button.isEnabled() or not selected
+            else "A DICOM SEG needs a DICOM series; this volume came from a file: export NIfTI instead"
+        )
 
 
 def _series_key(volume: Volume | None) -> str:

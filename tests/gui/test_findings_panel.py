@@ -176,3 +176,29 @@ def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expec
     assert "expects CT images" in note
     assert "this series is MR" in note
     assert QtWidgets.QApplication.activeModalWidget() is None
+
+
+def test_the_finding_exports_as_dicom_seg_and_nifti_that_read_back_onto_the_series(
+    qtbot: Any, ct_window: Any, tmp_path: Path
+) -> None:
+    window = ct_window
+    finding = segment(qtbot, window)
+    panel = window.findings
+    assert panel.seg_button.isEnabled()
+    assert panel.nifti_button.isEnabled()
+    for path, export in ((tmp_path / "liver.dcm", panel.export_seg), (tmp_path / "liver.nii.gz", panel.export_nifti)):
+        task = export(path)
+        with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
+            pass
+        assert path.name in panel.note.text()
+        read_back = read_label_map(path, window.volume)
+        assert np.array_equal(read_back.labels > 0, finding.result.mask), path.name
+
+    # the SEG names the model that made it, and says it is a demo
+    import pydicom
+
+    seg = pydicom.dcmread(tmp_path / "liver.dcm")
+    assert seg.Modality == "SEG"
+    assert "DEMO" in seg.SeriesDescription
+    algorithm = seg.SegmentSequence[0].SegmentAlgorithmName
+    assert algorithm == finding.result.provenance.model_id

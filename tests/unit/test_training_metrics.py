@@ -11,6 +11,7 @@ import pytest
 from training.common.metrics import (
     binary_metrics,
     icbhi_scores,
+    mask_volume_ml,
     multiclass_metrics,
     normalised_confusion,
     roc_points,
@@ -350,3 +351,15 @@ def test_segmentation_rejects_bad_spacing_or_shapes() -> None:
         segmentation_metrics(a, a, (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="shape"):
         segmentation_metrics(a, np.ones((3, 4), dtype=bool), (1.0, 1.0))
+
+
+def test_mask_volume_ml_by_hand() -> None:
+    """A 10 x 20 x 30 voxel box at 2.5 x 0.8 x 0.8 mm: 6000 voxels of 1.6 mm^3 = 9.6 mL."""
+    mask = np.zeros((12, 25, 40), dtype=np.uint8)
+    mask[1:11, 2:22, 5:35] = 1
+    assert mask_volume_ml(mask, (2.5, 0.8, 0.8)) == pytest.approx(9.6)
+    assert mask_volume_ml(np.zeros((2, 2), dtype=bool), (1.0, 1.0)) == 0.0
+    with pytest.raises(ValueError, match="spacing"):
+        mask_volume_ml(mask, (1.0, 1.0))
+    with pytest.raises(ValueError, match="spacing"):
+        mask_volume_ml(mask, (1.0, 0.0, 1.0))

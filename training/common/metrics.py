@@ -23,6 +23,7 @@ __all__ = [
     "binary_metrics",
     "dice_score",
     "icbhi_scores",
+    "mask_volume_ml",
     "multiclass_metrics",
     "normalised_confusion",
     "roc_points",
@@ -205,6 +206,18 @@ def dice_score(prediction: ArrayLike, truth: ArrayLike) -> float:
     a, b = np.asarray(prediction).astype(bool), np.asarray(truth).astype(bool)
     total = int(a.sum()) + int(b.sum())
     return _ratio(2 * int(np.logical_and(a, b).sum()), total) if total else 1.0
+
+
+def mask_volume_ml(mask: ArrayLike, spacing: Sequence[float]) -> float:
+    """Volume of a binary mask in millilitres: voxel count times the voxel volume (``spacing`` in mm per axis).
+
+    The same count the viewer shows (``SegmentationResult.volume_ml``); 1 mL = 1000 mm^3.
+    """
+    array = np.asarray(mask).astype(bool)
+    sizes = tuple(float(s) for s in spacing)
+    if len(sizes) != array.ndim or any(s <= 0 for s in sizes):
+        raise ValueError(f"spacing {tuple(spacing)} must give one positive size per axis ({array.ndim})")
+    return float(np.count_nonzero(array)) * float(np.prod(sizes)) / 1000.0
 
 
 def segmentation_metrics(

@@ -45,22 +45,29 @@ class LiverCase:
     official_side: str | None = None  # "train" / "test" when the dataset fixes the split
 
 
-def _read_image(path: Path) -> Volume:
-    return load_dicom([path]) if path.is_dir() else read_volume(path)
+@dataclass(frozen=True)
+class LiverCaseFiles:
+    """Where one case's CT and mask are, before anything is read (a listing costs no memory)."""
+
+    name: str
+    patient: str
+    image: Path  # a NIfTI/NRRD file or a folder of one DICOM series
+    mask: Path  # a label image or a DICOM SEG
+    liver_labels: frozenset[int]
+    official_side: str | None = None
+
+    def load(self) -> LiverCase:
+        """The CT read as the app reads it (DICOM folder: largest series; file: ``read_volume``), mask on its grid."""
+        volume = load_dicom([self.image]) if self.image.is_dir() else read_volume(self.image)
+        labels = read_label_map(self.mask, volume).labels
+        wanted = sorted(self.liver_labels)
+        liver = np.isin(labels, wanted)
+        if not liver.any():
+            raise InputError(f"no voxel has a liver label ({wanted}) on the CT's grid", path=self.mask)
+        return LiverCase(self.name, self.patient, volume, liver, self.official_side)
 
 
-def _case(
-    name: str, patient: str, image: Path, mask: Path, liver_labels: set[int], side: str | None = None
-) -> LiverCase:
-    volume = _read_image(image)
-    labels = read_label_map(mask, volume).labels
-    liver = np.isin(labels, sorted(liver_labels))
-    if not liver.any():
-        raise InputError(f"no voxel has a liver label ({sorted(liver_labels)}) on the CT's grid", path=mask)
-    return LiverCase(name, patient, volume, liver, side)
-
-
-def _lits_cases(root: Path) -> list[LiverCase]:
+def _lits_cases(root: Path) -> list[LiverCaseFiles]:
     cases = []
     for path in sorted(root.iterdir()):
         found = _LITS_VOLUME.match(path.name)
@@ -71,11 +78,11 @@ def _lits_cases(root: Path) -> list[LiverCase]:
         mask = next((candidate for candidate in masks if candidate.is_file()), None)
         if mask is None:
             raise InputError(f"no segmentation-{number}.nii beside it", path=path)
-        cases.append(_case(f"lits-{number}", f"lits-{number}", path, mask, {1, 2}))
+        cases.append(LiverCaseFiles(f"lits-{number}", f"lits-{number}", path, mask, frozenset({1, 2})))
     return cases
 
 
-def _table_cases(table: Path, base: Path) -> list[LiverCase]:
+def _table_cases(table: Path, base: Path) -> list[LiverCaseFiles]:
     cases = []
     with table.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -87,7 +94,7 @@ def _table_cases(table: Path, base: Path) -> list[LiverCase]:
                 if not path.exists():
                     raise InputError(f"row {row_number}: {path} does not exist", path=table)
             try:
-                labels = {int(value) for value in (row.get("liver_labels") or "1").split()}
+                labels = frozenset(int(value) for value in (row.get("liver_labels") or "1").split())
             except ValueError as error:
                 raise InputError(f"row {row_number}: liver_labels must be whole numbers", path=table) from error
             name = image.name.removesuffix(".gz").removesuffix(".nii")
@@ -95,12 +102,13 @@ def _table_cases(table: Path, base: Path) -> list[LiverCase]:
             side = (row.get("side") or "").strip().lower() or None
             if side not in (None, "train", "test"):
                 raise InputError(f"row {row_number}: side must be train or test, got {row['side']!r}", path=table)
-            cases.append(_case(f"{name} ({mask.name})", patient, image, mask, labels, side))
+            cases.append(LiverCaseFiles(f"{name} ({mask.name})", patient, image, mask, labels, side))
     return cases
 
 
-def read_liver_dataset(root: Path, cases_table: Path | None = None) -> list[LiverCase]:
-    """Every CT + liver mask pair under ``root``: rows of ``cases_table`` (or ``root/cases.csv``), else LiTS files."""
+def list_liver_cases(root: Path, cases_table: Path | None = None) -> list[LiverCaseFiles]:
+    """Every CT + liver mask pair under ``root`` (rows of ``cases_table`` or ``root/cases.csv``, else LiTS
+    files), listed without reading them."""
     root = Path(root)
     if not root.is_dir():
         raise InputError("not a folder", path=root)
@@ -111,3 +119,8 @@ def read_liver_dataset(root: Path, cases_table: Path | None = None) -> list[Live
             f"no liver cases found: expected LiTS volume-N.nii + segmentation-N.nii, or {CASES_FILE}", path=root
         )
     return cases
+
+
+def read_liver_dataset(root: Path, cases_table: Path | None = None) -> list[LiverCase]:
+    """Every CT + liver mask pair under ``root``: rows of ``cases_table`` (or ``root/cases.csv``), else LiTS files."""
+    return [case.load() for case in list_liver_cases(root, cases_table)]
