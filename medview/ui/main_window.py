@@ -168,7 +168,7 @@ class MainWindow(QtWidgets.QMainWindow):
         overlay_menu = menu.addMenu("&Overlay")
         overlay_menu.addAction(self._action("Load &mask (NIfTI, NRRD, DICOM SEG)…", self._choose_mask, "Ctrl+M"))
         ai_menu = menu.addMenu("&AI")
-        ai_menu.addAction(self._action("Segment &liver", lambda: self.findings.segment_liver(), "Ctrl+Shift+L"))
+        ai_menu.addAction(self._action("Segment &liver", lambda: self.findings.liver.run(), "Ctrl+Shift+L"))
 
         view_menu = menu.addMenu("&View")
         toolbar = self.addToolBar("Tools")

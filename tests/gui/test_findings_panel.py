@@ -35,7 +35,7 @@ def ct_window(qtbot: Any, window: Any, engine: Any) -> Any:
 def segment(qtbot: Any, window: Any) -> Any:
     """Click *Segment liver* and wait for the finding."""
     with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
-        qtbot.mouseClick(window.findings.segment_button, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(window.findings.liver.segment_button, QtCore.Qt.MouseButton.LeftButton)
     return blocker.args[0]
 
 
@@ -71,7 +71,7 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     reference = read_label_map(SAMPLE_MASK, volume).labels > 0
     assert dice(result.mask, reference) > 0.7
 
-    mask_layer, probability_layer = finding.layers
+    mask_layer, probability_layer = finding.mask_layer, finding.heatmap_layer
     assert isinstance(mask_layer, LabelLayer)
     assert isinstance(probability_layer, HeatmapLayer)
     assert window.layers.layers[-2:] == [mask_layer, probability_layer]
@@ -92,11 +92,11 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     assert f"Liver volume {result.volume_ml:,.1f} mL" in details
     first, last = result.slice_range
     assert f"slices {first + 1}-{last + 1} of {volume.shape[0]}" in details
-    for field in ("Trained on", "Validation metrics", "Threshold", "Ran on", result.provenance.label):
+    for field in ("Trained on", "Validation metrics", "Threshold", "Ran on", finding.provenance.label):
         assert field in details
     assert result.volume_ml == pytest.approx(result.mask.sum() * np.prod(volume.spacing) / 1000)
     # a demo bundle: the banner is on the image
-    assert result.provenance.demo
+    assert finding.provenance.demo
     assert window.mpr.banner.isVisible()
     assert window.mpr.banner.parent() is window.mpr.axial  # on the image, not in a panel beside it
 
@@ -116,8 +116,8 @@ def test_overlay_controls_outline_probability_and_opacity(qtbot: Any, ct_window:
     assert 0 < outline < full / 3  # the border only: the anatomy inside shows
     assert np.all(finding.result.mask[axial.index][drawn.image > 0])
 
-    panel.probability_box.click()
-    assert finding.probability_layer.visible
+    panel.heatmap_box.click()
+    assert finding.heatmap_layer.visible
     assert axial.colour_bar is not None
     assert axial.colour_bar.isVisible()
     assert axial.colour_bar.levels() == pytest.approx((0.0, 1.0))
@@ -128,7 +128,7 @@ def test_overlay_controls_outline_probability_and_opacity(qtbot: Any, ct_window:
 
     panel.show_mask.click()
     assert not finding.mask_layer.visible
-    panel.probability_box.click()
+    panel.heatmap_box.click()
     assert not window.mpr.banner.isVisible()  # no demo output on screen, no banner
 
 
@@ -156,12 +156,12 @@ def test_findings_are_kept_per_series_and_a_second_run_is_kept_beside_the_first(
 
 def test_cancel_leaves_no_half_mask(qtbot: Any, ct_window: Any) -> None:
     window = ct_window
-    task = window.findings.segment_liver()
+    task = window.findings.liver.run()
     with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
         window.cancel_running()
     assert window.findings.list.count() == 0
     assert window.layers.layers == []
-    assert window.findings.segment_button.isEnabled()
+    assert window.findings.liver.segment_button.isEnabled()
 
 
 def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expects(
@@ -171,8 +171,8 @@ def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expec
     voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)
     window._on_volume_loaded(make_volume(voxels, modality="MR", series_uid="1.2.3"))
     with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
-        window.findings.segment_liver()
-    note = window.findings.note.text()
+        window.findings.liver.run()
+    note = window.findings.liver.note.text()
     assert "expects CT images" in note
     assert "this series is MR" in note
     assert QtWidgets.QApplication.activeModalWidget() is None
@@ -201,4 +201,4 @@ def test_the_finding_exports_as_dicom_seg_and_nifti_that_read_back_onto_the_seri
     assert seg.Modality == "SEG"
     assert "DEMO" in seg.SeriesDescription
     algorithm = seg.SegmentSequence[0].SegmentAlgorithmName
-    assert algorithm == finding.result.provenance.model_id
+    assert algorithm == finding.provenance.model_id

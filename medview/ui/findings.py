@@ -1,0 +1,109 @@
+"""What an AI finding of the CT workspace is, and the base of the widgets that run a model to make one.
+
+A ``Finding`` is one result on one series with everything the findings panel
+shows of it: a title for the list, an HTML summary of what was found (the
+provenance is added by the panel), and the overlays that draw it (a mask, a
+probability or Grad-CAM map, a region of interest).  Each clinical task has a
+``FindingRunner``: the controls that start its model on the open series and
+emit the finding when it is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from medview.engine.api import InferenceService, Provenance
+from medview.engine.manifest import ModelCard
+from medview.io.volume import Volume
+from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
+from medview.ui.qt import QtCore, QtWidgets
+from medview.ui.workers import Task
+
+StartTask = Callable[[Task, str], Task]
+
+
+@dataclass(eq=False)
+class Finding:
+    """One AI result on one series, with the overlays that show it."""
+
+    kind: str  # "liver", "kidney stone", "COVID-19"
+    title: str  # one line for the findings list
+    provenance: Provenance
+    summary_html: str  # what was found; the panel adds the provenance below it
+    result: Any  # the engine's result object (SegmentationResult, ...)
+    mask_layer: LabelLayer | None = None  # the structure found (liver, lungs) or the region used
+    heatmap_layer: HeatmapLayer | None = None  # probability map or Grad-CAM
+    other_layers: list[Layer] = field(default_factory=list)
+    export_label: str | None = None  # the mask exports as DICOM SEG / NIfTI under this segment label
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Every overlay of the finding, bottom first."""
+        return [layer for layer in (self.mask_layer, self.heatmap_layer, *self.other_layers) if layer is not None]
+
+
+def modality_warning(card: ModelCard, volume: Volume) -> str:
+    """Why ``volume`` may not be what ``card`` was trained for; empty when it matches its input spec."""
+    expected = card.input.modality.upper()
+    found = (volume.modality or "").upper()
+    if found and found != expected:
+        return f"{card.label} expects {expected} images; this series is {found}: the result may be meaningless."
+    return ""
+
+
+class FindingRunner(QtWidgets.QWidget):
+    """Controls that run one task's model on the open series; ``found`` carries (volume, Finding)."""
+
+    found = QtCore.Signal(object, object)  # Volume, Finding
+    #: the tab title in the findings panel
+    title = ""
+
+    def __init__(self, layers: LayerStack, start_task: StartTask, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.layers = layers
+        self.start_task = start_task
+        self.engine: InferenceService | None = None
+        self.volume: Volume | None = None
+        self.volume_complete = False  # every slice decoded: only then can a model run on it
+        self.task: Task | None = None
+        self.note = QtWidgets.QLabel()
+        self.note.setWordWrap(True)
+
+    def set_engine(self, engine: InferenceService) -> None:
+        """The AI engine is ready: list its models of this task."""
+        self.engine = engine
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        """List the installed bundles again (one was imported or removed)."""
+
+    def set_volume(self, volume: Volume | None, complete: bool) -> None:
+        """The series shown; a run on the previous series is cancelled by the panel before this."""
+        self.volume, self.volume_complete = volume, volume is not None and complete
+        self.update_controls()
+
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done.is_set()
+
+    def cancel(self) -> None:
+        if self.running():
+            self.task.cancel()  # type: ignore[union-attr]
+
+    def update_controls(self) -> None:
+        """Enable what can run now."""
+
+    def blocked_reason(self, card: ModelCard | None, what: str) -> str:
+        """Why the model cannot run now, or empty when it can (shown as the run button's tooltip)."""
+        if self.volume is None:
+            return "Open a CT series first"
+        if not self.volume_complete:
+            return "The series is still loading"
+        if self.engine is None:
+            return "Waiting for the AI engine to load…"
+        if card is None:
+            return f"No {what} model installed: add one in Models > Installed models…"
+        if self.running():
+            return "Running…"
+        return ""

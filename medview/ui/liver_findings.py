@@ -1,0 +1,144 @@
+"""Liver segmentation (paper 001) from the findings panel: the mask painted as it is computed.
+
+The EAS U-Net runs over the whole series on a worker; each batch's mask is
+painted into a "running" layer as it comes back, so the radiologist sees it
+grow slice by slice.  When the run ends that layer gives way to the finding's
+final mask and its probability map (a heatmap with a colour bar, off until
+asked for).  A cancelled or failed run leaves no half mask behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from medview.engine.api import SegmentationResult
+from medview.engine.manifest import ModelCard
+from medview.io.volume import Volume
+from medview.ui.findings import Finding, FindingRunner, StartTask, modality_warning
+from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
+from medview.ui.provenance import ModelChooserBox
+from medview.ui.qt import QtCore, QtWidgets
+from medview.ui.workers import Task
+
+LIVER_COLOUR = (255, 140, 40)
+PAINT_INTERVAL_MS = 150  # redraw of the growing mask while a run goes on
+
+
+def liver_finding(result: SegmentationResult, card: ModelCard, slice_count: int) -> Finding:
+    """The finding of a liver segmentation: volume, slice range, mask and probability layers."""
+    slices = result.slice_range
+    extent = f"slices {slices[0] + 1}-{slices[1] + 1} of {slice_count}" if slices else "no liver voxels found"
+    spacing = " x ".join(f"{value:.2f}" for value in result.spacing)
+    demo = " (demo)" if result.provenance.demo else ""
+    return Finding(
+        kind="liver",
+        title=f"Liver {result.volume_ml:,.0f} mL: {result.provenance.label}{demo}",
+        provenance=result.provenance,
+        summary_html=(
+            f"<p><b>Liver volume {result.volume_ml:,.1f} mL</b>, {extent}<br>"
+            f"{int(result.mask.sum()):,} voxels of {spacing} mm (z, y, x)</p>"
+        ),
+        result=result,
+        mask_layer=LabelLayer(
+            name=f"Liver [{card.label}]",
+            labels=result.mask.astype(np.uint8),
+            names={1: "liver"},
+            colours={1: LIVER_COLOUR},
+            opacity=0.4,
+            demo=card.is_demo,
+        ),
+        heatmap_layer=HeatmapLayer(
+            name=f"Liver probability [{card.label}]",
+            values=result.probability,
+            levels=(0.0, 1.0),
+            threshold=0.05,
+            opacity=0.6,
+            visible=False,
+            demo=card.is_demo,
+        ),
+        export_label="Liver",
+    )
+
+
+class LiverRunner(FindingRunner):
+    """Model chooser and *Segment liver*."""
+
+    title = "Liver"
+
+    def __init__(self, layers: LayerStack, start_task: StartTask, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(layers, start_task, parent)
+        self._paint_timer = QtCore.QTimer(self, interval=PAINT_INTERVAL_MS)
+        self._paint_timer.timeout.connect(self.layers.changed.emit)
+        self.model_box = ModelChooserBox()
+        self.segment_button = QtWidgets.QPushButton("Segment liver")
+        layout = QtWidgets.QFormLayout(self)
+        layout.addRow("Model", self.model_box)
+        layout.addRow(self.segment_button)
+        layout.addRow(self.note)
+        self.segment_button.clicked.connect(lambda: self.run())
+        self.model_box.currentIndexChanged.connect(lambda _i: self.update_controls())
+        self.update_controls()
+
+    def refresh_models(self) -> None:
+        if self.engine is not None:
+            self.model_box.set_cards(self.engine.cards("liver_segmentation"))
+        self.update_controls()
+
+    def run(self) -> Task | None:
+        """Segment the liver of the open series with the chosen model, painting the mask as it comes."""
+        volume, card, engine = self.volume, self.model_box.selected_card(), self.engine
+        if self.blocked_reason(card, "liver") or volume is None or card is None or engine is None:
+            return None
+        self.note.setText(modality_warning(card, volume))
+        live = LabelLayer(
+            name=f"Liver (running: {card.label})",
+            labels=np.zeros(volume.shape, np.uint8),
+            names={1: "liver"},
+            colours={1: LIVER_COLOUR},
+            opacity=0.4,
+            demo=card.is_demo,
+        )
+        self.layers.add(live)
+        threshold = float(card.thresholds.get("liver", 0.5))
+
+        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], partial: Any) -> Any:
+            return engine.segment_liver(
+                card,
+                volume,
+                on_slices=lambda start, probabilities: partial((start, probabilities >= threshold)),
+                progress=lambda done, total, _text: progress(done, total),
+                cancelled=cancelled,
+            )
+
+        task = Task(work, f"Segmenting the liver of {volume.description or 'the series'} ({volume.shape[0]} slices)")
+        task.signals.partial.connect(lambda item: self._paint(live, *item))
+        task.signals.succeeded.connect(lambda result: self._on_segmented(live, volume, card, result))
+        task.signals.finished.connect(lambda: self._on_finished(live))
+        self.task = task
+        self._paint_timer.start()
+        self.update_controls()
+        return self.start_task(task, task.description + "…")
+
+    def _paint(self, layer: LabelLayer, start: int, mask: np.ndarray) -> None:
+        layer.labels[start : start + len(mask)] = mask  # drawn at the next paint tick, not per batch
+
+    def _on_segmented(self, live: LabelLayer, volume: Volume, card: ModelCard, result: SegmentationResult) -> None:
+        self._drop(live)  # the finding's own mask takes its place
+        self.found.emit(volume, liver_finding(result, card, volume.shape[0]))
+
+    def _on_finished(self, live: LabelLayer) -> None:
+        self._paint_timer.stop()
+        self._drop(live)
+        self.update_controls()
+
+    def _drop(self, live: LabelLayer) -> None:
+        if live in self.layers.layers:
+            self.layers.remove(live)
+
+    def update_controls(self) -> None:
+        reason = self.blocked_reason(self.model_box.selected_card(), "liver")
+        self.segment_button.setEnabled(not reason)
+        self.segment_button.setToolTip(reason or "Run the liver segmentation model over every slice of the series")
