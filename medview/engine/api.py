@@ -248,3 +248,27 @@ class InferenceService(Protocol):
         progress: ProgressCallback | None = None,
         cancelled: CancelCheck | None = None,
     ) -> SegmentationResult: ...
+
+    def classify_kidney_slices(
+        self,
+        card: ModelCard,
+        volume: Volume,
+        slice_indices: Sequence[int],
+        *,
+        roi: np.ndarray | None = None,
+        roi_source: str = "whole slice",
+        explain_slices: Sequence[int] = (),
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> SliceClassificationResult: ...
+
+    def classify_covid(
+        self,
+        card: ModelCard,
+        volume: Volume,
+        *,
+        lung_card: ModelCard | None = None,
+        explain: bool = False,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> CovidResult: ...

@@ -47,6 +47,8 @@ class FindingsPanel(QtWidgets.QWidget):
 
         self.liver = LiverRunner(layers, start_task)
         self.runners: list[FindingRunner] = [self.liver]
+        # kidney runner
+        # covid runner
         self.tasks = QtWidgets.QTabWidget()
         for runner in self.runners:
             self.tasks.addTab(runner, runner.title)
