@@ -14,11 +14,19 @@ Decisions where the paper is silent or garbled:
   the focal loss in training), so the snapshot ensemble averages probabilities.
 - Glorot (Xavier) uniform initialisation of conv and dense weights, zero biases,
   as the paper states; the L2 weight decay 0.001 belongs to the optimiser.
+
+For inference ``LungSoundCNN.folded`` gives the same function with every
+BatchNorm folded into the layer after it (exact because the convolutions do not
+pad: a per-channel affine map of the input moves into the kernel and the bias).
+It saves the eight BatchNorm passes over the feature maps at run time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medview.models.registry import register_model
@@ -73,3 +81,70 @@ class LungSoundCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x))
+
+    @torch.no_grad()
+    def folded(self) -> FoldedLungSoundCNN:
+        """This network in eval mode as convolutions + ReLU and two dense layers, every BatchNorm folded in.
+
+        A new module (this one is untouched) that gives the same logits as
+        ``self.eval()`` up to float rounding (the biases are folded in float64).
+        """
+        convs = []
+        for block in self.features:
+            norm, conv = block[0], block[1]
+            if tuple(conv.padding) != (0, 0):  # the kernel of a padded convolution also sees the zeros
+                raise ValueError(f"folding a BatchNorm into a padded convolution changes it, got {conv.padding}")
+            scale, shift = _batch_norm_affine(norm)
+            weight = conv.weight * scale.to(conv.weight.dtype)[None, :, None, None]
+            bias = conv.bias.double() + conv.weight.sum(dim=(2, 3), dtype=torch.float64) @ shift
+            convs.append((weight, bias.to(conv.bias.dtype), conv.stride[0]))
+        # BatchNorm -> mean over the map -> Linear: the mean of an affine map is the affine map of the mean
+        hidden = _fold_into_linear(self.embedding[0], *_batch_norm_affine(self.pool[0]))
+        output = _fold_into_linear(self.classifier, *_batch_norm_affine(self.embedding[2]))
+        return FoldedLungSoundCNN(convs, hidden, output)
+
+
+class FoldedLungSoundCNN(nn.Module):
+    """``LungSoundCNN`` for inference only, BatchNorms folded into the layers after them (``LungSoundCNN.folded``)."""
+
+    def __init__(
+        self,
+        convs: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
+        hidden: tuple[torch.Tensor, torch.Tensor],
+        output: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        super().__init__()
+        self.strides = [stride for _weight, _bias, stride in convs]
+        for index, (weight, bias, _stride) in enumerate(convs):
+            self.register_buffer(f"conv{index}_weight", weight)
+            self.register_buffer(f"conv{index}_bias", bias)
+        for name, (weight, bias) in (("hidden", hidden), ("output", output)):
+            self.register_buffer(f"{name}_weight", weight)
+            self.register_buffer(f"{name}_bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index, stride in enumerate(self.strides):
+            # in place: a second buffer of the size of the feature map per layer costs more than the ReLU
+            x = F.relu_(F.conv2d(x, getattr(self, f"conv{index}_weight"), getattr(self, f"conv{index}_bias"), stride))
+        x = F.relu_(F.linear(x.mean(dim=(2, 3)), self.hidden_weight, self.hidden_bias))
+        return F.linear(x, self.output_weight, self.output_bias)
+
+
+def _batch_norm_affine(norm: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) per channel, float64: what ``norm`` computes in eval mode is ``x * scale + shift``."""
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError("folding needs a BatchNorm with running statistics")
+    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.double()
+    shift = -norm.running_mean.double() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.double()
+    return scale, shift
+
+
+def _fold_into_linear(linear: nn.Linear, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``linear(x * scale + shift)`` as one linear layer (computed in float64: 512 x 512 only)."""
+    weight = linear.weight.double()
+    bias = linear.bias.double() if linear.bias is not None else torch.zeros_like(weight[:, 0])
+    return (weight * scale[None, :]).to(linear.weight.dtype), (bias + weight @ shift).to(linear.weight.dtype)

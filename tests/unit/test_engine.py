@@ -12,6 +12,7 @@ from torch import nn
 from medview.engine import device as devices
 from medview.engine.api import Heatmap
 from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
+from medview.engine.pipelines import lung_sound
 from medview.engine.service import Engine
 from medview.errors import Cancelled, ChecksumError, InputError, ModelError
 from medview.explain import grad_cam
@@ -224,3 +225,20 @@ def test_refresh_lets_go_of_networks_of_removed_bundles(
     engine.refresh()
     assert engine.cards() == []
     assert engine._networks == {}  # a removed bundle's weights do not stay in memory
+
+
+def test_lung_inference_form_is_built_once_and_follows_weight_changes() -> None:
+    torch.manual_seed(1)
+    network = create_model("lung_sound_cnn", num_classes=4).eval()
+    cpu = torch.device("cpu")
+    form = lung_sound.inference_form(network, cpu)
+    assert form is not network
+    assert lung_sound.inference_form(network, cpu) is form
+    x = torch.randn(2, 1, 50, 193)
+    with torch.no_grad():
+        network.classifier.bias.add_(1.0)  # changed in place, as an optimiser step does
+        changed = lung_sound.inference_form(network, cpu)
+        assert changed is not form
+        np.testing.assert_allclose(changed(x), network(x), rtol=1e-4, atol=1e-4)
+    network.train()  # batch statistics: nothing to fold, the network itself runs
+    assert lung_sound.inference_form(network, cpu) is network

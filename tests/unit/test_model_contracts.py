@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,27 @@ def test_unknown_architecture_and_bad_arguments_are_model_errors() -> None:
         create_model("resnet_from_the_internet")
     with pytest.raises(ModelError, match="cannot be built"):
         create_model("lung_sound_cnn", depth=12)
+
+
+def test_lung_sound_cnn_folded_gives_the_same_logits() -> None:
+    torch.manual_seed(0)
+    network = create_model("lung_sound_cnn", num_classes=4)
+    for module in network.modules():  # trained-looking statistics, so that the folding has work to do
+        if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    network.eval()
+    x = torch.randn(3, 1, 50, 193)
+    before = {key: value.clone() for key, value in network.state_dict().items()}
+    folded = network.folded()
+    with torch.no_grad():
+        expected = network(x)
+        np.testing.assert_allclose(folded(x), expected, rtol=1e-4, atol=1e-4)
+        channels_last = folded.to(memory_format=torch.channels_last)
+        np.testing.assert_allclose(
+            channels_last(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-4
+        )
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d) for m in folded.modules())
+    assert all(torch.equal(before[key], value) for key, value in network.state_dict().items())  # untouched

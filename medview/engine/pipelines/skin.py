@@ -17,15 +17,19 @@ does not say which way those features pushed the vote.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from sklearn.ensemble import RandomForestClassifier
 
 from medview.engine.api import ClassScores, Heatmap, PhotoResult
 from medview.engine.pipelines.context import RunContext
 from medview.errors import ModelError
 from medview.explain import grad_cam
 from medview.preprocess.image import photo_batch, resize_back
+
+if TYPE_CHECKING:  # scikit-learn loads with the first forest (Engine.forest), not with the engine
+    from sklearn.ensemble import RandomForestClassifier
 
 
 def classify_photo(
