@@ -44,6 +44,13 @@ class Finding:
         return [layer for layer in (self.mask_layer, self.heatmap_layer, *self.other_layers) if layer is not None]
 
 
+def series_key(volume: Volume | None) -> str:
+    """Which series a finding belongs to: its UID, or (a volume file) its description and shape."""
+    if volume is None:
+        return ""
+    return volume.series_uid or f"{volume.description}|{volume.shape}"
+
+
 def modality_warning(card: ModelCard, volume: Volume) -> str:
     """Why ``volume`` may not be what ``card`` was trained for; empty when it matches its input spec."""
     expected = card.input.modality.upper()

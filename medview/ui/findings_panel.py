@@ -23,7 +23,9 @@ from typing import Any
 from medview.engine.api import InferenceService
 from medview.io.mask_export import write_dicom_seg, write_nifti_mask
 from medview.io.volume import Volume
-from medview.ui.findings import Finding, FindingRunner, StartTask
+from medview.ui.covid_findings import CovidRunner
+from medview.ui.findings import Finding, FindingRunner, StartTask, series_key
+from medview.ui.kidney_findings import KidneyRunner
 from medview.ui.layers import LayerStack
 from medview.ui.liver_findings import LiverRunner
 from medview.ui.provenance import provenance_html
@@ -47,8 +49,10 @@ class FindingsPanel(QtWidgets.QWidget):
 
         self.liver = LiverRunner(layers, start_task)
         self.runners: list[FindingRunner] = [self.liver]
-        # kidney runner
-        # covid runner
+        self.kidney = KidneyRunner(layers, start_task)
+        self.runners.append(self.kidney)
+        self.covid = CovidRunner(layers, start_task)
+        self.runners.append(self.covid)
         self.tasks = QtWidgets.QTabWidget()
         for runner in self.runners:
             self.tasks.addTab(runner, runner.title)
@@ -124,7 +128,7 @@ class FindingsPanel(QtWidgets.QWidget):
     def set_volume(self, volume: Volume | None, complete: bool = True) -> None:
         """A series is shown (``complete``: every slice decoded): list its findings, and once it is complete
         put their overlays back (the window clears the layers when it shows another series)."""
-        if _series_key(volume) != _series_key(self.volume):
+        if series_key(volume) != series_key(self.volume):
             for runner in self.runners:
                 runner.cancel()  # a run belongs to the series it started on
         self.volume, self.volume_complete = volume, volume is not None and complete
@@ -139,11 +143,11 @@ class FindingsPanel(QtWidgets.QWidget):
 
     def current_findings(self) -> list[Finding]:
         """The findings of the open series, oldest first."""
-        return self.findings.get(_series_key(self.volume), []) if self.volume is not None else []
+        return self.findings.get(series_key(self.volume), []) if self.volume is not None else []
 
     def _on_found(self, volume: Volume, finding: Finding) -> None:
-        self.findings.setdefault(_series_key(volume), []).append(finding)
-        if _series_key(volume) == _series_key(self.volume):
+        self.findings.setdefault(series_key(volume), []).append(finding)
+        if series_key(volume) == series_key(self.volume):
             for layer in finding.layers:
                 self.layers.add(layer)
             self._rebuild_list()
@@ -265,10 +269,3 @@ class FindingsPanel(QtWidgets.QWidget):
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export the mask", name, file_filter)
         if path:
             export(Path(path))
-
-
-def _series_key(volume: Volume | None) -> str:
-    """Findings belong to a series: its UID, or (a volume file) its description and shape."""
-    if volume is None:
-        return ""
-    return volume.series_uid or f"{volume.description}|{volume.shape}"

@@ -94,6 +94,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self._dock("Layers", self.layers_panel, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea),
         ]
         self.findings = FindingsPanel(self.layers, self._start)
+        kidney = self.findings.kidney  # the current slice and the ROIs drawn on it come from the axial view
+        kidney.current_slice = lambda: self.mpr.axial.index
+        kidney.drawn_rois = lambda: self.mpr.axial.measurements
+        kidney.selected_finding = self.findings.selected_finding
+        self.mpr.axial.measurements_changed.connect(kidney.refresh_rois)
         self.ct_docks.append(self._dock("AI findings", self.findings, QtCore.Qt.DockWidgetArea.RightDockWidgetArea))
         self.tags_dock = self._dock("DICOM tags", self.tags, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
         self.tags_dock.hide()
@@ -169,6 +174,8 @@ class MainWindow(QtWidgets.QMainWindow):
         overlay_menu.addAction(self._action("Load &mask (NIfTI, NRRD, DICOM SEG)…", self._choose_mask, "Ctrl+M"))
         ai_menu = menu.addMenu("&AI")
         ai_menu.addAction(self._action("Segment &liver", lambda: self.findings.liver.run(), "Ctrl+Shift+L"))
+        ai_menu.addAction(self._action("Find &kidney stones", lambda: self.findings.kidney.run(), "Ctrl+Shift+K"))
+        ai_menu.addAction(self._action("Classify &COVID-19", lambda: self.findings.covid.run(), "Ctrl+Shift+C"))
 
         view_menu = menu.addMenu("&View")
         toolbar = self.addToolBar("Tools")

@@ -33,7 +33,8 @@ def ct_window(qtbot: Any, window: Any, engine: Any) -> Any:
 
 
 def segment(qtbot: Any, window: Any) -> Any:
-    """Click *Segment liver* and wait for the finding."""
+    """Click *Segment liver* (once the previous run has finished) and wait for the finding."""
+    qtbot.waitUntil(window.findings.liver.segment_button.isEnabled, timeout=RUN_TIMEOUT_MS)
     with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
         qtbot.mouseClick(window.findings.liver.segment_button, QtCore.Qt.MouseButton.LeftButton)
     return blocker.args[0]

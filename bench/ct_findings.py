@@ -1,0 +1,128 @@
+"""CT AI targets of issue 5 on the real COVID-CT-MD P001 chest CT (148 slices), CPU.
+
+Run: ``.venv/bin/python -m bench.ct_findings`` (``--skip-gui`` leaves out the window run).
+The series is read with the app's own DICOM loader; the shipped demo bundles run
+through ``Engine`` as the findings panel calls it.
+
+- liver segmentation of the whole series, target ≤ 30 s on 2 cores; reference
+  for the ratio: one batch of 8 slices in the same process, scaled to 148;
+- COVID verdict per 50-slice group, target ≤ 0.409 s (the paper's 6-core CPU
+  figure), from the whole pipeline's time (lung mask, slice elimination, groups,
+  CNN + biLSTM) divided by its groups; and the pipeline given its lung mask (the
+  classical method) split out;
+- Grad-CAM of one kidney slice, target ≤ 0.2 s: a one-slice classification with
+  Grad-CAM minus the same without, median of 5;
+- the GUI thread's longest stall while *Segment liver* runs from the findings
+  panel of the real window (offscreen), target < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from bench.skin_drop import StallMeter, spin_until
+from medview.engine.service import Engine
+from medview.io.dicom import load_series, scan_paths
+from medview.io.volume import Volume
+
+REPO = Path(__file__).resolve().parents[1]
+P001 = REPO.parent / "shared" / "data" / "covid_ct" / "COVID-CT-MD" / "COVID-19" / "P001"
+
+
+def read_series(folder: Path) -> Volume:
+    scan = scan_paths([folder])
+    return load_series(max(scan.series, key=lambda series: series.slice_count))
+
+
+def timed(function: object, *args: object, **kwargs: object) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function(*args, **kwargs)  # type: ignore[operator]
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-gui", action="store_true", help="leave out the window run")
+    args = parser.parse_args()
+    if not P001.is_dir():
+        raise SystemExit(f"COVID-CT-MD P001 not found at {P001}")
+    volume = read_series(P001)
+    engine = Engine([REPO / "resources" / "models"])
+    rows: list[tuple[str, float, float | None, float | None]] = []  # case, value, reference, target
+
+    liver = engine.cards("liver_segmentation")[0]
+    eight = Volume(voxels=volume.voxels[:8], spacing=volume.spacing, modality="CT")
+    engine.segment_liver(liver, eight)  # warm-up: weights read and checked
+    batch_s, _ = timed(engine.segment_liver, liver, eight)
+    liver_s, result = timed(engine.segment_liver, liver, volume)
+    rows.append((f"liver, whole series ({volume.shape[0]} slices), s", liver_s, batch_s * volume.shape[0] / 8, 30.0))
+    rows.append(("liver, per slice, s", liver_s / volume.shape[0], None, None))
+
+    covid = engine.cards("covid_ct")[0]
+    covid_s, verdict = timed(engine.classify_covid, covid, volume)
+    groups = len(verdict.groups)  # type: ignore[attr-defined]
+    rows.append((f"COVID, whole pipeline ({groups} groups), s", covid_s, None, None))
+    rows.append(("COVID, per 50-slice group, s", covid_s / groups, None, 0.409))
+
+    kidney = engine.cards("kidney_stone")[0]
+    middle = volume.shape[0] // 2
+    engine.classify_kidney_slices(kidney, volume, [middle], explain_slices=[middle])  # warm-up
+    plain, explained = [], []
+    for _ in range(5):
+        plain.append(timed(engine.classify_kidney_slices, kidney, volume, [middle])[0])
+        explained.append(timed(engine.classify_kidney_slices, kidney, volume, [middle], explain_slices=[middle])[0])
+    rows.append(("kidney: one slice, no Grad-CAM, s", statistics.median(plain), None, None))
+    rows.append(
+        ("kidney: Grad-CAM of one slice, s", statistics.median(explained) - statistics.median(plain), None, 0.2)
+    )
+
+    if not args.skip_gui:
+        rows.append(("GUI longest stall, Segment liver, ms", gui_stall_ms(engine, volume), None, 100.0))
+
+    print(f"CT findings on COVID-CT-MD P001 {volume.shape}, demo bundles, CPU ({engine.device_name()})")
+    print(f"liver mask of the timed run: {result.volume_ml:,.0f} mL")  # type: ignore[attr-defined]
+    header = f"{'case':<48}{'measured':>10}{'ratio':>8}{'target':>9}  verdict"
+    print(header)
+    print("-" * len(header))
+    for name, value, reference, target in rows:
+        ratio = f"{value / reference:.2f}" if reference else ""
+        verdict = "" if target is None else "meets" if value <= target else "misses"
+        print(f"{name:<48}{value:>10.3f}{ratio:>8}{'' if target is None else f'{target:g}':>9}  {verdict}")
+    print("ratio: against 148/8 times one batch of 8 slices, run just before in this process")
+
+
+def gui_stall_ms(engine: Engine, volume: Volume) -> float:
+    """The longest stall of the GUI thread while the findings panel segments the liver of ``volume``."""
+    from medview.ui.main_window import MainWindow
+    from medview.ui.qt import QtWidgets
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    with tempfile.TemporaryDirectory() as config:
+        os.environ["MEDVIEW_CONFIG_DIR"] = config
+        window = MainWindow()
+        window.resize(1400, 900)
+        window.show()
+        app.processEvents()
+        window.set_engine(engine)
+        window._on_volume_loaded(volume)  # as a finished load hands it over
+        meter = StallMeter()
+        meter.start()
+        found: list[object] = []
+        window.findings.finding_added.connect(found.append)
+        window.findings.liver.run()
+        spin_until(lambda: bool(found))
+        meter.timer.stop()
+        window.close()
+        window.tasks.pool.waitForDone(10_000)
+    return meter.longest_ms
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,553 @@
+"""Kidney stone (paper 000) from the findings panel: per-slice stone probability in a kidney ROI, with Grad-CAM.
+
+The hybrid CNN classifies axial slices with everything outside a kidney region
+of interest masked out.  The radiologist chooses the slices (the whole series
+or the axial slice on screen) and the region: the whole slice (what the demo
+bundle was trained on, the public samples having no kidney masks), a label map
+already over the series (a mask file loaded with Overlay > Load mask, a
+segmentation), or a rectangle/ellipse drawn with the viewer's ROI tools.  A
+drawn ROI is a 2-D shape on one axial slice; it is used as the same shape on
+every slice of the run, and the finding says so.
+
+The finding draws the region that was used (an outline, so the anatomy under it
+shows), lists the slices at or above the bundle's threshold with their
+probabilities, and carries a Grad-CAM map of the slice on screen (and of the
+positive slices when there are only a few).  *Grad-CAM of this slice* adds the
+map of another slice to an existing finding.  The maps are shown each scaled to
+its own maximum (the usual display) or, with *Absolute Grad-CAM scale*, all by
+one scale (the largest value over the explained slices) so slices can be
+compared with each other.
+"""
+
+from __future__ import annotations
+
+import html
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medview.engine.api import Heatmap, InferenceService, SliceClassificationResult
+from medview.engine.manifest import ModelCard
+from medview.io.volume import Volume
+from medview.ui.findings import Finding, FindingRunner, StartTask, modality_warning, series_key
+from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
+from medview.ui.planes import plane_spacing
+from medview.ui.provenance import ModelChooserBox
+from medview.ui.qt import QtWidgets
+from medview.ui.slice_view import Measurement
+from medview.ui.workers import Task
+
+#: the ROI outline: cyan, apart from the liver's orange, the measurement tools' green and the map's inferno
+ROI_COLOUR = (0, 230, 255)
+#: Grad-CAM values below this (of the scale shown) are transparent, so the anatomy shows through
+GRAD_CAM_THRESHOLD = 0.1
+#: the positive slices are explained too when there are at most this many
+FEW_POSITIVES = 5
+WHOLE_SLICE = "whole slice (no kidney mask: the model saw the entire slice)"
+
+
+@dataclass(eq=False)
+class KidneyFinding(Finding):
+    """A kidney-stone finding, with what *Grad-CAM of this slice* and the scale switch need."""
+
+    card: ModelCard | None = None
+    roi: np.ndarray | None = None  # what the pipeline got: bool (z, y, x) or (y, x), None for the whole slice
+    heatmaps: dict[int, Heatmap] = field(default_factory=dict)  # Grad-CAM by slice index
+    scope: str = ""  # which slices were run, in words
+    series_key: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class RoiSource:
+    """One entry of the ROI chooser: the whole slice, a label map (or one of its labels), or a drawn shape."""
+
+    text: str
+    layer: LabelLayer | None = None
+    label: int | None = None  # one label of a multi-label map; None: every label > 0
+    drawn: Measurement | None = None
+
+    @property
+    def key(self) -> tuple[int, int | None, int]:
+        return (id(self.layer), self.label, id(self.drawn))
+
+
+def shape_mask(
+    shape_rc: tuple[int, int], top_left_rc: tuple[float, float], size_rc: tuple[float, float], kind: str
+) -> np.ndarray:
+    """The pixels of an axis-aligned rectangle or ellipse (pixel units), by the rule of ``region_stats``:
+    a pixel is inside when its centre is, so the ROI is exactly the pixels the measurement read-out counts."""
+    rows = np.arange(shape_rc[0]) + 0.5
+    cols = np.arange(shape_rc[1]) + 0.5
+    (r0, c0), (height, width) = top_left_rc, size_rc
+    if height <= 0 or width <= 0:
+        return np.zeros(shape_rc, bool)
+    if kind == "rectangle":
+        return ((rows >= r0) & (rows < r0 + height))[:, None] & ((cols >= c0) & (cols < c0 + width))[None, :]
+    row_term = ((rows[:, None] - (r0 + height / 2)) / (height / 2)) ** 2
+    col_term = ((cols[None, :] - (c0 + width / 2)) / (width / 2)) ** 2
+    return np.asarray(row_term + col_term <= 1.0)
+
+
+def drawn_roi_mask(measurement: Measurement, volume: Volume) -> np.ndarray:
+    """The (y, x) pixels of a rectangle or ellipse drawn on an axial view (its handles live in mm)."""
+    row_mm, col_mm = plane_spacing(volume.spacing, "axial")
+    position, size = measurement.roi.pos(), measurement.roi.size()
+    return shape_mask(
+        volume.shape[1:],
+        (position.y() / row_mm, position.x() / col_mm),
+        (size.y() / row_mm, size.x() / col_mm),
+        measurement.kind,
+    )
+
+
+def grad_cam_values(shape: tuple[int, int, int], heatmaps: Mapping[int, Heatmap], absolute: bool) -> np.ndarray:
+    """The Grad-CAM maps on the volume grid, zero on slices not explained.
+
+    Relative: each slice by its own maximum.  Absolute: every slice by the
+    largest value over all explained slices, so a weaker map looks weaker.
+    float16 like the liver probability: a mostly-empty volume-sized array.
+    """
+    values = np.zeros(shape, np.float16)
+    scale = max((float(heatmap.values.max()) for heatmap in heatmaps.values() if heatmap.values.size), default=0.0)
+    for index, heatmap in heatmaps.items():
+        if absolute:
+            values[index] = heatmap.absolute(scale) if scale > 0 else 0.0
+        else:
+            values[index] = heatmap.relative()
+    return values
+
+
+def _slice_list(indices: Sequence[int], probabilities: Mapping[int, float]) -> str:
+    """1-based slice numbers with their probabilities: '3 (0.71), 9 (0.66)'."""
+    return ", ".join(f"{index + 1} ({probabilities[index]:.2f})" for index in indices) or "none"
+
+
+def kidney_summary(
+    result: SliceClassificationResult, heatmaps: Mapping[int, Heatmap], scope: str, absolute: bool
+) -> str:
+    """The finding's HTML: the positive slices, the ROI, the slices run, every slice's probability, Grad-CAM."""
+    threshold = result.provenance.threshold if result.provenance.threshold is not None else 0.5
+    probabilities = {index: float(p) for index, p in zip(result.slice_indices, result.probabilities, strict=True)}
+    positives = result.positive_slices()
+    count = len(result.slice_indices)
+    explained = ", ".join(str(index + 1) for index in sorted(heatmaps)) or "none"
+    scale = "one scale for all explained slices" if absolute else "each slice scaled to its own maximum"
+    return (
+        f"<p><b>{result.positive_class.capitalize()} probability ≥ {threshold:g} on {len(positives)} of {count} "
+        f"slice{'s' if count != 1 else ''}</b><br>"
+        f"Slices at or above the threshold: {_slice_list(positives, probabilities)}</p>"
+        f"<p>Kidney ROI: {html.escape(result.roi)}<br>"
+        f"Slices run: {count} ({html.escape(scope)})</p>"
+        f"<p>Every slice run: {_slice_list(result.slice_indices, probabilities)}</p>"
+        f"<p>Grad-CAM of slice(s) {explained} ({scale})</p>"
+    )
+
+
+def kidney_finding(
+    result: SliceClassificationResult,
+    card: ModelCard,
+    volume_shape: tuple[int, int, int],
+    roi: np.ndarray | None,
+    heatmaps: Mapping[int, Heatmap],
+    *,
+    scope: str = "whole series",
+    absolute: bool = False,
+    series_key: str = "",
+) -> KidneyFinding:
+    """The finding of a kidney-stone run: the summary, the ROI drawn as an outline and the Grad-CAM map.
+
+    ``roi`` is what the pipeline got (None: the whole slice, then there is no
+    ROI layer: the summary says the whole slice was used).  It is drawn on the
+    slices that were run only: a 2-D drawn shape on each of them.
+    """
+    threshold = result.provenance.threshold if result.provenance.threshold is not None else 0.5
+    positives = result.positive_slices()
+    count = len(result.slice_indices)
+    demo = " (demo)" if result.provenance.demo else ""
+    mask_layer = None
+    if roi is not None:
+        labels = np.zeros(volume_shape, np.uint8)
+        run = list(result.slice_indices)
+        labels[run] = roi[run] if roi.ndim == 3 else roi
+        mask_layer = LabelLayer(
+            name=f"Kidney ROI: {result.roi} [{card.label}]",
+            labels=labels,
+            names={1: "kidney ROI"},
+            colours={1: ROI_COLOUR},
+            opacity=0.9,
+            outline_only=True,
+            demo=card.is_demo,
+        )
+    explained = dict(heatmaps)
+    return KidneyFinding(
+        kind="kidney stone",
+        title=(
+            f"Kidney stone: {len(positives)} of {count} slice{'s' if count != 1 else ''} ≥ {threshold:g}: "
+            f"{result.provenance.label}{demo}"
+        ),
+        provenance=result.provenance,
+        summary_html=kidney_summary(result, explained, scope, absolute),
+        result=result,
+        mask_layer=mask_layer,
+        heatmap_layer=HeatmapLayer(
+            name=f"Kidney stone Grad-CAM [{card.label}]",
+            values=grad_cam_values(volume_shape, explained, absolute),
+            levels=(0.0, 1.0),
+            threshold=GRAD_CAM_THRESHOLD,
+            opacity=0.5,
+            demo=card.is_demo,
+        ),
+        card=card,
+        roi=roi,
+        heatmaps=explained,
+        scope=scope,
+        series_key=series_key,
+    )
+
+
+class RoiChooserBox(QtWidgets.QComboBox):
+    """The kidney ROIs to choose from; the list is brought up to date each time it opens."""
+
+    def __init__(self, refresh: Callable[[], None], parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumContentsLength(24)
+        self.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self._refresh = refresh
+
+    def showPopup(self) -> None:
+        self._refresh()
+        super().showPopup()
+
+    def set_sources(self, sources: Sequence[RoiSource]) -> None:
+        """List ``sources``, keeping the chosen one when it is still there (else the whole slice)."""
+        shown = [(self.itemData(i).key, self.itemText(i)) for i in range(self.count())]
+        if shown == [(source.key, source.text) for source in sources]:
+            return
+        chosen = self.selected_source()
+        self.blockSignals(True)
+        self.clear()
+        for source in sources:
+            self.addItem(source.text, source)
+        keys = [source.key for source in sources]
+        self.setCurrentIndex(keys.index(chosen.key) if chosen is not None and chosen.key in keys else 0)
+        self.blockSignals(False)
+
+    def selected_source(self) -> RoiSource | None:
+        source = self.currentData()
+        return source if isinstance(source, RoiSource) else None
+
+
+class KidneyRunner(FindingRunner):
+    """Model, slices and kidney ROI choosers, *Find kidney stones*, the Grad-CAM scale and *Grad-CAM of this slice*.
+
+    The runner needs three things of the viewer, given as callables (the panel
+    builds it with ``(layers, start_task)``; the window sets them):
+    ``current_slice`` the axial index on screen, ``drawn_rois`` the
+    measurements drawn on the axial view, ``selected_finding`` the finding
+    selected in the panel (*Grad-CAM of this slice* acts on it when it is a
+    kidney-stone finding; else on this series' newest one).
+    """
+
+    title = "Kidney stone"
+
+    def __init__(
+        self,
+        layers: LayerStack,
+        start_task: StartTask,
+        parent: QtWidgets.QWidget | None = None,
+        *,
+        current_slice: Callable[[], int] | None = None,
+        drawn_rois: Callable[[], Sequence[Measurement]] | None = None,
+        selected_finding: Callable[[], Finding | None] | None = None,
+    ) -> None:
+        super().__init__(layers, start_task, parent)
+        self.current_slice = current_slice
+        self.drawn_rois = drawn_rois
+        self.selected_finding = selected_finding
+        self.findings: list[KidneyFinding] = []  # made by this runner, every series
+        self._roi_layers: weakref.WeakSet[LabelLayer] = weakref.WeakSet()  # never offered as a kidney ROI
+
+        self.model_box = ModelChooserBox()
+        self.scope_box = QtWidgets.QComboBox()
+        self.scope_box.addItems(["Whole series", "Current axial slice only"])
+        self.roi_box = RoiChooserBox(self.refresh_rois)
+        self.roi_box.setToolTip(
+            "Where the model looks: the whole slice, a label map over this series (Overlay > Load mask…), "
+            "or a rectangle/ellipse drawn on an axial slice (used on every slice run)"
+        )
+        self.absolute_box = QtWidgets.QCheckBox("Absolute Grad-CAM scale")
+        self.absolute_box.setToolTip(
+            "On: one scale for every explained slice, so their maps compare. Off: each slice by its own maximum"
+        )
+        self.run_button = QtWidgets.QPushButton("Find kidney stones")
+        self.explain_button = QtWidgets.QPushButton("Grad-CAM of this slice")
+        layout = QtWidgets.QFormLayout(self)
+        layout.addRow("Model", self.model_box)
+        layout.addRow("Slices", self.scope_box)
+        layout.addRow("Kidney ROI", self.roi_box)
+        layout.addRow(self.run_button)
+        layout.addRow(self.absolute_box)
+        layout.addRow(self.explain_button)
+        layout.addRow(self.note)
+
+        self.run_button.clicked.connect(lambda: self.run())
+        self.explain_button.clicked.connect(lambda: self.explain_current_slice())
+        self.absolute_box.toggled.connect(lambda _on: self.rescale_heatmaps())
+        self.model_box.currentIndexChanged.connect(lambda _i: self.update_controls())
+        self.layers.changed.connect(self.refresh_rois)
+        self.refresh_rois()
+        self.update_controls()
+
+    # ------------------------------------------------------------------ choices
+
+    def refresh_models(self) -> None:
+        if self.engine is not None:
+            self.model_box.set_cards(self.engine.cards("kidney_stone"))
+        self.update_controls()
+
+    def set_volume(self, volume: Volume | None, complete: bool) -> None:
+        super().set_volume(volume, complete)
+        self.refresh_rois()
+
+    def refresh_rois(self) -> None:
+        """Offer the whole slice, the label maps over this series and the shapes drawn on axial slices."""
+        volume = self.volume
+        sources = [RoiSource("Whole slice (no kidney mask)")]
+        if volume is not None:
+            for layer in self.layers.layers:
+                if not isinstance(layer, LabelLayer) or layer in self._roi_layers or layer.labels.shape != volume.shape:
+                    continue
+                sources.append(RoiSource(f"Mask: {layer.name}", layer=layer))
+                if len(layer.names) > 1:  # a multi-label map (kidney left/right, ...): each label on its own
+                    sources.extend(
+                        RoiSource(f"Mask: {layer.name}, label {value} {name}", layer=layer, label=value)
+                        for value, name in sorted(layer.names.items())
+                    )
+            for measurement in self.drawn_rois() if self.drawn_rois is not None else ():
+                if measurement.plane == "axial" and measurement.kind in ("rectangle", "ellipse"):
+                    size = measurement.roi.size()
+                    sources.append(
+                        RoiSource(
+                            f"Drawn {measurement.kind} on axial slice {measurement.index + 1} "
+                            f"({size.x():.0f} x {size.y():.0f} mm)",
+                            drawn=measurement,
+                        )
+                    )
+        self.roi_box.set_sources(sources)
+
+    def _resolve_roi(self, source: RoiSource, volume: Volume) -> tuple[np.ndarray | None, str]:
+        """The ROI mask the pipeline gets and how the finding names it."""
+        if source.layer is not None:
+            labels = source.layer.labels
+            mask = labels == source.label if source.label is not None else labels > 0
+            which = f", label {source.label} {source.layer.names.get(source.label, '')}" if source.label else ""
+            return mask, f"mask {source.layer.name}{which.rstrip()}"
+        if source.drawn is not None:
+            drawn, size = source.drawn, source.drawn.roi.size()
+            return drawn_roi_mask(drawn, volume), (
+                f"{drawn.kind} drawn on axial slice {drawn.index + 1} ({size.x():.0f} x {size.y():.0f} mm), "
+                "the same region on every slice run"
+            )
+        return None, WHOLE_SLICE
+
+    def _current_index(self, volume: Volume) -> int:
+        index = self.current_slice() if self.current_slice is not None else volume.shape[0] // 2
+        return int(np.clip(index, 0, volume.shape[0] - 1))
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> Task | None:
+        """Classify the chosen slices in the chosen ROI; Grad-CAM of the slice on screen (and of few positives)."""
+        volume, card, engine = self.volume, self.model_box.selected_card(), self.engine
+        if self.blocked_reason(card, "kidney stone") or volume is None or card is None or engine is None:
+            return None
+        self.refresh_rois()
+        source = self.roi_box.selected_source() or RoiSource("Whole slice")
+        roi, roi_text = self._resolve_roi(source, volume)
+        current = self._current_index(volume)
+        series = self.scope_box.currentIndex() == 0
+        slices = list(range(volume.shape[0])) if series else [current]
+        scope = "whole series" if series else f"axial slice {current + 1} only"
+        notes = [modality_warning(card, volume)]
+        if roi is not None and not roi.any():
+            self.note.setText(" ".join(filter(None, [*notes, f"The kidney ROI ({roi_text}) holds no pixel."])))
+            return None
+        if roi is not None and roi.ndim == 3:  # a slice without ROI voxels would be a black image: not run
+            empty = [index for index in slices if not roi[index].any()]
+            slices = [index for index in slices if roi[index].any()]
+            if not slices:
+                self.note.setText(
+                    " ".join(filter(None, [*notes, f"The kidney ROI has no voxel on axial slice {current + 1}."]))
+                )
+                return None
+            if empty:
+                notes.append(f"{len(empty)} slice(s) without ROI voxels were not run.")
+                scope += f", {len(empty)} slice(s) without ROI voxels left out"
+        self.note.setText(" ".join(filter(None, notes)))
+        explain = [current] if current in slices else []
+
+        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
+            return classify_and_explain(engine, card, volume, slices, roi, roi_text, explain, progress, cancelled)
+
+        task = Task(work, f"Kidney stone: {len(slices)} slice(s) of {volume.description or 'the series'}")
+        task.signals.succeeded.connect(lambda outcome: self._on_classified(volume, card, roi, scope, *outcome))
+        task.signals.finished.connect(self.update_controls)
+        self.task = task
+        self.update_controls()
+        return self.start_task(task, task.description + "…")
+
+    def _on_classified(
+        self,
+        volume: Volume,
+        card: ModelCard,
+        roi: np.ndarray | None,
+        scope: str,
+        result: SliceClassificationResult,
+        heatmaps: dict[int, Heatmap],
+    ) -> None:
+        finding = kidney_finding(
+            result,
+            card,
+            volume.shape,
+            roi,
+            heatmaps,
+            scope=scope,
+            absolute=self.absolute_box.isChecked(),  # the scale on screen now, switched during the run or not
+            series_key=series_key(volume),
+        )
+        if finding.mask_layer is not None:
+            self._roi_layers.add(finding.mask_layer)
+        self.findings.append(finding)
+        self.found.emit(volume, finding)
+
+    # ------------------------------------------------------------------ Grad-CAM
+
+    def target_finding(self) -> KidneyFinding | None:
+        """The finding *Grad-CAM of this slice* acts on: the selected one, else this series' newest."""
+        key = series_key(self.volume)
+        selected = self.selected_finding() if self.selected_finding is not None else None
+        if isinstance(selected, KidneyFinding) and selected.series_key == key:
+            return selected
+        return next((finding for finding in reversed(self.findings) if finding.series_key == key), None)
+
+    def explain_current_slice(self) -> Task | None:
+        """Add the Grad-CAM of the axial slice on screen to the target finding (same model and ROI)."""
+        volume, engine, finding = self.volume, self.engine, self.target_finding()
+        if volume is None or engine is None or finding is None or finding.card is None:
+            return None
+        if self.blocked_reason(finding.card, "kidney stone"):
+            return None
+        index, card, roi = self._current_index(volume), finding.card, finding.roi
+        if index in finding.heatmaps:
+            self.note.setText(f"Slice {index + 1} already has its Grad-CAM in this finding.")
+            return None
+        if roi is not None and not (roi[index] if roi.ndim == 3 else roi).any():
+            self.note.setText(f"The finding's kidney ROI has no voxel on slice {index + 1}: nothing to explain.")
+            return None
+        self.note.setText("")
+        result: SliceClassificationResult = finding.result
+
+        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
+            return engine.classify_kidney_slices(
+                card,
+                volume,
+                [index],
+                roi=roi,
+                roi_source=result.roi,
+                explain_slices=[index],
+                progress=lambda done, total, _text: progress(done, total),
+                cancelled=cancelled,
+            )
+
+        task = Task(work, f"Kidney stone Grad-CAM of slice {index + 1}")
+        task.signals.succeeded.connect(lambda explained: self._add_heatmaps(finding, explained.heatmaps))
+        task.signals.finished.connect(self.update_controls)
+        self.task = task
+        self.update_controls()
+        return self.start_task(task, task.description + "…")
+
+    def _add_heatmaps(self, finding: KidneyFinding, heatmaps: Mapping[int, Heatmap]) -> None:
+        finding.heatmaps.update(heatmaps)
+        self._show_heatmaps(finding)
+
+    def rescale_heatmaps(self) -> None:
+        """Rebuild every kidney finding's Grad-CAM layer with the scale now chosen."""
+        for finding in self.findings:
+            self._show_heatmaps(finding)
+
+    def _show_heatmaps(self, finding: KidneyFinding) -> None:
+        layer = finding.heatmap_layer
+        if layer is None:
+            return
+        absolute = self.absolute_box.isChecked()
+        values = grad_cam_values(layer.values.shape, finding.heatmaps, absolute)
+        finding.summary_html = kidney_summary(finding.result, finding.heatmaps, finding.scope, absolute)
+        if layer in self.layers.layers:
+            self.layers.update(layer, values=values)
+        else:
+            layer.values = values  # a finding of another series: shown with this scale when it comes back
+
+    # ------------------------------------------------------------------ state
+
+    def update_controls(self) -> None:
+        card = self.model_box.selected_card()
+        reason = self.blocked_reason(card, "kidney stone")
+        self.run_button.setEnabled(not reason)
+        self.run_button.setToolTip(
+            reason or "Stone probability of each slice chosen, inside the kidney ROI, with Grad-CAM of this slice"
+        )
+        target = self.target_finding()
+        reason = (
+            self.blocked_reason(target.card if target is not None else card, "kidney stone")
+            or ("Run the kidney stone model on this series first" if target is None else "")
+            or ("Not connected to the axial view" if self.current_slice is None else "")
+        )
+        self.explain_button.setEnabled(not reason)
+        self.explain_button.setToolTip(reason or "Add the Grad-CAM of the axial slice on screen to the finding")
+        current_item = self.scope_box.model().item(1)  # type: ignore[attr-defined]
+        current_item.setEnabled(self.current_slice is not None)
+
+
+def classify_and_explain(
+    engine: InferenceService,
+    card: ModelCard,
+    volume: Volume,
+    slices: Sequence[int],
+    roi: np.ndarray | None,
+    roi_text: str,
+    explain: Sequence[int],
+    progress: Callable[[int, int], None],
+    cancelled: Callable[[], bool],
+) -> tuple[SliceClassificationResult, dict[int, Heatmap]]:
+    """The per-slice run with Grad-CAM of ``explain``; then, when only a few slices are positive, their
+    Grad-CAM too (a second small run: which slices are positive is known only after the first)."""
+    first = len(slices) + len(explain)
+    result = engine.classify_kidney_slices(
+        card,
+        volume,
+        slices,
+        roi=roi,
+        roi_source=roi_text,
+        explain_slices=explain,
+        progress=lambda done, total, _text: progress(done, total),
+        cancelled=cancelled,
+    )
+    heatmaps = dict(result.heatmaps)
+    positives = result.positive_slices()
+    missing = [index for index in positives if index not in heatmaps]
+    if len(positives) <= FEW_POSITIVES and missing:
+        extra = engine.classify_kidney_slices(
+            card,
+            volume,
+            missing,
+            roi=roi,
+            roi_source=roi_text,
+            explain_slices=missing,
+            progress=lambda done, total, _text: progress(first + done, first + total),
+            cancelled=cancelled,
+        )
+        heatmaps.update(extra.heatmaps)
+    return result, heatmaps

@@ -1,0 +1,386 @@
+"""Kidney stone findings (paper 000) on the bundled real abdominal CT, through the window and the shipped demo bundle.
+
+The bundled series has no kidney mask (nor has the shared data: ../shared/data/README.md);
+its liver mask stands in for "a label map loaded over the series" where a mask ROI is tested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+
+from medview.engine.api import Heatmap
+from medview.measure import region_stats
+from medview.ui.kidney_findings import (
+    FEW_POSITIVES,
+    GRAD_CAM_THRESHOLD,
+    ROI_COLOUR,
+    WHOLE_SLICE,
+    KidneyRunner,
+    shape_mask,
+)
+from medview.ui.layers import HeatmapLayer, LabelLayer
+from medview.ui.qt import QtCore, QtWidgets
+
+from .conftest import (
+    SAMPLE_MASK,
+    SAMPLE_SERIES,
+    Qt,
+    make_volume,
+    mouse_drag,
+    open_and_wait,
+    view_point_at,
+    viewport_point,
+)
+
+RUN_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def engine(shipped_engine: Any) -> Any:
+    if not shipped_engine.cards("kidney_stone"):
+        pytest.skip("no kidney_stone bundle in resources/models")
+    return shipped_engine
+
+
+def wire(window: Any) -> KidneyRunner:
+    """The runner, which the window connects to the axial view (slice, drawn ROIs) and the panel's selection."""
+    runner: KidneyRunner = window.findings.kidney
+    assert runner.current_slice() == window.mpr.axial.index
+    return runner
+
+
+@pytest.fixture
+def ct_window(qtbot: Any, window: Any, engine: Any) -> Any:
+    """The window with the engine and the bundled sample series (20 slices of an abdominal CT) loaded."""
+    window.set_engine(engine)
+    wire(window)
+    open_and_wait(qtbot, window, SAMPLE_SERIES)
+    return window
+
+
+def run(qtbot: Any, window: Any) -> Any:
+    """Click *Find kidney stones*, wait for the finding and for the runner to be free again."""
+    runner = window.findings.kidney
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(runner.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not runner.running() and runner.run_button.isEnabled(), timeout=10_000)
+    return blocker.args[0]
+
+
+def listed(summary: str, heading: str) -> list[tuple[int, str]]:
+    """The '3 (0.71), 9 (0.66)' list after ``heading`` in a summary, as (slice number, probability text)."""
+    text = summary.split(f"{heading}: ", 1)[1].split("</p>", 1)[0]
+    return [(int(number), probability) for number, probability in re.findall(r"(\d+) \((\d\.\d\d)\)", text)]
+
+
+def shown_overlays(view: Any) -> list[Any]:
+    return [item for item in view.overlay_items if item.isVisible()]
+
+
+def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam_of_this_slice(
+    qtbot: Any, ct_window: Any
+) -> None:
+    window = ct_window
+    panel, runner, axial, volume = window.findings, window.findings.kidney, window.mpr.axial, window.volume
+    count = volume.shape[0]
+    assert panel.tasks.tabText(panel.tasks.indexOf(runner)) == "Kidney stone"
+    axial.set_index(7)
+    assert runner.scope_box.currentText() == "Whole series"
+    assert runner.roi_box.currentText() == "Whole slice (no kidney mask)"
+
+    finding = run(qtbot, window)
+    result = finding.result
+    assert result.slice_indices == tuple(range(count))
+    assert result.probabilities.shape == (count,)
+    assert np.all((result.probabilities > 0) & (result.probabilities < 1))
+    assert result.roi == WHOLE_SLICE
+    threshold = finding.provenance.threshold
+    card = runner.model_box.selected_card()
+    assert threshold == card.thresholds["stone"]
+    positives = result.positive_slices()
+    assert positives == [index for index in range(count) if result.probabilities[index] >= threshold]
+
+    # the list line and the summary: 1-based slice numbers with their probabilities
+    title = f"Kidney stone: {len(positives)} of {count} slices ≥ {threshold:g}: {finding.provenance.label} (demo)"
+    assert panel.list.count() == 1
+    assert panel.list.item(0).text() == title
+    summary = finding.summary_html
+    assert listed(summary, "Slices at or above the threshold") == [
+        (index + 1, f"{result.probabilities[index]:.2f}") for index in positives
+    ]
+    assert listed(summary, "Every slice run") == [
+        (index + 1, f"{probability:.2f}") for index, probability in enumerate(result.probabilities)
+    ]
+    assert f"Slices run: {count} (whole series)" in summary
+    assert "Kidney ROI: whole slice (no kidney mask" in summary
+    details = panel.details.text()
+    for text in ("Slices at or above the threshold", "Trained on", "Validation metrics", finding.provenance.label):
+        assert text in details
+    assert finding.mask_layer is None  # the whole slice: no region to outline; the summary says so
+
+    # Grad-CAM of the slice on screen (and of the positive slices when only a few)
+    explained = {7} | (set(positives) if len(positives) <= FEW_POSITIVES else set())
+    assert set(finding.heatmaps) == explained
+    layer = finding.heatmap_layer
+    assert isinstance(layer, HeatmapLayer)
+    assert layer in window.layers.layers
+    assert layer.visible
+    assert layer.demo
+    assert layer.levels == (0.0, 1.0)
+    assert layer.values.shape == volume.shape
+    heatmap = finding.heatmaps[7]
+    assert heatmap.values.shape == volume.shape[1:]
+    assert heatmap.target_class == "stone"
+    np.testing.assert_array_equal(layer.values[7], heatmap.relative().astype(np.float16))
+    assert layer.values[7].max() == 1.0
+    assert np.count_nonzero(layer.values[7] >= GRAD_CAM_THRESHOLD) > 1000
+    assert not layer.values[[index for index in range(count) if index not in explained]].any()
+
+    # drawn on the axial view, near-zero transparent, with its colour bar; the demo banner on the image
+    (drawn,) = shown_overlays(axial)
+    values = layer.values[7].astype(np.float32)
+    np.testing.assert_array_equal(drawn.image, np.where(values >= GRAD_CAM_THRESHOLD, values, np.nan))
+    assert axial.colour_bar is not None
+    assert axial.colour_bar.isVisible()
+    assert axial.colour_bar.levels() == pytest.approx((0.0, 1.0))
+    assert window.mpr.banner.isVisible()
+
+    # Grad-CAM of another slice, added to this finding
+    axial.set_index(12)
+    assert runner.explain_button.isEnabled()
+    qtbot.mouseClick(runner.explain_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: 12 in finding.heatmaps and not runner.running(), timeout=RUN_TIMEOUT_MS)
+    assert set(finding.heatmaps) == explained | {12}
+    np.testing.assert_array_equal(layer.values[12], finding.heatmaps[12].relative().astype(np.float16))
+    (drawn,) = shown_overlays(axial)
+    assert np.nanmax(drawn.image) == 1.0
+    assert panel.list.count() == 1  # the same finding, not a new one
+
+    # absolute scale: one scale (the largest peak over the explained slices) for all of them.  The demo
+    # bundle's maps are nearly the same on every slice (peaks equal to 1e-4), so here the switch is checked
+    # for exactness; test_current_axial_slice_only_runs_that_slice checks it on maps of different strength
+    scale = max(float(map_.values.max()) for map_ in finding.heatmaps.values())
+    runner.absolute_box.click()
+    assert finding.heatmap_layer is layer
+    for index, map_ in finding.heatmaps.items():
+        np.testing.assert_array_equal(layer.values[index], map_.absolute(scale).astype(np.float16))
+        assert float(layer.values[index].max()) == pytest.approx(float(map_.values.max()) / scale, abs=1e-3)
+    (drawn,) = shown_overlays(axial)
+    np.testing.assert_array_equal(np.nan_to_num(drawn.image), layer.values[12].astype(np.float32))
+    assert "one scale for all explained slices" in finding.summary_html
+    runner.absolute_box.click()
+    for index, map_ in finding.heatmaps.items():
+        np.testing.assert_array_equal(layer.values[index], map_.relative().astype(np.float16))
+    assert "each slice scaled to its own maximum" in finding.summary_html
+
+
+def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot: Any, ct_window: Any) -> None:
+    window = ct_window
+    runner, axial, volume = window.findings.kidney, window.mpr.axial, window.volume
+    count = volume.shape[0]
+    axial.set_index(9)
+    window.mpr.set_tool("rectangle")
+    start = viewport_point(axial, QtCore.QPointF(120.0, 220.0))
+    end = viewport_point(axial, QtCore.QPointF(280.0, 330.0))
+    mouse_drag(axial.graphics.viewport(), start, end, Qt.MouseButton.LeftButton)
+    assert [m.kind for m in axial.measurements] == ["rectangle"]
+    measurement = axial.measurements[0]
+    # where the press and the release fell on the slice, in mm (before the map's colour bar narrows the view)
+    p0, p1 = view_point_at(axial, start), view_point_at(axial, end)
+
+    # offered in the chooser as soon as it is drawn
+    texts = [runner.roi_box.itemText(i) for i in range(runner.roi_box.count())]
+    offered = [text for text in texts if text.startswith("Drawn rectangle on axial slice 10 (")]
+    assert len(offered) == 1
+    runner.roi_box.setCurrentIndex(texts.index(offered[0]))
+    assert runner.roi_box.selected_source().drawn is measurement
+
+    finding = run(qtbot, window)
+    result = finding.result
+    assert result.slice_indices == tuple(range(count))
+    assert result.roi.startswith("rectangle drawn on axial slice 10 (")
+    assert result.roi.endswith("the same region on every slice run")
+    assert result.roi in finding.summary_html
+
+    # the ROI is the pixels whose centres lie between where the press and the release fell
+    row_mm, col_mm = volume.spacing[1], volume.spacing[2]
+    rows, cols = np.arange(volume.shape[1]) + 0.5, np.arange(volume.shape[2]) + 0.5
+    in_rows = (rows >= min(p0.y(), p1.y()) / row_mm) & (rows < max(p0.y(), p1.y()) / row_mm)
+    in_cols = (cols >= min(p0.x(), p1.x()) / col_mm) & (cols < max(p0.x(), p1.x()) / col_mm)
+    expected = in_rows[:, None] & in_cols[None, :]
+    assert 100 * 100 < expected.sum() < 200 * 200
+    np.testing.assert_array_equal(finding.roi, expected)  # what the pipeline got
+    roi_layer = finding.mask_layer
+    assert isinstance(roi_layer, LabelLayer)
+    assert roi_layer.outline_only
+    assert roi_layer.colour(1) == ROI_COLOUR
+    assert roi_layer.demo
+    for z in range(count):
+        np.testing.assert_array_equal(roi_layer.labels[z] > 0, expected, err_msg=f"slice {z}")
+
+    # drawn on the image: its outline is the rectangle's border
+    outline, _heatmap = shown_overlays(axial)
+    border = np.argwhere(outline.image > 0)
+    (top, left), (bottom, right) = border.min(axis=0), border.max(axis=0)
+    found_rows, found_cols = np.flatnonzero(in_rows), np.flatnonzero(in_cols)
+    assert (top, bottom, left, right) == (found_rows[0], found_rows[-1], found_cols[0], found_cols[-1])
+    assert np.count_nonzero(outline.image) < expected.sum() / 10
+
+    # the model saw the rectangle: the same slice in the whole slice scores differently
+    runner.scope_box.setCurrentIndex(1)
+    runner.roi_box.setCurrentIndex(0)
+    whole = run(qtbot, window).result
+    assert whole.slice_indices == (9,)
+    assert whole.roi == WHOLE_SLICE
+    assert abs(float(whole.probabilities[0]) - float(result.probabilities[9])) > 0.01
+
+
+def test_a_loaded_mask_is_offered_and_used_as_the_roi(qtbot: Any, ct_window: Any) -> None:
+    window = ct_window
+    runner, volume = window.findings.kidney, window.volume
+    task = window.load_mask(SAMPLE_MASK)
+    qtbot.waitUntil(lambda: task.done.is_set() and len(window.layers.layers) == 1, timeout=30_000)
+    (mask_layer,) = window.layers.layers
+    assert (mask_layer.labels > 0).any(axis=(1, 2)).all()  # the liver is on every slice of the sample
+    mask_layer.labels[:3] = 0  # a kidney mask covers part of a series: the slices without it are not run
+    mask = mask_layer.labels > 0
+    texts = [runner.roi_box.itemText(i) for i in range(runner.roi_box.count())]
+    assert f"Mask: {mask_layer.name}" in texts
+    runner.roi_box.setCurrentIndex(texts.index(f"Mask: {mask_layer.name}"))
+    window.mpr.axial.set_index(10)
+    assert mask[10].any()
+
+    finding = run(qtbot, window)
+    result = finding.result
+    with_roi = [z for z in range(volume.shape[0]) if mask[z].any()]
+    assert with_roi == list(range(3, volume.shape[0]))
+    assert result.slice_indices == tuple(with_roi)  # a slice without mask voxels would be a black image
+    assert f"Slices run: {len(with_roi)} (whole series, 3 slice(s) without ROI voxels left out)" in finding.summary_html
+    assert "3 slice(s) without ROI voxels were not run" in runner.note.text()
+    assert result.roi == f"mask {mask_layer.name}"
+    assert f"Kidney ROI: mask {mask_layer.name}" in finding.summary_html
+    np.testing.assert_array_equal(finding.roi, mask)
+    roi_layer = finding.mask_layer
+    assert roi_layer.outline_only
+    np.testing.assert_array_equal(roi_layer.labels > 0, mask)
+    assert 10 in finding.heatmaps
+    assert window.layers.layers == [mask_layer, roi_layer, finding.heatmap_layer]
+    # the finding's own ROI outline is not offered as a kidney mask
+    texts = [runner.roi_box.itemText(i) for i in range(runner.roi_box.count())]
+    assert texts == ["Whole slice (no kidney mask)", f"Mask: {mask_layer.name}"]
+
+
+def test_current_axial_slice_only_runs_that_slice(qtbot: Any, ct_window: Any) -> None:
+    window = ct_window
+    runner = window.findings.kidney
+    window.mpr.axial.set_index(4)
+    runner.scope_box.setCurrentIndex(1)
+    finding = run(qtbot, window)
+    result = finding.result
+    assert result.slice_indices == (4,)
+    assert result.probabilities.shape == (1,)
+    positive = len(result.positive_slices())
+    assert finding.title.startswith(f"Kidney stone: {positive} of 1 slice ≥ ")
+    assert "Slices run: 1 (axial slice 5 only)" in finding.summary_html
+    assert listed(finding.summary_html, "Every slice run") == [(5, f"{result.probabilities[0]:.2f}")]
+    assert set(finding.heatmaps) == {4}
+    layer = finding.heatmap_layer
+    assert layer.values[4].max() == 1.0
+
+    # the scale switch on maps of different strength: the real map of slice 5 and half of it on slice 8
+    real = finding.heatmaps[4]
+    finding.heatmaps[7] = Heatmap(real.values * 0.5, real.target_class, real.layer)
+    runner.rescale_heatmaps()
+    np.testing.assert_array_equal(layer.values[7], layer.values[4])  # relative: each by its own peak
+    runner.absolute_box.click()
+    np.testing.assert_array_equal(layer.values[4], real.relative().astype(np.float16))
+    np.testing.assert_allclose(layer.values[7], real.relative() * 0.5, atol=1e-3)
+    assert float(layer.values[7].max()) == pytest.approx(0.5, abs=1e-3)
+    assert float(layer.values[4].max()) == 1.0
+
+
+class FewPositives:
+    """The real engine, with the threshold read so that exactly ``count`` slices are positive (the demo
+    bundle calls nearly every slice a stone), to exercise the Grad-CAM of few positive slices."""
+
+    def __init__(self, engine: Any, count: int) -> None:
+        self.engine, self.count = engine, count
+        self.threshold: float | None = None
+        self.calls: list[tuple[list[int], list[int]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def classify_kidney_slices(self, card: Any, volume: Any, slices: Any, **options: Any) -> Any:
+        result = self.engine.classify_kidney_slices(card, volume, slices, **options)
+        if self.threshold is None:
+            self.threshold = float(np.sort(result.probabilities)[-self.count])
+        self.calls.append((list(slices), list(options["explain_slices"])))
+        return dataclasses.replace(result, provenance=dataclasses.replace(result.provenance, threshold=self.threshold))
+
+
+def test_a_few_positive_slices_get_their_grad_cam_too(qtbot: Any, ct_window: Any, engine: Any) -> None:
+    window = ct_window
+    runner = window.findings.kidney
+    sample = window.volume
+    small = make_volume(sample.voxels[:, ::4, ::4].copy(), spacing=(2.0, 3.9, 3.9), series_uid="kidney.small")
+    window._on_volume_loaded(small)
+    wrapped = FewPositives(engine, 2)
+    runner.set_engine(wrapped)
+    current = window.mpr.axial.index
+
+    finding = run(qtbot, window)
+    positives = finding.result.positive_slices()
+    assert len(positives) == 2
+    missing = [index for index in positives if index != current]
+    assert wrapped.calls == [(list(range(small.shape[0])), [current]), (missing, missing)]
+    assert set(finding.heatmaps) == {current, *positives}
+    for index in finding.heatmaps:
+        assert finding.heatmap_layer.values[index].max() == 1.0
+    assert listed(finding.summary_html, "Slices at or above the threshold") == [
+        (index + 1, f"{finding.result.probabilities[index]:.2f}") for index in positives
+    ]
+
+
+def test_cancel_leaves_no_finding(qtbot: Any, ct_window: Any) -> None:
+    window = ct_window
+    runner = window.findings.kidney
+    task = runner.run()
+    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
+        window.cancel_running()
+    assert task.is_cancelled
+    assert window.findings.list.count() == 0
+    assert runner.findings == []
+    assert window.layers.layers == []
+    assert runner.run_button.isEnabled()
+
+
+def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expects(
+    qtbot: Any, window: Any, engine: Any
+) -> None:
+    window.set_engine(engine)
+    wire(window)
+    voxels = np.random.default_rng(0).integers(0, 400, (3, 64, 64)).astype(np.int16)
+    window._on_volume_loaded(make_volume(voxels, modality="MR", series_uid="1.2.3"))
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+        window.findings.kidney.run()
+    note = window.findings.kidney.note.text()
+    assert "expects CT images" in note
+    assert "this series is MR" in note
+    assert QtWidgets.QApplication.activeModalWidget() is None
+
+
+@pytest.mark.parametrize("kind", ["rectangle", "ellipse"])
+def test_the_roi_is_the_pixels_the_measurement_counts(kind: str) -> None:
+    image = np.zeros((40, 50), np.int16)
+    corner, size = (5.3, 7.8), (20.4, 31.1)
+    mask = shape_mask(image.shape, corner, size, kind)
+    stats = region_stats(image, (0.7, 0.7), corner, size, kind)
+    assert stats is not None
+    assert int(mask.sum()) == stats.pixel_count
+    assert not shape_mask(image.shape, corner, (0.0, 3.0), kind).any()
