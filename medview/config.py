@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from platformdirs import user_config_dir, user_data_dir
+from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ def config_dir() -> Path:
     """Where settings live; ``MEDVIEW_CONFIG_DIR`` overrides (tests, portable installs)."""
     override = os.environ.get("MEDVIEW_CONFIG_DIR")
     return Path(override) if override else Path(user_config_dir("MedView", appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Where MedView keeps what it can rebuild (ONNX graphs of the bundles); ``MEDVIEW_CACHE_DIR`` overrides."""
+    override = os.environ.get("MEDVIEW_CACHE_DIR")
+    return Path(override) if override else Path(user_cache_dir("MedView", appauthor=False))
 
 
 @dataclass

@@ -5,7 +5,9 @@ imports torch) and hands it to the UI's workers, which call it off the GUI
 thread.  A bundle's files are checksum-verified when its networks are first
 loaded on a device (then cached), every run reports progress and honours
 cancel, and on CUDA out-of-memory runs once more on the CPU with a note in the
-result.
+result.  On the CPU the segmentation U-Nets' forward passes run on ONNX Runtime
+(``onnx_runtime``: graphs exported on first use, cached under the user's cache
+folder), with eager torch as the fallback.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medview.config import cache_dir
 from medview.engine import device as devices
 from medview.engine.api import (
     CancelCheck,
@@ -33,6 +36,7 @@ from medview.engine.api import (
     SlicePaintCallback,
 )
 from medview.engine.manifest import BundleScan, ModelCard, find_bundles
+from medview.engine.onnx_runtime import OnnxSessions
 from medview.engine.pipelines import covid, kidney, lung_sound, segmentation, skin
 from medview.engine.pipelines.context import RunContext
 from medview.engine.weights import load_networks
@@ -49,11 +53,24 @@ R = TypeVar("R")
 
 
 class Engine:
-    """Bundles from ``model_folders`` (built-in first, then the user's), run on the preferred device."""
+    """Bundles from ``model_folders`` (built-in first, then the user's), run on the preferred device.
 
-    def __init__(self, model_folders: Sequence[Path | str], device_preference: str = "auto") -> None:
+    ``onnx_runtime``: forward-only passes of the segmentation networks on the
+    CPU through ONNX Runtime, graphs cached in ``onnx_cache`` (default: the
+    user's cache folder, ``onnx``); False keeps every pass on torch.
+    """
+
+    def __init__(
+        self,
+        model_folders: Sequence[Path | str],
+        device_preference: str = "auto",
+        *,
+        onnx_runtime: bool = True,
+        onnx_cache: Path | str | None = None,
+    ) -> None:
         self.model_folders = [Path(folder) for folder in model_folders]
         self.device = devices.choose_device(device_preference)
+        self.onnx = OnnxSessions(Path(onnx_cache) if onnx_cache else cache_dir() / "onnx") if onnx_runtime else None
         self._scan = BundleScan()
         self._networks: dict[tuple[str, tuple[str, ...], str], list[nn.Module]] = {}
         self._forests: dict[tuple[str, tuple[str, ...]], RandomForestClassifier] = {}
@@ -73,6 +90,8 @@ class Engine:
             for cache in (self._networks, self._forests):
                 for key in [k for k in cache if (k[0], k[1]) not in current]:
                     del cache[key]
+        if self.onnx is not None:
+            self.onnx.retain(self._scan.cards)
         return self._scan
 
     def cards(self, task: str | None = None) -> list[ModelCard]:
@@ -232,6 +251,7 @@ class Engine:
                 progress=progress,
                 cancelled=cancelled,
                 notes=[note] if note else [],
+                onnx=self.onnx,
             )
             return pipeline(context)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +13,12 @@ from torch import nn
 
 from medview.engine.api import CancelCheck, ProgressCallback, Provenance
 from medview.engine.manifest import ModelCard
+from medview.engine.onnx_runtime import OnnxSessions, OnnxUnavailable
 from medview.errors import Cancelled, ModelError
+
+log = logging.getLogger(__name__)
+#: numpy float32 batch in, numpy float32 network output out
+Forward = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -27,6 +33,8 @@ class RunContext:
     cancelled: CancelCheck | None = None
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    #: ONNX Runtime sessions for forward-only passes on the CPU; None: always torch
+    onnx: OnnxSessions | None = None
 
     def step(self, done: int, total: int, what: str) -> None:
         """Report progress; raise ``Cancelled`` when the user asked to stop (checked between batches)."""
@@ -44,6 +52,49 @@ class RunContext:
             seconds=time.perf_counter() - self.started,
             notes=self.notes,
         )
+
+    def forward_passes(self, index: int = 0) -> Forward:
+        """Forward-only passes of network ``index``: ONNX Runtime on the CPU where it can, else torch eager.
+
+        For inference without gradients (DESIGN.md, "Runtime rules"). The
+        provenance notes say which ran; when ONNX Runtime cannot be used, or
+        fails during the run, torch takes over and the note says why.
+        """
+        network = self.networks[index]
+
+        def on_torch(inputs: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return network(self.tensor(inputs)).float().cpu().numpy()
+
+        if self.onnx is None or self.device.type != "cpu":
+            return on_torch
+        label = self.card.label
+        try:
+            session = self.onnx.network(self.card, index, network)
+        except OnnxUnavailable as error:
+            self._note(f"forward passes on torch {torch.__version__} eager ({label}): ONNX Runtime not used, {error}")
+            return on_torch
+        self._note(f"forward passes on ONNX Runtime {session.version} ({label})")
+        sessions, card = self.onnx, self.card
+        failed: list[str] = []
+
+        def on_onnx_runtime(inputs: np.ndarray) -> np.ndarray:
+            if not failed:
+                try:
+                    return session(inputs)
+                except Exception as error:  # noqa: BLE001 - ONNX Runtime's errors derive from Exception only
+                    reason = f"ONNX Runtime failed during the run ({error})"
+                    log.warning("%s: %s; going on with torch", label, reason)
+                    failed.append(reason)
+                    sessions.refuse(card, index, reason)
+                    self._note(f"{reason}: the rest of the forward passes on torch {torch.__version__} eager ({label})")
+            return on_torch(inputs)
+
+        return on_onnx_runtime
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
 
     def threshold(self, name: str, default: float = 0.5) -> float:
         """The bundle's decision threshold ``name``, else ``default``."""

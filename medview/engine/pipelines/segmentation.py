@@ -11,7 +11,7 @@ they exist, so the viewer can paint the mask while the run goes on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,17 +34,21 @@ def slice_probabilities(
     size: tuple[int, int],
     channels: int,
     device: torch.device,
+    forward: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(first slice index, probabilities (n, y, x) of class ``target`` on the slices' own grid), batch by batch.
 
     The one place slices go through a segmentation network: the pipeline below,
-    and training's evaluation of the liver and lung U-Nets.
+    and training's evaluation of the liver and lung U-Nets.  ``forward`` (numpy
+    batch in, logits out) runs the network instead of ``network`` on ``device``:
+    the pipeline passes the run's ``RunContext.forward_passes`` (ONNX Runtime on
+    the CPU); training, whose weights change, leaves it out.
     """
     depth, height, width = voxels.shape
     network.eval()
     for part in batches(depth, BATCH):
         inputs = segmentation_inputs(voxels, range(part.start, part.stop), window, size, channels)
-        output = network(torch.from_numpy(inputs).to(device))
+        output = torch.from_numpy(forward(inputs)) if forward else network(torch.from_numpy(inputs).to(device))
         classes = torch.softmax(output.float(), dim=1)[:, target].cpu().numpy()
         yield part.start, np.clip(resize_back(classes, (height, width)), 0.0, 1.0)
 
@@ -66,10 +70,18 @@ def segment(
     size = (card.input.size[0], card.input.size[1])
     depth = volume.shape[0]
     probability = np.zeros(volume.shape, dtype=np.float16)
-    batches_of_slices = slice_probabilities(
-        context.networks[0], volume.voxels, target, card.input.hu_window, size, card.input.channels, context.device
-    )
     context.step(0, depth, f"segmenting {structure}: slice 1 of {depth}")
+    forward = context.forward_passes(0)  # the first run of a bundle on the CPU exports its ONNX graph here
+    batches_of_slices = slice_probabilities(
+        context.networks[0],
+        volume.voxels,
+        target,
+        card.input.hu_window,
+        size,
+        card.input.channels,
+        context.device,
+        forward=forward,
+    )
     for start, painted in batches_of_slices:
         probability[start : start + len(painted)] = painted
         if on_slices is not None:  # the stored (float16) values, so the painted mask is the final one
