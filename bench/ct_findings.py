@@ -31,7 +31,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from bench.skin_drop import StallMeter, spin_until
+from bench.gui import StallMeter, offscreen_window, spin_until
 from medview.engine.service import Engine
 from medview.io.dicom import load_series, scan_paths
 from medview.io.volume import Volume
@@ -126,17 +126,7 @@ def run_all(engine: Engine, volume: Volume, args: argparse.Namespace) -> None:
 
 def gui_stall_ms(engine: Engine, volume: Volume) -> float:
     """The longest stall of the GUI thread while the findings panel segments the liver of ``volume``."""
-    from medview.ui.main_window import MainWindow
-    from medview.ui.qt import QtWidgets
-
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    with tempfile.TemporaryDirectory() as config:
-        os.environ["MEDVIEW_CONFIG_DIR"] = config
-        window = MainWindow()
-        window.resize(1400, 900)
-        window.show()
-        app.processEvents()
-        window.set_engine(engine)
+    with offscreen_window(engine) as window:
         window._on_volume_loaded(volume)  # as a finished load hands it over
         meter = StallMeter()
         meter.start()
@@ -145,8 +135,6 @@ def gui_stall_ms(engine: Engine, volume: Volume) -> float:
         window.findings.liver.run()
         spin_until(lambda: bool(found))
         meter.timer.stop()
-        window.close()
-        window.tasks.pool.waitForDone(10_000)
     return meter.longest_ms
 
 

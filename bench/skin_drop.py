@@ -19,19 +19,15 @@ Targets (issue 7): ≤ 0.3 s per photo; the GUI stays responsive (< 100 ms stall
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
+from bench.gui import StallMeter, offscreen_window, spin_until
 from medview.engine.service import Engine
 from medview.io.photo import read_photo
-from medview.ui.main_window import MainWindow
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,39 +46,6 @@ def drop(window: QtWidgets.QWidget, paths: list[Path]) -> None:
     QtWidgets.QApplication.sendEvent(window, QtGui.QDropEvent(QtCore.QPointF(point), *rest))
 
 
-def spin_until(done: Callable[[], bool], timeout_s: float = 600) -> None:
-    """Run the event loop (sleeping between events, as ``app.exec`` does) until ``done()``."""
-    loop = QtCore.QEventLoop()
-    poll = QtCore.QTimer(interval=2)
-    poll.timeout.connect(lambda: done() and loop.quit())
-    QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-    poll.start()
-    if not done():
-        loop.exec()
-    poll.stop()
-    if not done():
-        raise TimeoutError("no result in time")
-
-
-class StallMeter:
-    """The longest gap between ticks of a 5 ms timer on the GUI thread, minus the 5 ms."""
-
-    def __init__(self) -> None:
-        self.timer = QtCore.QTimer(interval=5)
-        self.timer.timeout.connect(self._tick)
-        self.longest_ms = 0.0
-        self._last = 0.0
-
-    def start(self) -> None:
-        self._last = time.perf_counter()
-        self.timer.start()
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.longest_ms = max(self.longest_ms, (now - self._last) * 1000 - 5)
-        self._last = now
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=100, help="photos in the folder run")
@@ -91,7 +54,6 @@ def main() -> None:
     if len(photos) < args.photos + 10:
         raise SystemExit(f"need {args.photos + 10} photos in {ISIC}")
 
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     engine = Engine([REPO / "resources" / "models"])
     card = engine.cards("skin_lesion")[0]
     engine.classify_skin(card, read_photo(photos[0]).rgb)  # warm-up: weights loaded and checked once
@@ -102,13 +64,7 @@ def main() -> None:
         engine.classify_skin(card, read_photo(path).rgb, explain=True)
         reference.append(time.perf_counter() - start)
 
-    with tempfile.TemporaryDirectory() as config:
-        os.environ["MEDVIEW_CONFIG_DIR"] = config
-        window = MainWindow()
-        window.resize(1400, 900)
-        window.show()
-        app.processEvents()
-        window.set_engine(engine)
+    with offscreen_window(engine) as window:
         entries = window.skin.entries
 
         singles = []
@@ -130,8 +86,6 @@ def main() -> None:
             spin_until(lambda: sum(e.result is not None for e in entries) == 10 + args.photos)
             folder_total = time.perf_counter() - start
             meter.timer.stop()
-        window.close()
-        window.tasks.pool.waitForDone(10_000)
 
     reference_s = statistics.median(reference)
     rows = [

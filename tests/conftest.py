@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,11 @@ def _alsa_config(text: str, folder: Path) -> Iterator[None]:
         yield
     finally:
         _use_alsa_config(previous)
+
+
+def played_frames(played: Path) -> np.ndarray:
+    """What the ``audio_output`` device received, without the silence PortAudio primes and pads the stream with."""
+    return np.trim_zeros(np.fromfile(played, dtype="<f4"))
 
 
 @pytest.fixture

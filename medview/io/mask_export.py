@@ -289,12 +289,9 @@ def _source_planes(volume: Volume) -> tuple[list[Any], list[_Plane], set[int]]:
                     "was the series changed on disk since it was opened?",
                     path=label,
                 )
-            transpose, flip_rows, flip_columns = _plane_layout(header.orientation, volume, label)
-            plane = _Plane(z, transpose, flip_rows, flip_columns)
-            _check_plane_size(plane, header.rows, header.columns, volume, label)
             prepare(dataset, label)
             datasets.append(dataset)
-            planes.append(plane)
+            planes.append(_plane(header, z, volume, label))
     elif len(set(labels)) == 1:
         label = labels[0]
         dataset = read_header(_source_of(label))
@@ -311,10 +308,7 @@ def _source_planes(volume: Volume) -> tuple[list[Any], list[_Plane], set[int]]:
                     "slices: the file does not match the loaded volume",
                     path=label,
                 )
-            transpose, flip_rows, flip_columns = _plane_layout(header.orientation, volume, label)
-            plane = _Plane(z, transpose, flip_rows, flip_columns)
-            _check_plane_size(plane, header.rows, header.columns, volume, label)
-            planes.append(plane)
+            planes.append(_plane(header, z, volume, label))
         prepare(dataset, label)
         datasets = [dataset]
     else:
@@ -325,6 +319,14 @@ def _source_planes(volume: Volume) -> tuple[list[Any], list[_Plane], set[int]]:
     for note in prepare.notes:
         log.warning("DICOM SEG of %s: %s", volume.description or volume.series_uid, note)
     return datasets, planes, set(present)
+
+
+def _plane(header: Any, z: int, volume: Volume, label: str) -> _Plane:
+    """How the image plane of ``header`` (a ``SliceHeader``) maps onto slice ``z`` of ``volume``, size checked."""
+    transpose, flip_rows, flip_columns = _plane_layout(header.orientation, volume, label)
+    plane = _Plane(z, transpose, flip_rows, flip_columns)
+    _check_plane_size(plane, header.rows, header.columns, volume, label)
+    return plane
 
 
 def _check_plane_size(plane: _Plane, rows: int, columns: int, volume: Volume, label: str) -> None:

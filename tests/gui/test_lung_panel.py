@@ -15,6 +15,7 @@ from medview.io.audio import read_icbhi_annotations
 from medview.preprocess.cycles import detect_cycles
 from medview.ui.lung_panel import clock
 from medview.ui.qt import QtCore, QtWidgets
+from tests.conftest import played_frames
 from tests.gui.conftest import mouse_click, mouse_drag
 
 ICBHI = Path("lung_sound") / "icbhi_sample"
@@ -126,11 +127,6 @@ def wait_until_played(qtbot: Any, lung: Any) -> list[float]:
     return positions
 
 
-def sent(played: Path) -> np.ndarray:
-    """The frames the null device received, without PortAudio's leading and trailing silence."""
-    return np.trim_zeros(np.fromfile(played, dtype="<f4"))
-
-
 def test_clicking_a_row_selects_and_plays_that_cycle(
     qtbot: Any, window: Any, recordings: Path, audio_output: Path
 ) -> None:
@@ -152,7 +148,7 @@ def test_clicking_a_row_selects_and_plays_that_cycle(
     assert low <= cycle.start_s <= high  # scrolled into view
     rate = recording.sample_rate
     expected = recording.samples[round(cycle.start_s * rate) : round(cycle.end_s * rate)]
-    np.testing.assert_array_equal(sent(audio_output), np.trim_zeros(expected))
+    np.testing.assert_array_equal(played_frames(audio_output), np.trim_zeros(expected))
 
 
 def test_click_seeks_then_play_runs_to_the_end_at_the_chosen_speed_and_volume(
@@ -176,7 +172,7 @@ def test_click_seeks_then_play_runs_to_the_end_at_the_chosen_speed_and_volume(
     assert lung.time_label.text().startswith(clock(duration))
     rate = recording.sample_rate
     expected = 0.5 * recording.samples[round(start * rate) :: 2]
-    out = sent(audio_output)
+    out = played_frames(audio_output)
     assert out.size == pytest.approx(np.trim_zeros(expected).size, abs=2)
     np.testing.assert_allclose(out, np.trim_zeros(expected)[: out.size], atol=1e-6)
 

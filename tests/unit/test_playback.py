@@ -11,6 +11,7 @@ import pytest
 from medview.errors import PlaybackError
 from medview.io.audio import read_recording
 from medview.io.playback import AudioPlayer
+from tests.conftest import played_frames
 
 RECORDINGS = {
     "44.1 kHz 24-bit": "104_1b1_Ar_sc_Litt3200.wav",
@@ -29,11 +30,6 @@ def wait_until_done(player: AudioPlayer, timeout_s: float = 20.0) -> list[float]
     return positions
 
 
-def played(path: Path) -> np.ndarray:
-    """What the null device received, without the silence PortAudio primes and pads the stream with."""
-    return np.trim_zeros(np.fromfile(path, dtype="<f4"))
-
-
 @pytest.mark.parametrize("name", RECORDINGS.values(), ids=RECORDINGS.keys())
 def test_a_span_plays_exactly_its_samples_and_ends_at_its_end(shared_data: Path, audio_output: Path, name: str) -> None:
     recording = read_recording(shared_data / "lung_sound" / "icbhi_sample" / name)
@@ -44,7 +40,7 @@ def test_a_span_plays_exactly_its_samples_and_ends_at_its_end(shared_data: Path,
 
     rate = recording.sample_rate
     expected = np.trim_zeros(recording.samples[2 * rate : round(5.5 * rate)])
-    np.testing.assert_array_equal(played(audio_output), expected)
+    np.testing.assert_array_equal(played_frames(audio_output), expected)
     assert player.position_s() == pytest.approx(5.5)
     assert not player.playing
     assert all(2.0 <= p <= 5.5 for p in positions)
@@ -60,7 +56,7 @@ def test_speed_and_volume_change_what_is_sent(audio_output: Path) -> None:
     wait_until_done(player)
     player.close()
 
-    out = played(audio_output)
+    out = played_frames(audio_output)
     assert out.size == pytest.approx(tone.size / 2, abs=2)  # twice as fast: half the frames
     assert np.abs(out).max() == pytest.approx(0.4, abs=0.01)
     np.testing.assert_allclose(out, 0.5 * tone[: 2 * out.size : 2], atol=1e-6)
@@ -82,7 +78,7 @@ def test_loop_repeats_the_span_until_stopped(audio_output: Path) -> None:
     assert not player.playing
     assert player.position_s() == pytest.approx(1.0)
 
-    out = played(audio_output)
+    out = played_frames(audio_output)
     span = ramp[rate : 2 * rate]
     loops = out.size // span.size
     assert loops >= 4
@@ -107,7 +103,7 @@ def test_pause_keeps_the_position_and_resume_finishes(audio_output: Path) -> Non
     wait_until_done(player, timeout_s=60)
     player.close()
     assert player.position_s() == pytest.approx(600.0)
-    out = played(audio_output)
+    out = played_frames(audio_output)
     # everything after the pause point went out once more, ending with the recording's last sample
     np.testing.assert_array_equal(out[-rate:], noise[-rate:])
 
