@@ -38,6 +38,12 @@ def config_dir() -> Path:
     return Path(override) if override else Path(user_config_dir("MedView", appauthor=False))
 
 
+def data_dir() -> Path:
+    """Where MedView keeps what it cannot rebuild (received studies, audit log); ``MEDVIEW_DATA_DIR`` overrides."""
+    override = os.environ.get("MEDVIEW_DATA_DIR")
+    return Path(override) if override else Path(user_data_dir("MedView", appauthor=False))
+
+
 def cache_dir() -> Path:
     """Where MedView keeps what it can rebuild (ONNX graphs of the bundles); ``MEDVIEW_CACHE_DIR`` overrides."""
     override = os.environ.get("MEDVIEW_CACHE_DIR")
@@ -56,6 +62,10 @@ class Settings:
     device: str = "auto"
     #: the user's model folder (bundles imported by the Models dialog); "" = the default per-user folder
     model_folder: str = ""
+    #: DICOM C-STORE receiver (PACS push to this workstation): off until the user enables it
+    pacs_enabled: bool = False
+    pacs_ae_title: str = "MEDVIEW"
+    pacs_port: int = 11112
 
     def add_recent(self, path: Path | str) -> None:
         """Put ``path`` first in the recent list, without duplicates."""
@@ -96,12 +106,19 @@ class Settings:
         if raw.get("device") in DEVICE_CHOICES:
             settings.device = raw["device"]
         settings.model_folder = str(raw.get("model_folder", ""))
+        settings.pacs_enabled = raw.get("pacs_enabled") is True
+        title = raw.get("pacs_ae_title")
+        if isinstance(title, str) and 0 < len(title.strip()) <= 16:
+            settings.pacs_ae_title = title.strip()
+        port = raw.get("pacs_port")
+        if isinstance(port, int) and 0 < port < 65536:
+            settings.pacs_port = port
         return settings
 
     def user_models_dir(self) -> Path:
         """The folder bundles are imported into (``MEDVIEW_MODELS_DIR`` overrides, for tests and portable installs)."""
         override = os.environ.get("MEDVIEW_MODELS_DIR") or self.model_folder
-        return Path(override) if override else Path(user_data_dir("MedView", appauthor=False)) / "models"
+        return Path(override) if override else data_dir() / "models"
 
     def model_folders(self) -> list[Path]:
         """Where bundles are looked for: the ones shipped with MedView first, then the user's."""

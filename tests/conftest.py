@@ -31,6 +31,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What MedView keeps per user (received studies, the audit log) goes to a fresh folder per test."""
+    folder = tmp_path_factory.mktemp("medview_data")
+    monkeypatch.setenv("MEDVIEW_DATA_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real public sample data (../shared/data); tests needing it skip without it."""
