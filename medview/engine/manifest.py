@@ -71,6 +71,8 @@ class InputSpec:
     normalisation: str = "none"  # "zscore", "minmax", "imagenet", "none"
     sample_rate: int | None = None  # audio, Hz
     extra: Mapping[str, Any] = field(default_factory=dict)  # task-specific (segment length, chunks, ...)
+    #: DICOM Body Part Examined terms (PS3.16 Annex L) of the series the model is meant for; () = any
+    body_parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,14 @@ class _Reader:
         return {name: child.number(name) for name in child.data}
 
 
+def _body_parts(spec: _Reader) -> tuple[str, ...]:
+    """``input.body_parts``: optional list of Body Part Examined terms, kept upper-case as DICOM writes them."""
+    terms = spec.get("body_parts", list, "a list of DICOM Body Part Examined terms", default=[])
+    if not all(isinstance(term, str) and term.strip() for term in terms):
+        raise spec._fail("body_parts", "a list of non-empty strings", terms)
+    return tuple(term.strip().upper() for term in terms)
+
+
 def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
     return expected if isinstance(expected, tuple) else (expected,)
 
@@ -238,6 +248,7 @@ def parse_manifest(data: object, bundle_dir: Path, *, source: Path | None = None
         normalisation=spec.text("normalisation", default="none"),
         sample_rate=sample_rate,
         extra=dict(spec.get("extra", dict, "an object", default={})),
+        body_parts=_body_parts(spec),
     )
 
     class_names = root.get("class_names", list, "a list of class names")
@@ -307,6 +318,7 @@ def manifest_dict(card: ModelCard) -> dict[str, Any]:
     spec["size"] = list(spec["size"])
     if spec["hu_window"] is not None:
         spec["hu_window"] = list(spec["hu_window"])
+    spec["body_parts"] = list(spec["body_parts"])
     data["class_names"] = list(card.class_names)
     return data
 

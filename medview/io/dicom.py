@@ -107,6 +107,7 @@ class SeriesInfo:
     series_number: int | None
     modality: str
     slices: list[SliceHeader]
+    body_part: str = ""  # Body Part Examined as the scanner wrote it; often absent
     window: tuple[float, float] | None = None
     notes: list[str] = field(default_factory=list)
     part: int = 0  # >0 when a series was split by orientation or size
@@ -406,6 +407,7 @@ def _series_fields(dataset: Dataset) -> dict:
         "series_description": _text(dataset, "SeriesDescription"),
         "series_number": _int_or_none(dataset.get("SeriesNumber")),
         "modality": _text(dataset, "Modality"),
+        "body_part": _text(dataset, "BodyPartExamined"),
         "window": _first_window(dataset) or _enhanced_window(dataset),
     }
 
@@ -767,6 +769,7 @@ def load_series(
             "StudyDescription": series.study_description,
             "SeriesDescription": series.series_description,
             "Modality": series.modality,
+            "BodyPartExamined": series.body_part,
         },
     )
     count = len(geometry.slices)

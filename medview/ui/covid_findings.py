@@ -24,7 +24,7 @@ import numpy as np
 from medview.engine.api import CovidResult
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
-from medview.ui.findings import Finding, FindingRunner, StartTask, modality_warning
+from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox
 from medview.ui.qt import QtWidgets
@@ -360,7 +360,7 @@ class CovidRunner(FindingRunner):
         if self.blocked_reason(card, "COVID-19") or volume is None or card is None or engine is None:
             return None
         lung_card, explain = self.lung_box.selected_card(), self.grad_cam_box.isChecked()
-        warnings = [modality_warning(each, volume) for each in (card, lung_card) if each is not None]
+        warnings = [input_warning(each, volume) for each in (card, lung_card) if each is not None]
         self.note.setText(" ".join(dict.fromkeys(warning for warning in warnings if warning)))
 
         def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Finding:

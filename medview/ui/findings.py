@@ -51,12 +51,28 @@ def series_key(volume: Volume | None) -> str:
     return volume.series_uid or f"{volume.description}|{volume.shape}"
 
 
-def modality_warning(card: ModelCard, volume: Volume) -> str:
-    """Why ``volume`` may not be what ``card`` was trained for; empty when it matches its input spec."""
+def _body_part_term(text: str) -> str:
+    """Body Part Examined as a comparable term: scanners write "CHEST_ABDOMEN" or "Chest abdomen" for CHESTABDOMEN."""
+    return "".join(character for character in text.upper() if character.isalnum())
+
+
+def input_warning(card: ModelCard, volume: Volume) -> str:
+    """Why ``volume`` may not be what ``card`` was trained for (modality, body part); empty when it matches.
+
+    The body part comes from the series' Body Part Examined tag; a series without
+    it is not warned about, since many scanners leave it empty.
+    """
     expected = card.input.modality.upper()
     found = (volume.modality or "").upper()
     if found and found != expected:
         return f"{card.label} expects {expected} images; this series is {found}: the result may be meaningless."
+    body_part = volume.info.get("BodyPartExamined", "")
+    accepted = {_body_part_term(term) for term in card.input.body_parts}
+    if accepted and body_part and _body_part_term(body_part) not in accepted:
+        return (
+            f"{card.label} is meant for {expected} of the {', '.join(card.input.body_parts)}; this series is "
+            f"recorded as {body_part}: the result may be meaningless."
+        )
     return ""
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from medview.engine.api import Heatmap, InferenceService, SliceClassificationResult
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
-from medview.ui.findings import Finding, FindingRunner, StartTask, modality_warning, series_key
+from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning, series_key
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.planes import plane_spacing
 from medview.ui.provenance import ModelChooserBox
@@ -371,7 +371,7 @@ class KidneyRunner(FindingRunner):
         series = self.scope_box.currentIndex() == 0
         slices = list(range(volume.shape[0])) if series else [current]
         scope = "whole series" if series else f"axial slice {current + 1} only"
-        notes = [modality_warning(card, volume)]
+        notes = [input_warning(card, volume)]
         if roi is not None and not roi.any():
             self.note.setText(" ".join(filter(None, [*notes, f"The kidney ROI ({roi_text}) holds no pixel."])))
             return None

@@ -17,7 +17,7 @@ import numpy as np
 from medview.engine.api import SegmentationResult
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
-from medview.ui.findings import Finding, FindingRunner, StartTask, modality_warning
+from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox
 from medview.ui.qt import QtCore, QtWidgets
@@ -94,7 +94,7 @@ class LiverRunner(FindingRunner):
         volume, card, engine = self.volume, self.model_box.selected_card(), self.engine
         if self.blocked_reason(card, "liver") or volume is None or card is None or engine is None:
             return None
-        self.note.setText(modality_warning(card, volume))
+        self.note.setText(input_warning(card, volume))
         live = LabelLayer(
             name=f"Liver (running: {card.label})",
             labels=np.zeros(volume.shape, np.uint8),

@@ -179,6 +179,25 @@ def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expec
     assert QtWidgets.QApplication.activeModalWidget() is None
 
 
+@pytest.mark.parametrize(
+    ("body_part", "warned"), [("HEAD", True), ("Chest abdomen", False), ("CHEST_ABDOMEN", False), ("", False)]
+)
+def test_a_series_of_another_body_part_gets_a_warning_naming_what_the_model_is_meant_for(
+    qtbot: Any, window: Any, engine: Any, body_part: str, warned: bool
+) -> None:
+    window.set_engine(engine)
+    voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)
+    window._on_volume_loaded(make_volume(voxels, series_uid="1.2.3", info={"BodyPartExamined": body_part}))
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+        window.findings.liver.run()
+    note = window.findings.liver.note.text()
+    if warned:
+        assert "is meant for CT of the ABDOMEN, LIVER, CHEST" in note
+        assert "recorded as HEAD" in note
+    else:
+        assert note == ""
+
+
 def test_the_finding_exports_as_dicom_seg_and_nifti_that_read_back_onto_the_series(
     qtbot: Any, ct_window: Any, tmp_path: Path
 ) -> None:

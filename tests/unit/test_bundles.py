@@ -134,6 +134,16 @@ def test_invalid_manifests_are_refused_with_the_reason(
     assert caught.value.path == folder / MANIFEST_NAME
 
 
+def test_body_parts_are_read_upper_case_and_a_malformed_list_is_refused(bundle: Path, tmp_path: Path) -> None:
+    folder = _copy(bundle, tmp_path)
+    spec = json.loads((folder / MANIFEST_NAME).read_text())["input"]
+    _edit_manifest(folder, input={**spec, "body_parts": ["chest", "Abdomen "]})
+    assert load_manifest(folder).input.body_parts == ("CHEST", "ABDOMEN")
+    _edit_manifest(folder, input={**spec, "body_parts": ["CHEST", 3]})
+    with pytest.raises(ModelError, match=r"input\.body_parts: expected a list of non-empty strings"):
+        load_manifest(folder)
+
+
 def test_not_json_and_no_manifest(tmp_path: Path) -> None:
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / MANIFEST_NAME).write_text("{not json", encoding="utf-8")

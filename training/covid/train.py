@@ -76,6 +76,8 @@ from training.export import as_shipped, export_bundle
 log = logging.getLogger("training.covid")
 
 SIZE = (SLICE_SIZE, SLICE_SIZE)
+#: Body Part Examined terms of the chest CT series the paper classifies
+BODY_PARTS = ("CHEST", "LUNG", "CHESTABDOMEN", "CHESTABDPELVIS", "WHOLEBODY")
 CNN_LR, UNET_LR = 1e-4, 1e-3
 MIN_PATIENTS_FOR_VALIDATION = 10
 _SHORT = {"covid_pneumonia": "CP", "non_covid_pneumonia": "NCP", "healthy": "healthy"}
@@ -416,7 +418,7 @@ def _export(
         task="lung_segmentation",
         arch="lung_unet",
         arch_args={},
-        input_spec=InputSpec(modality="CT", size=SIZE, channels=1, hu_window=LUNG_WINDOW),
+        input_spec=InputSpec(modality="CT", size=SIZE, channels=1, hu_window=LUNG_WINDOW, body_parts=BODY_PARTS),
         class_names=LUNG_CLASSES,
         trained_on=DataProvenance(
             **provenance,
@@ -440,7 +442,12 @@ def _export(
         arch="covid_cnn_bilstm",
         arch_args={"group_slices": GROUP_SLICES},
         input_spec=InputSpec(
-            modality="CT", size=SIZE, channels=1, hu_window=LUNG_WINDOW, extra={"healthy_class": "healthy"}
+            modality="CT",
+            size=SIZE,
+            channels=1,
+            hu_window=LUNG_WINDOW,
+            extra={"healthy_class": "healthy"},
+            body_parts=BODY_PARTS,
         ),
         class_names=CLASS_NAMES,
         trained_on=DataProvenance(

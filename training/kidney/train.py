@@ -57,6 +57,9 @@ from training.common.splits import Split, cross_validation_folds, first_fold_wit
 from training.export import as_shipped, export_bundle
 from training.kidney.data import CLASS_NAMES, HU_WINDOW, KidneySet, load_kidney_data
 
+#: Body Part Examined terms of the CT series kidney stones are read on
+BODY_PARTS = ("ABDOMEN", "KIDNEY", "ABDOMENPELVIS", "CHESTABDPELVIS", "WHOLEBODY")
+
 log = logging.getLogger("training.kidney")
 
 POSITIVE = CLASS_NAMES.index("stone")
@@ -357,6 +360,7 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
                 size=(INPUT_SIZE, INPUT_SIZE),
                 channels=3,
                 hu_window=HU_WINDOW,
+                body_parts=BODY_PARTS,
                 normalisation="imagenet",
                 extra={
                     "mean": list(model.mean),

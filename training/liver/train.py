@@ -50,6 +50,8 @@ log = logging.getLogger("training.liver")
 
 HU_WINDOW = (-200.0, 250.0)
 INPUT_SIZE = 256
+#: Body Part Examined terms the liver is imaged under: abdominal CT, and chest CT reaching the upper abdomen
+BODY_PARTS = ("ABDOMEN", "LIVER", "CHEST", "CHESTABDOMEN", "ABDOMENPELVIS", "CHESTABDPELVIS", "WHOLEBODY")
 MIN_LIVER_FRACTION = 0.015
 EPOCHS, BATCH, LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 50, 32, 0.01, 0.9, 1e-4
 CLASS_NAMES = ("background", "liver")
@@ -212,7 +214,11 @@ def train_liver(options: RunOptions, settings: LiverSettings | None = None) -> T
             arch="liver_eas_unet",
             arch_args={"in_channels": settings.channels, "base_channels": settings.base_channels},
             input_spec=InputSpec(
-                modality="CT", size=(INPUT_SIZE, INPUT_SIZE), channels=settings.channels, hu_window=HU_WINDOW
+                modality="CT",
+                size=(INPUT_SIZE, INPUT_SIZE),
+                channels=settings.channels,
+                hu_window=HU_WINDOW,
+                body_parts=BODY_PARTS,
             ),
             class_names=CLASS_NAMES,
             trained_on=DataProvenance(
