@@ -77,6 +77,7 @@ def covid_finding(result: CovidResult, card: ModelCard, volume: Volume, lung_car
             opacity=0.6,
             outline_only=True,  # the lung parenchyma under it is what the radiologist reads
             demo=demo,
+            slice_notes=slice_notes(result),
         ),
         heatmap_layer=heatmap_layer,
     )
@@ -249,6 +250,22 @@ def _every_slice_html(result: CovidResult) -> str:
     )
     header = "<tr><th>slice</th><th align='left'>why</th></tr>"
     return f"<p><b>Every slice</b></p><table cellspacing='1' cellpadding='2'>{header}{rows}</table>"
+
+
+def slice_notes(result: CovidResult) -> dict[int, str]:
+    """What the axial view says on each slice: kept into which group (and its vote), or why it was left out."""
+    notes = {index: f"COVID-19: {reason}" for index, reason in enumerate(result.slice_reasons)}
+    kept = np.asarray(result.kept_slices)
+    for number, group in enumerate(result.groups, start=1):
+        real = [source for source in group.sources if source is not None]
+        if not real:
+            continue
+        label = group.scores.label
+        vote = f"group {number}/{len(result.groups)} votes {label} ({group.scores.probabilities[label]:.2f})"
+        # a resampled group's sources are fractional positions between kept slices: it holds those in its span
+        for index in kept[(kept >= min(real)) & (kept <= max(real))]:
+            notes[int(index)] = f"COVID-19: {result.slice_reasons[index]}; {vote}"
+    return notes
 
 
 def slice_ranges(indices: Sequence[int]) -> str:

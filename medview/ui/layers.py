@@ -8,6 +8,7 @@ so overlays cannot be misregistered against the anatomy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,9 @@ class Layer:
     opacity: float = 0.5
     #: drawn from a demo model's output: the views say "demo model: not for diagnosis" while it shows
     demo: bool = False
+    #: what the finding says about single axial slices (e.g. kept or left out, and why), keyed by slice
+    #: index; the axial view shows it under the slice number while the layer is visible
+    slice_notes: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -107,6 +111,10 @@ class LayerStack(QtCore.QObject):
         """Remove a layer."""
         self.layers.remove(layer)
         self.changed.emit()
+
+    def slice_notes(self, index: int) -> list[str]:
+        """The notes visible layers hold for axial slice ``index``."""
+        return [layer.slice_notes[index] for layer in self.layers if layer.visible and index in layer.slice_notes]
 
     def demo_shown(self) -> bool:
         """A visible layer comes from a demo model."""

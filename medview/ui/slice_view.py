@@ -126,6 +126,7 @@ class SliceView(QtWidgets.QWidget):
             line.setVisible(False)
             self.view_box.addItem(line, ignoreBounds=True)
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.view_box.sigResized.connect(self._place_labels)
 
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -136,7 +137,7 @@ class SliceView(QtWidgets.QWidget):
             name: self._make_label() for name in ("top_left", "top_right", "bottom_left", "bottom_right", "center")
         }
         self.edge_labels = {name: self._make_label(bold=True) for name in ("left", "right", "top", "bottom")}
-        self.layers.changed.connect(self._render_overlays)
+        self.layers.changed.connect(self._on_layers_changed)
 
     # ------------------------------------------------------------------ setup
 
@@ -230,6 +231,10 @@ class SliceView(QtWidgets.QWidget):
         self._update_read_outs()
 
     # ------------------------------------------------------------------ overlays
+
+    def _on_layers_changed(self) -> None:
+        self._render_overlays()
+        self._update_read_outs()  # a layer shown or hidden brings its slice notes with it
 
     def _render_overlays(self) -> None:
         if self.volume is None:
@@ -332,8 +337,9 @@ class SliceView(QtWidgets.QWidget):
         if self.plane == "axial":
             z_mm = volume.index_to_lps(self.index, 0, 0)[2]
             position = f"  z {z_mm:.1f} mm"
+        notes = self.layers.slice_notes(self.index) if self.plane == "axial" else []
         self.corner_labels["bottom_left"].setText(
-            f"{self.plane.capitalize()} {self.index + 1}/{self.slice_count}{position}"
+            "\n".join([*notes, f"{self.plane.capitalize()} {self.index + 1}/{self.slice_count}{position}"])
         )
         if self._cursor_voxel is not None:
             z, y, x = self._cursor_voxel
@@ -351,7 +357,9 @@ class SliceView(QtWidgets.QWidget):
         self._place_labels()
 
     def _place_labels(self) -> None:
-        width, height, margin = self.graphics.width(), self.graphics.height(), 6
+        # the read-outs sit on the image: left of the colour bar when a map shows one
+        width = self.graphics.mapFromScene(self.view_box.sceneBoundingRect().topRight()).x()
+        height, margin = self.graphics.height(), 6
         for name, label in {**self.corner_labels, **self.edge_labels}.items():
             label.adjustSize()
             w, h = label.width(), label.height()

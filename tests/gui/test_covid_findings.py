@@ -174,6 +174,23 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     assert axial.colour_bar.isVisible()
     assert axial.colour_bar.levels() == pytest.approx((0.0, 1.0))
 
+    # the axial view says, on each slice, whether it was kept and into which group, or why it was left out
+    read_out = axial.corner_labels["bottom_left"]
+    first_group = result.groups[0]
+    label = first_group.scores.label
+    assert read_out.text().startswith(f"COVID-19: {result.slice_reasons[z]}; group ")
+    axial.set_index(result.kept_slices[0])
+    assert read_out.text().startswith(
+        f"COVID-19: {result.slice_reasons[result.kept_slices[0]]}; group 1/{len(result.groups)} votes {label} "
+        f"({first_group.scores.probabilities[label]:.2f})\nAxial {result.kept_slices[0] + 1}/"
+    )
+    left = next(index for index, reason in enumerate(result.slice_reasons) if not reason.startswith("kept"))
+    axial.set_index(left)
+    assert read_out.text().startswith(f"COVID-19: {result.slice_reasons[left]}\nAxial {left + 1}/")
+    window.layers.update(mask_layer, visible=False)
+    assert read_out.text().startswith(f"Axial {left + 1}/")
+    window.layers.update(mask_layer, visible=True)
+
     # a demo bundle: the banner is on the image
     assert finding.provenance.demo
     assert mask_layer.demo
