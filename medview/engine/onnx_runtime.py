@@ -75,53 +75,69 @@ class OnnxNetwork:
 
 
 class OnnxSessions:
-    """The ONNX Runtime sessions of one engine: built once per network and process, graphs cached in ``folder``.
+    """The ONNX Runtime sessions of one engine: built once per network, input shape and process.
 
-    A network that cannot run on ONNX Runtime is remembered as such (with the
-    reason), so a failing export is not tried again on every run.
+    Graphs are cached in ``folder``. A network that cannot run on ONNX Runtime
+    is remembered as such (with the reason), so a failing export is not tried
+    again on every run.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._known: dict[str, OnnxNetwork | str] = {}
+        self._known: dict[str, tuple[str, OnnxNetwork | str]] = {}  # graph key -> (weights sha256, session or why not)
         self._lock = threading.Lock()
 
-    def network(self, card: ModelCard, index: int, network: nn.Module) -> OnnxNetwork:
-        """The session of ``card``'s network ``index`` (``network``, on the CPU); ``OnnxUnavailable`` says why not."""
-        key = graph_key(card, index)
+    def network(
+        self, card: ModelCard, index: int, network: nn.Module, sample_shape: Sequence[int] | None = None
+    ) -> OnnxNetwork:
+        """The session of ``card``'s network ``index`` (``network``, on the CPU); ``OnnxUnavailable`` says why not.
+
+        ``sample_shape``: one input without the batch dimension; by default the
+        bundle's image input, ``(channels, height, width)``.
+        """
+        shape = tuple(sample_shape) if sample_shape is not None else default_sample_shape(card)
+        key = graph_key(card, index, shape)
         with self._lock:
-            known = self._known.get(key)
+            known = self._known.get(key, (None, None))[1]
             if known is None:
                 try:
-                    known = load_or_export(card, index, network, self.folder)
+                    known = load_or_export(card, index, network, self.folder, shape)
                 except OnnxUnavailable as error:
                     log.warning("%s: ONNX Runtime not used, forward passes on torch (%s)", card.label, error)
                     known = str(error)
-                self._known[key] = known
+                self._known[key] = (_weights(card)[index].sha256, known)
         if isinstance(known, str):
             raise OnnxUnavailable(known)
         return known
 
-    def refuse(self, card: ModelCard, index: int, reason: str) -> None:
+    def refuse(self, card: ModelCard, index: int, reason: str, sample_shape: Sequence[int] | None = None) -> None:
         """Stop using ONNX Runtime for this network in this process (it failed during a run)."""
+        shape = tuple(sample_shape) if sample_shape is not None else default_sample_shape(card)
         with self._lock:
-            self._known[graph_key(card, index)] = reason
+            self._known[graph_key(card, index, shape)] = (_weights(card)[index].sha256, reason)
 
     def retain(self, cards: Sequence[ModelCard]) -> None:
         """Let go of the sessions of networks no longer in ``cards`` (bundles removed or replaced)."""
-        current = {graph_key(card, index) for card in cards for index in range(len(_weights(card)))}
+        current = {weight.sha256 for card in cards for weight in _weights(card)}
         with self._lock:
-            for key in [key for key in self._known if key not in current]:
+            for key in [key for key, (weights, _) in self._known.items() if weights not in current]:
                 del self._known[key]
 
 
-def graph_key(card: ModelCard, index: int) -> str:
+def default_sample_shape(card: ModelCard) -> tuple[int, ...]:
+    """One image input of ``card`` without the batch dimension: ``(channels, height, width)``."""
+    if len(card.input.size) != 2:
+        raise OnnxUnavailable(f"expected a 2-D input size, got {tuple(card.input.size)}")
+    return (card.input.channels, *card.input.size)
+
+
+def graph_key(card: ModelCard, index: int, sample_shape: Sequence[int]) -> str:
     """sha256 of everything the exported graph of ``card``'s network ``index`` depends on."""
     fields = {
         "weights_sha256": _weights(card)[index].sha256,
         "arch": card.arch,
         "arch_args": card.arch_args,
-        "input": [card.input.channels, *card.input.size],
+        "input": list(sample_shape),
         "torch": torch.__version__,
         "opset": OPSET,
         "export": EXPORT_VERSION,
@@ -129,16 +145,18 @@ def graph_key(card: ModelCard, index: int) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def graph_path(card: ModelCard, index: int, folder: Path) -> Path:
-    """Where the graph of ``card``'s network ``index`` is cached in ``folder``."""
-    return Path(folder) / f"{card.arch}-{graph_key(card, index)}.onnx"
+def graph_path(card: ModelCard, index: int, folder: Path, sample_shape: Sequence[int]) -> Path:
+    """Where the graph of ``card``'s network ``index`` for inputs of ``sample_shape`` is cached in ``folder``."""
+    return Path(folder) / f"{card.arch}-{graph_key(card, index, sample_shape)}.onnx"
 
 
-def load_or_export(card: ModelCard, index: int, network: nn.Module, folder: Path) -> OnnxNetwork:
+def load_or_export(
+    card: ModelCard, index: int, network: nn.Module, folder: Path, sample_shape: Sequence[int]
+) -> OnnxNetwork:
     """The cached graph of the network as a session, exported (and cached) first when there is none."""
     runtime = _import_runtime()
-    shape = _input_shape(card)
-    path = graph_path(card, index, folder)
+    shape = (1, *sample_shape)
+    path = graph_path(card, index, folder, sample_shape)
     data = _read_cached(path)
     if data is not None:
         try:
@@ -198,12 +216,6 @@ def _import_runtime() -> Any:
 def _weights(card: ModelCard) -> list[Any]:
     # load_networks builds one network per safetensors file, in this order
     return [weight for weight in card.weights if weight.format == "safetensors"]
-
-
-def _input_shape(card: ModelCard) -> tuple[int, ...]:
-    if len(card.input.size) != 2:
-        raise OnnxUnavailable(f"expected a 2-D input size, got {tuple(card.input.size)}")
-    return (1, card.input.channels, *card.input.size)
 
 
 def _session(runtime: Any, data: bytes) -> Any:

@@ -104,7 +104,7 @@ def test_onnx_runtime_gives_torchs_liver_probabilities(tmp_path: Path, sample_vo
     on_torch = _probabilities(card, network, voxels, None)
 
     assert context.notes == [f"{ONNX_NOTE} {onnx_runtime._import_runtime().__version__} ({card.label})"]
-    assert graph_path(card, 0, tmp_path).is_file()
+    assert graph_path(card, 0, tmp_path, (card.input.channels, *card.input.size)).is_file()
     assert on_onnx_runtime.shape == on_torch.shape == voxels.shape
     np.testing.assert_allclose(on_onnx_runtime, on_torch, rtol=0, atol=1e-4)
     threshold = context.threshold("liver")

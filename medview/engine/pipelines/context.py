@@ -53,12 +53,14 @@ class RunContext:
             notes=self.notes,
         )
 
-    def forward_passes(self, index: int = 0) -> Forward:
+    def forward_passes(self, index: int = 0, sample_shape: Sequence[int] | None = None) -> Forward:
         """Forward-only passes of network ``index``: ONNX Runtime on the CPU where it can, else torch eager.
 
         For inference without gradients (DESIGN.md, "Runtime rules"). The
         provenance notes say which ran; when ONNX Runtime cannot be used, or
         fails during the run, torch takes over and the note says why.
+        ``sample_shape``: one input without the batch dimension, when it is not
+        the bundle's ``(channels, height, width)`` image (a COVID slice group).
         """
         network = self.networks[index]
 
@@ -70,7 +72,7 @@ class RunContext:
             return on_torch
         label = self.card.label
         try:
-            session = self.onnx.network(self.card, index, network)
+            session = self.onnx.network(self.card, index, network, sample_shape)
         except OnnxUnavailable as error:
             self._note(f"forward passes on torch {torch.__version__} eager ({label}): ONNX Runtime not used, {error}")
             return on_torch
@@ -86,7 +88,7 @@ class RunContext:
                     reason = f"ONNX Runtime failed during the run ({error})"
                     log.warning("%s: %s; going on with torch", label, reason)
                     failed.append(reason)
-                    sessions.refuse(card, index, reason)
+                    sessions.refuse(card, index, reason, sample_shape)
                     self._note(f"{reason}: the rest of the forward passes on torch {torch.__version__} eager ({label})")
             return on_torch(inputs)
 

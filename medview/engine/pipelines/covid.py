@@ -63,14 +63,13 @@ def classify(
     groups = group_slices(prepared, selection.kept, group_size=group_size)
 
     network = context.networks[0]
+    forward = context.forward_passes(0, sample_shape=(group_size, 1, size, size))
     steps = len(groups) * (2 if explain else 1)
     probabilities, heatmaps = [], {}
     for number, group in enumerate(groups):
         context.step(number, steps, f"classifying slice group {number + 1} of {len(groups)}")
-        inputs = context.tensor(group.images[None, :, None])  # (1, 50, 1, size, size)
-        with torch.no_grad():
-            logits = network(inputs)
-        probabilities.append(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
+        logits = forward(group.images[None, :, None])  # (1, 50, 1, size, size)
+        probabilities.append(torch.from_numpy(logits[0]).double().softmax(dim=0).numpy())
     group_probabilities = np.stack(probabilities)
     if explain:
         for number, group in enumerate(groups):
