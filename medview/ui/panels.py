@@ -23,6 +23,11 @@ def thumbnail_image(plane: np.ndarray, window: tuple[float, float]) -> QtGui.QIm
     return image.copy()  # detach from the numpy buffer
 
 
+def _series_key(series: SeriesInfo) -> tuple[str, str, int]:
+    """What makes two scans of a series the same browser entry."""
+    return (series.study_uid, series.series_uid, series.part)
+
+
 class StudyBrowserPanel(QtWidgets.QTreeWidget):
     """Patients > studies > series, with description, modality, slice count and thumbnail."""
 
@@ -45,14 +50,39 @@ class StudyBrowserPanel(QtWidgets.QTreeWidget):
                 self.invisibleRootItem(), f"{series.patient_name or 'anonymous'} ({series.patient_id or 'no ID'})"
             )
             study = self._child(patient, f"{series.study_date or 'no date'}  {series.study_description}".strip())
-            item = QtWidgets.QTreeWidgetItem([series.display_name, series.modality, str(series.slice_count)])
-            item.setData(0, QtCore.Qt.ItemDataRole.UserRole, series)
-            if series.notes:
-                item.setToolTip(0, "\n".join(series.notes))
-                item.setForeground(0, QtGui.QBrush(QtGui.QColor("#e0b040")))
+            item = QtWidgets.QTreeWidgetItem()
+            self._fill_series_item(item, series)
             study.addChild(item)
             self.series_items[id(series)] = item
         self.expandAll()
+
+    def add_or_update_series(self, series: SeriesInfo) -> QtWidgets.QTreeWidgetItem:
+        """Show ``series``, updating the listed item of the same series (study, series UID and part) if there is one.
+
+        A series received from a PACS grows as its instances arrive: it is
+        listed once, with its image count kept current, not once per arrival.
+        The item keeps its thumbnail; activating it loads the newest state.
+        """
+        key = _series_key(series)
+        for item in list(self.series_items.values()):
+            listed = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
+            if isinstance(listed, SeriesInfo) and _series_key(listed) == key:
+                self.series_items.pop(id(listed), None)
+                self._fill_series_item(item, series)
+                self.series_items[id(series)] = item
+                return item
+        self.add_series([series])
+        return self.series_items[id(series)]
+
+    def _fill_series_item(self, item: QtWidgets.QTreeWidgetItem, series: SeriesInfo) -> None:
+        for column, text in enumerate((series.display_name, series.modality, str(series.slice_count))):
+            item.setText(column, text)
+        item.setData(0, QtCore.Qt.ItemDataRole.UserRole, series)
+        item.setToolTip(0, "\n".join(series.notes))
+        if series.notes:
+            item.setForeground(0, QtGui.QBrush(QtGui.QColor("#e0b040")))
+        else:
+            item.setData(0, QtCore.Qt.ItemDataRole.ForegroundRole, None)  # back to the style's colour
 
     def set_thumbnail(self, series: SeriesInfo, image: QtGui.QImage) -> None:
         """Show a series' thumbnail once it has been decoded."""
