@@ -108,6 +108,8 @@ class SeriesInfo:
     modality: str
     slices: list[SliceHeader]
     body_part: str = ""  # Body Part Examined as the scanner wrote it; often absent
+    patient_birth_date: str = ""
+    accession_number: str = ""
     window: tuple[float, float] | None = None
     notes: list[str] = field(default_factory=list)
     part: int = 0  # >0 when a series was split by orientation or size
@@ -402,6 +404,8 @@ def _series_fields(dataset: Dataset) -> dict:
         "study_uid": _text(dataset, "StudyInstanceUID"),
         "patient_id": _text(dataset, "PatientID"),
         "patient_name": _text(dataset, "PatientName"),
+        "patient_birth_date": _text(dataset, "PatientBirthDate"),
+        "accession_number": _text(dataset, "AccessionNumber"),
         "study_date": _text(dataset, "StudyDate"),
         "study_description": _text(dataset, "StudyDescription"),
         "series_description": _text(dataset, "SeriesDescription"),
@@ -765,6 +769,9 @@ def load_series(
         info={
             "PatientName": series.patient_name,
             "PatientID": series.patient_id,
+            "PatientBirthDate": series.patient_birth_date,
+            "AccessionNumber": series.accession_number,
+            "StudyInstanceUID": series.study_uid,
             "StudyDate": series.study_date,
             "StudyDescription": series.study_description,
             "SeriesDescription": series.series_description,

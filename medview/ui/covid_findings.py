@@ -34,6 +34,8 @@ LUNG_COLOUR = (64, 200, 255)
 #: Grad-CAM below this fraction of its slice's maximum is transparent, so the anatomy shows through
 GRAD_CAM_THRESHOLD = 0.1
 CLASSICAL_LUNG_MASK = "Classical method (no model)"
+#: starts the summary's last part, the reason of every slice: a panel reads it, a printed report leaves it out
+EVERY_SLICE_HEADING = "<p><b>Every slice</b></p>"
 
 _AREA_REASON = re.compile(r"lung area [\d.]+ of max < ([\d.]+) \((.+)\)")
 
@@ -249,7 +251,7 @@ def _every_slice_html(result: CovidResult) -> str:
         for index, reason in enumerate(result.slice_reasons)
     )
     header = "<tr><th>slice</th><th align='left'>why</th></tr>"
-    return f"<p><b>Every slice</b></p><table cellspacing='1' cellpadding='2'>{header}{rows}</table>"
+    return f"{EVERY_SLICE_HEADING}<table cellspacing='1' cellpadding='2'>{header}{rows}</table>"
 
 
 def slice_notes(result: CovidResult) -> dict[int, str]:

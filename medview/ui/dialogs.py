@@ -26,14 +26,15 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def about_text(device: str = "") -> str:
+def about_text(device: str = "", receiver: str = "") -> str:
     """The About text; also what the copy button puts on the clipboard."""
     lines = [
         f"MedView {__version__}",
         f"Python {platform.python_version()} on {platform.platform()}",
         *(f"{name} {version}" for name, version in library_versions().items()),
         f"Inference device: {device or 'chosen when the first model runs (no model loaded yet)'}",
-        "Offline: MedView makes no network connections; patient data stays on this machine.",
+        "Offline: MedView opens no outgoing connection; patient data stays on this machine.",
+        f"DICOM receiver (PACS push to this machine): {receiver or 'off'}",
     ]
     return "\n".join(lines)
 
@@ -41,10 +42,10 @@ def about_text(device: str = "") -> str:
 class AboutDialog(QtWidgets.QDialog):
     """Versions of the app and its libraries, the device, with copy to clipboard."""
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, device: str = "") -> None:
+    def __init__(self, parent: QtWidgets.QWidget | None = None, device: str = "", receiver: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("About MedView")
-        self.text = about_text(device)
+        self.text = about_text(device, receiver)
         label = QtWidgets.QLabel(self.text)
         label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         copy = QtWidgets.QPushButton("Copy to clipboard")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medview.audit import Outcome, audit_log
 from medview.engine.api import InferenceService
 from medview.io.mask_export import write_dicom_seg, write_nifti_mask
 from medview.io.volume import Volume
@@ -28,7 +29,7 @@ from medview.ui.findings import Finding, FindingRunner, StartTask, series_key
 from medview.ui.kidney_findings import KidneyRunner
 from medview.ui.layers import LayerStack
 from medview.ui.liver_findings import LiverRunner
-from medview.ui.provenance import provenance_html
+from medview.ui.provenance import audit_model_run, provenance_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import Task
 
@@ -146,6 +147,7 @@ class FindingsPanel(QtWidgets.QWidget):
         return self.findings.get(series_key(self.volume), []) if self.volume is not None else []
 
     def _on_found(self, volume: Volume, finding: Finding) -> None:
+        audit_model_run(finding.provenance, series_uid=volume.series_uid, patient_id=volume.info.get("PatientID"))
         self.findings.setdefault(series_key(volume), []).append(finding)
         if series_key(volume) == series_key(self.volume):
             for layer in finding.layers:
@@ -241,7 +243,7 @@ class FindingsPanel(QtWidgets.QWidget):
                 series_description=description,
             )
 
-        return self._export(work, path)
+        return self._export(work, path, "DICOM SEG", finding, volume)
 
     def export_nifti(self, path: Path) -> Task | None:
         """Write the selected finding's mask as a NIfTI file with the series' geometry (in the background)."""
@@ -253,11 +255,30 @@ class FindingsPanel(QtWidgets.QWidget):
         def work(_progress: object, _cancelled: object, _partial: object) -> Path:
             return write_nifti_mask(path, labels, volume, label_names=names)
 
-        return self._export(work, path)
+        return self._export(work, path, "NIfTI", finding, volume)
 
-    def _export(self, work: Callable[..., Path], path: Path) -> Task:
+    def _export(
+        self, work: Callable[..., Path], path: Path, file_format: str, finding: Finding, volume: Volume
+    ) -> Task:
+        audited = {
+            "kind": f"{(finding.export_label or 'AI').lower()} segmentation ({finding.provenance.label})",
+            "anonymised": False,
+            "file_format": file_format,
+            "series_uid": volume.series_uid or None,
+            "patient_id": volume.info.get("PatientID") or None,
+        }
+
+        def on_written(written: Path) -> None:
+            audit_log().record_export(destination=written, **audited)
+            self.note.setText(f"Exported {written}")
+
         task = Task(work, f"Exporting {path.name}")
-        task.signals.succeeded.connect(lambda written: self.note.setText(f"Exported {written}"))
+        task.signals.succeeded.connect(on_written)
+        task.signals.errored.connect(
+            lambda message, _details: audit_log().record_export(
+                destination=path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message, **audited
+            )
+        )
         return self.start_task(task, f"Exporting {path.name}…")
 
     def _choose_export(self, file_filter: str, suffix: str, export: Callable[[Path], Task | None]) -> None:

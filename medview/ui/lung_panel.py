@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from medview.audit import Outcome, audit_log
 from medview.engine.api import InferenceService, LungSoundResult
 from medview.engine.manifest import ModelCard
 from medview.errors import MedviewError, PlaybackError
@@ -48,7 +49,7 @@ from medview.preprocess.audio import Spectrogram, display_spectrogram
 from medview.preprocess.cycles import MIN_DURATION_S, detect_cycles
 from medview.preprocess.waveform import WaveformSummary
 from medview.ui.dialogs import show_message
-from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, provenance_html
+from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, audit_model_run, provenance_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import Task
 
@@ -64,6 +65,20 @@ UNCLASSIFIED_COLOUR = (180, 180, 180)
 SELECTION_BRUSH = (255, 255, 255, 45)
 PLAYHEAD_INTERVAL_MS = 30
 StartTask = Callable[[Task, str], Task]
+
+#: the columns of the cycle table (CSV export, case report)
+CYCLE_TABLE_COLUMNS = (
+    "recording",
+    "cycle",
+    "start_s",
+    "end_s",
+    "annotated",
+    "predicted",
+    "p_abnormal",
+    *(f"p_{name}" for name in ICBHI_CLASSES),
+    "model",
+    "demo_model",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -373,9 +388,15 @@ class LungSoundPanel(QtWidgets.QWidget):
 
         task = Task(work, f"Opening {path.name}")
         task.signals.succeeded.connect(self._on_opened)
+        task.signals.errored.connect(
+            lambda message, _details: audit_log().record_open(
+                "recording", path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message
+            )
+        )
         return self.start_task(task, f"Opening {path.name}…")
 
     def _on_opened(self, opened: OpenedRecording) -> None:
+        audit_log().record_open("recording", opened.recording.path)
         if self.task is not None and not self.task.done.is_set():
             self.task.cancel()
         self.opened_recording = opened
@@ -439,6 +460,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         return self.start_task(task, task.description + "…")
 
     def _on_classified(self, result: LungSoundResult) -> None:
+        if self.opened_recording is not None:
+            audit_model_run(result.provenance, target=self.opened_recording.recording.path)
         self.result = result
         self.stale = {i for i, cycle in enumerate(self.cycles) if (cycle.start_s, cycle.end_s) != result.cycles[i]}
         self._show_result()
@@ -715,50 +738,66 @@ class LungSoundPanel(QtWidgets.QWidget):
             self, "Export cycle table", self._export_name(".csv"), "CSV (*.csv)"
         )
         if path:
-            self._export(lambda: self.export_csv(Path(path)), path)
+            self._export(lambda: self.export_csv(Path(path)), path, "cycle table", "CSV")
 
     def _choose_icbhi(self) -> None:
         path, _ = QtWidgets.QFileDialog.getSaveFileName(
             self, "Export cycles in ICBHI format", self._export_name("_predicted.txt"), "ICBHI annotations (*.txt)"
         )
         if path:
-            self._export(lambda: self.export_icbhi(Path(path)), path)
+            self._export(lambda: self.export_icbhi(Path(path)), path, "cycle annotations", "ICBHI annotation text")
 
     def _export_name(self, suffix: str) -> str:
         return str(self.opened_recording.recording.path.with_suffix("")) + suffix if self.opened_recording else ""
 
-    def _export(self, write: Callable[[], None], path: str) -> None:
+    def _export(self, write: Callable[[], None], path: str, kind: str, file_format: str) -> None:
+        source = self.opened_recording.recording.path if self.opened_recording else None
         try:
             write()
-        except OSError as error:
-            show_message(self, "Could not export", f"{path}: {error.strerror or error}")
-        except MedviewError as error:
-            show_message(self, "Could not export", str(error))
+        except (OSError, MedviewError) as error:
+            message = f"{path}: {error.strerror or error}" if isinstance(error, OSError) else str(error)
+            audit_log().record_export(
+                kind,
+                path,
+                anonymised=False,
+                file_format=file_format,
+                source=source,
+                outcome=Outcome.SERIOUS_FAILURE,
+                outcome_description=message,
+            )
+            show_message(self, "Could not export", message)
         else:
+            audit_log().record_export(kind, path, anonymised=False, file_format=file_format, source=source)
             self.status.setText(f"Exported {path}")
+
+    def cycle_table(self) -> list[dict[str, str]]:
+        """The cycle table as text, one dict per cycle: what the CSV export writes and the case report prints."""
+        provenance = self.result.provenance if self.result is not None else None
+        recording = self.opened_recording.recording.path.name if self.opened_recording else ""
+        rows = []
+        for index, cycle in enumerate(self.cycles):
+            current = self.result is not None and index not in self.stale
+            probabilities = cycle_probabilities(self.result, index, two_class=False) if current else None
+            values = [
+                recording,
+                str(index + 1),
+                f"{cycle.start_s:.3f}",
+                f"{cycle.end_s:.3f}",
+                self._annotated_label(cycle),
+                max(probabilities, key=probabilities.__getitem__) if probabilities else "",
+                f"{1 - probabilities['normal']:.4f}" if probabilities else "",
+                *(f"{probabilities[name]:.4f}" if probabilities else "" for name in ICBHI_CLASSES),
+                *([provenance.label, str(provenance.demo).lower()] if probabilities and provenance else ["", ""]),
+            ]
+            rows.append(dict(zip(CYCLE_TABLE_COLUMNS, values, strict=True)))
+        return rows
 
     def export_csv(self, path: Path) -> None:
         """The cycle table as CSV: times, annotated and predicted class, the 4 probabilities and the model."""
-        provenance = self.result.provenance if self.result is not None else None
-        recording = self.opened_recording.recording.path.name if self.opened_recording else ""
         with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(
-                ["recording", "cycle", "start_s", "end_s", "annotated", "predicted", "p_abnormal"]
-                + [f"p_{name}" for name in ICBHI_CLASSES]
-                + ["model", "demo_model"]
-            )
-            for index, cycle in enumerate(self.cycles):
-                current = self.result is not None and index not in self.stale
-                probabilities = cycle_probabilities(self.result, index, two_class=False) if current else None
-                predicted = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
-                writer.writerow(
-                    [recording, index + 1, f"{cycle.start_s:.3f}", f"{cycle.end_s:.3f}", self._annotated_label(cycle)]
-                    + [predicted]
-                    + ([f"{1 - probabilities['normal']:.4f}"] if probabilities else [""])
-                    + [f"{probabilities[name]:.4f}" if probabilities else "" for name in ICBHI_CLASSES]
-                    + ([provenance.label, str(provenance.demo).lower()] if probabilities and provenance else ["", ""])
-                )
+            writer = csv.DictWriter(handle, fieldnames=CYCLE_TABLE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.cycle_table())
 
     def export_icbhi(self, path: Path) -> None:
         """The cycles with their predicted crackle/wheeze flags, in the ICBHI annotation format."""

@@ -13,22 +13,27 @@ from pathlib import Path
 
 import numpy as np
 
+from medview.audit import Outcome, audit_log
 from medview.config import Settings
 from medview.engine.api import InferenceService
 from medview.errors import MedviewError
+from medview.io.anonymise import AnonymisationResult, anonymise_series
 from medview.io.audio import AUDIO_SUFFIXES
 from medview.io.dicom import DicomSource, ScanResult, SeriesInfo, decode_slice, scan_paths, tag_rows
 from medview.io.dicom import load_series as load_dicom_series
 from medview.io.photo import split_photo_paths
 from medview.io.volume import Volume
+from medview.ui.audit_dialog import AuditLogDialog
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
 from medview.ui.findings_panel import FindingsPanel
 from medview.ui.layers import LabelLayer, Layer, LayerStack
 from medview.ui.lung_panel import LungSoundPanel
 from medview.ui.models_dialog import ModelsDialog
 from medview.ui.mpr_view import MprView
+from medview.ui.pacs_ui import PacsReceiver, PacsSettingsDialog
 from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
 from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.report import collect_report, write_pdf
 from medview.ui.skin_panel import SkinPanel
 from medview.ui.workers import Task, TaskRunner
 
@@ -66,6 +71,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tasks = TaskRunner(self)
         self.layers = LayerStack(self)
         self.volume: Volume | None = None
+        self.series: SeriesInfo | None = None  # the DICOM series the open volume was read from
         self.load_task: Task | None = None
         self.problems: list[str] = []
         self._scan_problems: list[str] = []  # files the last scan skipped; kept beside the volume's warnings
@@ -125,6 +131,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tag_timer = QtCore.QTimer(self, singleShot=True, interval=150)
         self.tag_timer.timeout.connect(self._update_tags)
 
+        self.pacs = PacsReceiver(self.settings, tasks=self.tasks, parent=self)
+        self.pacs.series_updated.connect(self._on_received_series)
+        self.pacs.status_changed.connect(lambda text: self.statusBar().showMessage(f"DICOM receiver: {text}", 10000))
+        QtCore.QTimer.singleShot(0, self.pacs.apply_settings)  # starts it only when the settings enable it
+        QtCore.QTimer.singleShot(0, self.pacs.publish_stored)  # what was received before, in the browser
+
         self._build_actions()
         self.workspaces.currentChanged.connect(self._on_workspace_changed)
         self.browser.series_activated.connect(self.load_series)
@@ -166,6 +178,16 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addAction(self._action("Open lesion &photos…", self.skin.choose_photos, "Ctrl+Shift+P"))
         self.recent_menu = file_menu.addMenu("&Recent")
         self._rebuild_recent()
+        file_menu.addSeparator()
+        file_menu.addAction(self._action("Export series &anonymised (DICOM)…", self._choose_anonymised_export))
+        file_menu.addAction(self._action("Export the &view as PNG…", self._choose_view_export, "Ctrl+Shift+S"))
+        file_menu.addAction(self._action("Export case &report (PDF)…", self._choose_report, "Ctrl+Shift+E"))
+        file_menu.addAction(
+            self._action("Export anonymised case report (PDF)…", lambda: self._choose_report(anonymise=True))
+        )
+        file_menu.addSeparator()
+        file_menu.addAction(self._action("DICOM &receiver (PACS)…", self.show_pacs_settings))
+        file_menu.addAction(self._action("&Audit log…", self.show_audit_log))
         file_menu.addSeparator()
         file_menu.addAction(self._action("Show &problems of the last open", self.show_problems))
         file_menu.addAction(self._action("&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit))
@@ -342,7 +364,17 @@ class MainWindow(QtWidgets.QMainWindow):
 
         task = Task(work, f"Loading {series.display_name}")
         task.signals.partial.connect(lambda item, t=task: self._on_slice_decoded(item) if t is self.load_task else None)
-        self._watch_load(task)
+        audited = {
+            "kind": "series",
+            "path": series.slices[0].source.path.parent if series.slices else series.display_name,
+            "study_uid": series.study_uid or None,
+            "series_uid": series.series_uid or None,
+            "patient_id": series.patient_id or None,
+            "sop_count": series.slice_count,
+            "description": series.display_name,
+        }
+        self._audit_load(task, audited)
+        self._watch_load(task, series)
         self.partial_refresh.start()
         return self._start(task, f"Loading {series.display_name}…")
 
@@ -356,8 +388,154 @@ class MainWindow(QtWidgets.QMainWindow):
             return read_volume(path)
 
         task = Task(work, f"Opening {path.name}")
-        self._watch_load(task)
+        self._audit_load(task, {"kind": "volume", "path": path})
+        self._watch_load(task, None)
         return self._start(task, f"Opening {path.name}…")
+
+    @staticmethod
+    def _audit_load(task: Task, audited: dict) -> None:
+        """Record in the audit log what ``task`` opened, or that it failed to."""
+        task.signals.succeeded.connect(lambda _volume: audit_log().record_open(**audited))
+        task.signals.errored.connect(
+            lambda message, _details: audit_log().record_open(
+                **audited, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message
+            )
+        )
+
+    def _on_received_series(self, series: SeriesInfo) -> None:
+        """A series arriving from a PACS: listed (or its image count updated) as it arrives."""
+        item = self.browser.add_or_update_series(series)
+        if item.icon(0).isNull():
+            self._start_thumbnails([series])
+
+    def _choose_anonymised_export(self) -> None:
+        if self.series is None or self.volume is None:
+            show_message(self, "No DICOM series open", "Open a DICOM series first, then export it anonymised.")
+            return
+        folder = QtWidgets.QFileDialog.getExistingDirectory(
+            self, "Export the series anonymised into an empty folder", self.settings.last_directory
+        )
+        if folder:
+            self.export_anonymised(Path(folder))
+
+    def export_anonymised(self, destination: Path) -> Task | None:
+        """Write the open series into ``destination`` with PS3.15's basic confidentiality profile applied, new UIDs."""
+        series = self.series
+        if series is None:
+            return None
+        sources = [header.source for header in series.slices]
+
+        def work(progress: object, cancelled: object, _partial: object) -> AnonymisationResult:
+            return anonymise_series(sources, destination, progress=progress, cancelled=cancelled)  # type: ignore[arg-type]
+
+        audited = {
+            "kind": "series",
+            "destination": destination,
+            "anonymised": True,
+            "file_format": "DICOM",
+            "study_uid": series.study_uid or None,
+            "series_uid": series.series_uid or None,
+            "patient_id": series.patient_id or None,
+        }
+
+        def on_done(result: AnonymisationResult) -> None:
+            audit_log().record_export(**audited)
+            lines = [f"Exported {len(result.files)} images to {result.folders[0]}." if result.folders else "", ""]
+            lines += [*result.warnings, "Text burned into the pixels is not removed: check the images before sharing."]
+            show_message(self, "Anonymised export", "\n".join(lines).strip(), warning=bool(result.warnings))
+
+        task = Task(work, f"Exporting {series.display_name} anonymised")
+        task.signals.succeeded.connect(on_done)
+        task.signals.errored.connect(
+            lambda message, _details: audit_log().record_export(
+                **audited, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message
+            )
+        )
+        return self._start(task, f"Exporting {series.display_name} anonymised…")
+
+    def _choose_report(self, anonymise: bool = False) -> None:
+        name = str(Path(self.settings.last_directory or Path.home()) / "case_report.pdf")
+        title = "Export anonymised case report" if anonymise else "Export case report"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, title, name, "PDF (*.pdf)")
+        if path:
+            self.export_report(Path(path), anonymise=anonymise)
+
+    def export_report(self, path: Path, *, anonymise: bool = False) -> Task | None:
+        """The current case (CT findings, lung cycles, skin results, with provenance) as a PDF.
+
+        Key images are drawn here, on the GUI thread (widgets draw them); the PDF is written on a worker.
+        """
+        try:
+            report = collect_report(self, anonymise=anonymise)
+        except MedviewError as error:
+            show_message(self, "No report", str(error))
+            return None
+        volume = self.volume
+        audited = {
+            "kind": "case report",
+            "destination": path,
+            "anonymised": anonymise,
+            "file_format": "PDF",
+            "series_uid": volume.series_uid if volume is not None else None,
+            "patient_id": volume.info.get("PatientID") if volume is not None and not anonymise else None,
+        }
+
+        def work(_progress: object, _cancelled: object, _partial: object) -> Path:
+            write_pdf(report, path)
+            return path
+
+        def on_written(_path: Path) -> None:
+            audit_log().record_export(**audited)
+            self.statusBar().showMessage(f"Saved the case report to {path}", 8000)
+
+        task = Task(work, f"Writing {path.name}")
+        task.signals.succeeded.connect(on_written)
+        task.signals.errored.connect(
+            lambda message, _details: audit_log().record_export(
+                **audited, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message
+            )
+        )
+        return self._start(task, f"Writing {path.name}…")
+
+    def _choose_view_export(self) -> None:
+        name = str(Path(self.settings.last_directory or Path.home()) / "medview_view.png")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export the view as PNG", name, "PNG image (*.png)")
+        if path:
+            self.export_view(Path(path))
+
+    def export_view(self, path: Path) -> bool:
+        """Save what the current workspace shows (images, overlays, read-outs, banner) as a PNG."""
+        saved = self.workspaces.currentWidget().grab().save(str(path), "PNG")
+        volume = self.volume if self.workspaces.currentWidget() is self.mpr else None
+        audited = {
+            "kind": f"view of {self.workspaces.tabText(self.workspaces.currentIndex())}",
+            "destination": path,
+            "anonymised": False,
+            "file_format": "PNG",
+            "series_uid": volume.series_uid if volume is not None else None,
+            "patient_id": volume.info.get("PatientID") if volume is not None else None,
+        }
+        if saved:
+            audit_log().record_export(**audited)
+            self.statusBar().showMessage(f"Saved the view to {path}", 5000)
+        else:
+            audit_log().record_export(**audited, outcome=Outcome.SERIOUS_FAILURE, outcome_description="not written")
+            show_message(self, "Could not export the view", f"{path}: the image could not be written there.")
+        return saved
+
+    def show_pacs_settings(self) -> None:
+        """The DICOM receiver's settings (on/off, AE title, port); applied on OK."""
+        dialog = PacsSettingsDialog(self.settings, self, status=self.pacs.status)
+        if dialog.exec() == QtWidgets.QDialog.DialogCode.Accepted:
+            self.settings.save()
+            self.pacs.apply_settings()
+
+    def show_audit_log(self) -> AuditLogDialog:
+        """Who opened, ran and exported what: the audit log, read-only."""
+        dialog = AuditLogDialog(self.tasks, parent=self)
+        dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     def _begin_load(self) -> None:
         """Stop a running load; remember what is on screen so a cancel or failure can bring it back."""
@@ -366,10 +544,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.cancel_loading()
         self._first_slice_shown = False
 
-    def _watch_load(self, task: Task) -> None:
-        """Route the outcome of ``task`` to the window while it is still the current load."""
+    def _watch_load(self, task: Task, series: SeriesInfo | None) -> None:
+        """Route the outcome of ``task`` (reading ``series``, or a volume file) to the window while it is current."""
         self.load_task = task
-        task.signals.succeeded.connect(lambda item: self._on_volume_loaded(item) if task is self.load_task else None)
+
+        def loaded(volume: Volume) -> None:
+            if task is self.load_task:
+                self.series = series
+                self._on_volume_loaded(volume)
+
+        task.signals.succeeded.connect(loaded)
         task.signals.cancelled.connect(lambda: self._on_load_abandoned() if task is self.load_task else None)
         task.signals.errored.connect(lambda *_: self._on_load_abandoned() if task is self.load_task else None)
 
@@ -616,7 +800,7 @@ class MainWindow(QtWidgets.QMainWindow):
             device = self.engine.device_name()
         else:
             device = f"none ({self.engine_problem})" if self.engine_problem else ""
-        AboutDialog(self, device=device).show()
+        AboutDialog(self, device=device, receiver=self.pacs.status if self.pacs.is_running else "").show()
 
     # ------------------------------------------------------------------ drag and drop, closing
 
@@ -632,6 +816,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.cine_timer.stop()
+        self.pacs.shutdown()
         self.lung.shutdown()
         self.tasks.cancel_all()
         self.settings.save()

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from medview.audit import Outcome, audit_log
 from medview.engine.api import Heatmap, InferenceService, PhotoResult
 from medview.engine.manifest import ModelCard
 from medview.errors import InputError
 from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
-from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, provenance_html
+from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, audit_model_run, provenance_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import Task
 
@@ -417,6 +418,14 @@ class SkinPanel(QtWidgets.QWidget):
         entry, changes = item
         for name, value in changes.items():
             setattr(entry, name, value)
+        if changes.get("photo") is not None:
+            audit_log().record_open("photo", entry.path)
+        elif "problem" in changes and entry.photo is None:
+            audit_log().record_open(
+                "photo", entry.path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=entry.problem
+            )
+        if changes.get("result") is not None:
+            audit_model_run(entry.result.provenance, target=entry.path)
         self._refresh_items([entry])
         if "result" in changes or "problem" in changes:
             self._sort()
