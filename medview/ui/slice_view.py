@@ -136,6 +136,7 @@ class SliceView(QtWidgets.QWidget):
         self.corner_labels = {
             name: self._make_label() for name in ("top_left", "top_right", "bottom_left", "bottom_right", "center")
         }
+        self.corner_labels["bottom_left"].setWordWrap(True)
         self.edge_labels = {name: self._make_label(bold=True) for name in ("left", "right", "top", "bottom")}
         self.layers.changed.connect(self._on_layers_changed)
 
@@ -361,7 +362,15 @@ class SliceView(QtWidgets.QWidget):
         width = self.graphics.mapFromScene(self.view_box.sceneBoundingRect().topRight()).x()
         height, margin = self.graphics.height(), 6
         for name, label in {**self.corner_labels, **self.edge_labels}.items():
-            label.adjustSize()
+            if label.wordWrap():
+                # a long slice note wraps instead of running off a narrow view (adjustSize would wrap short
+                # lines too: a word-wrapped QLabel picks its own narrower width)
+                lines = label.text().splitlines() or [""]
+                natural = max(label.fontMetrics().horizontalAdvance(line) for line in lines) + 4
+                fitted = min(natural, max(int(width * 0.7), 120))
+                label.resize(fitted, label.heightForWidth(fitted))
+            else:
+                label.adjustSize()
             w, h = label.width(), label.height()
             x = {"left": margin, "right": width - w - margin}.get(name.split("_")[-1], (width - w) // 2)
             y = {"top": margin, "bottom": height - h - margin}.get(name.split("_")[0], (height - h) // 2)
