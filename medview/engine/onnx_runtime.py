@@ -53,6 +53,8 @@ OPSET = 17
 EXPORT_VERSION = 1
 INPUT_NAME = "slices"
 OUTPUT_NAME = "logits"
+#: a cached graph not used for this long is deleted when an engine starts (its bundle was replaced or removed)
+UNUSED_GRAPH_DAYS = 60
 #: the exported graph must give torch's logits within this (seen: 2e-5 on the liver U-Net, 1e-6 on the lung U-Net)
 VERIFY_TOLERANCE = 1e-3
 
@@ -86,6 +88,7 @@ class OnnxSessions:
         self.folder = Path(folder)
         self._known: dict[str, tuple[str, OnnxNetwork | str]] = {}  # graph key -> (weights sha256, session or why not)
         self._lock = threading.Lock()
+        prune_unused(self.folder)
 
     def network(
         self, card: ModelCard, index: int, network: nn.Module, sample_shape: Sequence[int] | None = None
@@ -252,6 +255,24 @@ def _verify(session: Any, network: nn.Module, shape: Sequence[int]) -> None:
         raise OnnxUnavailable(f"the exported graph disagrees with torch (largest difference {difference:.3g})")
 
 
+def prune_unused(folder: Path, days: float = UNUSED_GRAPH_DAYS) -> list[Path]:
+    """Delete the cached graphs (with their sidecars) not used for ``days``: graphs of replaced bundles would
+    otherwise pile up, a few MB each.  A graph is marked used each time it is read.  Returns what was deleted."""
+    cutoff = time.time() - days * 86400
+    deleted = []
+    for path in sorted(Path(folder).glob("*.onnx")):
+        try:
+            unused = path.stat().st_mtime < cutoff
+        except OSError:
+            continue
+        if unused:
+            _remove(path)
+            deleted.append(path)
+    if deleted:
+        log.info("deleted %d ONNX graph(s) unused for %g days from %s", len(deleted), days, folder)
+    return deleted
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
@@ -276,6 +297,8 @@ def _read_cached(path: Path) -> bytes | None:
         log.warning("cached ONNX graph %s does not match its checksum: exporting it again", path)
         _remove(path)
         return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # used now: kept by prune_unused
     return data
 
 

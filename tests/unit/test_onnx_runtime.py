@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +130,27 @@ def test_the_cached_graph_is_reused(
     torch_only = _segment(small_bundle, tmp_path, few, onnx_runtime=False)
     assert torch_only.provenance.notes == ()
     np.testing.assert_allclose(first.probability, torch_only.probability, rtol=0, atol=1e-3)  # float16 storage
+
+
+def test_graphs_unused_for_60_days_are_deleted_when_an_engine_starts(
+    tmp_path: Path, small_bundle: Path, sample_volume: Volume, exports: list[int]
+) -> None:
+    few = Volume(voxels=sample_volume.voxels[8:10], spacing=sample_volume.spacing, modality="CT")
+    _segment(small_bundle, tmp_path, few)
+    [graph] = tmp_path.glob("*.onnx")
+    stale = tmp_path / "unet-0123.onnx"  # a replaced bundle's graph, last used 61 days ago
+    stale.write_bytes(b"graph")
+    Path(f"{stale}.json").write_text("{}")
+    for path, days in ((stale, 61), (Path(f"{stale}.json"), 61), (graph, 59)):
+        old = time.time() - days * 86400
+        os.utime(path, (old, old))
+
+    _segment(small_bundle, tmp_path, few)  # a new engine: prunes, then reads its graph
+
+    assert sorted(tmp_path.iterdir()) == sorted([graph, Path(f"{graph}.json")])
+    assert len(exports) == 1  # the graph in use was kept, not exported again
+    assert graph.stat().st_mtime > time.time() - 60  # and marked used
+    assert onnx_runtime.prune_unused(tmp_path) == []
 
 
 @pytest.mark.parametrize("checksum", ["stale", "matching"])
