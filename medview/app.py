@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--sample", action="store_true", help="open the bundled sample CT with its liver mask, and the sample photos"
     )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check an install: open the sample series and a recording, run the models, print one line per step, "
+        "exit 0 when every step passed",
+    )
+    parser.add_argument(
+        "--self-test-recording",
+        type=Path,
+        metavar="FILE",
+        help="the lung sound recording the self-test opens (default: the one in resources/samples/lung_sound)",
+    )
+    parser.add_argument(
+        "--self-test-hold",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the self-test's session open this long before checking for network use and closing "
+        "(lets a network monitor watch an idle MedView)",
+    )
     parser.add_argument("--version", action="version", version=f"MedView {__version__}")
     return parser.parse_args(list(argv))
 
@@ -37,6 +58,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Start the GUI; returns the exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # onnxruntime's telemetry off before anything can load it (medview.engine.onnx_runtime explains)
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    self_test = None
+    if args.self_test:
+        from medview.ui.selftest import SelfTest
+
+        self_test = SelfTest()  # before the window: it watches the whole process for network use
 
     from medview.ui.dialogs import install_excepthook
     from medview.ui.main_window import MainWindow
@@ -50,7 +78,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     window = MainWindow()
     install_excepthook(lambda: window)
     window.show()
-    start_engine(window)
+    engine_task = start_engine(window)
+    if self_test is not None:
+        return self_test.run(window, engine_task, args.self_test_recording, hold_s=args.self_test_hold)
     if args.sample:
         open_sample(window)
     elif args.paths:

@@ -47,6 +47,12 @@ from medview.engine.manifest import ModelCard
 
 log = logging.getLogger(__name__)
 
+# onnxruntime (1.31) sends usage telemetry to Microsoft ~10 s after a session starts and keeps a device id in
+# ~/.cache/Microsoft; only this variable, read when onnxruntime loads, turns that off (its
+# disable_telemetry_events() does not). Set here, before anything imports onnxruntime, so every process that
+# runs the engine (the app, tests, benchmarks, training) keeps off the network.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 #: ONNX opset of the exported graphs (the TorchScript exporter goes up to 20; ONNX Runtime 1.31 runs them all)
 OPSET = 17
 #: bumped when the export procedure below changes, so older cached graphs are not reused

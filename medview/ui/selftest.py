@@ -1,0 +1,347 @@
+"""``medview --self-test``: the real window through a short session, one line per step, exit code 0 or 1.
+
+For hospital IT after an install, and for the offline installer's proof
+(installer/verify_offline.sh): the window opens, the bundled sample CT series
+loads, a lung sound recording opens, the AI engine starts from the installed
+model folders, the recording's breathing cycles are classified and the liver is
+segmented on the series through the findings panel, then the window closes.
+Every step goes through the window, panels and worker tasks a user drives; the
+self-test only starts them and waits for their signals.
+
+A step fails on an error message the window shows (what a user would see), on
+its own check, or when its time limit passes.  Python's audit hooks watch the
+whole process for network use (socket connects and name lookups, loopback
+excepted) and block it: MedView must work with no network at all, so any
+attempt fails the self-test.  Native code that opens sockets on its own is not
+seen here; the installer's proof runs the self-test with no network interface.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from medview import __version__
+from medview.config import resources_dir
+from medview.engine.api import InferenceService
+from medview.io.audio import AUDIO_SUFFIXES
+from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.workers import Task
+
+SAMPLE_SERIES = Path("samples") / "totalsegmentator_ct" / "dicom"
+SAMPLE_RECORDINGS = Path("samples") / "lung_sound"
+#: generous limits: a first run on a slow workstation imports torch from a cold disk and exports the ONNX graph
+STEP_TIMEOUT_S = {"window": 60, "series": 120, "recording": 60, "engine": 300, "lung-sounds": 300, "liver": 600}
+SHUTDOWN_WAIT_MS = 15_000
+NETWORK_EVENTS = ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr")
+
+
+class StepFailed(Exception):
+    """A self-test step did not do what it should; the message says what happened instead."""
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: from /proc), or None where that cannot be read."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, clock ticks after boot
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def default_recording(resources: Path | None = None) -> Path | None:
+    """The first recording bundled under resources/samples/lung_sound, if any is."""
+    folder = (resources or resources_dir()) / SAMPLE_RECORDINGS
+    if not folder.is_dir():
+        return None
+    return next((path for path in sorted(folder.iterdir()) if path.suffix.lower() in AUDIO_SUFFIXES), None)
+
+
+def _is_loopback(host: object) -> bool:
+    if host in (None, "", "localhost", b"localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.decode() if isinstance(host, bytes) else str(host)).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class NetworkWatch:
+    """Records and blocks every attempt of this process to reach another machine, through Python's audit hooks.
+
+    The hook runs before the connect or the name lookup and raises, so nothing leaves the machine even where a
+    network is up.  An audit hook cannot be removed: install it only in a process that ends with the self-test.
+    """
+
+    attempts: list[str] = field(default_factory=list)
+
+    def install(self) -> NetworkWatch:
+        sys.addaudithook(self._hook)
+        return self
+
+    def _hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if event not in NETWORK_EVENTS:
+            return
+        if event == "socket.connect":
+            address = args[1]
+            if not isinstance(address, tuple) or _is_loopback(address[0]):  # AF_UNIX paths are local
+                return
+            attempt = f"connect {address[0]}:{address[1]}"
+        elif _is_loopback(args[0]):
+            return
+        else:
+            attempt = f"{event.removeprefix('socket.')} {args[0]!r}"
+        self.attempts.append(attempt)
+        raise OSError(f"MedView self-test: network use blocked ({attempt})")
+
+
+class _WindowWatch(QtCore.QObject):
+    """Event filter on the main window: its first paint, and every message box it opens."""
+
+    def __init__(self, window: QtWidgets.QMainWindow, on_message: Callable[[str], None]) -> None:
+        super().__init__(window)
+        self.painted_at: float | None = None  # perf_counter of the first paint
+        self.painted_age_s: float | None = None  # the process's age then, where it can be read
+        self.on_painted: Callable[[], None] | None = None
+        self.on_message = on_message
+        window.installEventFilter(self)
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        kind = event.type()
+        if kind == QtCore.QEvent.Type.Paint and self.painted_at is None:
+            self.painted_at, self.painted_age_s = time.perf_counter(), process_age_s()
+            if self.on_painted is not None:
+                self.on_painted()
+        elif kind == QtCore.QEvent.Type.ChildPolished and isinstance(event.child(), QtWidgets.QMessageBox):
+            event.child().installEventFilter(self)  # its text is set after it is created: read it when shown
+        elif kind == QtCore.QEvent.Type.Show and isinstance(watched, QtWidgets.QMessageBox):
+            self.on_message(f"{watched.windowTitle()}: {watched.text()}")
+        return False
+
+
+class SelfTest:
+    """Drives ``MainWindow`` through the self-test steps and prints one line per step to ``out``."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        # pythonw.exe (the Windows launcher) has no stdout: the exit code is all there is to read then
+        self.out = out or sys.stdout or open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+        self.started = time.perf_counter()
+        # first, so that nothing this process does later goes unwatched
+        self.network = NetworkWatch().install()
+        self._fail_current: Callable[[str], None] | None = None
+        self._messages: list[str] = []
+
+    # ------------------------------------------------------------------ reporting
+
+    def _line(self, step: str, status: str, seconds: float, detail: str) -> None:
+        self.out.write(f"self-test {step:<12} {status:<7} {seconds:7.2f} s  {detail}\n")
+        self.out.flush()
+
+    def _step(self, step: str, action: Callable[[], str]) -> None:
+        """Run one step; its detail line or the reason it failed is printed with its time."""
+        began = time.perf_counter()
+        try:
+            detail = action()
+        except StepFailed as failure:
+            self._line(step, "FAILED", time.perf_counter() - began, str(failure))
+            raise
+        self._line(step, "ok", time.perf_counter() - began, detail)
+
+    # ------------------------------------------------------------------ waiting for the window's signals
+
+    def _on_message(self, message: str) -> None:
+        self._messages.append(message)
+        if self._fail_current is not None:
+            self._fail_current(f"the window showed an error: {message}")
+
+    def _wait(
+        self,
+        step: str,
+        signal: QtCore.SignalInstance,
+        start: Callable[[], object] | None = None,
+        errored: tuple[QtCore.SignalInstance, ...] = (),
+    ) -> tuple[Any, ...]:
+        """Call ``start`` and run the event loop until ``signal`` fires; fail on an error signal, an error
+        message of the window, or the step's time limit."""
+        loop = QtCore.QEventLoop()
+        outcome: dict[str, Any] = {}
+
+        def settle(key: str, value: Any) -> None:
+            outcome.setdefault(key, value)
+            loop.quit()
+
+        def done(*args: Any) -> None:
+            settle("result", args)
+
+        def failed(message: str, *_details: Any) -> None:
+            settle("error", message)
+
+        timeout = STEP_TIMEOUT_S[step]
+        timer = QtCore.QTimer(singleShot=True)
+        timer.timeout.connect(lambda: settle("error", f"no result after {timeout} s"))
+        signal.connect(done)
+        for error_signal in errored:
+            error_signal.connect(failed)
+        self._fail_current = lambda message: settle("error", message)
+        try:
+            if self._messages:
+                raise StepFailed(f"the window showed an error: {self._messages[0]}")
+            timer.start(timeout * 1000)
+            if start is not None:
+                start()
+            if not outcome:
+                loop.exec()
+        finally:
+            self._fail_current = None
+            timer.stop()
+            signal.disconnect(done)
+            for error_signal in errored:
+                error_signal.disconnect(failed)
+        if "error" in outcome:
+            raise StepFailed(outcome["error"])
+        return outcome["result"]
+
+    # ------------------------------------------------------------------ the steps
+
+    def run(self, window: Any, engine_task: Task, recording: Path | None = None, hold_s: float = 0.0) -> int:
+        """Run every step on ``window`` (shown, its engine loading through ``engine_task``); the exit code.
+
+        ``hold_s``: keep the session open that long after the models ran, before the network check, so that
+        background work that starts late (an uploader on a timer) is watched too."""
+        platform = QtWidgets.QApplication.platformName()
+        self.out.write(f"MedView {__version__} self-test (Qt platform: {platform})\n")
+        recording = recording or default_recording()
+        watch = _WindowWatch(window, self._on_message)
+        try:
+            self._step("window", lambda: self._window(window, watch))
+            self._step("series", lambda: self._series(window))
+            if recording is None:
+                self._line("recording", "skipped", 0.0, "none bundled or given (--self-test-recording FILE.wav)")
+            else:
+                self._step("recording", lambda: self._recording(window, recording))
+            self._step("engine", lambda: self._engine(window, engine_task))
+            if recording is not None:
+                self._step("lung-sounds", lambda: self._lung_sounds(window))
+            self._step("liver", lambda: self._liver(window))
+            if hold_s > 0:
+                self._step("hold", lambda: self._hold(hold_s))
+            self._step("network", self._network)
+        except StepFailed:
+            self._close(window)
+            self.out.write(f"self-test FAILED after {time.perf_counter() - self.started:.1f} s\n")
+            return 1
+        self._step("close", lambda: self._close(window))
+        self.out.write(f"self-test passed in {time.perf_counter() - self.started:.1f} s\n")
+        return 0
+
+    def _window(self, window: Any, watch: _WindowWatch) -> str:
+        if watch.painted_at is None:
+            loop = QtCore.QEventLoop()
+            watch.on_painted = loop.quit
+            QtCore.QTimer.singleShot(STEP_TIMEOUT_S["window"] * 1000, loop.quit)
+            loop.exec()
+            watch.on_painted = None
+        if watch.painted_at is None:
+            raise StepFailed(f"the window was not drawn within {STEP_TIMEOUT_S['window']} s")
+        if watch.painted_age_s is not None:
+            return f"time to window {watch.painted_age_s:.2f} s from process start"
+        return f"time to window {watch.painted_at - self.started:.2f} s from MedView's start (process age unknown)"
+
+    def _series(self, window: Any) -> str:
+        series = resources_dir() / SAMPLE_SERIES
+        if not series.is_dir():
+            raise StepFailed(f"the sample series is missing: {series} (is MEDVIEW_RESOURCES set to the install?)")
+        (volume,) = self._wait("series", window.volume_loaded, lambda: window.open_paths([series]))
+        z, y, x = volume.shape
+        return f"{z} x {y} x {x} voxels from {series}"
+
+    def _recording(self, window: Any, recording: Path) -> str:
+        if not recording.is_file():
+            raise StepFailed(f"the recording is missing: {recording}")
+        (opened,) = self._wait("recording", window.lung.opened, lambda: window.open_paths([recording]))
+        sound = opened.recording
+        if not opened.cycles:
+            raise StepFailed(f"{recording.name}: no breathing cycles ({opened.annotation_note})")
+        return (
+            f"{recording.name}: {sound.duration_s:.1f} s at {sound.sample_rate} Hz, "
+            f"{len(opened.cycles)} cycles ({opened.annotation_note})"
+        )
+
+    def _engine(self, window: Any, engine_task: Task) -> str:
+        if window.engine is None:
+            if window.engine_problem:
+                raise StepFailed(f"the AI engine did not start: {window.engine_problem}")
+            self._wait("engine", window.engine_ready, errored=(engine_task.signals.errored,))
+        engine: InferenceService = window.engine
+        cards = engine.cards()
+        if not cards:
+            raise StepFailed("the AI engine found no model bundles (resources/models and the user's model folder)")
+        return f"{len(cards)} models ({', '.join(sorted({card.task for card in cards}))}) on {engine.device_name()}"
+
+    def _lung_sounds(self, window: Any) -> str:
+        lung = window.lung
+
+        def classify() -> None:
+            if lung.classify() is None:  # the panel says why (no model installed, ...)
+                reason = QtGui.QTextDocumentFragment.fromHtml(lung.details.text()).toPlainText()
+                raise StepFailed(reason or "the classification could not start")
+
+        if lung.result is None:  # the panel classifies on its own once the engine is ready: wait for that run
+            running = lung.task is not None and not lung.task.done.is_set()
+            self._wait("lung-sounds", lung.classified, None if running else classify)
+        result = lung.result
+        counts = Counter(scores.label for scores in result.scores)
+        found = ", ".join(f"{label} {count}" for label, count in counts.most_common())
+        provenance = result.provenance
+        demo = " (demo)" if provenance.demo else ""
+        return (
+            f"{len(result.scores)} cycles: {found}; {provenance.label}{demo} "
+            f"on {provenance.device} in {provenance.seconds:.2f} s"
+        )
+
+    def _liver(self, window: Any) -> str:
+        liver = window.findings.liver
+        reason = liver.blocked_reason(liver.model_box.selected_card(), "liver")
+        if reason:
+            raise StepFailed(reason)
+        (finding,) = self._wait("liver", window.findings.finding_added, lambda: liver.run())
+        result = finding.result
+        if result.slice_range is None:
+            raise StepFailed(f"{finding.provenance.label} found no liver on the sample series")
+        first, last = result.slice_range
+        provenance = finding.provenance
+        return (
+            f"{finding.title}, slices {first + 1}-{last + 1} of {result.mask.shape[0]}; "
+            f"on {provenance.device} in {provenance.seconds:.2f} s"
+        )
+
+    def _hold(self, seconds: float) -> str:
+        loop = QtCore.QEventLoop()
+        QtCore.QTimer.singleShot(round(seconds * 1000), loop.quit)
+        loop.exec()
+        return f"session kept open {seconds:g} s"
+
+    def _network(self) -> str:
+        if self.network.attempts:
+            shown = "; ".join(self.network.attempts[:5])
+            raise StepFailed(f"{len(self.network.attempts)} network attempt(s): {shown}")
+        # native code is not seen by the audit hook: onnxruntime's telemetry must be off (medview.engine.onnx_runtime)
+        if os.environ.get("ORT_DISABLE_TELEMETRY", "").lower() not in ("1", "true"):
+            raise StepFailed("onnxruntime telemetry is on: ORT_DISABLE_TELEMETRY is not set to 1")
+        return "no connection attempts or name lookups from Python (loopback excepted); onnxruntime telemetry off"
+
+    def _close(self, window: Any) -> str:
+        window.close()
+        if not window.tasks.pool.waitForDone(SHUTDOWN_WAIT_MS):
+            raise StepFailed(f"background tasks still running {SHUTDOWN_WAIT_MS // 1000} s after closing")
+        return "window closed, every background task finished"
