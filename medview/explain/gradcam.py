@@ -55,6 +55,22 @@ def grad_cam(
     The result has one map per time ``layer`` saw a sample: ``(batch, h, w)``
     for an image classifier, ``(batch * slices, h, w)`` for a slice sequence.
     """
+    return grad_cam_and_output(model, inputs, layer, score, output_size=output_size)[0]
+
+
+def grad_cam_and_output(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    layer: str,
+    score: Score,
+    *,
+    output_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """``grad_cam``'s maps and the model's output (detached) of the same forward pass.
+
+    A caller that needs both the prediction and its explanation of an input
+    runs the network once instead of twice.
+    """
     try:
         module = model.get_submodule(layer)
     except AttributeError as error:
@@ -92,4 +108,4 @@ def grad_cam(
     cams = F.relu((weights * activation).sum(dim=1, keepdim=True)).detach()
     size = output_size or tuple(inputs.shape[-2:])
     cams = F.interpolate(cams.float(), size=size, mode="bilinear", align_corners=False)
-    return cams[:, 0].cpu().numpy().astype(np.float32)
+    return cams[:, 0].cpu().numpy().astype(np.float32), output.detach()

@@ -18,7 +18,7 @@ import torch
 from medview.engine.api import Heatmap, SliceClassificationResult
 from medview.engine.pipelines.context import RunContext, batches
 from medview.errors import InputError, ModelError
-from medview.explain import grad_cam
+from medview.explain import grad_cam_and_output
 from medview.io.volume import Volume
 from medview.preprocess.image import grey_batch, resize_back, window_to_unit
 
@@ -60,24 +60,27 @@ def classify_slices(
             )
         roi = np.broadcast_to(roi.astype(bool), volume.shape)
     network = context.networks[0]
-    probabilities = np.zeros(len(indices), dtype=np.float32)
-    total = len(indices) + len(explain_slices)
-    for part in batches(len(indices), BATCH):
-        context.step(part.start, total, f"stone probability: slice {part.start + 1} of {len(indices)}")
-        chosen = indices[part]
-        inputs = _inputs(context, volume.voxels[chosen], roi[chosen] if roi is not None else None)
-        with torch.no_grad():
-            logits = network(context.tensor(inputs))
-        probabilities[part] = torch.softmax(logits.float(), dim=1)[:, target].cpu().numpy()
-
+    probability = {}
     heatmaps = {}
+    total = len(indices) + len(explain_slices)
     for done, index in enumerate(explain_slices):
-        context.step(len(indices) + done, total, f"Grad-CAM of slice {index + 1}")
+        context.step(done, total, f"Grad-CAM of slice {index + 1}")
         inputs = _inputs(context, volume.voxels[[index]], roi[[index]] if roi is not None else None)
-        maps = grad_cam(network, context.tensor(inputs), card.target_layer or "", target)
+        maps, logits = grad_cam_and_output(network, context.tensor(inputs), card.target_layer or "", target)
         heatmaps[index] = Heatmap(
             resize_back(maps, volume.shape[1:])[0], target_class=positive, layer=card.target_layer or ""
         )
+        # the explained pass is also the slice's classification: no second forward pass for it
+        probability[index] = float(torch.softmax(logits.float(), dim=1)[0, target])
+    plain = [index for index in dict.fromkeys(indices) if index not in probability]
+    for part in batches(len(plain), BATCH):
+        context.step(len(explain_slices) + part.start, total, f"stone probability: {part.stop} of {len(plain)} slices")
+        chosen = plain[part]
+        inputs = _inputs(context, volume.voxels[chosen], roi[chosen] if roi is not None else None)
+        with torch.no_grad():
+            logits = network(context.tensor(inputs))
+        probability.update(zip(chosen, torch.softmax(logits.float(), dim=1)[:, target].cpu().tolist(), strict=True))
+    probabilities = np.array([probability[index] for index in indices], dtype=np.float32)
     context.step(total, total, "done")
     return SliceClassificationResult(
         provenance=context.provenance(threshold=context.threshold(positive)),
