@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import math
 import os
 import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -155,7 +157,7 @@ class _Reader:
 
     def number(self, key: str, *, default: object = ...) -> float:
         value = self.get(key, (int, float), "a number", default=default)
-        if value is not None and not math.isfinite(value):
+        if value is not None and not _finite(value):
             raise self._fail(key, "a finite number", value)
         return value
 
@@ -174,6 +176,14 @@ def _body_parts(spec: _Reader) -> tuple[str, ...]:
     if not all(isinstance(term, str) and term.strip() for term in terms):
         raise spec._fail("body_parts", "a list of non-empty strings", terms)
     return tuple(term.strip().upper() for term in terms)
+
+
+def _finite(value: float) -> bool:
+    """Whether a JSON number is finite as a float (an integer beyond float's range is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -236,7 +246,9 @@ def parse_manifest(data: object, bundle_dir: Path, *, source: Path | None = None
         raise spec._fail("size", "a list of positive integers", size)
     window = spec.get("hu_window", list, "[low, high] in HU", default=None)
     if window is not None and (
-        len(window) != 2 or not all(isinstance(v, (int, float)) for v in window) or window[0] >= window[1]
+        len(window) != 2
+        or not all(isinstance(v, (int, float)) and _finite(v) for v in window)
+        or window[0] >= window[1]
     ):
         raise spec._fail("hu_window", "[low, high] in HU with low < high", window)
     sample_rate = spec.get("sample_rate", int, "an integer (Hz)", default=None)
@@ -306,6 +318,8 @@ def load_manifest(bundle_dir: Path | str) -> ModelCard:
         raise ModelError("no manifest.json: not a model bundle", path=bundle_dir) from error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"unreadable manifest ({error})", path=path) from error
+    except RecursionError as error:  # json nests with Python's stack: "[[[[..." a few thousand deep overflows it
+        raise ModelError("unreadable manifest (nested too deeply to be a manifest)", path=path) from error
     return parse_manifest(data, bundle_dir, source=path)
 
 
@@ -448,8 +462,12 @@ def import_bundle(
         else:
             raise ModelError("not found", path=source)
         root = _bundle_root(staging / "bundle", source)
-        card = load_manifest(root)
-        verify_bundle(card)
+        try:
+            card = load_manifest(root)
+            verify_bundle(card)
+        except ModelError as error:  # it names the staged copy, a temporary folder: name what the user imported
+            inside = str(error).replace(f"{root}{os.sep}", "").replace(str(root), "").lstrip(": ")
+            raise type(error)(inside, path=source) from error
         for existing in find_bundles(other_folders).cards:
             if (existing.id, existing.version) == (card.id, card.version):
                 raise ModelError(f"bundle {card.label} is already installed in {existing.bundle_dir}", path=source)
@@ -494,11 +512,15 @@ def _extract_zip(source: Path, destination: Path) -> None:
             if sum(member.file_size for member in members) > MAX_BUNDLE_BYTES:
                 raise ModelError(f"the zip unpacks to more than {MAX_BUNDLE_BYTES >> 30} GiB", path=source)
             for member in members:
+                if not member.filename:
+                    raise ModelError("the zip holds a member without a name", path=source)
                 name = PurePosixPath(member.filename)
                 if name.is_absolute() or ".." in name.parts or "\\" in member.filename:
                     raise ModelError(f"zip member {member.filename!r} points outside the bundle", path=source)
             archive.extractall(destination)
-    except (zipfile.BadZipFile, OSError) as error:
+    # damaged, encrypted or oddly compressed members fail with any of these while they are extracted
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, ValueError, zlib.error,
+            lzma.LZMAError) as error:  # fmt: skip
         raise ModelError(f"unreadable zip ({error})", path=source) from error
 
 
@@ -506,6 +528,8 @@ def _bundle_root(folder: Path, source: Path) -> Path:
     """The folder holding manifest.json: ``folder`` itself or its single sub-folder (a zipped folder)."""
     if (folder / MANIFEST_NAME).is_file():
         return folder
+    if not folder.is_dir():  # a zip with no file in it extracts nothing
+        raise ModelError("the zip holds no files: not a model bundle", path=source)
     # a zip made by macOS Finder carries resource forks in __MACOSX/: not part of the bundle
     children = [child for child in folder.iterdir() if child.is_dir() and child.name != "__MACOSX"]
     if len(children) == 1 and (children[0] / MANIFEST_NAME).is_file():

@@ -60,19 +60,30 @@ def read_recording(path: Path | str) -> Recording:
     try:
         with soundfile.SoundFile(path) as handle:
             rate, channels, subtype, frames = handle.samplerate, handle.channels, handle.subtype, handle.frames
+            # before reading: a WAV header announcing more than the file holds would size the buffer
+            missing = _missing_wav_bytes(path)
+            if missing:
+                raise InputError(_truncated(missing), path=path)
             data = handle.read(dtype="float32", always_2d=True)
     except FileNotFoundError as error:
         raise InputError("file not found", path=path) from error
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
         raise InputError(f"not a readable audio file ({error})", path=path) from error
+    except MemoryError as error:  # a header announcing more frames than memory holds (FLAC and OGG are not checked)
+        raise InputError(
+            f"the recording announces {frames} frames of {channels} channel(s), more than fit in memory", path=path
+        ) from error
     if data.shape[0] == 0:
         raise InputError("the recording holds no samples", path=path)
-    missing = _missing_wav_bytes(path)
-    if data.shape[0] < frames or missing:
-        raise InputError(f"truncated: {missing} bytes of audio data announced by the header are missing", path=path)
+    if data.shape[0] < frames:
+        raise InputError(_truncated(missing), path=path)
     if not np.isfinite(data).all():
         raise InputError("the recording contains invalid (NaN or infinite) samples", path=path)
     return Recording(data.mean(axis=1, dtype=np.float32), int(rate), int(channels), str(subtype), path)
+
+
+def _truncated(missing: int) -> str:
+    return f"truncated: {missing} bytes of audio data announced by the header are missing"
 
 
 def _missing_wav_bytes(path: Path) -> int:

@@ -48,12 +48,35 @@ from medview.io.volume import (
 
 log = logging.getLogger(__name__)
 
+
+def _drop_gdcm_decoding_plugin() -> None:
+    """Keep pydicom off python-gdcm, for every transfer syntax another plugin (pylibjpeg) decodes.
+
+    GDCM aborts the whole process (``std::terminate``, which Python cannot catch)
+    on a file whose header contradicts its pixel data, e.g. a JPEG 2000 plane
+    with one component under an RGB PhotometricInterpretation; pylibjpeg raises.
+    """
+    from pydicom.pixels import get_decoder
+
+    for uid in pydicom.uid.AllTransferSyntaxes:
+        try:
+            decoder = get_decoder(uid)
+        except NotImplementedError:
+            continue
+        if "gdcm" in decoder.available_plugins and len(decoder.available_plugins) > 1:
+            decoder.remove_plugin("gdcm")
+
+
+_drop_gdcm_decoding_plugin()
+
 ProgressCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
 
 IMAGE_STORAGE_MARKERS = ("Image Storage",)
 #: air, for slices missing from a series
 MISSING_SLICE_VALUE = -1024
+#: the largest series opened, in voxels (4 GiB as int16): a damaged header claiming more is refused, not allocated
+MAX_VOXELS = 1 << 31
 _ORIENTATION_DECIMALS = 3
 
 
@@ -75,6 +98,13 @@ class DicomSource:
         with zipfile.ZipFile(self.path) as archive:
             return io.BytesIO(archive.read(self.member))
 
+    def size(self) -> int:
+        """The file's size in bytes (a zip member's uncompressed size)."""
+        if self.member is None:
+            return self.path.stat().st_size
+        with zipfile.ZipFile(self.path) as archive:
+            return archive.getinfo(self.member).file_size
+
 
 @dataclass(frozen=True)
 class SliceHeader:
@@ -91,6 +121,16 @@ class SliceHeader:
     slice_thickness: float | None
     instance_number: int | None
     rescale: tuple[float, float]  # slope, intercept
+    #: one sample per pixel, MONOCHROME1/2, as the header says: the only files handed to GDCM, whose
+    #: decoders abort the whole process (std::terminate) when the header and the pixel data disagree
+    monochrome: bool = False
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(value) for value in self.rescale):
+            raise DicomError(
+                f"expected finite RescaleSlope and RescaleIntercept, got {self.rescale[0]} and {self.rescale[1]}",
+                path=self.source.label,
+            )
 
 
 @dataclass
@@ -157,10 +197,13 @@ def iter_sources(paths: Iterable[Path | str]) -> Iterable[DicomSource]:
                 for name in sorted(files):
                     yield from iter_sources([Path(root) / name])
         elif zipfile.is_zipfile(path) and path.suffix.lower() == ".zip":
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    if not info.is_dir():
-                        yield DicomSource(path, info.filename)
+            try:  # is_zipfile only finds the end record: the central directory may still be damaged
+                with zipfile.ZipFile(path) as archive:
+                    members = [info.filename for info in archive.infolist() if not info.is_dir()]
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+                raise DicomError(f"not a readable zip archive ({error})", path=path) from error
+            for member in members:
+                yield DicomSource(path, member)
         elif path.name.upper() == "DICOMDIR":
             yield from _dicomdir_sources(path)
         elif path.exists():
@@ -178,6 +221,8 @@ def _dicomdir_sources(path: Path) -> Iterable[DicomSource]:
     except Exception as error:
         raise DicomError(f"not a readable DICOMDIR ({error})", path=path) from error
     for instance in file_set:
+        if instance.for_addition:  # a damaged record pydicom staged in its own temporary folder: not on the media
+            continue
         yield DicomSource(Path(instance.path))
 
 
@@ -274,6 +319,8 @@ def slice_headers(dataset: Dataset, source: DicomSource) -> list[SliceHeader]:
         raise DicomError("no image matrix (Rows/Columns missing)", path=source.label)
     frames = _int_or_none(dataset.get("NumberOfFrames")) or 1
     shared = dataset.get("SharedFunctionalGroupsSequence")
+    if frames > 1:
+        _check_frame_count(dataset, source, rows, columns, frames)
     if frames > 1 or "PerFrameFunctionalGroupsSequence" in dataset:
         return _enhanced_frames(dataset, source, rows, columns, frames, shared)
     spacing = _float_tuple(dataset.get("PixelSpacing"), 2) or (1.0, 1.0)
@@ -293,8 +340,32 @@ def slice_headers(dataset: Dataset, source: DicomSource) -> list[SliceHeader]:
             slice_thickness=float(thickness) if thickness not in (None, "") else None,
             instance_number=_int_or_none(dataset.get("InstanceNumber")),
             rescale=(slope, intercept),
+            monochrome=_int_or_none(dataset.get("SamplesPerPixel")) == 1
+            and _text(dataset, "PhotometricInterpretation") in ("MONOCHROME1", "MONOCHROME2"),
         )
     ]
+
+
+def _check_frame_count(dataset: Dataset, source: DicomSource, rows: int, columns: int, frames: int) -> None:
+    """Refuse a NumberOfFrames the file is too small to hold, before a header per frame is built and decoded."""
+    transfer_syntax = getattr(dataset, "file_meta", Dataset()).get("TransferSyntaxUID")
+    try:
+        encapsulated = bool(transfer_syntax) and (transfer_syntax.is_compressed or transfer_syntax.is_deflated)
+    except ValueError:  # not a transfer syntax pydicom knows: assume the most compact case
+        encapsulated = True
+    if encapsulated:
+        least = 8 * frames  # at the very least one fragment item header per frame
+    else:
+        samples = _int_or_none(dataset.get("SamplesPerPixel")) or 1
+        bits = _int_or_none(dataset.get("BitsAllocated")) or 1
+        least = math.ceil(rows * columns * frames * samples * max(bits, 1) / 8)
+    size = source.size()
+    if least > size:
+        raise DicomError(
+            f"NumberOfFrames {frames} of {rows}x{columns} needs at least {least} bytes of pixel data, "
+            f"the file holds {size}",
+            path=source.label,
+        )
 
 
 def _functional_item(group: Dataset | None, sequence: str) -> Dataset | None:
@@ -511,7 +582,14 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
         raise DicomError("the series has no image slices")
     notes: list[str] = []
     first = headers[0]
-    if first.orientation is None or any(h.position is None for h in headers):
+    distances = None
+    if first.orientation is not None and all(h.position is not None for h in headers):
+        normal = np.cross(np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:]))
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            distances = np.array([float(np.dot(normal, h.position)) for h in headers])  # type: ignore[arg-type]
+        if not np.all(np.isfinite(distances)):  # positions so far out that their projections overflow
+            distances = None
+    if distances is None:
         # Without geometry, fall back to InstanceNumber and say so.
         ordered = sorted(headers, key=lambda h: (h.instance_number is None, h.instance_number or 0))
         notes.append(
@@ -533,7 +611,6 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
     row_dir = np.asarray(first.orientation[:3])
     col_dir = np.asarray(first.orientation[3:])
     normal = np.cross(row_dir, col_dir)
-    distances = np.array([float(np.dot(normal, h.position)) for h in headers])  # type: ignore[arg-type]
     order = np.argsort(distances, kind="stable")
     ordered, positions = [], []
     for index in order:
@@ -552,8 +629,9 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
     for i, gap in enumerate(steps):
         ratio = gap / step
         if ratio > 1.5:
-            whole = round(float(ratio))
-            if abs(ratio - whole) < 0.1:
+            whole = round(float(ratio)) if math.isfinite(ratio) else 0
+            # empty slices for a gap, but never more than there are real ones (a damaged position is not a gap)
+            if abs(ratio - whole) < 0.1 and len(missing) + whole - 1 <= len(ordered):
                 missing.update(range(z_index[-1] + 1, z_index[-1] + whole))
                 notes.append(
                     f"{whole - 1} slice(s) missing between {ordered[i].source.label} and "
@@ -586,7 +664,7 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
 
 def _decode_with_sitk(header: SliceHeader) -> np.ndarray | None:
     """HU plane through SimpleITK/GDCM, or None when this reader cannot take the file."""
-    if header.source.member is not None or header.frame is not None:
+    if header.source.member is not None or header.frame is not None or not header.monochrome:
         return None
     import SimpleITK as sitk
 
@@ -667,7 +745,7 @@ def _decode_run_with_sitk(
     member or a frame, a file GDCM refuses, or a file that is not one grayscale
     plane (ITK would quietly turn RGB or palette colour into luminance here).
     """
-    if len(headers) < 2 or any(h.source.member is not None or h.frame is not None for h in headers):
+    if len(headers) < 2 or any(h.source.member is not None or h.frame is not None or not h.monochrome for h in headers):
         return False
     rows, columns = headers[0].rows, headers[0].columns
     if any((h.rows, h.columns) != (rows, columns) for h in headers):
@@ -731,7 +809,19 @@ def load_series(
     geometry = sort_slices(series.slices)
     first = geometry.slices[0]
     dtype = _output_dtype(geometry.slices, series.modality)
-    acquired = np.full((geometry.depth, first.rows, first.columns), MISSING_SLICE_VALUE, dtype=dtype)
+    voxels_needed = geometry.depth * first.rows * first.columns
+    if voxels_needed > MAX_VOXELS:
+        raise DicomError(
+            f"the series would be {geometry.depth}x{first.rows}x{first.columns} voxels, "
+            f"more than MedView opens ({MAX_VOXELS:,})",
+            path=first.source.label,
+        )
+    try:
+        acquired = np.full((geometry.depth, first.rows, first.columns), MISSING_SLICE_VALUE, dtype=dtype)
+    except MemoryError as error:
+        raise DicomError(
+            f"not enough memory for a {geometry.depth}x{first.rows}x{first.columns} volume", path=first.source.label
+        ) from error
     order, flips = canonical_axes(geometry.direction)
     spacing, origin, direction = reorient_geometry(
         acquired.shape, geometry.spacing, np.asarray(geometry.origin), geometry.direction, order, flips
@@ -907,8 +997,13 @@ def tag_rows(source: DicomSource, max_value_length: int = 200) -> list[TagRow]:
     rows: list[TagRow] = []
 
     def visit(data: Dataset, depth: int) -> None:
-        for element in data:
-            tag = f"({element.tag.group:04X},{element.tag.element:04X})"
+        for key in list(data.keys()):
+            tag = f"({key.group:04X},{key.element:04X})"
+            try:
+                element = data[key]  # pydicom converts the raw value here: a damaged one raises
+            except Exception as error:  # noqa: BLE001 - a malformed element must not hide the rest
+                rows.append(TagRow(depth, tag, "(unreadable element)", "", f"<unreadable: {error}>"[:max_value_length]))
+                continue
             if element.VR == "SQ":
                 rows.append(TagRow(depth, tag, element.name, "SQ", f"{len(element.value)} item(s)", element.keyword))
                 for item in element.value:

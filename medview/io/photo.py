@@ -68,6 +68,8 @@ def read_photo(path: Path | str, *, max_side: int = MAX_SIDE) -> Photo:
                 rgb = np.asarray(image, dtype=np.uint8).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InputError(f"the image is too large to open safely ({error})", path=path) from error
+    except MemoryError as error:  # a damaged chunk length or size asked for more memory than there is
+        raise InputError("the image needs more memory than is available to open", path=path) from error
     except UnidentifiedImageError as error:
         raise InputError("not an image file MedView can read (JPEG, PNG, TIFF, BMP, WebP, HEIC)", path=path) from error
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data surfaces as these

@@ -14,7 +14,11 @@ stored with the same axis order, flips or extent as the CT.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import math
 import re
+import struct
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,14 @@ ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 _SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 #: direction components below this are "not along this axis" when matching planes
 _PARALLEL = 0.99
+#: MetaIO handles 1..10 dimensions; outside that it crashes the process (NDims -1: SIGSEGV, 100: SIGABRT)
+_METAIMAGE_DIMENSIONS = range(1, 11)
+_METAIMAGE_NDIMS = re.compile(rb"^\s*NDims\s*=\s*(\S*)", re.MULTILINE)
+#: the largest volume file opened, in voxels (as for a DICOM series): a damaged header claiming more is refused
+MAX_VOLUME_VOXELS = 1 << 31
+_NRRD_TEXT_ENCODINGS = frozenset({"ascii", "text", "txt"})
+_TEXT_BYTES = frozenset(b"0123456789+-.eEnNaAiIfF \t\r\n,")
+_ASCII_LINE_BYTES = frozenset(range(0x20, 0x7F)) | {0x09}
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +84,13 @@ def _read_itk_image(path: Path) -> sitk.Image:
             "(DICOM series open with File > Open DICOM)",
             path=path,
         )
+    name = path.name.lower()
+    if name.endswith((".mha", ".mhd")):
+        _check_metaimage_header(path)
+    elif name.endswith((".nii", ".nii.gz")):
+        _check_nifti_geometry(path)
+    elif name.endswith((".nrrd", ".nhdr")):
+        _check_nrrd_header(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -88,6 +107,93 @@ def _read_itk_image(path: Path) -> sitk.Image:
             path=path,
         )
     return image
+
+
+def _check_metaimage_header(path: Path) -> None:
+    """Refuse a MetaImage header whose NDims would crash ITK's reader instead of raising."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    for match in _METAIMAGE_NDIMS.finditer(head):  # MetaIO takes the last one: check them all
+        text = match.group(1).decode("latin-1")
+        if not (text.isdigit() and int(text) in _METAIMAGE_DIMENSIONS):
+            raise InputError(f"expected NDims of 1 to 10 in the MetaImage header, got {text!r}", path=path)
+
+
+def _check_nifti_geometry(path: Path) -> None:
+    """Refuse a NIfTI-1 header with infinite or NaN spacing or orientation: ITK's reader never returns on some."""
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            header = handle.read(348)
+    except (OSError, EOFError, zlib.error):  # a damaged gzip stream: ITK reports it
+        return
+    if len(header) < 348:
+        return
+    for endian in "<>":
+        size = struct.unpack_from(f"{endian}i", header, 0)[0]
+        if size == 348:
+            break
+        if size == 540:
+            return  # NIfTI-2: left to ITK
+    else:  # ITK's reader can spin forever on such a header
+        raise InputError("not a NIfTI file: its header size is neither 348 (NIfTI-1) nor 540 (NIfTI-2)", path=path)
+    qform_code, sform_code = struct.unpack_from(f"{endian}2h", header, 252)
+    used = list(struct.unpack_from(f"{endian}3f", header, 80))  # pixdim[1..3]: the voxel size
+    if qform_code > 0:
+        used += struct.unpack_from(f"{endian}6f", header, 256)  # quatern_b..d, qoffset_x..z
+    if sform_code > 0:
+        used += struct.unpack_from(f"{endian}12f", header, 280)  # srow_x, srow_y, srow_z
+    if not all(math.isfinite(v) for v in used):
+        raise InputError("the NIfTI header holds infinite or NaN spacing or orientation values", path=path)
+    dims = struct.unpack_from(f"{endian}8h", header, 40)
+    shape = [max(int(d), 1) for d in dims[1 : 1 + min(max(dims[0], 1), 7)]]
+    voxels = math.prod(shape)
+    if voxels > MAX_VOLUME_VOXELS:  # ITK would try to allocate and read it, for minutes, before failing
+        raise InputError(
+            f"the NIfTI header announces {'x'.join(map(str, shape))} voxels, more than MedView opens "
+            f"({MAX_VOLUME_VOXELS:,})",
+            path=path,
+        )
+    if not path.name.lower().endswith(".gz"):
+        bits = struct.unpack_from(f"{endian}h", header, 72)[0]
+        offset = struct.unpack_from(f"{endian}f", header, 108)[0]
+        needed = int(offset) + voxels * max(int(bits), 1) // 8 if math.isfinite(offset) else 0
+        if needed > path.stat().st_size:
+            raise InputError(
+                f"truncated: the header announces {'x'.join(map(str, shape))} voxels ({needed:,} bytes with the "
+                f"header), the file holds {path.stat().st_size:,}",
+                path=path,
+            )
+
+
+def _check_nrrd_header(path: Path) -> None:
+    """Refuse NRRD headers that crash ITK's reader (teem) instead of raising: garbage in a field line, a
+    dimension that is not a whole number, text encoding over binary data."""
+    with open(path, "rb") as handle:
+        data = handle.read(1 << 20)
+    header, separator, body = data.partition(b"\n\n")
+    lines = [line.rstrip(b"\r") for line in header.split(b"\n")[1:] if not line.startswith(b"#")]
+    for line in lines:  # comments and key:=value pairs may hold UTF-8 (segment names); field lines are ASCII
+        if not (set(line) <= _ASCII_LINE_BYTES or (b":=" in line and all(byte >= 0x20 for byte in line))):
+            raise InputError(f"the NRRD header holds a damaged line ({line[:40]!r})", path=path)
+    fields = dict(line.split(b":", 1) for line in lines if b":" in line and b":=" not in line)
+    dimension = fields.get(b"dimension", b"3").strip()
+    if not (dimension.isdigit() and 1 <= int(dimension) <= 16):
+        raise InputError(f"expected an NRRD dimension of 1 to 16, got {dimension.decode('latin-1')!r}", path=path)
+    encoding = fields.get(b"encoding", b"").strip().decode("latin-1").lower()
+    if encoding not in _NRRD_TEXT_ENCODINGS:
+        return
+    detached = fields.get(b"data file")
+    if detached is not None:  # a .nhdr naming its data file
+        data_path = path.parent / detached.strip().decode("latin-1")
+        if not data_path.is_file():
+            return  # missing, or a list of files: ITK reports it
+        with open(data_path, "rb") as handle:
+            body = handle.read(1 << 20)
+    elif not separator:
+        return
+    if not set(body) <= _TEXT_BYTES:
+        raise InputError(f"the NRRD header says encoding {encoding}, but its data is not text", path=path)
 
 
 def _reference_image(reference: Volume) -> sitk.Image:
@@ -268,6 +374,7 @@ def _read_dicom_seg(path: Path, reference: Volume) -> LabelMap:
         seg = hd.seg.segread(path)
         # the last frame sits at the end of the pixel data: it fails to decode when the file is cut short
         seg.get_stored_frame(int(seg.get("NumberOfFrames", 1) or 1))
+        _is_fractional(seg)  # SegmentationType is required: a SEG without one fails here, not while placed
     except Exception as error:  # highdicom raises many types for malformed objects
         raise InputError(f"unreadable DICOM SEG ({type(error).__name__}: {error})", path=path) from error
     segment_numbers = [int(n) for n in seg.segment_numbers]

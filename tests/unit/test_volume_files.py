@@ -456,3 +456,29 @@ def test_empty_and_probability_masks_are_refused(tmp_path: Path, dcmqi_ct: Volum
     # a float file holding whole numbers is a valid label image
     sitk.WriteImage(sitk.Cast(mask, sitk.sitkFloat32), str(tmp_path / "float.nii.gz"))
     assert int(np.count_nonzero(read_label_map(tmp_path / "float.nii.gz", dcmqi_ct).labels)) == LIVER_VOXELS_DCMQI
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_nifti_header_announcing_more_than_the_file_or_memory_holds_is_refused_at_once(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Found by fuzzing: ITK read such a header for minutes before failing (bench.fuzz_loaders: 'hung')."""
+    import gzip
+    import struct
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.int16)), str(tmp_path / "plain.nii"))
+    header = bytearray((tmp_path / "plain.nii").read_bytes())
+
+    def write(name: str, dims: tuple[int, int, int]) -> Path:
+        changed = bytearray(header)
+        struct.pack_into("<3h", changed, 42, *dims)  # dim[1..3]
+        path = tmp_path / f"{name}{suffix}"
+        path.write_bytes(gzip.compress(bytes(changed)) if suffix.endswith(".gz") else bytes(changed))
+        return path
+
+    with pytest.raises(InputError, match=r"huge\.nii(\.gz)?: the NIfTI header announces 32767x32767x32767 voxels"):
+        read_volume(write("huge", (32767, 32767, 32767)))
+    if suffix == ".nii":  # the size of a compressed file says nothing about what it holds
+        with pytest.raises(InputError, match=r"long\.nii: truncated: the header announces 8x8x32767 voxels"):
+            read_volume(write("long", (8, 8, 32767)))
+    assert read_volume(write("same", (8, 8, 4))).voxels.shape == (4, 8, 8)
