@@ -104,6 +104,8 @@ class FindingRunner(QtWidgets.QWidget):
 
     def set_volume(self, volume: Volume | None, complete: bool) -> None:
         """The series shown; a run on the previous series is cancelled by the panel before this."""
+        if self.task is not None and self.task.done.is_set():
+            self.task = None  # its closures hold the series it ran on: 500 MB of voxels for 1,000 slices
         self.volume, self.volume_complete = volume, volume is not None and complete
         self.update_controls()
 

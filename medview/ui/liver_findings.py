@@ -30,7 +30,8 @@ PAINT_INTERVAL_MS = 150  # redraw of the growing mask while a run goes on
 def liver_finding(result: SegmentationResult, card: ModelCard, slice_count: int) -> Finding:
     """The finding of a liver segmentation: volume, slice range, mask and probability layers.
 
-    Built on the worker: the sums and the uint8 copy of a 148-slice mask cost ~80 ms the GUI thread would stall for.
+    Built on the worker: the sums over a 148-slice mask and the layers' label range cost ~80 ms the GUI thread
+    would stall for.
     """
     slices, volume_ml, voxels = result.slice_range, result.volume_ml, int(result.mask.sum())
     extent = f"slices {slices[0] + 1}-{slices[1] + 1} of {slice_count}" if slices else "no liver voxels found"
@@ -46,7 +47,7 @@ def liver_finding(result: SegmentationResult, card: ModelCard, slice_count: int)
         result=result,
         mask_layer=LabelLayer(
             name=f"Liver [{card.label}]",
-            labels=result.mask.astype(np.uint8),
+            labels=result.mask.view(np.uint8),  # 0/1 without a copy: 250 MB fewer for 1,000 slices of 512x512
             names={1: "liver"},
             colours={1: LIVER_COLOUR},
             opacity=0.4,
@@ -135,6 +136,9 @@ class LiverRunner(FindingRunner):
     def _on_finished(self, live: LabelLayer) -> None:
         self._paint_timer.stop()
         self._drop(live)
+        # the task (kept as ``self.task`` until the next run) still holds this layer through its slots: let the
+        # running mask go, a uint8 copy of the whole series
+        live.labels = np.zeros((0, 0, 0), np.uint8)
         self.update_controls()
 
     def _drop(self, live: LabelLayer) -> None:

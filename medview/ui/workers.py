@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ TaskFunction = Callable[[Callable[[int, int], None], Callable[[], bool], Callabl
 
 
 class TaskSignals(QtCore.QObject):
-    """Signals of a ``Task``; a QRunnable cannot carry signals itself."""
+    """Signals of a ``Task``, which is a plain object (the pool runs its bound ``run``)."""
 
     progress = QtCore.Signal(int, int)
     partial = QtCore.Signal(object)
@@ -30,12 +31,10 @@ class TaskSignals(QtCore.QObject):
     finished = QtCore.Signal()
 
 
-class Task(QtCore.QRunnable):
+class Task:
     """One unit of background work; ``cancel()`` asks it to stop at its next check."""
 
     def __init__(self, function: TaskFunction, description: str, *, background: bool = False) -> None:
-        super().__init__()
-        self.setAutoDelete(False)  # the owner keeps a reference and reads its state
         self.function = function
         self.description = description
         #: runs on its own (thumbnails, loading the engine): no progress bar or Cancel in the status bar
@@ -92,9 +91,24 @@ class TaskRunner(QtCore.QObject):
     def start(self, task: Task) -> Task:
         """Queue ``task``; it is forgotten when it finishes."""
         self.running.append(task)
-        task.signals.finished.connect(lambda: self.running.remove(task) if task in self.running else None)
-        self.pool.start(task)
+        # a weak reference: a lambda holding the task, kept by a connection of the task's own signals, is a cycle
+        # through Qt that Python's collector cannot see, and would keep every finished task (and what its closures
+        # hold: a whole series) alive for good
+        finished = weakref.ref(task)
+        task.signals.finished.connect(lambda: self._forget(finished()))
+        # the bound method, not a QRunnable: PySide6 keeps every QRunnable that is not auto-deleted referenced from
+        # the pool for good (a leak of every task and what its closures hold); a callable is let go once it has run
+        self.pool.start(task.run)
         return task
+
+    def _forget(self, task: Task | None) -> None:
+        if task is None:
+            return
+        if task in self.running:
+            self.running.remove(task)
+        # Once this emission is over, the signals object goes with all its connections: slots that hold the task
+        # (its description, "is this still the load?") are cycles through Qt the collector cannot see.
+        task.signals.deleteLater()
 
     def cancel_all(self, wait_ms: int = 3000) -> bool:
         """Cancel every running task and wait for the pool; True if all stopped in time."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,52 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     assert finding.provenance.demo
     assert window.mpr.banner.isVisible()
     assert window.mpr.banner.parent() is window.mpr.axial  # on the image, not in a panel beside it
+
+
+def test_the_finding_shares_the_mask_and_the_running_layer_lets_its_copy_go(qtbot: Any, ct_window: Any) -> None:
+    """Each uint8 copy of a 1,000-slice 512x512 mask is 250 MB (bench/scale.py): the mask layer is a view of the
+    result's mask, and the running layer, which the finished task still holds, keeps no copy."""
+    window = ct_window
+    running: list[Any] = []
+
+    def note_running_layer() -> None:
+        for layer in window.layers.layers:
+            if layer.name.startswith("Liver (running") and not any(layer is seen for seen in running):
+                running.append(layer)
+
+    window.layers.changed.connect(note_running_layer)
+    finding = segment(qtbot, window)
+
+    assert len(running) == 1
+    assert running[0].labels.size == 0
+    labels, mask = finding.mask_layer.labels, finding.result.mask
+    assert labels.dtype == np.uint8
+    assert np.shares_memory(labels, mask)
+    assert np.array_equal(labels, mask)
+    assert labels.max() == 1
+
+
+def test_a_finished_run_does_not_keep_its_series_alive_once_another_is_shown(
+    qtbot: Any, window: Any, engine: Any
+) -> None:
+    """The run's task outlived it, and with it the voxels of a series no longer shown (500 MB for 1,000 slices)."""
+    window.set_engine(engine)
+    voxels = np.random.default_rng(0).integers(-100, 200, (4, 64, 64)).astype(np.int16)
+    first = make_volume(voxels, series_uid="1.2.3")
+    shown = weakref.ref(first)
+    window._on_volume_loaded(first)
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+        window.findings.liver.run()
+    qtbot.waitUntil(lambda: not window.tasks.running, timeout=RUN_TIMEOUT_MS)
+    del first
+
+    window._on_volume_loaded(make_volume(voxels.copy(), series_uid="4.5.6"))
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)  # as the event loop does
+    gc.collect()
+
+    assert shown() is None
+    window._on_volume_loaded(make_volume(voxels.copy(), series_uid="1.2.3"))
+    assert window.findings.list.count() == 1  # the finding itself stays with its series
 
 
 def test_overlay_controls_outline_probability_and_opacity(qtbot: Any, ct_window: Any) -> None:

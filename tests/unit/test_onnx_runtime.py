@@ -230,3 +230,17 @@ def test_cuda_devices_keep_torch(small_bundle: Path, tmp_path: Path) -> None:
 
     assert context.notes == []
     assert not list(tmp_path.iterdir())
+
+
+def test_sessions_plan_no_memory_pattern_per_batch_size(small_bundle: Path, tmp_path: Path) -> None:
+    """The batch size varies (a series' last batch, the export check's 2): a memory pattern per size kept one more
+    arena block resident per size, ~600 MB after a 148-slice liver run of the shipped bundle (bench/scale.py)."""
+    engine = Engine([small_bundle], device_preference="cpu", onnx_cache=tmp_path)
+    card = engine.cards("liver_segmentation")[0]
+    assert engine.onnx is not None
+
+    network = engine.onnx.network(card, 0, engine.networks(card)[0])
+
+    assert network.session.get_session_options().enable_mem_pattern is False
+    outputs = [network(np.zeros((batch, 1, 64, 64), np.float32)) for batch in (8, 3, 8)]
+    assert [output.shape[0] for output in outputs] == [8, 3, 8]
