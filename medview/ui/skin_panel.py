@@ -383,19 +383,26 @@ class SkinPanel(QtWidgets.QWidget):
                 if cancelled():
                     return
                 progress(done, len(entries))
+                # the audit records are written here, not in the GUI's slots: each is fsync-ed, up to ~150 ms
                 photo = entry.photo
                 if photo is None:
                     try:
                         photo = read_photo(entry.path)
                     except InputError as error:
+                        audit_log().record_open(
+                            "photo", entry.path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=str(error)
+                        )
                         partial((entry, {"problem": str(error)}))
                         continue
+                    audit_log().record_open("photo", entry.path)
                     status = waiting if card is None else f"classifying with {card.label}…"
                     partial(
                         (entry, {"photo": photo, "thumbnail": thumbnail(photo.rgb, THUMBNAIL_SIDE), "status": status})
                     )
                 if engine is not None and card is not None:
-                    partial((entry, {"result": engine.classify_skin(card, photo.rgb, explain=True)}))
+                    result = engine.classify_skin(card, photo.rgb, explain=True)
+                    audit_model_run(result.provenance, target=entry.path)
+                    partial((entry, {"result": result}))
             progress(len(entries), len(entries))
 
         task = Task(work, f"Classifying {len(entries)} photo(s)" if card is not None else "Reading photos")
@@ -418,14 +425,6 @@ class SkinPanel(QtWidgets.QWidget):
         entry, changes = item
         for name, value in changes.items():
             setattr(entry, name, value)
-        if changes.get("photo") is not None:
-            audit_log().record_open("photo", entry.path)
-        elif "problem" in changes and entry.photo is None:
-            audit_log().record_open(
-                "photo", entry.path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=entry.problem
-            )
-        if changes.get("result") is not None:
-            audit_model_run(entry.result.provenance, target=entry.path)
         self._refresh_items([entry])
         if "result" in changes or "problem" in changes:
             self._sort()

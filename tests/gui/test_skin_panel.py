@@ -9,6 +9,8 @@ layer, the demo banner and the messages for files that are not photos.
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medview.audit import AuditLog, audit_log
 from medview.io.photo import read_photo
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.skin_panel import NO_MODEL
@@ -207,6 +210,40 @@ def test_cancel_leaves_photos_unclassified_and_classify_finishes_them(qtbot: Any
     qtbot.mouseClick(skin.classify_button, QtCore.Qt.MouseButton.LeftButton)
     wait_settled(qtbot, skin_window, len(photos))
     assert all(entry.result is not None for entry in skin.entries)
+
+
+def test_each_photo_is_audited_off_the_gui_thread(
+    qtbot: Any, skin_window: Any, isic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every audit record is fsync-ed (~150 ms seen on a busy disk): written from the GUI's slots, two per photo
+    stalled the window while a folder was classified (bench/scale.py)."""
+    on_gui_thread: list[bool] = []
+    write_line = AuditLog._write_line
+
+    def watched(self: AuditLog, path: Path, body: dict[str, Any]) -> None:
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        write_line(self, path, body)
+
+    monkeypatch.setattr(AuditLog, "_write_line", watched)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for number in (150, 153):
+        shutil.copy(isic / f"ISIC_{number:07d}.jpg", folder)
+    (folder / "notes.jpg").write_text("not a photo")
+
+    drop(skin_window, [folder])
+    wait_settled(qtbot, skin_window, 3)
+
+    events = [
+        (event.event_type, event.outcome, next(Path(o["id"]).name for o in event.objects if o["id"].endswith(".jpg")))
+        for event in audit_log().read_events()
+    ]
+    opened = sorted((outcome, name) for kind, outcome, name in events if kind == "photo")
+    assert opened == [(0, "ISIC_0000150.jpg"), (0, "ISIC_0000153.jpg"), (8, "notes.jpg")]
+    runs = sorted(name for kind, _outcome, name in events if kind == "skin-efficientnet-lite0-rf")
+    assert runs == ["ISIC_0000150.jpg", "ISIC_0000153.jpg"]
+    assert len(on_gui_thread) == len(events) == 5
+    assert not any(on_gui_thread)
 
 
 def test_ct_docks_make_way_for_the_skin_workspace_and_come_back(qtbot: Any, window: Any) -> None:
