@@ -66,6 +66,10 @@ class Settings:
     pacs_enabled: bool = False
     pacs_ae_title: str = "MEDVIEW"
     pacs_port: int = 11112
+    #: the PACS the Query/retrieve dialog searches (C-FIND) and fetches from (C-GET); "" until the user enters it
+    pacs_remote_ae_title: str = ""
+    pacs_remote_host: str = ""
+    pacs_remote_port: int = 104  # the port DICOM registered; many PACS use 11112 or 4242 instead
 
     def add_recent(self, path: Path | str) -> None:
         """Put ``path`` first in the recent list, without duplicates."""
@@ -113,6 +117,13 @@ class Settings:
         port = raw.get("pacs_port")
         if isinstance(port, int) and 0 < port < 65536:
             settings.pacs_port = port
+        remote_title = raw.get("pacs_remote_ae_title")
+        if isinstance(remote_title, str) and len(remote_title.strip()) <= 16:
+            settings.pacs_remote_ae_title = remote_title.strip()
+        settings.pacs_remote_host = str(raw.get("pacs_remote_host", "")).strip()
+        remote_port = raw.get("pacs_remote_port")
+        if isinstance(remote_port, int) and 0 < remote_port < 65536:
+            settings.pacs_remote_port = remote_port
         return settings
 
     def user_models_dir(self) -> Path:

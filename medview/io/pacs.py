@@ -87,11 +87,32 @@ def _listen_error(error: OSError, address: str, port: int) -> PacsError:
     return PacsError(f"cannot listen on {address} port {port}: {error.strerror or error}")
 
 
-def _status(code: int, comment: str) -> Dataset:
+def store_status(code: int, comment: str) -> Dataset:
+    """A C-STORE response status with its ErrorComment (cut to what the field holds)."""
     status = Dataset()
     status.Status = code
     status.ErrorComment = comment[:MAX_ERROR_COMMENT]
     return status
+
+
+def store_received_instance(store: LocalStudyStore, event: Event, calling_ae: str) -> StoredInstance:
+    """File what a C-STORE request carried: the dataset bytes exactly as sent, behind a file meta header naming
+    their transfer syntax (and the sender, so a rebuilt index knows it again).
+
+    Raises:
+        DicomError: the dataset is not one the store can index.
+        OSError: the store cannot be written.
+    """
+    meta = event.file_meta
+    if calling_ae:
+        meta.SourceApplicationEntityTitle = calling_ae
+    encoded = b"\x00" * 128 + b"DICM" + encode_file_meta(meta) + event.encoded_dataset(include_meta=False)
+    return store.store_bytes(encoded, calling_ae=calling_ae)
+
+
+def refusal_reason(error: DicomError) -> str:
+    """The problem of a refused instance, for the sender's ErrorComment (the store's temporary path left out)."""
+    return str(error).removeprefix(f"{error.path}: ") if error.path is not None else str(error)
 
 
 class StorageServer:
@@ -175,21 +196,15 @@ class StorageServer:
         store, on_stored = self._store, self._on_stored
         calling_ae = str(event.assoc.requestor.ae_title).strip()
         if store is None:
-            return _status(STATUS_OUT_OF_RESOURCES, "receiver is stopping")
-        meta = event.file_meta
-        if calling_ae:
-            meta.SourceApplicationEntityTitle = calling_ae  # lets a rebuilt index know the sender again
-        # the dataset bytes exactly as sent, behind a file meta header naming their transfer syntax
-        encoded = b"\x00" * 128 + b"DICM" + encode_file_meta(meta) + event.encoded_dataset(include_meta=False)
+            return store_status(STATUS_OUT_OF_RESOURCES, "receiver is stopping")
         try:
-            stored = store.store_bytes(encoded, calling_ae=calling_ae)
+            stored = store_received_instance(store, event, calling_ae)
         except DicomError as error:
             log.warning("refused an instance from %s: %s", calling_ae, error)
-            reason = str(error).removeprefix(f"{error.path}: ") if error.path is not None else str(error)
-            return _status(STATUS_CANNOT_UNDERSTAND, reason)
+            return store_status(STATUS_CANNOT_UNDERSTAND, refusal_reason(error))
         except OSError as error:
             log.error("could not store an instance from %s: %s", calling_ae, error)
-            return _status(STATUS_OUT_OF_RESOURCES, f"cannot write: {error.strerror or error}")
+            return store_status(STATUS_OUT_OF_RESOURCES, f"cannot write: {error.strerror or error}")
         with self._received_lock:
             self._received.setdefault(id(event.assoc), {}).setdefault(stored.study_uid, []).append(stored)
         if on_stored is not None:

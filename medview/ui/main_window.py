@@ -33,6 +33,7 @@ from medview.ui.mpr_view import MprView
 from medview.ui.pacs_ui import PacsReceiver, PacsSettingsDialog
 from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
 from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.query_dialog import PacsQueryDialog
 from medview.ui.report import collect_report, write_pdf
 from medview.ui.skin_panel import SkinPanel
 from medview.ui.workers import Task, TaskRunner
@@ -187,6 +188,7 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         file_menu.addSeparator()
         file_menu.addAction(self._action("DICOM &receiver (PACS)…", self.show_pacs_settings))
+        file_menu.addAction(self._action("&Query/retrieve from PACS…", self.show_pacs_query, "Ctrl+Shift+Q"))
         file_menu.addAction(self._action("&Audit log…", self.show_audit_log))
         file_menu.addSeparator()
         file_menu.addAction(self._action("Show &problems of the last open", self.show_problems))
@@ -529,6 +531,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if dialog.exec() == QtWidgets.QDialog.DialogCode.Accepted:
             self.settings.save()
             self.pacs.apply_settings()
+
+    def show_pacs_query(self) -> PacsQueryDialog:
+        """Search a PACS and fetch studies into the received studies; they are listed in the browser as they come."""
+        dialog = PacsQueryDialog(self.settings, self.pacs.store, parent=self)
+        dialog.series_retrieved.connect(self._on_received_series)
+        dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     def show_audit_log(self) -> AuditLogDialog:
         """Who opened, ran and exported what: the audit log, read-only."""
