@@ -270,12 +270,15 @@ class AuditLog:
         if kind not in OPEN_KINDS:
             raise ValueError(f"audit: open kind must be one of {OPEN_KINDS}, got {kind!r}")
         event = EventId.INSTANCES_ACCESSED if kind in ("study", "series") else EventId.FILE_ACCESSED
-        count_on_series = series_uid is not None
+        # the instance count goes on the narrowest object the files identify (many anonymised ones carry no UIDs)
+        counted = "Series" if series_uid else "Study" if study_uid else "File"
         objects = [
             _object("Patient", "Patient Number", patient_id),
-            _object("Study", "Study Instance UID", study_uid, count=None if count_on_series else sop_count),
+            _object("Study", "Study Instance UID", study_uid, count=sop_count if counted == "Study" else None),
             _object("Series", "Series Instance UID", series_uid, count=sop_count),
-            _object("File", "URI", path, description=description or None),
+            _object(
+                "File", "URI", path, description=description or None, count=sop_count if counted == "File" else None
+            ),
         ]
         return self.record(
             event,

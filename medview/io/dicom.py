@@ -77,6 +77,8 @@ IMAGE_STORAGE_MARKERS = ("Image Storage",)
 MISSING_SLICE_VALUE = -1024
 #: the largest series opened, in voxels (4 GiB as int16): a damaged header claiming more is refused, not allocated
 MAX_VOXELS = 1 << 31
+#: starts the key MedView makes for files that carry no SeriesInstanceUID (see ``_series_key``)
+SYNTHETIC_SERIES_PREFIX = "no-series-uid:"
 _ORIENTATION_DECIMALS = 3
 
 
@@ -515,7 +517,15 @@ def _series_key(dataset: Dataset, source: DicomSource) -> str:
     )
     if not any(parts[:3]):
         raise DicomError("no SeriesInstanceUID and nothing else to group the file by", path=source.label)
-    return "no-series-uid:" + "|".join(parts)
+    return SYNTHETIC_SERIES_PREFIX + "|".join(parts)
+
+
+def dicom_series_uid(series_key: str | None) -> str | None:
+    """The SeriesInstanceUID a series key stands for; None for a key MedView made up (files without the UID) or
+    none at all, so that audit records and references never carry a UID no DICOM system knows."""
+    if not series_key or series_key.startswith(SYNTHETIC_SERIES_PREFIX):
+        return None
+    return series_key
 
 
 def _strip_label(error: DicomError, label: str) -> str:
@@ -538,7 +548,7 @@ def _split_series(series_uid: str, fields: dict, headers: list[SliceHeader]) -> 
     infos = []
     for index, part in enumerate(ordered):
         info = SeriesInfo(series_uid=series_uid, slices=part, part=index, **fields)
-        if series_uid.startswith("no-series-uid:"):
+        if dicom_series_uid(series_uid) is None:
             info.notes.append(
                 "the files carry no SeriesInstanceUID (anonymised?): grouped by frame of reference, "
                 "series description and folder"

@@ -362,6 +362,8 @@ def _read_dicom_seg(path: Path, reference: Volume) -> LabelMap:
     import highdicom as hd
     import pydicom
 
+    from medview.io.dicom import dicom_series_uid
+
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
         sop_class = str(header.get("SOPClassUID", ""))
@@ -389,9 +391,8 @@ def _read_dicom_seg(path: Path, reference: Volume) -> LabelMap:
     if ref_uids and source_uids and not source_uids & set(ref_uids):
         seg_series = {str(series) for _, series, _ in source_refs}
         if (
-            reference.series_uid
-            and not reference.series_uid.startswith("no-series-uid:")
-            and (reference.series_uid not in seg_series)
+            dicom_series_uid(reference.series_uid) is not None
+            and reference.series_uid not in seg_series
         ):
             raise InputError(
                 f"the segmentation was drawn on series {', '.join(sorted(seg_series))}, "

@@ -22,6 +22,7 @@ from typing import Any
 
 from medview.audit import Outcome, audit_log
 from medview.engine.api import InferenceService
+from medview.io.dicom import dicom_series_uid
 from medview.io.mask_export import write_dicom_seg, write_nifti_mask
 from medview.io.volume import Volume
 from medview.ui.covid_findings import CovidRunner
@@ -147,7 +148,9 @@ class FindingsPanel(QtWidgets.QWidget):
         return self.findings.get(series_key(self.volume), []) if self.volume is not None else []
 
     def _on_found(self, volume: Volume, finding: Finding) -> None:
-        audit_model_run(finding.provenance, series_uid=volume.series_uid, patient_id=volume.info.get("PatientID"))
+        audit_model_run(
+            finding.provenance, series_uid=dicom_series_uid(volume.series_uid), patient_id=volume.info.get("PatientID")
+        )
         self.findings.setdefault(series_key(volume), []).append(finding)
         if series_key(volume) == series_key(self.volume):
             for layer in finding.layers:
@@ -264,7 +267,7 @@ class FindingsPanel(QtWidgets.QWidget):
             "kind": f"{(finding.export_label or 'AI').lower()} segmentation ({finding.provenance.label})",
             "anonymised": False,
             "file_format": file_format,
-            "series_uid": volume.series_uid or None,
+            "series_uid": dicom_series_uid(volume.series_uid),
             "patient_id": volume.info.get("PatientID") or None,
         }
 

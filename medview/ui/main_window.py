@@ -19,7 +19,15 @@ from medview.engine.api import InferenceService
 from medview.errors import MedviewError
 from medview.io.anonymise import AnonymisationResult, anonymise_series
 from medview.io.audio import AUDIO_SUFFIXES
-from medview.io.dicom import DicomSource, ScanResult, SeriesInfo, decode_slice, scan_paths, tag_rows
+from medview.io.dicom import (
+    DicomSource,
+    ScanResult,
+    SeriesInfo,
+    decode_slice,
+    dicom_series_uid,
+    scan_paths,
+    tag_rows,
+)
 from medview.io.dicom import load_series as load_dicom_series
 from medview.io.photo import split_photo_paths
 from medview.io.volume import Volume
@@ -370,7 +378,7 @@ class MainWindow(QtWidgets.QMainWindow):
             "kind": "series",
             "path": series.slices[0].source.path.parent if series.slices else series.display_name,
             "study_uid": series.study_uid or None,
-            "series_uid": series.series_uid or None,
+            "series_uid": dicom_series_uid(series.series_uid),
             "patient_id": series.patient_id or None,
             "sop_count": series.slice_count,
             "description": series.display_name,
@@ -436,7 +444,7 @@ class MainWindow(QtWidgets.QMainWindow):
             "anonymised": True,
             "file_format": "DICOM",
             "study_uid": series.study_uid or None,
-            "series_uid": series.series_uid or None,
+            "series_uid": dicom_series_uid(series.series_uid),
             "patient_id": series.patient_id or None,
         }
 
@@ -478,7 +486,7 @@ class MainWindow(QtWidgets.QMainWindow):
             "destination": path,
             "anonymised": anonymise,
             "file_format": "PDF",
-            "series_uid": volume.series_uid if volume is not None else None,
+            "series_uid": dicom_series_uid(volume.series_uid) if volume is not None else None,
             "patient_id": volume.info.get("PatientID") if volume is not None and not anonymise else None,
         }
 
@@ -514,7 +522,7 @@ class MainWindow(QtWidgets.QMainWindow):
             "destination": path,
             "anonymised": False,
             "file_format": "PNG",
-            "series_uid": volume.series_uid if volume is not None else None,
+            "series_uid": dicom_series_uid(volume.series_uid) if volume is not None else None,
             "patient_id": volume.info.get("PatientID") if volume is not None else None,
         }
         if saved:
