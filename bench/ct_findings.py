@@ -33,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from bench.gui import StallMeter, offscreen_window, spin_until
+from bench.results import Row, report
 from medview.engine.service import Engine
 from medview.io.dicom import load_series, scan_paths
 from medview.io.volume import Volume
@@ -69,28 +70,29 @@ def main() -> None:
 
 
 def run_all(engine: Engine, volume: Volume, args: argparse.Namespace) -> None:
-    rows: list[tuple[str, float, float | None, float | None]] = []  # case, value, reference, target
+    rows: list[Row] = []
     agreement = float("nan")
 
     liver = engine.cards("liver_segmentation")[0]
     eight = Volume(voxels=volume.voxels[:8], spacing=volume.spacing, modality="CT")
     first_s, _ = timed(engine.segment_liver, liver, eight)  # weights read and checked, ONNX graph exported
-    rows.append(("liver, first run of 8 slices (+ ONNX export), s", first_s, None, None))
+    rows.append(Row("liver, first run of 8 slices (+ ONNX export)", first_s))
     batch_s, _ = timed(engine.segment_liver, liver, eight)
     liver_s, result = timed(engine.segment_liver, liver, volume)
-    rows.append((f"liver, whole series ({volume.shape[0]} slices), s", liver_s, batch_s * volume.shape[0] / 8, 30.0))
-    rows.append(("liver, per slice, s", liver_s / volume.shape[0], None, None))
+    slices = volume.shape[0]
+    rows.append(Row(f"liver, whole series ({slices} slices)", liver_s, reference=batch_s * slices / 8, target=30.0))
+    rows.append(Row("liver, per slice", liver_s / slices))
     if args.compare_torch:
         eager = Engine(engine.model_folders, onnx_runtime=False)
         eager.segment_liver(liver, eight)  # warm-up: weights read and checked
         torch_s, eager_result = timed(eager.segment_liver, liver, volume)
         agreement = float((eager_result.mask == result.mask).mean())  # type: ignore[attr-defined]
-        rows.append(("liver, whole series on eager torch, s", torch_s, liver_s, None))
-        rows.append(("liver, per slice on eager torch, s", torch_s / volume.shape[0], None, None))
+        rows.append(Row("liver, whole series on eager torch", torch_s, reference=liver_s))
+        rows.append(Row("liver, per slice on eager torch", torch_s / slices))
 
     covid = engine.cards("covid_ct")[0]
     first_s, _ = timed(engine.classify_covid, covid, volume)  # weights read and checked, ONNX graph exported
-    rows.append(("COVID, first run (+ ONNX export), s", first_s, None, None))
+    rows.append(Row("COVID, first run (+ ONNX export)", first_s))
     steps: list[tuple[float, str]] = []
     covid_s, verdict = timed(
         engine.classify_covid,
@@ -102,9 +104,9 @@ def run_all(engine: Engine, volume: Volume, args: argparse.Namespace) -> None:
     started = steps[0][0]
     classifying = next(at for at, what in steps if what.startswith("classifying slice group"))
     voting = next(at for at, what in steps if what == "patient vote")
-    rows.append((f"COVID, whole pipeline ({groups} groups), s", covid_s, None, None))
-    rows.append(("COVID, lung mask, slice selection, preparation, s", classifying - started, None, None))
-    rows.append(("COVID, per 50-slice group (CNN + biLSTM), s", (voting - classifying) / groups, None, 0.409))
+    rows.append(Row(f"COVID, whole pipeline ({groups} groups)", covid_s))
+    rows.append(Row("COVID, lung mask, slice selection, preparation", classifying - started))
+    rows.append(Row("COVID, per 50-slice group (CNN + biLSTM)", (voting - classifying) / groups, target=0.409))
 
     kidney = engine.cards("kidney_stone")[0]
     middle = volume.shape[0] // 2
@@ -113,25 +115,21 @@ def run_all(engine: Engine, volume: Volume, args: argparse.Namespace) -> None:
     for _ in range(5):
         plain.append(timed(engine.classify_kidney_slices, kidney, volume, [middle])[0])
         explained.append(timed(engine.classify_kidney_slices, kidney, volume, [middle], explain_slices=[middle])[0])
-    rows.append(("kidney: one slice, no Grad-CAM, s", statistics.median(plain), None, None))
-    rows.append(
-        ("kidney: Grad-CAM of one slice, s", statistics.median(explained) - statistics.median(plain), None, 0.2)
-    )
+    rows.append(Row("kidney: one slice, no Grad-CAM", statistics.median(plain), best=min(plain)))
+    grad_cam_s = statistics.median(explained) - statistics.median(plain)
+    rows.append(Row("kidney: Grad-CAM of one slice", grad_cam_s, target=0.2))
 
     if not args.skip_gui:
-        rows.append(("GUI longest stall, Segment liver, ms", gui_stall_ms(engine, volume), None, 100.0))
+        rows.append(Row("GUI longest stall, Segment liver", gui_stall_ms(engine, volume), "ms", target=100.0))
 
-    print(f"CT findings on COVID-CT-MD P001 {volume.shape}, demo bundles, CPU ({engine.device_name()})")
     print(f"liver mask of the timed run: {result.volume_ml:,.0f} mL")  # type: ignore[attr-defined]
     print(f"liver run notes: {'; '.join(result.provenance.notes) or 'none'}")  # type: ignore[attr-defined]
-    header = f"{'case':<48}{'measured':>10}{'ratio':>8}{'target':>9}  verdict"
-    print(header)
-    print("-" * len(header))
-    for name, value, reference, target in rows:
-        ratio = f"{value / reference:.2f}" if reference else ""
-        verdict = "" if target is None else "meets" if value <= target else "misses"
-        print(f"{name:<48}{value:>10.3f}{ratio:>8}{'' if target is None else f'{target:g}':>9}  {verdict}")
-    print("ratio: against 148/8 times one batch of 8 slices, run just before in this process")
+    report(
+        "ct_findings",
+        f"CT findings on COVID-CT-MD P001 {volume.shape}, demo bundles, CPU ({engine.device_name()})",
+        rows,
+    )
+    print("\nratio: against 148/8 times one batch of 8 slices, run just before in this process")
     if args.compare_torch:
         print("ratio of the eager torch row: against the whole series on ONNX Runtime")
         print(f"liver masks of ONNX Runtime and eager torch agree on {agreement:.6%} of the voxels")

@@ -1,7 +1,7 @@
 """Automatic respiratory-cycle detection against the real ICBHI annotations, per recording and overall.
 
 Run: ``.venv/bin/python -m bench.cycle_detection [FOLDER]`` (default: ../shared/data/lung_sound/icbhi_sample,
-every WAV with its same-name ICBHI .txt).  Prints a markdown table.
+every WAV with its same-name ICBHI .txt).  Prints markdown tables (``bench.results``).
 
 Boundaries are every cycle start plus the last cycle's end, for the annotation
 and for ``detect_cycles`` alike.  A detected boundary matches an annotated one
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.results import Row, report
 from medview.io.audio import annotation_path, read_icbhi_annotations, read_recording
 from medview.preprocess.cycles import breath_envelope, breathing_period, detect_cycles
 
@@ -59,7 +60,9 @@ def match(annotated: np.ndarray, detected: np.ndarray, tolerance: float = TOLERA
 
 
 @dataclass
-class Row:
+class Detection:
+    """One recording: its annotated and detected cycles, its length, the detection time, the breathing period."""
+
     name: str
     annotated: list[tuple[float, float]]
     detected: list[tuple[float, float]]
@@ -94,7 +97,7 @@ def main(argv: list[str]) -> int:
     if not wavs:
         print(f"no recordings found in {folder}", file=sys.stderr)
         return 2
-    rows = []
+    detections = []
     for index, wav in enumerate(wavs):
         recording = read_recording(wav)
         annotated = read_icbhi_annotations(annotation_path(wav), duration_s=recording.duration_s)
@@ -105,47 +108,57 @@ def main(argv: list[str]) -> int:
         seconds = time.perf_counter() - start
         period = breathing_period(breath_envelope(recording.samples, recording.sample_rate))
         spans = [(c.start_s, c.end_s) for c in annotated]
-        rows.append(Row(wav.stem, spans, detected, recording.duration_s, seconds, period))
+        detections.append(Detection(wav.stem, spans, detected, recording.duration_s, seconds, period))
 
-    print(f"Cycle detection on {len(rows)} ICBHI recordings ({folder}), boundaries matched within ±{TOLERANCE_S} s\n")
-    header = (
-        "| recording | s | cycles ann | cycles det | period s | boundaries ann/det/matched "
-        "| precision | recall | F1 | F1 interior | error s | median cycle ann s | median cycle det s | time s |"
+    title = (
+        f"Cycle detection on {len(detections)} ICBHI recordings ({folder}), boundaries matched within ±{TOLERANCE_S} s"
     )
-    print(header)
-    print("|" + "---|" * 14)
+    print(f"{title}; per recording (boundaries annotated/detected/matched):")
+    per_recording: list[Row] = []
     totals = [0, 0, 0, 0, 0, 0]
     errors: list[float] = []
-    for row in rows:
-        a, d, e = row.counts()
-        ai, di, ei = row.counts(interior=True)
+    for each in detections:
+        a, d, e = each.counts()
+        ai, di, ei = each.counts(interior=True)
         totals = [t + v for t, v in zip(totals, (a, d, e.size, ai, di, ei.size), strict=True)]
         errors += list(e)
         p, r, f = scores(a, d, e.size)
         fi = scores(ai, di, ei.size)[2]
-        error = f"{np.median(e):.2f}" if e.size else "–"
+        error = f"{np.median(e):.2f} s" if e.size else "–"
         print(
-            f"| {row.name} | {row.duration_s:.1f} | {len(row.annotated)} | {len(row.detected)} | {row.period_s:.2f} "
-            f"| {a}/{d}/{e.size} | {p:.2f} | {r:.2f} | {f:.2f} | {fi:.2f} | {error} "
-            f"| {durations(row.annotated):.2f} | {durations(row.detected):.2f} | {row.seconds:.3f} |"
+            f"- {each.name}: {each.duration_s:.1f} s, cycles {len(each.annotated)} annotated / {len(each.detected)} "
+            f"detected, period {each.period_s:.2f} s, boundaries {a}/{d}/{e.size}, precision {p:.2f}, "
+            f"recall {r:.2f}, error {error}, median cycle {durations(each.annotated):.2f} s annotated / "
+            f"{durations(each.detected):.2f} s detected, time {each.seconds:.3f} s"
         )
+        per_recording += [Row(f"{each.name}: F1", f, "F1"), Row(f"{each.name}: F1 interior", fi, "F1")]
+    report("cycle_detection", f"{title}: per recording", per_recording, digits=2)
+
     a, d, m, ai, di, mi = totals
     p, r, f = scores(a, d, m)
     pi, ri, fi = scores(ai, di, mi)
-    all_annotated = [span for row in rows for span in row.annotated]
-    all_detected = [span for row in rows for span in row.detected]
-    print(
-        f"| **overall** | {sum(row.duration_s for row in rows):.1f} | {len(all_annotated)} | {len(all_detected)} | "
-        f"| {a}/{d}/{m} | {p:.2f} | {r:.2f} | **{f:.2f}** | {fi:.2f} | {np.median(errors):.2f} "
-        f"| {durations(all_annotated):.2f} | {durations(all_detected):.2f} | {sum(row.seconds for row in rows):.3f} |"
-    )
-    print(f"\ninterior boundaries: {ai}/{di}/{mi} ann/det/matched, precision {pi:.2f}, recall {ri:.2f}, F1 {fi:.2f}")
-
+    all_annotated = [span for each in detections for span in each.annotated]
+    all_detected = [span for each in detections for span in each.detected]
+    total_s = sum(each.duration_s for each in detections)
     rate = 44_100
     noise = (0.01 * np.random.default_rng(0).standard_normal(600 * rate)).astype(np.float32)
     start = time.perf_counter()
     found = detect_cycles(noise, rate)
-    print(f"10 min of white noise at 44.1 kHz: {len(found)} cycles in {time.perf_counter() - start:.2f} s")
+    noise_s = time.perf_counter() - start
+    overall = [
+        Row(f"overall: precision ({m} of {d} detected boundaries matched)", p, "precision"),
+        Row(f"overall: recall ({m} of {a} annotated boundaries matched)", r, "recall"),
+        Row("overall: F1", f, "F1"),
+        Row(f"interior: precision ({mi} of {di} matched)", pi, "precision"),
+        Row(f"interior: recall ({mi} of {ai} matched)", ri, "recall"),
+        Row("interior: F1", fi, "F1"),
+        Row("overall: boundary error, median of the matched", float(np.median(errors)) if errors else float("nan")),
+        Row(f"median cycle, annotated ({len(all_annotated)} cycles)", durations(all_annotated)),
+        Row(f"median cycle, detected ({len(all_detected)} cycles)", durations(all_detected)),
+        Row(f"detect_cycles, all {total_s:.0f} s of recordings", sum(each.seconds for each in detections)),
+        Row(f"detect_cycles, 10 min of white noise at 44.1 kHz ({len(found)} cycles found)", noise_s),
+    ]
+    report("cycle_detection", f"{title}: overall (counts pooled)", overall)
     return 0
 
 

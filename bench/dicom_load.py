@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from bench.results import Row, report
 from medview.io.dicom import load_series, scan_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,24 +75,20 @@ def main(argv: list[str]) -> int:
     reference_s = statistics.median(sitk_runs)
     ratio = total / reference_s
 
-    print(f"Series: {folder} ({ours.shape[0]} slices {ours.shape[1]}x{ours.shape[2]}), median of {REPEATS} runs")
-    print(f"{'measure':42s} {'value':>10s} {'target':>10s} {'met':>5s}")
     rows = [
-        ("SimpleITK ImageSeriesReader (reference)", f"{reference_s:.3f} s", "", ""),
-        ("MedView scan (headers)", f"{scan:.3f} s", "", ""),
-        ("MedView scan + load", f"{total:.3f} s", "", ""),
-        ("ratio MedView / SimpleITK", f"{ratio:.2f}x", f"<= {TARGET_RATIO}x", "yes" if ratio <= TARGET_RATIO else "NO"),
-        ("first slice, from load start", f"{first_load:.3f} s", "", ""),
-        (
-            "first slice, from opening the folder",
-            f"{first_open:.3f} s",
-            f"< {TARGET_FIRST_SLICE_S} s",
-            "yes" if first_open < TARGET_FIRST_SLICE_S else "NO",
-        ),
-        ("voxels identical to SimpleITK", "yes" if same else "NO", "yes", "yes" if same else "NO"),
+        Row("SimpleITK ImageSeriesReader (reference)", reference_s, best=min(sitk_runs), reference=reference_s),
+        Row("MedView scan (headers)", scan, best=min(run[0] for run in medview_runs)),
+        Row("MedView scan + load", total, best=min(run[1] for run in medview_runs), reference=reference_s),
+        Row("ratio MedView / SimpleITK (scan + load)", ratio, "ratio", target=TARGET_RATIO),
+        Row("first slice, from load start", first_load),
+        Row("first slice, from opening the folder", first_open, target=TARGET_FIRST_SLICE_S),
+        Row("voxels identical to SimpleITK (1 yes, 0 no)", float(same), "yes/no", target=1, at_least=True),
     ]
-    for name, value, target, met in rows:
-        print(f"{name:42s} {value:>10s} {target:>10s} {met:>5s}")
+    report(
+        "dicom_load",
+        f"Series: {folder} ({ours.shape[0]} slices {ours.shape[1]}x{ours.shape[2]}), median of {REPEATS} runs",
+        rows,
+    )
     return 0 if same else 1
 
 

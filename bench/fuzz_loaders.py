@@ -56,6 +56,7 @@ from bench.fuzzing import (
     spec_strategy,
     write_case,
 )
+from bench.results import Row, report
 
 #: per-input time limit in seconds.  DICOM inputs scan and decode a series (up to
 #: 4 slices of 512x512 JPEG 2000 or JPEG lossless, thread pool, on 2 shared cores:
@@ -370,14 +371,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for loader in loaders:
                 last = [time.monotonic()]
 
-                def report(stats: LoaderStats, last: list[float] = last) -> None:
+                def show_progress(stats: LoaderStats, last: list[float] = last) -> None:
                     if time.monotonic() - last[0] > 30:
                         last[0] = time.monotonic()
                         print(f"  {stats.loader}: {stats.tried}/{args.inputs}", file=sys.stderr, flush=True)
 
                 stats = run_loader(
                     loader, args.inputs, pool, corpus, timeout=args.timeout, seed=args.seed, save_dir=args.save,
-                    progress=report,
+                    progress=show_progress,
                 )  # fmt: skip
                 rows.append(stats)
                 print(f"{loader}: {stats.tried} inputs in {stats.seconds:.0f} s", file=sys.stderr, flush=True)
@@ -386,6 +387,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             pool.close()
     print(format_table(rows))
+    report(
+        "fuzz_loaders",
+        "Inputs per loader that crashed the process or hung (target 0)",
+        [
+            Row(f"{row.loader}: crashed or hung, of {row.tried}", row.crashed + row.hung, "inputs", target=0)
+            for row in rows
+        ],
+        digits=0,
+    )
     failures = _describe_failures(rows)
     if failures:
         print(failures)

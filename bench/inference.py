@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from sklearn.ensemble import RandomForestClassifier
 
+from bench.results import Row, report
 from medview.engine.manifest import DataProvenance, InputSpec, ModelCard
 from medview.engine.service import Engine
 from medview.io.audio import read_icbhi_annotations, read_recording
@@ -37,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 DEMO = DataProvenance(dataset="random weights (benchmark)", split="none", counts={}, demo=True)
 LITE0 = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+#: the COVID paper's CPU time per 50-slice group (i7-9750H, 6 cores): a figure to compare with, not a target
+PAPER_COVID_GROUP_S = 0.409
 
 
 def _export(folder: Path, model_id: str, task: str, arch: str, args: dict, spec: InputSpec, classes, **extra) -> None:
@@ -102,7 +105,7 @@ def main() -> None:
     photo_path = sorted((SHARED / "skin").rglob("*.jp*g"))[0]
     photo = np.asarray(Image.open(photo_path).convert("RGB"))
 
-    rows: list[tuple[str, str, float, float | None, str]] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as folder:
         build_bundles(Path(folder))
         engine = Engine([Path(folder)], device_preference="cpu")
@@ -111,45 +114,54 @@ def main() -> None:
 
         slices = abdomen.shape[0]
         t = median_seconds(lambda: engine.segment_liver(card["liver"], abdomen), args.repeats)
-        rows.append(("liver EAS U-Net", "per slice (256x256)", t / slices, loads["liver"], ""))
+        rows.append(Row("liver EAS U-Net, per slice (256x256)", t / slices))
 
         every = list(range(slices))
         t = median_seconds(lambda: engine.classify_kidney_slices(card["kidney"], abdomen, every), args.repeats)
-        rows.append(("kidney hybrid (Lite0)", "per slice (224x224)", t / slices, loads["kidney"], ""))
+        rows.append(Row("kidney hybrid (Lite0), per slice (224x224)", t / slices))
         t = median_seconds(
             lambda: engine.classify_kidney_slices(card["kidney"], abdomen, [10], explain_slices=[10]), args.repeats
         )
-        rows.append(("kidney hybrid Grad-CAM", "per slice (incl. its forward)", t, None, ""))
+        rows.append(Row("kidney hybrid Grad-CAM, per slice (incl. its forward)", t))
 
-        t = median_seconds(lambda: classical_lung_mask(chest.voxels, spacing=chest.spacing), args.repeats)
-        rows.append(("lung mask, classical", f"per series ({chest.shape[0]} slices)", t, None, ""))
+        mask_t = median_seconds(lambda: classical_lung_mask(chest.voxels, spacing=chest.spacing), args.repeats)
+        rows.append(Row(f"lung mask, classical, per series ({chest.shape[0]} slices)", mask_t))
         t = median_seconds(
             lambda: engine.classify_covid(card["covid"], chest, lung_card=card["lung-unet"]), args.repeats
         )
-        rows.append(("lung U-Net + COVID", f"per series ({chest.shape[0]} slices)", t, loads["lung-unet"], ""))
+        rows.append(Row(f"lung U-Net + COVID, per series ({chest.shape[0]} slices)", t))
         result = engine.classify_covid(card["covid"], chest)
         groups = len(result.groups)
         t = median_seconds(lambda: engine.classify_covid(card["covid"], chest), args.repeats)
-        mask_t = rows[-2][2]
-        rows.append(("COVID CNN + biLSTM", "per 50-slice group", (t - mask_t) / groups, loads["covid"],
-                     "0.409 s (i7-9750H, 6 cores)"))  # fmt: skip
+        covid_group_t = (t - mask_t) / groups
+        rows.append(Row("COVID CNN + biLSTM, per 50-slice group", covid_group_t, reference=PAPER_COVID_GROUP_S))
         t = median_seconds(lambda: engine.classify_covid(card["covid"], chest, explain=True), args.repeats)
-        rows.append(("COVID Grad-CAM", "per 50-slice group", (t - mask_t) / groups - rows[-1][2], None, ""))
+        rows.append(Row("COVID Grad-CAM, per 50-slice group", (t - mask_t) / groups - covid_group_t))
 
         t = median_seconds(lambda: engine.classify_lung_sound(card["lung-sound"], recording, cycles), args.repeats)
-        rows.append(("lung sound, 8 snapshots", f"per recording ({recording.duration_s:.1f} s, {len(cycles)} cycles)",
-                     t, loads["lung-sound"], ""))  # fmt: skip
+        per_recording = f"per recording ({recording.duration_s:.1f} s, {len(cycles)} cycles)"
+        rows.append(Row(f"lung sound, 8 snapshots, {per_recording}", t))
 
-        t = median_seconds(lambda: engine.classify_skin(card["skin"], photo, explain=False), args.repeats)
-        rows.append(("skin Lite0 + forest", f"per photo ({photo.shape[1]}x{photo.shape[0]})", t, loads["skin"], ""))
+        skin_t = median_seconds(lambda: engine.classify_skin(card["skin"], photo, explain=False), args.repeats)
+        rows.append(Row(f"skin Lite0 + forest, per photo ({photo.shape[1]}x{photo.shape[0]})", skin_t))
         t = median_seconds(lambda: engine.classify_skin(card["skin"], photo, explain=True), args.repeats)
-        rows.append(("skin saliency", "per photo", t - rows[-1][2], None, ""))
+        rows.append(Row("skin saliency, per photo", t - skin_t))
 
-    print(f"CPU inference, torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"{'pipeline':<26}{'unit':<40}{'seconds':>9}{'load s':>9}  paper")
-    for name, unit, seconds, load, paper in rows:
-        load_text = f"{load:9.2f}" if load is not None else " " * 9
-        print(f"{name:<26}{unit:<40}{seconds:9.3f}{load_text}  {paper}")
+    pipelines = {
+        "liver": "liver EAS U-Net",
+        "kidney": "kidney hybrid (Lite0)",
+        "lung-unet": "lung U-Net",
+        "covid": "COVID CNN + biLSTM",
+        "lung-sound": "lung sound, 8 snapshots",
+        "skin": "skin Lite0 + forest",
+    }
+    rows += [Row(f"{label}: load (checksums, weights, network)", loads[name]) for name, label in pipelines.items()]
+    report(
+        "inference",
+        f"CPU inference, torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}",
+        rows,
+    )
+    print(f"\nratio: against the paper's {PAPER_COVID_GROUP_S} s per group (i7-9750H, 6 cores)")
 
 
 if __name__ == "__main__":

@@ -45,13 +45,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 
+from bench.results import Row, report
 from medview.config import resources_dir
 from medview.io.audio import Recording, read_icbhi_annotations, read_recording
 
@@ -70,33 +71,6 @@ REDRAW_TARGET_MS = 50.0
 FORBIDDEN = ("librosa", "numba")
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of a table: what was measured, its median and best, the reference, the target."""
-
-    case: str
-    median: float
-    best: float | None = None
-    reference: float | None = None
-    target: float | None = None
-
-    def cells(self, digits: int) -> list[str]:
-        ratio = f"{self.median / self.reference:.2f}" if self.reference else ""
-        best = f"{self.best:.{digits}f}" if self.best is not None else ""
-        target = f"≤ {self.target:g}" if self.target is not None else ""
-        verdict = "" if self.target is None else "meets" if self.median <= self.target else "misses"
-        return [self.case, f"{self.median:.{digits}f}", best, ratio, target, verdict]
-
-
-def print_table(title: str, unit: str, rows: Sequence[Row], digits: int = 3) -> None:
-    """A markdown table: case | median | best | ratio vs the reference | target | verdict."""
-    print(f"\n{title}\n")
-    header = ["case", f"median {unit}", f"best {unit}", "ratio", f"target {unit}", "verdict"]
-    lines = [header, ["---"] * len(header)] + [row.cells(digits) for row in rows]
-    for line in lines:
-        print("| " + " | ".join(line) + " |")
-
-
 def timings(run: Callable[[], object], repeats: int) -> list[float]:
     """Seconds of ``repeats`` calls of ``run``, after one untimed call."""
     run()
@@ -108,9 +82,15 @@ def timings(run: Callable[[], object], repeats: int) -> list[float]:
     return result
 
 
-def row(case: str, seconds: Sequence[float], reference: float | None = None, target: float | None = None) -> Row:
-    """The median and best of ``seconds`` (or milliseconds) as a table row."""
-    return Row(case, statistics.median(seconds), min(seconds), reference, target)
+def row(
+    case: str,
+    values: Sequence[float],
+    reference: float | None = None,
+    target: float | None = None,
+    unit: str = "s",
+) -> Row:
+    """The median and best of ``values`` (seconds unless ``unit`` says otherwise) as a table row."""
+    return Row(case, statistics.median(values), unit, min(values), reference, target)
 
 
 def first_seconds(path: Path, seconds: float = SECONDS) -> tuple[Recording, list[tuple[float, float]]]:
@@ -180,20 +160,21 @@ def analysis_of(path: Path, ensembles: dict, shipped: object, repeats: int) -> t
         networks = engine.networks(card)
         return timings(lambda: snapshot_probabilities(networks, inputs, torch.device("cpu")), repeats)
 
+    tag = f"{path.stem.rsplit('_', 1)[-1]} {recording.sample_rate / 1000:g} kHz: "  # the case names' recording
     reference_s = end_to_end(1)
     reference = statistics.median(reference_s)
     rows = [
-        row("1 snapshot, end to end (reference)", reference_s, reference=reference),
-        row("front end: resample + log-mel", timings(lambda: cycle_inputs(recording, cycles), repeats)),
+        row(f"{tag}1 snapshot, end to end (reference)", reference_s, reference=reference),
+        row(f"{tag}front end: resample + log-mel", timings(lambda: cycle_inputs(recording, cycles), repeats)),
     ]
     for snapshots in sorted(ensembles):
         if snapshots == 1:
             continue
         label = "shipped bundle" if ensembles[snapshots][0] is shipped else "paper's count"
-        rows.append(row(f"network forward, {snapshots} snapshots", forward(snapshots), reference=reference))
+        rows.append(row(f"{tag}network forward, {snapshots} snapshots", forward(snapshots), reference=reference))
         rows.append(
             row(
-                f"end to end, {snapshots} snapshots ({label})",
+                f"{tag}end to end, {snapshots} snapshots ({label})",
                 end_to_end(snapshots),
                 reference=reference,
                 target=ANALYSIS_TARGET_S,
@@ -277,14 +258,14 @@ def cold_start(runs: int) -> tuple[list[Row], list[str], str]:
     classify = span("classify", "result")
     warm = span("result", "warm")
     rows = [
-        row("process start to first result", total, target=COLD_TARGET_S),
-        row("  interpreter start", span("started", "imports")),
-        row("  import engine (torch, medview)", span("imports", "engine")),
-        row("  bundle scan (manifests)", span("engine", "load")),
-        row(f"  load {reports[0]['snapshots']} snapshots, checksums verified", span("load", "read")),
-        row("  read the recording", span("read", "classify")),
-        row("  first classification call alone", classify, reference=statistics.median(warm)),
-        row("second classification call (warm, reference)", warm, reference=statistics.median(warm)),
+        row("empty caches: process start to first result", total, target=COLD_TARGET_S),
+        row("empty caches, part: interpreter start", span("started", "imports")),
+        row("empty caches, part: import engine (torch, medview)", span("imports", "engine")),
+        row("empty caches, part: bundle scan (manifests)", span("engine", "load")),
+        row(f"empty caches, part: load {reports[0]['snapshots']} snapshots, checksums verified", span("load", "read")),
+        row("empty caches, part: read the recording", span("read", "classify")),
+        row("empty caches, part: first classification call alone", classify, reference=statistics.median(warm)),
+        row("empty caches: second classification call (warm, reference)", warm, reference=statistics.median(warm)),
     ]
     loaded = sorted({name for r in reports for name in r["loaded"]})
     return rows, loaded, reports[0]["device"]
@@ -333,7 +314,7 @@ def zoom_redraws(seconds_of_audio: Sequence[float], sweeps: int = 3) -> tuple[li
     image.hide()
     reference_ms = time_zoom(SECONDS)
     reference = statistics.median(reference_ms)
-    rows = [row("plot without an image (reference)", reference_ms, reference=reference)]
+    rows = [row("zoom: plot without an image (reference)", reference_ms, reference=reference, unit="ms")]
     image.show()
     for seconds in seconds_of_audio:
         repeats = int(np.ceil(seconds * source.sample_rate / source.samples.size))
@@ -345,10 +326,9 @@ def zoom_redraws(seconds_of_audio: Sequence[float], sweeps: int = 3) -> tuple[li
             image.setImage(spectrogram.db, levels=(-80.0, 0.0))
             image.setRect(QtCore.QRectF(0, 0, samples.size / source.sample_rate, bins))
             plot.setYRange(0, bins, padding=0)
-            case = f"{length}, {'log-mel' if mel else 'linear'} {bins}x{frames}"
-            rows.append(
-                row(case, time_zoom(samples.size / source.sample_rate), reference=reference, target=REDRAW_TARGET_MS)
-            )
+            case = f"zoom: {length}, {'log-mel' if mel else 'linear'} {bins}x{frames}"
+            redraws = time_zoom(samples.size / source.sample_rate)
+            rows.append(row(case, redraws, reference=reference, target=REDRAW_TARGET_MS, unit="ms"))
     widget.close()
     what = (
         f"{ZOOM_RECORDING} ({source.sample_rate} Hz), PlotWidget 1400x500 offscreen, "
@@ -382,19 +362,20 @@ def main() -> int:
 
     if not args.skip_analysis:
         for what, rows in analysis(args.repeats):
-            print_table(f"(a) Analysis, {what}; median of {args.repeats} after a warm-up", "s", rows)
+            report("lung_sound", f"(a) Analysis, {what}; median of {args.repeats} after a warm-up", rows)
 
     status = 0
     if not args.skip_cold:
         rows, loaded, device = cold_start(args.cold_runs)
-        print_table(
+        forbidden = [name for name in loaded if name in FORBIDDEN]
+        rows.append(Row("empty caches: librosa or numba imported by the child", len(forbidden), "modules", target=0))
+        report(
+            "lung_sound",
             f"(b) First analysis from empty caches, fresh process, {RECORDINGS[0]} cut to 20 s, shipped bundle, "
             f"{device}; median of {args.cold_runs} processes",
-            "s",
             rows,
             digits=2,
         )
-        forbidden = [name for name in loaded if name in FORBIDDEN]
         print(f"\nmodules imported by the child: {', '.join(loaded) or 'none'} of librosa, numba, sklearn")
         print(f"librosa or numba imported: {'YES: ' + ', '.join(forbidden) if forbidden else 'no'}")
         if forbidden:
@@ -402,7 +383,7 @@ def main() -> int:
 
     if not args.skip_gui:
         rows, what = zoom_redraws([SECONDS, 30 * 60.0])
-        print_table(f"(c) Spectrogram redraw per zoom step, {what}", "ms", rows, digits=1)
+        report("lung_sound", f"(c) Spectrogram redraw per zoom step, {what}", rows, digits=1)
     return status
 
 

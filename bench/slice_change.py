@@ -18,6 +18,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 
+from bench.results import Row, report
 from medview.io.dicom import load_dicom
 from medview.io.volume_files import read_label_map
 from medview.ui.layers import LabelLayer, LayerStack
@@ -56,25 +57,26 @@ def main() -> None:
     count = volume.shape[0]
     time_changes(view, count)  # warm-up: first paints allocate buffers
 
-    rows = []
     reference = time_changes(view, count)
-    rows.append(("no overlay (reference)", reference))
+    timings = {"no overlay (reference)": reference}
     layer = LabelLayer(name="liver", labels=mask.labels)
     layers.add(layer)
-    rows.append(("liver mask overlay", time_changes(view, count)))
+    timings["liver mask overlay"] = time_changes(view, count)
     layers.update(layer, outline_only=True)
-    rows.append(("liver mask, outline only", time_changes(view, count)))
+    timings["liver mask, outline only"] = time_changes(view, count)
 
     reference_median = statistics.median(reference)
-    print(f"Slice change, axial 512x512, {count} slices x {SWEEPS} sweeps, view 900x900 offscreen")
-    header = f"{'case':<28}{'median ms':>11}{'p95 ms':>9}{'ratio':>8}{'target ms':>11}  verdict"
-    print(header)
-    print("-" * len(header))
-    for name, timings in rows:
-        median = statistics.median(timings)
-        p95 = float(np.percentile(timings, 95))
-        verdict = "meets" if median <= TARGET_MS else "misses"
-        print(f"{name:<28}{median:>11.2f}{p95:>9.2f}{median / reference_median:>8.2f}{TARGET_MS:>11.1f}  {verdict}")
+    rows = []
+    for name, each in timings.items():
+        median = statistics.median(each)
+        rows.append(Row(name, median, "ms", best=min(each), reference=reference_median, target=TARGET_MS))
+        rows.append(Row(f"{name}, 95th percentile", float(np.percentile(each, 95)), "ms"))
+    report(
+        "slice_change",
+        f"Slice change, axial 512x512, {count} slices x {SWEEPS} sweeps, view 900x900 offscreen",
+        rows,
+        digits=2,
+    )
     view.close()
 
 
