@@ -84,13 +84,15 @@ class NetworkWatch:
     """
 
     attempts: list[str] = field(default_factory=list)
+    #: off, the hook lets everything through (a test process that watches only part of its run)
+    enabled: bool = True
 
     def install(self) -> NetworkWatch:
         sys.addaudithook(self._hook)
         return self
 
     def _hook(self, event: str, args: tuple[Any, ...]) -> None:
-        if event not in NETWORK_EVENTS:
+        if not self.enabled or event not in NETWORK_EVENTS:
             return
         if event == "socket.connect":
             address = args[1]
