@@ -77,6 +77,16 @@ def open_and_wait(qtbot: Any, window: Any, path: Path, timeout: int = LOAD_TIMEO
     return volume
 
 
+def wait_until_settled(qtbot: Any, window: Any, task: Any, timeout: int = 300_000) -> None:
+    """Until ``task`` has ended and its slots have run on the GUI thread (the window then forgets it).
+
+    Not ``waitSignal(task.signals.finished)`` after the start: a quick task emits it before the wait
+    connects, and the wait never ends.
+    """
+    assert task is not None
+    qtbot.waitUntil(lambda: task.done.is_set() and task not in window.tasks.running, timeout=timeout)
+
+
 class TaskLog(list):
     """The tasks a window started, with hooks run on each before it starts."""
 

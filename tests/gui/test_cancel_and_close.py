@@ -18,7 +18,7 @@ import pytest
 
 from medview.ui.qt import QtCore
 
-from .conftest import SAMPLE_SERIES, open_and_wait, watch_tasks
+from .conftest import SAMPLE_SERIES, open_and_wait, wait_until_settled, watch_tasks
 
 RECORDING = Path("lung_sound") / "icbhi_sample" / "104_1b1_Ar_sc_Litt3200.wav"
 TIMEOUT_MS = 120_000
@@ -80,8 +80,7 @@ def test_cancel_stops_the_lung_classification_without_a_result_and_classify_runs
     window.open_paths([recording])
     qtbot.waitUntil(lambda: bool(started), timeout=TIMEOUT_MS)
     task = started[0]
-    with qtbot.waitSignal(task.signals.cancelled, timeout=TIMEOUT_MS):
-        pass
+    wait_until_settled(qtbot, window, task, TIMEOUT_MS)
     qtbot.waitUntil(lambda: not window.tasks.running, timeout=TIMEOUT_MS)
 
     assert task.is_cancelled

@@ -20,7 +20,7 @@ from medview.ui.covid_findings import GRAD_CAM_THRESHOLD, describe_group
 from medview.ui.layers import HeatmapLayer, LabelLayer
 from medview.ui.qt import QtCore
 
-from .conftest import COVID_P001, make_volume, open_and_wait
+from .conftest import COVID_P001, make_volume, open_and_wait, wait_until_settled
 
 RUN_TIMEOUT_MS = 300_000
 
@@ -247,8 +247,8 @@ def test_cancel_leaves_no_finding(qtbot: Any, window: Any, engine: Any) -> None:
     task = runner.run()
     assert task is not None
     assert not runner.classify_button.isEnabled()
-    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
-        window.cancel_running()
+    window.cancel_running()
+    wait_until_settled(qtbot, window, task, RUN_TIMEOUT_MS)
     assert task.is_cancelled
     assert window.findings.list.count() == 0
     assert window.layers.layers == []
@@ -264,9 +264,7 @@ def test_a_series_without_lungs_of_another_modality_gets_a_note_and_a_message_no
     )
     runner = window.findings.covid
     runner.lung_box.choose(None)
-    task = runner.run()
-    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    wait_until_settled(qtbot, window, runner.run(), RUN_TIMEOUT_MS)
     note = runner.note.text()
     assert "expects CT images" in note
     assert "this series is MR" in note

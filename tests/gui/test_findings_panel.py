@@ -14,7 +14,7 @@ from medview.io.volume_files import read_label_map
 from medview.ui.layers import HeatmapLayer, LabelLayer
 from medview.ui.qt import QtCore, QtWidgets
 
-from .conftest import SAMPLE_MASK, SAMPLE_SERIES, make_volume, open_and_wait, watch_tasks
+from .conftest import SAMPLE_MASK, SAMPLE_SERIES, make_volume, open_and_wait, wait_until_settled, watch_tasks
 
 RUN_TIMEOUT_MS = 120_000
 
@@ -206,8 +206,8 @@ def test_findings_are_kept_per_series_and_a_second_run_is_kept_beside_the_first(
 def test_cancel_leaves_no_half_mask(qtbot: Any, ct_window: Any) -> None:
     window = ct_window
     task = window.findings.liver.run()
-    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
-        window.cancel_running()
+    window.cancel_running()
+    wait_until_settled(qtbot, window, task, RUN_TIMEOUT_MS)
     assert window.findings.list.count() == 0
     assert window.layers.layers == []
     assert window.findings.liver.segment_button.isEnabled()
@@ -255,9 +255,7 @@ def test_the_finding_exports_as_dicom_seg_and_nifti_that_read_back_onto_the_seri
     assert panel.seg_button.isEnabled()
     assert panel.nifti_button.isEnabled()
     for path, export in ((tmp_path / "liver.dcm", panel.export_seg), (tmp_path / "liver.nii.gz", panel.export_nifti)):
-        task = export(path)
-        with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
-            pass
+        wait_until_settled(qtbot, window, export(path), RUN_TIMEOUT_MS)
         assert path.name in panel.note.text()
         read_back = read_label_map(path, window.volume)
         assert np.array_equal(read_back.labels > 0, finding.result.mask), path.name

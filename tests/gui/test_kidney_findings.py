@@ -35,6 +35,7 @@ from .conftest import (
     open_and_wait,
     view_point_at,
     viewport_point,
+    wait_until_settled,
 )
 
 RUN_TIMEOUT_MS = 180_000
@@ -351,8 +352,8 @@ def test_cancel_leaves_no_finding(qtbot: Any, ct_window: Any) -> None:
     window = ct_window
     runner = window.findings.kidney
     task = runner.run()
-    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
-        window.cancel_running()
+    window.cancel_running()
+    wait_until_settled(qtbot, window, task, RUN_TIMEOUT_MS)
     assert task.is_cancelled
     assert window.findings.list.count() == 0
     assert runner.findings == []

@@ -23,9 +23,8 @@ from tests.gui.test_kidney_findings import run as find_kidney_stones
 from tests.gui.test_lung_panel import open_and_classify
 from tests.gui.test_skin_panel import drop, wait_settled
 
-from .conftest import COVID_P001, SAMPLE_SERIES, open_and_wait
+from .conftest import COVID_P001, SAMPLE_SERIES, open_and_wait, wait_until_settled
 
-RUN_TIMEOUT_MS = 300_000
 NORMAL_CHEST = COVID_P001.parents[1] / "Normal" / "normal001"  # 20 slices: the COVID pipeline end to end, quickly
 RECORDING = Path("lung_sound") / "icbhi_sample" / "104_1b1_Ar_sc_Litt3200.wav"
 PHOTO = Path("skin") / "isic_uda1_250px" / "ISIC_0000150.jpg"
@@ -56,11 +55,6 @@ def engine(shipped_engine: Any) -> Any:
     return shipped_engine
 
 
-def wait_for(qtbot: Any, task: Any) -> None:
-    assert task is not None
-    qtbot.waitUntil(task.done.is_set, timeout=RUN_TIMEOUT_MS)
-
-
 def test_the_whole_flow_works_with_the_network_blocked(
     qtbot: Any, window: Any, engine: Any, shared_data: Path, tmp_path: Path, network_blocked: NetworkWatch
 ) -> None:
@@ -73,11 +67,12 @@ def test_the_whole_flow_works_with_the_network_blocked(
     window.set_engine(engine)
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     liver = segment(qtbot, window)
-    wait_for(qtbot, window.findings.export_seg(tmp_path / "liver.dcm"))  # the finding just listed is the one exported
-    wait_for(qtbot, window.findings.export_nifti(tmp_path / "liver.nii.gz"))
+    # the finding just listed is the one exported
+    wait_until_settled(qtbot, window, window.findings.export_seg(tmp_path / "liver.dcm"))
+    wait_until_settled(qtbot, window, window.findings.export_nifti(tmp_path / "liver.nii.gz"))
     kidney = find_kidney_stones(qtbot, window)
-    wait_for(qtbot, window.export_anonymised(tmp_path / "anonymised"))
-    wait_for(qtbot, window.export_report(tmp_path / "report.pdf"))
+    wait_until_settled(qtbot, window, window.export_anonymised(tmp_path / "anonymised"))
+    wait_until_settled(qtbot, window, window.export_report(tmp_path / "report.pdf"))
     assert window.export_view(tmp_path / "view.png")
 
     open_and_wait(qtbot, window, shared_data / NORMAL_CHEST)

@@ -13,7 +13,7 @@ from medview.audit import audit_log
 from medview.io.dicom import load_series, scan_paths
 from medview.ui.qt import QtGui
 
-from .conftest import LOAD_TIMEOUT_MS, SAMPLE_SERIES, open_and_wait
+from .conftest import LOAD_TIMEOUT_MS, SAMPLE_SERIES, open_and_wait, wait_until_settled
 from .test_findings_panel import RUN_TIMEOUT_MS, segment
 from .test_lung_panel import open_and_classify
 from .test_pacs_ui import DCMQI, STORESCU, series_items
@@ -59,13 +59,9 @@ def test_opening_a_series_running_a_model_and_exporting_are_audited_without_pixe
     assert run.details["seconds"] == pytest.approx(finding.provenance.seconds, abs=1e-3)
 
     seg = tmp_path / "liver.dcm"
-    task = window.findings.export_seg(seg)
-    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    wait_until_settled(qtbot, window, window.findings.export_seg(seg), RUN_TIMEOUT_MS)
     pdf = tmp_path / "report.pdf"
-    task = window.export_report(pdf, anonymise=True)
-    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    wait_until_settled(qtbot, window, window.export_report(pdf, anonymise=True), RUN_TIMEOUT_MS)
     assert pdf.read_bytes().startswith(b"%PDF")
     png = tmp_path / "view.png"
     assert window.export_view(png)
@@ -92,8 +88,7 @@ def test_the_series_exports_anonymised_and_reads_back_as_one_series_with_the_sam
     volume = open_and_wait(qtbot, window, SAMPLE_SERIES)
     destination = tmp_path / "anonymised"
     task = window.export_anonymised(destination)
-    with qtbot.waitSignal(task.signals.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    wait_until_settled(qtbot, window, task, RUN_TIMEOUT_MS)
     files = sorted(destination.rglob("*.dcm"))
     assert len(files) == volume.shape[0]
     header = pydicom.dcmread(files[0], stop_before_pixels=True)
