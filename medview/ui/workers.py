@@ -21,7 +21,7 @@ TaskFunction = Callable[[Callable[[int, int], None], Callable[[], bool], Callabl
 
 
 class TaskSignals(QtCore.QObject):
-    """Signals of a ``Task``, which is a plain object (the pool runs its bound ``run``)."""
+    """Signals of a ``Task`` (a plain object, run on the pool by a ``_PoolRunnable``)."""
 
     progress = QtCore.Signal(int, int)
     partial = QtCore.Signal(object)
@@ -29,6 +29,10 @@ class TaskSignals(QtCore.QObject):
     errored = QtCore.Signal(str, str)  # message, details
     cancelled = QtCore.Signal()
     finished = QtCore.Signal()
+
+
+def _ended_function(*_args: Any) -> None:
+    raise RuntimeError("this task has ended; start a new one")
 
 
 class Task:
@@ -79,6 +83,30 @@ class Task:
                 raise
 
 
+class _PoolRunnable(QtCore.QRunnable):
+    """Runs one task on the pool, holding it only weakly (the runner keeps it), and is deleted by the pool.
+
+    Not the task itself as the runnable: PySide6 keeps a QRunnable that is not auto-deleted referenced from
+    the pool for good, and with it everything the task's closures hold (a whole series).  ``ended`` is set
+    once this thread holds no reference to the task any more, so that the task and its signals object are
+    let go on the GUI thread, never here.
+    """
+
+    def __init__(self, task: Task, ended: threading.Event) -> None:
+        super().__init__()
+        self.task = weakref.ref(task)
+        self.ended = ended
+
+    def run(self) -> None:
+        task = self.task()
+        try:
+            if task is not None:
+                task.run()
+        finally:
+            del task
+            self.ended.set()
+
+
 class TaskRunner(QtCore.QObject):
     """Starts tasks on a private thread pool and remembers the running ones."""
 
@@ -87,28 +115,42 @@ class TaskRunner(QtCore.QObject):
         self.pool = QtCore.QThreadPool(self)
         self.pool.setMaxThreadCount(max_threads)
         self.running: list[Task] = []
+        #: tasks that have finished, with the event their pool thread sets once it is done with them
+        self._ending: list[tuple[Task, threading.Event]] = []
 
     def start(self, task: Task) -> Task:
         """Queue ``task``; it is forgotten when it finishes."""
+        ended = threading.Event()
         self.running.append(task)
-        # a weak reference: a lambda holding the task, kept by a connection of the task's own signals, is a cycle
-        # through Qt that Python's collector cannot see, and would keep every finished task (and what its closures
-        # hold: a whole series) alive for good
+        # weakly: a slot holding the task, kept by a connection of the task's own signals, is a cycle through Qt
+        # that Python's collector cannot see
         finished = weakref.ref(task)
-        task.signals.finished.connect(lambda: self._forget(finished()))
-        # the bound method, not a QRunnable: PySide6 keeps every QRunnable that is not auto-deleted referenced from
-        # the pool for good (a leak of every task and what its closures hold); a callable is let go once it has run
-        self.pool.start(task.run)
+        task.signals.finished.connect(lambda: self._forget(finished(), ended))
+        self.pool.start(_PoolRunnable(task, ended))
         return task
 
-    def _forget(self, task: Task | None) -> None:
+    def _forget(self, task: Task | None, ended: threading.Event) -> None:
         if task is None:
             return
         if task in self.running:
             self.running.remove(task)
-        # Once this emission is over, the signals object goes with all its connections: slots that hold the task
-        # (its description, "is this still the load?") are cycles through Qt the collector cannot see.
-        task.signals.deleteLater()
+        self._ending.append((task, ended))
+        QtCore.QTimer.singleShot(0, self, self._release)  # once this emission's other slots have run
+
+    def _release(self) -> None:
+        """Let the finished tasks go: their signals object is deleted here, on the GUI thread, with every slot
+        connected to it (slots that hold their task, its description or what it worked on), and the work function
+        with its closures is dropped."""
+        waiting = []
+        for task, ended in self._ending:
+            if not ended.is_set():  # its pool thread is still returning from it
+                waiting.append((task, ended))
+                continue
+            task.function = _ended_function
+            task.signals.deleteLater()
+        self._ending = waiting
+        if waiting:
+            QtCore.QTimer.singleShot(10, self, self._release)
 
     def cancel_all(self, wait_ms: int = 3000) -> bool:
         """Cancel every running task and wait for the pool; True if all stopped in time."""
