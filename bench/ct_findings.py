@@ -14,8 +14,9 @@ through ``Engine`` as the findings panel calls it.
   own progress steps, divided by its groups; the whole pipeline (lung mask by the
   classical method, slice elimination, grouping, vote) and its first run (weights
   read, graph exported) on their own rows;
-- Grad-CAM of one kidney slice, target ≤ 0.2 s: a one-slice classification with
-  Grad-CAM minus the same without, median of 5;
+- Grad-CAM of one kidney slice, target ≤ 0.2 s: the whole one-slice run that
+  gives its probability and heatmap (one forward and one backward pass on torch),
+  median of 5, as a ratio of the same slice without Grad-CAM (ONNX Runtime);
 - the GUI thread's longest stall while *Segment liver* runs from the findings
   panel of the real window (offscreen), target < 100 ms.
 """
@@ -116,8 +117,17 @@ def run_all(engine: Engine, volume: Volume, args: argparse.Namespace) -> None:
         plain.append(timed(engine.classify_kidney_slices, kidney, volume, [middle])[0])
         explained.append(timed(engine.classify_kidney_slices, kidney, volume, [middle], explain_slices=[middle])[0])
     rows.append(Row("kidney: one slice, no Grad-CAM", statistics.median(plain), best=min(plain)))
-    grad_cam_s = statistics.median(explained) - statistics.median(plain)
-    rows.append(Row("kidney: Grad-CAM of one slice", grad_cam_s, target=0.2))
+    # the whole cost of a heatmap: the explained pass also gives the slice's probability (one forward, one backward
+    # on torch, where the plain pass is a forward on ONNX Runtime), so a difference of the two says little
+    rows.append(
+        Row(
+            "kidney: one slice classified with its Grad-CAM",
+            statistics.median(explained),
+            best=min(explained),
+            reference=statistics.median(plain),
+            target=0.2,
+        )
+    )
 
     if not args.skip_gui:
         rows.append(Row("GUI longest stall, Segment liver", gui_stall_ms(engine, volume), "ms", target=100.0))
@@ -129,7 +139,8 @@ def run_all(engine: Engine, volume: Volume, args: argparse.Namespace) -> None:
         f"CT findings on COVID-CT-MD P001 {volume.shape}, demo bundles, CPU ({engine.device_name()})",
         rows,
     )
-    print("\nratio: against 148/8 times one batch of 8 slices, run just before in this process")
+    print("\nratio: liver against 148/8 times one batch of 8 slices run just before in this process;")
+    print("kidney against the same slice classified without Grad-CAM")
     if args.compare_torch:
         print("ratio of the eager torch row: against the whole series on ONNX Runtime")
         print(f"liver masks of ONNX Runtime and eager torch agree on {agreement:.6%} of the voxels")

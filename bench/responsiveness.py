@@ -318,11 +318,23 @@ def run_once(window: Any, scenario: Scenario, cancel_after_s: float | None = Non
     events: dict[str, float] = {}
     watch.start()
     start = time.perf_counter()
-    task = scenario.start(window)
+    start_task = window.tasks.start
+
+    def start_watched(started: Any) -> Any:
+        # connected before the start: a quick task could end before a connection made after it
+        if not events.get("watched"):
+            events["watched"] = 1.0
+            for name in ("succeeded", "cancelled", "errored", "finished"):
+                getattr(started.signals, name).connect(lambda *_a, n=name: events.setdefault(n, time.perf_counter()))
+        return start_task(started)
+
+    window.tasks.start = start_watched
+    try:
+        task = scenario.start(window)
+    finally:
+        del window.tasks.start
     if task is None:
         raise RuntimeError(f"{scenario.name}: the task did not start")
-    for name in ("succeeded", "cancelled", "errored", "finished"):
-        getattr(task.signals, name).connect(lambda *_a, n=name: events.setdefault(n, time.perf_counter()))
     latency = cancelled_at = None
     if cancel_after_s is not None:
         spin_until(lambda: "finished" in events or time.perf_counter() - start >= cancel_after_s, RUN_TIMEOUT_S)
