@@ -64,6 +64,10 @@ CLASS_COLOURS = {
 UNCLASSIFIED_COLOUR = (180, 180, 180)
 SELECTION_BRUSH = (255, 255, 255, 45)
 PLAYHEAD_INTERVAL_MS = 30
+#: above this many cycles in view, their bands are drawn by one overview item instead of one draggable item each:
+#: a 30-minute recording's ~1,100 cycles as LinearRegionItems took seconds per repaint (bench.scale)
+MAX_BAND_ITEMS = 120
+BAND_ALPHA = 70
 StartTask = Callable[[Task, str], Task]
 
 #: the columns of the cycle table (CSV export, case report)
@@ -170,6 +174,43 @@ class CycleRegion(pg.LinearRegionItem):
             ev.ignore()  # left to the view box below: a selection
             return
         super().mouseDragEvent(ev)
+
+
+class CycleOverview(pg.GraphicsObject):
+    """Every cycle's band in one item, painted in one pass over the cycles in view; not editable (zoom in for that)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts = np.empty(0)
+        self.ends = np.empty(0)
+        self.brushes: list[QtGui.QBrush] = []
+
+    def set_bands(self, spans: list[tuple[float, float]], colours: list[tuple[int, int, int]]) -> None:
+        self.prepareGeometryChange()
+        self.starts = np.array([start for start, _ in spans], dtype=float)
+        self.ends = np.array([end for _, end in spans], dtype=float)
+        self.brushes = [pg.mkBrush(*colour, BAND_ALPHA) for colour in colours]
+        self.update()
+
+    def viewRangeChanged(self) -> None:
+        self.prepareGeometryChange()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        view = self.viewRect()
+        if view is None or not len(self.starts):
+            return QtCore.QRectF()
+        left = float(self.starts.min())
+        return QtCore.QRectF(left, view.top(), float(self.ends.max()) - left, view.height())
+
+    def paint(self, painter: QtGui.QPainter, *_args: Any) -> None:
+        view = self.viewRect()
+        if view is None:
+            return
+        painter.setPen(QtCore.Qt.PenStyle.NoPen)
+        for index in np.flatnonzero((self.ends >= view.left()) & (self.starts <= view.right())):
+            painter.setBrush(self.brushes[index])
+            start, end = self.starts[index], self.ends[index]
+            painter.drawRect(QtCore.QRectF(start, view.top(), end - start, view.height()))
 
 
 class LungSoundPanel(QtWidgets.QWidget):
@@ -289,6 +330,11 @@ class LungSoundPanel(QtWidgets.QWidget):
             region.setZValue(20)
             region.hide()
             plot.addItem(region)
+        self.overviews = (CycleOverview(), CycleOverview())
+        for plot, overview in zip((self.wave_plot, self.spectrum_plot), self.overviews, strict=True):
+            overview.setZValue(10)
+            overview.hide()
+            plot.addItem(overview, ignoreBounds=True)
         self.banner = DemoBannerLabel()
         plots = QtWidgets.QGridLayout()
         plots.addWidget(self.graphics, 0, 0)
@@ -345,6 +391,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         for plot in (self.wave_plot, self.spectrum_plot):
             plot.getViewBox().span_dragged.connect(self.set_selection)
         self.wave_plot.getViewBox().sigXRangeChanged.connect(lambda *_: self._draw_waveform())
+        self.wave_plot.getViewBox().sigXRangeChanged.connect(lambda *_: self._show_band_detail())
         self.wave_plot.getViewBox().sigResized.connect(lambda *_: self._draw_waveform())
         self.selection.sigRegionChanged.connect(lambda region: self.selection_shade.setRegion(region.getRegion()))
         space = QtGui.QShortcut(QtGui.QKeySequence(QtCore.Qt.Key.Key_Space), self, self.toggle_playback)
@@ -515,6 +562,37 @@ class LungSoundPanel(QtWidgets.QWidget):
             self.wave_plot.addItem(wave_region)
             self.spectrum_plot.addItem(spectrum_region)
             self.regions.append((wave_region, spectrum_region))
+        self._update_overviews()
+        self._show_band_detail()
+
+    def band_colour(self, row: int) -> tuple[int, int, int]:
+        """The colour of a cycle's band: its predicted class, grey while not classified."""
+        probabilities = self.predicted(row)
+        label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+        return CLASS_COLOURS.get(label, UNCLASSIFIED_COLOUR)
+
+    def _update_overviews(self) -> None:
+        spans = [(cycle.start_s, cycle.end_s) for cycle in self.cycles]
+        colours = [self.band_colour(row) for row in range(len(self.cycles))]
+        for overview in self.overviews:
+            overview.set_bands(spans, colours)
+
+    def _show_band_detail(self) -> None:
+        """Draggable bands for the cycles in view when there are few enough, else the one-item overview."""
+        low, high = self.wave_plot.viewRange()[0]
+        in_view = [i for i, cycle in enumerate(self.cycles) if cycle.end_s >= low and cycle.start_s <= high]
+        detailed = len(in_view) <= MAX_BAND_ITEMS
+        shown = set(in_view) if detailed else set()
+        for index, pair in enumerate(self.regions):
+            for region in pair:
+                region.setVisible(index in shown)
+        for overview in self.overviews:
+            overview.setVisible(bool(self.cycles) and not detailed)
+
+    @property
+    def band_overview_shown(self) -> bool:
+        """The cycles are drawn by the overview (too many in view to draw each as a draggable band)."""
+        return self.overviews[0].isVisible()
 
     def _on_cycle_edited(self, index: int, region: pg.LinearRegionItem) -> None:
         start, end = (max(0.0, float(value)) for value in region.getRegion())
@@ -550,14 +628,15 @@ class LungSoundPanel(QtWidgets.QWidget):
                 if column == 4 and label in CLASS_COLOURS:
                     item.setForeground(QtGui.QBrush(QtGui.QColor(*CLASS_COLOURS[label])))
                 self.table.setItem(row, column, item)
-            colour = CLASS_COLOURS.get(label, UNCLASSIFIED_COLOUR)
+            colour = self.band_colour(row)
             tip = (
                 ", ".join(f"{name} {p:.2f}" for name, p in probabilities.items()) if probabilities else "not classified"
             )
             for region in self.regions[row] if row < len(self.regions) else ():
-                region.setBrush(pg.mkBrush(*colour, 70))
+                region.setBrush(pg.mkBrush(*colour, BAND_ALPHA))
                 region.setToolTip(f"cycle {row + 1}, {cycle.start_s:.2f}-{cycle.end_s:.2f} s: {label or tip}\n{tip}")
         self.table.resizeColumnsToContents()
+        self._update_overviews()
         self.banner.setVisible(result is not None and result.provenance.demo)
         if result is not None:
             snapshots = f"<p>Ensemble of {result.snapshots} snapshots; each cycle's chunks and snapshots averaged.</p>"

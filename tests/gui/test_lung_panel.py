@@ -400,3 +400,40 @@ def test_the_waveform_draws_every_sample_zoomed_in_and_an_envelope_zoomed_out(
     np.testing.assert_array_equal(values, recording.samples[np.rint(times * rate).astype(int)])
     assert times[0] <= 3.0
     assert times[-1] >= 3.01
+
+
+def test_a_long_recording_draws_its_many_cycles_as_one_overview_until_zoomed_in(
+    qtbot: Any, window: Any, recordings: Path, tmp_path: Path
+) -> None:
+    """~1,100 cycles of a 30-minute recording as one draggable band each took seconds per repaint (bench.scale)."""
+    from medview.ui.lung_panel import MAX_BAND_ITEMS
+
+    samples, rate = soundfile.read(recordings / "104_1b1_Ar_sc_Litt3200.wav", dtype="int16")
+    long = tmp_path / "long.wav"
+    soundfile.write(long, np.tile(samples, 20), rate, subtype="PCM_16")  # 20 x 20 s
+    duration = 20 * len(samples) / rate
+    starts = np.arange(0.0, duration - 2.0, 2.0)
+    long.with_suffix(".txt").write_text("".join(f"{s:.3f}\t{s + 2.0:.3f}\t0\t0\n" for s in starts))
+
+    open_recording(qtbot, window, long)
+    lung = window.lung
+    assert len(lung.cycles) == len(starts) > MAX_BAND_ITEMS
+    assert lung.band_overview_shown
+    assert not any(region.isVisible() for pair in lung.regions for region in pair)
+    assert len(lung.overviews[0].starts) == len(starts)
+
+    lung.wave_plot.setXRange(100.0, 140.0, padding=0)
+    in_view = {i for i, cycle in enumerate(lung.cycles) if cycle.end_s >= 100.0 and cycle.start_s <= 140.0}
+    assert not lung.band_overview_shown
+    shown = {i for i, (wave, spectrum) in enumerate(lung.regions) if wave.isVisible() and spectrum.isVisible()}
+    assert shown == in_view
+
+    lung.wave_plot.setXRange(0.0, duration, padding=0)
+    assert lung.band_overview_shown
+    # the overview is what tints the spectrogram under the cycles
+    point = plot_pixel(lung, lung.spectrum_plot, 1.0)
+    with_bands = lung.graphics.grab().toImage().pixelColor(point)
+    for overview in lung.overviews:
+        overview.hide()
+    without = lung.graphics.grab().toImage().pixelColor(point)
+    assert with_bands.getRgb() != without.getRgb()
