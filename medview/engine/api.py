@@ -245,6 +245,7 @@ class InferenceService(Protocol):
         volume: Volume,
         *,
         on_slices: SlicePaintCallback | None = None,
+        mask_out: np.ndarray | None = None,
         progress: ProgressCallback | None = None,
         cancelled: CancelCheck | None = None,
     ) -> SegmentationResult: ...

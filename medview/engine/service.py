@@ -133,14 +133,18 @@ class Engine:
         volume: Volume,
         *,
         on_slices: SlicePaintCallback | None = None,
+        mask_out: np.ndarray | None = None,
         progress: ProgressCallback | None = None,
         cancelled: CancelCheck | None = None,
     ) -> SegmentationResult:
-        """The liver of ``volume`` by a liver_segmentation bundle."""
+        """The liver of ``volume`` by a liver_segmentation bundle; ``mask_out`` (bool, the volume's shape) receives
+        the mask batch by batch and becomes the result's mask, so a caller can show it as it fills, without a copy."""
         self._expect(card, "liver_segmentation")
         return self._run(
             card,
-            lambda context: segmentation.segment(context, volume, structure="liver", on_slices=on_slices),
+            lambda context: segmentation.segment(
+                context, volume, structure="liver", on_slices=on_slices, mask_out=mask_out
+            ),
             progress,
             cancelled,
         )

@@ -390,10 +390,7 @@ def _read_dicom_seg(path: Path, reference: Volume) -> LabelMap:
     source_uids = {str(sop) for _, _, sop in source_refs}
     if ref_uids and source_uids and not source_uids & set(ref_uids):
         seg_series = {str(series) for _, series, _ in source_refs}
-        if (
-            dicom_series_uid(reference.series_uid) is not None
-            and reference.series_uid not in seg_series
-        ):
+        if dicom_series_uid(reference.series_uid) is not None and reference.series_uid not in seg_series:
             raise InputError(
                 f"the segmentation was drawn on series {', '.join(sorted(seg_series))}, "
                 f"not on the open series {reference.series_uid}",

@@ -96,38 +96,36 @@ class LiverRunner(FindingRunner):
         if self.blocked_reason(card, "liver") or volume is None or card is None or engine is None:
             return None
         self.note.setText(input_warning(card, volume))
+        # the engine writes the mask into this array as batches arrive, and it becomes the finding's mask: the
+        # running layer shows it as it fills, and no copy of a whole series' mask is ever made
+        mask = np.zeros(volume.shape, bool)
         live = LabelLayer(
             name=f"Liver (running: {card.label})",
-            labels=np.zeros(volume.shape, np.uint8),
+            labels=mask.view(np.uint8),
             names={1: "liver"},
             colours={1: LIVER_COLOUR},
             opacity=0.4,
             demo=card.is_demo,
         )
         self.layers.add(live)
-        threshold = float(card.thresholds.get("liver", 0.5))
 
-        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], partial: Any) -> Finding:
+        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Finding:
             result = engine.segment_liver(
                 card,
                 volume,
-                on_slices=lambda start, probabilities: partial((start, probabilities >= threshold)),
+                mask_out=mask,
                 progress=lambda done, total, _text: progress(done, total),
                 cancelled=cancelled,
             )
             return liver_finding(result, card, volume.shape[0])
 
         task = Task(work, f"Segmenting the liver of {volume.description or 'the series'} ({volume.shape[0]} slices)")
-        task.signals.partial.connect(lambda item: self._paint(live, *item))
         task.signals.succeeded.connect(lambda finding: self._on_segmented(live, volume, finding))
         task.signals.finished.connect(lambda: self._on_finished(live))
         self.task = task
         self._paint_timer.start()
         self.update_controls()
         return self.start_task(task, task.description + "…")
-
-    def _paint(self, layer: LabelLayer, start: int, mask: np.ndarray) -> None:
-        layer.labels[start : start + len(mask)] = mask  # drawn at the next paint tick, not per batch
 
     def _on_segmented(self, live: LabelLayer, volume: Volume, finding: Finding) -> None:
         self._drop(live)  # the finding's own mask takes its place
@@ -136,8 +134,8 @@ class LiverRunner(FindingRunner):
     def _on_finished(self, live: LabelLayer) -> None:
         self._paint_timer.stop()
         self._drop(live)
-        # the task (kept as ``self.task`` until the next run) still holds this layer through its slots: let the
-        # running mask go, a uint8 copy of the whole series
+        # the task (kept as ``self.task`` until the next run) still holds this layer through its slots: a
+        # cancelled or failed run's mask goes with it
         live.labels = np.zeros((0, 0, 0), np.uint8)
         self.update_controls()
 
