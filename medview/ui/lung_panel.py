@@ -22,6 +22,7 @@ found automatically, and the table's "annotated" column stays empty for them.
 from __future__ import annotations
 
 import csv
+import functools
 import html
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -176,20 +177,30 @@ class CycleRegion(pg.LinearRegionItem):
         super().mouseDragEvent(ev)
 
 
+@functools.cache
+def band_brush(colour: tuple[int, int, int]) -> QtGui.QBrush:
+    """The translucent brush of a cycle band of ``colour`` (one per class colour, shared)."""
+    return pg.mkBrush(*colour, BAND_ALPHA)
+
+
 class CycleOverview(pg.GraphicsObject):
-    """Every cycle's band in one item, painted in one pass over the cycles in view; not editable (zoom in for that)."""
+    """Every cycle's band in one item, drawn with one call per class colour; not editable (zoom in for that)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.starts = np.empty(0)
         self.ends = np.empty(0)
-        self.brushes: list[QtGui.QBrush] = []
+        #: per colour, the bands as rectangles one unit high, stretched to the view's height when painted
+        self.groups: list[tuple[QtGui.QBrush, list[QtCore.QRectF]]] = []
 
     def set_bands(self, spans: list[tuple[float, float]], colours: list[tuple[int, int, int]]) -> None:
         self.prepareGeometryChange()
         self.starts = np.array([start for start, _ in spans], dtype=float)
         self.ends = np.array([end for _, end in spans], dtype=float)
-        self.brushes = [pg.mkBrush(*colour, BAND_ALPHA) for colour in colours]
+        groups: dict[tuple[int, int, int], list[QtCore.QRectF]] = {}
+        for (start, end), colour in zip(spans, colours, strict=True):
+            groups.setdefault(colour, []).append(QtCore.QRectF(start, 0.0, end - start, 1.0))
+        self.groups = [(band_brush(colour), rects) for colour, rects in groups.items()]
         self.update()
 
     def viewRangeChanged(self) -> None:
@@ -206,11 +217,14 @@ class CycleOverview(pg.GraphicsObject):
         view = self.viewRect()
         if view is None:
             return
+        painter.save()
+        painter.translate(0.0, view.top())
+        painter.scale(1.0, view.height())
         painter.setPen(QtCore.Qt.PenStyle.NoPen)
-        for index in np.flatnonzero((self.ends >= view.left()) & (self.starts <= view.right())):
-            painter.setBrush(self.brushes[index])
-            start, end = self.starts[index], self.ends[index]
-            painter.drawRect(QtCore.QRectF(start, view.top(), end - start, view.height()))
+        for brush, rects in self.groups:
+            painter.setBrush(brush)
+            painter.drawRects(rects)
+        painter.restore()
 
 
 class LungSoundPanel(QtWidgets.QWidget):
@@ -228,7 +242,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.cycles: list[Cycle] = []
         self.result: LungSoundResult | None = None
         self.stale: set[int] = set()  # cycles edited since they were classified
-        self.regions: list[tuple[pg.LinearRegionItem, pg.LinearRegionItem]] = []
+        #: each cycle's draggable bands (waveform, spectrogram), made the first time the cycle is shown in detail
+        self.regions: list[tuple[pg.LinearRegionItem, pg.LinearRegionItem] | None] = []
         self.task: Task | None = None
         self.player: AudioPlayer | None = None
 
@@ -550,20 +565,40 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.spectrum_plot.setLabel("left", f"frequency, Hz ({'mel' if spectrogram.mel else 'linear'})")
 
     def _build_regions(self) -> None:
-        for wave_region, spectrum_region in self.regions:
-            self.wave_plot.removeItem(wave_region)
-            self.spectrum_plot.removeItem(spectrum_region)
-        self.regions = []
-        for index, cycle in enumerate(self.cycles):
+        for pair in self.regions:
+            if pair is not None:
+                self.wave_plot.removeItem(pair[0])
+                self.spectrum_plot.removeItem(pair[1])
+        # made when first shown: creating ~1,100 pairs for a 30-minute recording held the window 2.5 s
+        self.regions = [None] * len(self.cycles)
+        self._update_overviews()
+        self._show_band_detail()
+
+    def _region_pair(self, index: int) -> tuple[pg.LinearRegionItem, pg.LinearRegionItem]:
+        pair = self.regions[index]
+        if pair is None:
+            cycle = self.cycles[index]
             wave_region = CycleRegion((cycle.start_s, cycle.end_s), swapMode="block")
             spectrum_region = pg.LinearRegionItem((cycle.start_s, cycle.end_s), movable=False)
             spectrum_region.setZValue(10)
             wave_region.sigRegionChangeFinished.connect(lambda region, i=index: self._on_cycle_edited(i, region))
             self.wave_plot.addItem(wave_region)
             self.spectrum_plot.addItem(spectrum_region)
-            self.regions.append((wave_region, spectrum_region))
-        self._update_overviews()
-        self._show_band_detail()
+            pair = self.regions[index] = (wave_region, spectrum_region)
+            self._style_band(index)
+        return pair
+
+    def _style_band(self, row: int) -> None:
+        """A shown cycle's band: coloured by its predicted class, its probabilities on hover."""
+        pair = self.regions[row]
+        if pair is None:
+            return
+        cycle, probabilities = self.cycles[row], self.predicted(row)
+        label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+        tip = ", ".join(f"{name} {p:.2f}" for name, p in probabilities.items()) if probabilities else "not classified"
+        for region in pair:
+            region.setBrush(band_brush(self.band_colour(row)))
+            region.setToolTip(f"cycle {row + 1}, {cycle.start_s:.2f}-{cycle.end_s:.2f} s: {label or tip}\n{tip}")
 
     def band_colour(self, row: int) -> tuple[int, int, int]:
         """The colour of a cycle's band: its predicted class, grey while not classified."""
@@ -579,12 +614,16 @@ class LungSoundPanel(QtWidgets.QWidget):
 
     def _show_band_detail(self) -> None:
         """Draggable bands for the cycles in view when there are few enough, else the one-item overview."""
+        if len(self.regions) != len(self.cycles):
+            return  # new cycles, their bands not made yet (the view is zoomed to a new recording first)
         low, high = self.wave_plot.viewRange()[0]
         in_view = [i for i, cycle in enumerate(self.cycles) if cycle.end_s >= low and cycle.start_s <= high]
         detailed = len(in_view) <= MAX_BAND_ITEMS
         shown = set(in_view) if detailed else set()
+        for index in shown:
+            self._region_pair(index)
         for index, pair in enumerate(self.regions):
-            for region in pair:
+            for region in pair or ():
                 region.setVisible(index in shown)
         for overview in self.overviews:
             overview.setVisible(bool(self.cycles) and not detailed)
@@ -600,7 +639,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         if (round(start, 3), round(end, 3)) == (round(cycle.start_s, 3), round(cycle.end_s, 3)):
             return
         self.cycles[index] = replace(cycle, start_s=start, end_s=end)
-        self.regions[index][1].setRegion((start, end))
+        self._region_pair(index)[1].setRegion((start, end))
         if self.result is not None:
             self.stale.add(index)
         self._show_result()
@@ -628,13 +667,8 @@ class LungSoundPanel(QtWidgets.QWidget):
                 if column == 4 and label in CLASS_COLOURS:
                     item.setForeground(QtGui.QBrush(QtGui.QColor(*CLASS_COLOURS[label])))
                 self.table.setItem(row, column, item)
-            colour = self.band_colour(row)
-            tip = (
-                ", ".join(f"{name} {p:.2f}" for name, p in probabilities.items()) if probabilities else "not classified"
-            )
-            for region in self.regions[row] if row < len(self.regions) else ():
-                region.setBrush(pg.mkBrush(*colour, BAND_ALPHA))
-                region.setToolTip(f"cycle {row + 1}, {cycle.start_s:.2f}-{cycle.end_s:.2f} s: {label or tip}\n{tip}")
+            if row < len(self.regions):
+                self._style_band(row)
         self.table.resizeColumnsToContents()
         self._update_overviews()
         self.banner.setVisible(result is not None and result.provenance.demo)
