@@ -72,7 +72,9 @@ def read_photo(path: Path | str, *, max_side: int = MAX_SIDE) -> Photo:
         raise InputError("the image needs more memory than is available to open", path=path) from error
     except UnidentifiedImageError as error:
         raise InputError("not an image file MedView can read (JPEG, PNG, TIFF, BMP, WebP, HEIC)", path=path) from error
-    except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data surfaces as these
+    # truncated or corrupt data surfaces as these; IndexError: Pillow's PNG chunk readers index past the end of a
+    # damaged chunk after the image data (iCCP, found by bench.fuzz_loaders)
+    except (OSError, ValueError, SyntaxError, IndexError) as error:
         raise InputError(f"the image data is damaged or unreadable ({error})", path=path) from error
     if min(rgb.shape[:2]) < 2:
         raise InputError(

@@ -193,3 +193,23 @@ def test_split_photo_paths(shared_data: Path, sample_series_dir: Path, tmp_path:
 def test_thumbnail_keeps_aspect() -> None:
     small = thumbnail(stamp(300, 600), 96)
     assert small.shape == (48, 96, 3)
+
+
+def test_a_png_with_an_empty_profile_chunk_after_its_image_data_is_refused_by_name(tmp_path: Path) -> None:
+    """Found by fuzzing: Pillow's iCCP reader raised IndexError on an empty profile chunk after the image data."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    empty_profile = struct.pack(">I", 0) + b"iCCP" + struct.pack(">I", zlib.crc32(b"iCCP"))
+    end = data.rindex(b"IEND") - 4
+    path = tmp_path / "damaged.png"
+    path.write_bytes(data[:end] + empty_profile + data[end:])
+
+    with pytest.raises(InputError, match=r"damaged\.png"):
+        read_photo(path)
