@@ -69,6 +69,10 @@ PLAYHEAD_INTERVAL_MS = 30
 #: a 30-minute recording's ~1,100 cycles as LinearRegionItems took seconds per repaint (bench.scale)
 MAX_BAND_ITEMS = 120
 BAND_ALPHA = 70
+#: the cycle table's column of the predicted class, coloured by it
+PREDICTED_COLUMN = 4
+#: the cycle table's columns fit the rows in view and this many more (Qt's default, 1,000, made every row's text)
+SIZED_ROWS = 100
 StartTask = Callable[[Task, str], Task]
 
 #: the columns of the cycle table (CSV export, case report)
@@ -227,6 +231,64 @@ class CycleOverview(pg.GraphicsObject):
         painter.restore()
 
 
+class CycleTableModel(QtCore.QAbstractTableModel):
+    """The cycle table: each row's text made when the view first asks for it.
+
+    ``row_cells(row)`` gives a row's texts and the colour of its predicted class.
+    A 30-minute recording's 1,081 rows as QTableWidgetItems held the window
+    185 ms each time its results were shown (bench.scale); a view asks only for
+    the rows it shows.
+    """
+
+    def __init__(
+        self,
+        row_cells: Callable[[int], tuple[list[str], tuple[int, int, int] | None]],
+        parent: QtCore.QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._row_cells = row_cells
+        self._headers: list[str] = []
+        self._rows = 0
+        self._made: dict[int, tuple[list[str], QtGui.QBrush | None]] = {}
+
+    def reset(self, headers: list[str], rows: int) -> None:
+        """Show ``rows`` rows under ``headers``, every row's text made afresh."""
+        self.beginResetModel()
+        self._headers, self._rows = headers, rows
+        self._made.clear()
+        self.endResetModel()
+
+    def text(self, row: int, column: int) -> str:
+        return self._row(row)[0][column]
+
+    def _row(self, row: int) -> tuple[list[str], QtGui.QBrush | None]:
+        made = self._made.get(row)
+        if made is None:
+            cells, colour = self._row_cells(row)
+            made = self._made[row] = (cells, None if colour is None else QtGui.QBrush(QtGui.QColor(*colour)))
+        return made
+
+    def rowCount(self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex | None = None) -> int:
+        return 0 if parent is not None and parent.isValid() else self._rows
+
+    def columnCount(self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex | None = None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(self._headers)
+
+    def data(self, index: QtCore.QModelIndex | QtCore.QPersistentModelIndex, role: int = 0) -> Any:
+        if not index.isValid():
+            return None
+        if role in (QtCore.Qt.ItemDataRole.DisplayRole, QtCore.Qt.ItemDataRole.ToolTipRole):
+            return self._row(index.row())[0][index.column()]  # the tip: a cell too narrow for its text
+        if role == QtCore.Qt.ItemDataRole.ForegroundRole and index.column() == PREDICTED_COLUMN:
+            return self._row(index.row())[1]
+        return None
+
+    def headerData(self, section: int, orientation: QtCore.Qt.Orientation, role: int = 0) -> Any:
+        if orientation == QtCore.Qt.Orientation.Horizontal and role == QtCore.Qt.ItemDataRole.DisplayRole:
+            return self._headers[section]
+        return None
+
+
 class LungSoundPanel(QtWidgets.QWidget):
     """Waveform and spectrogram of one recording with its cycles, their classes and probabilities."""
 
@@ -357,11 +419,14 @@ class LungSoundPanel(QtWidgets.QWidget):
         plots_widget = QtWidgets.QWidget()
         plots_widget.setLayout(plots)
 
-        self.table = QtWidgets.QTableWidget()
+        self.table_model = CycleTableModel(self._table_row, self)
+        self.table = QtWidgets.QTableView()
+        self.table.setModel(self.table_model)
         self.table.setObjectName("cycle_table")
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setResizeContentsPrecision(SIZED_ROWS)
         self.details = QtWidgets.QLabel()
         self.details.setWordWrap(True)
         self.details.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop)
@@ -394,7 +459,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.range_box.valueChanged.connect(lambda _v: self._show_spectrogram())
         self.csv_button.clicked.connect(self._choose_csv)
         self.icbhi_button.clicked.connect(self._choose_icbhi)
-        self.table.cellClicked.connect(lambda row, _column: self.play_cycle(row))
+        self.table.clicked.connect(lambda index: self.play_cycle(index.row()))
         self.play_button.clicked.connect(self.toggle_playback)
         self.stop_button.clicked.connect(self.stop)
         self.loop_box.toggled.connect(self._on_loop_toggled)
@@ -648,27 +713,9 @@ class LungSoundPanel(QtWidgets.QWidget):
         result = self.result
         names = ["normal", "abnormal"] if self.two_class() else list(ICBHI_CLASSES)
         headers = ["#", "start s", "end s", "annotated", "predicted", *(f"p({name})" for name in names)]
-        self.table.clear()
-        self.table.setColumnCount(len(headers))
-        self.table.setHorizontalHeaderLabels(headers)
-        self.table.setRowCount(len(self.cycles))
-        for row, cycle in enumerate(self.cycles):
-            probabilities = self.predicted(row)
-            label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
-            if probabilities is None and row in self.stale:
-                label = "edited: classify again"
-            annotated = self._annotated_label(cycle)
-            if annotated and self.two_class() and annotated != "normal":
-                annotated = "abnormal"
-            values = [str(row + 1), f"{cycle.start_s:.3f}", f"{cycle.end_s:.3f}", annotated, label]
-            values += [f"{probabilities[name]:.2f}" if probabilities else "" for name in names]
-            for column, value in enumerate(values):
-                item = QtWidgets.QTableWidgetItem(value)
-                if column == 4 and label in CLASS_COLOURS:
-                    item.setForeground(QtGui.QBrush(QtGui.QColor(*CLASS_COLOURS[label])))
-                self.table.setItem(row, column, item)
-            if row < len(self.regions):
-                self._style_band(row)
+        self.table_model.reset(headers, len(self.cycles))
+        for row in range(min(len(self.regions), len(self.cycles))):
+            self._style_band(row)
         self.table.resizeColumnsToContents()
         self._update_overviews()
         self.banner.setVisible(result is not None and result.provenance.demo)
@@ -681,6 +728,20 @@ class LungSoundPanel(QtWidgets.QWidget):
         elif self.opened_recording is not None and not self.cycles:
             self.details.setText(html.escape(self.opened_recording.annotation_note))
         self._update_buttons()
+
+    def _table_row(self, row: int) -> tuple[list[str], tuple[int, int, int] | None]:
+        """The cycle table's row ``row``: its texts and the colour of its predicted class."""
+        names = ["normal", "abnormal"] if self.two_class() else list(ICBHI_CLASSES)
+        cycle, probabilities = self.cycles[row], self.predicted(row)
+        label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+        if probabilities is None and row in self.stale:
+            label = "edited: classify again"
+        annotated = self._annotated_label(cycle)
+        if annotated and self.two_class() and annotated != "normal":
+            annotated = "abnormal"
+        values = [str(row + 1), f"{cycle.start_s:.3f}", f"{cycle.end_s:.3f}", annotated, label]
+        values += [f"{probabilities[name]:.2f}" if probabilities else "" for name in names]
+        return values, CLASS_COLOURS.get(label)
 
     # ------------------------------------------------------------------ playback
 

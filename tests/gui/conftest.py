@@ -115,6 +115,11 @@ def watch_tasks(monkeypatch: pytest.MonkeyPatch, window: Any, hook: Callable[[An
 # --------------------------------------------------------------------------- synthetic data
 
 
+def cell_text(view: QtWidgets.QTableView, row: int, column: int) -> str:
+    """What a table view shows in one cell, read through its model as the view reads it."""
+    return view.model().index(row, column).data()
+
+
 def make_volume(voxels: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), **fields: Any) -> Volume:
     """A CT volume in LPS orientation (identity direction) with the given voxels."""
     fields.setdefault("modality", "CT")

@@ -18,7 +18,7 @@ import pytest
 
 from medview.ui.qt import QtCore
 
-from .conftest import SAMPLE_SERIES, open_and_wait, wait_until_settled, watch_tasks
+from .conftest import SAMPLE_SERIES, cell_text, open_and_wait, wait_until_settled, watch_tasks
 
 RECORDING = Path("lung_sound") / "icbhi_sample" / "104_1b1_Ar_sc_Litt3200.wav"
 TIMEOUT_MS = 120_000
@@ -86,8 +86,8 @@ def test_cancel_stops_the_lung_classification_without_a_result_and_classify_runs
     assert task.is_cancelled
     assert classified == []
     assert lung.result is None
-    assert lung.table.rowCount() == len(lung.cycles) > 0
-    assert all(lung.table.item(row, 4).text() == "" for row in range(lung.table.rowCount()))
+    assert lung.table.model().rowCount() == len(lung.cycles) > 0
+    assert all(cell_text(lung.table, row, 4) == "" for row in range(lung.table.model().rowCount()))
     assert "cancelled" in window.statusBar().currentMessage()
     assert not window.cancel_button.isVisible()
 

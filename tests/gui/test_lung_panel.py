@@ -16,7 +16,7 @@ from medview.preprocess.cycles import detect_cycles
 from medview.ui.lung_panel import clock
 from medview.ui.qt import QtCore, QtWidgets
 from tests.conftest import played_frames
-from tests.gui.conftest import mouse_click, mouse_drag
+from tests.gui.conftest import cell_text, mouse_click, mouse_drag
 
 ICBHI = Path("lung_sound") / "icbhi_sample"
 TIMEOUT_MS = 60_000
@@ -63,18 +63,18 @@ def test_a_recording_opens_with_its_annotated_cycles_classified(
     # the cycles are exactly the annotation file's, in the table and as bands
     expected = read_icbhi_annotations(path.with_suffix(".txt"), duration_s=recording.duration_s)
     assert lung.cycles == expected
-    assert lung.table.rowCount() == len(expected)
+    assert lung.table.model().rowCount() == len(expected)
     assert len(lung.regions) == len(expected)
     for row, cycle in enumerate(expected):
-        assert lung.table.item(row, 1).text() == f"{cycle.start_s:.3f}"
-        assert lung.table.item(row, 3).text() == cycle.label
+        assert cell_text(lung.table, row, 1) == f"{cycle.start_s:.3f}"
+        assert cell_text(lung.table, row, 3) == cycle.label
         assert lung.regions[row][0].getRegion() == pytest.approx((cycle.start_s, cycle.end_s))
 
     # every cycle's prediction is in the table, and its band takes the class colour
     assert len(result.scores) == len(expected)
     for row, scores in enumerate(result.scores):
-        assert lung.table.item(row, 4).text() == scores.label
-        assert float(lung.table.item(row, 5).text()) == pytest.approx(scores.probabilities["normal"], abs=0.005)
+        assert cell_text(lung.table, row, 4) == scores.label
+        assert float(cell_text(lung.table, row, 5)) == pytest.approx(scores.probabilities["normal"], abs=0.005)
         assert (
             lung.regions[row][0].brush.color().getRgb()[:3]
             == {
@@ -98,12 +98,13 @@ def test_two_class_view_sums_the_abnormal_classes(qtbot: Any, window: Any, engin
     result = open_and_classify(qtbot, window, recordings / "104_1b1_Al_sc_Litt3200.wav")
     lung = window.lung
     lung.classes_box.setCurrentIndex(1)
-    headers = [lung.table.horizontalHeaderItem(c).text() for c in range(lung.table.columnCount())]
+    model = lung.table.model()
+    headers = [model.headerData(c, QtCore.Qt.Orientation.Horizontal) for c in range(model.columnCount())]
     assert headers[-2:] == ["p(normal)", "p(abnormal)"]
     for row, scores in enumerate(result.scores):
         abnormal = 1 - scores.probabilities["normal"]
-        assert float(lung.table.item(row, 6).text()) == pytest.approx(abnormal, abs=0.005)
-        assert lung.table.item(row, 4).text() == ("abnormal" if abnormal > 0.5 else "normal")
+        assert float(cell_text(lung.table, row, 6)) == pytest.approx(abnormal, abs=0.005)
+        assert cell_text(lung.table, row, 4) == ("abnormal" if abnormal > 0.5 else "normal")
 
 
 def open_recording(qtbot: Any, window: Any, path: Path) -> Any:
@@ -135,8 +136,9 @@ def test_clicking_a_row_selects_and_plays_that_cycle(
     lung.wave_plot.setXRange(0, 3, padding=0)
     row = len(lung.cycles) - 1
     cycle = lung.cycles[row]
-    lung.table.scrollToItem(lung.table.item(row, 1))
-    rect = lung.table.visualItemRect(lung.table.item(row, 1))
+    cell = lung.table.model().index(row, 1)
+    lung.table.scrollTo(cell)
+    rect = lung.table.visualRect(cell)
     qtbot.mouseClick(lung.table.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=rect.center())
 
     assert lung.selection_span() == pytest.approx((cycle.start_s, cycle.end_s))
@@ -239,13 +241,13 @@ def test_editing_a_cycle_clears_its_result_until_classified_again(
     region.setRegion((start + 0.25, end))
     region.sigRegionChangeFinished.emit(region)
     assert lung.cycles[2].start_s == pytest.approx(start + 0.25)
-    assert lung.table.item(2, 4).text() == "edited: classify again"
-    assert lung.table.item(2, 5).text() == ""
+    assert cell_text(lung.table, 2, 4) == "edited: classify again"
+    assert cell_text(lung.table, 2, 5) == ""
     assert not lung.icbhi_button.isEnabled()
     with qtbot.waitSignal(lung.classified, timeout=TIMEOUT_MS) as blocker:
         qtbot.mouseClick(lung.classify_button, QtCore.Qt.MouseButton.LeftButton)
     assert blocker.args[0].cycles[2][0] == pytest.approx(start + 0.25)
-    assert lung.table.item(2, 4).text() in ("normal", "crackle", "wheeze", "both")
+    assert cell_text(lung.table, 2, 4) in ("normal", "crackle", "wheeze", "both")
     assert lung.icbhi_button.isEnabled()
 
 
@@ -285,8 +287,8 @@ def test_a_recording_without_annotations_gets_its_cycles_found_and_classified(
     assert "found automatically" in lung.details.text()
     assert len(result.scores) == len(lung.cycles)
     for row in range(len(lung.cycles)):
-        assert lung.table.item(row, 3).text() == ""  # nobody annotated these cycles
-        assert lung.table.item(row, 4).text() == result.scores[row].label
+        assert cell_text(lung.table, row, 3) == ""  # nobody annotated these cycles
+        assert cell_text(lung.table, row, 4) == result.scores[row].label
     lung.export_csv(tmp_path / "cycles.csv")
     assert {row["annotated"] for row in csv.DictReader((tmp_path / "cycles.csv").open())} == {""}
 
@@ -309,7 +311,7 @@ def test_silence_and_a_short_clip_open_without_cycles_and_say_why(
     assert expected in lung.status.text()
     assert f"{seconds:.1f} s, {rate} Hz" in lung.status.text()
     assert not lung.classify_button.isEnabled()
-    assert lung.table.rowCount() == 0
+    assert lung.table.model().rowCount() == 0
     assert lung.spectrum_image.image is not None
     assert QtWidgets.QApplication.activeModalWidget() is None
 
@@ -340,7 +342,7 @@ def test_bad_recordings_get_a_message_naming_the_file_and_keep_what_was_open(
     assert "bad.wav" in shown[0][1]
     assert expected in shown[0][1]
     assert window.lung.opened_recording.recording.path == good  # what was open stays
-    assert window.lung.table.rowCount() > 0
+    assert window.lung.table.model().rowCount() > 0
 
 
 def test_malformed_annotation_rows_are_named_and_the_recording_still_opens(
@@ -380,7 +382,7 @@ def test_no_lung_model_says_what_is_missing(qtbot: Any, window: Any, recordings:
         window.open_paths([recordings / "104_1b1_Ar_sc_Litt3200.wav"])
     lung = window.lung
     assert "No lung sound model installed" in lung.details.text()
-    assert lung.table.item(0, 4).text() == ""
+    assert cell_text(lung.table, 0, 4) == ""
     assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, QtWidgets.QMessageBox)]
 
 
