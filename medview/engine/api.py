@@ -219,6 +219,8 @@ class InferenceService(Protocol):
 
     def device_name(self) -> str: ...
 
+    def prepare(self, card: ModelCard) -> None: ...
+
     def classify_skin(
         self,
         card: ModelCard,

@@ -125,6 +125,29 @@ class Engine:
                 self._forests[key] = load_forest(card, n_features)
             return self._forests[key]
 
+    def _skin_forest(self, card: ModelCard) -> RandomForestClassifier:
+        return self.forest(card, int(card.input.extra.get("n_features", 1000)))
+
+    def prepare(self, card: ModelCard) -> None:
+        """Do now what the first run of ``card`` would do before its first input: load its networks (checksums
+        verified) and forest, and set up its forward passes (ONNX Runtime sessions, graphs exported if new).
+
+        For a worker to call once an input for the model is open. Loading imports the libraries the model
+        needs (torchvision, timm, scikit-learn, onnx), and an import holds the GIL while an extension module
+        sets itself up (ml_dtypes for 0.65 s): done in a first run, that stalled the window 130-870 ms while
+        the model ran (bench.responsiveness). Everything is cached, so a second call costs nothing.
+        """
+
+        def pipeline(context: RunContext) -> None:
+            if card.task in ("liver_segmentation", "lung_segmentation"):
+                segmentation.prepare(context)
+            elif card.task == "covid_ct":
+                covid.prepare(context)
+            elif card.task == "skin_lesion":
+                self._skin_forest(card)
+
+        self._run(card, pipeline, None, None)
+
     # ------------------------------------------------------------------ tasks
 
     def segment_liver(
@@ -198,7 +221,7 @@ class Engine:
     ) -> PhotoResult:
         """Benign / malignant of an RGB photo (h, w, 3) by a skin_lesion bundle (CNN features + forest)."""
         self._expect(card, "skin_lesion")
-        forest = self.forest(card, int(card.input.extra.get("n_features", 1000)))
+        forest = self._skin_forest(card)
         return self._run(
             card, lambda context: skin.classify_photo(context, forest, rgb, explain=explain), progress, cancelled
         )

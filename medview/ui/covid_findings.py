@@ -401,6 +401,10 @@ class CovidRunner(FindingRunner):
         self.update_controls()
         return self.start_task(task, task.description + "…")
 
+    def chosen_cards(self) -> list[ModelCard]:
+        lung_card = self.lung_box.selected_card()
+        return super().chosen_cards() + ([lung_card] if lung_card is not None else [])
+
     def update_controls(self) -> None:
         reason = self.blocked_reason(self.model_box.selected_card(), "COVID-19")
         self.classify_button.setEnabled(not reason)

@@ -18,6 +18,7 @@ from medview.engine.api import InferenceService, Provenance
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
+from medview.ui.provenance import ModelChooserBox
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task
 
@@ -82,6 +83,8 @@ class FindingRunner(QtWidgets.QWidget):
     found = QtCore.Signal(object, object)  # Volume, Finding
     #: the tab title in the findings panel
     title = ""
+    #: the chooser of this task's model, made by each runner
+    model_box: ModelChooserBox
 
     def __init__(self, layers: LayerStack, start_task: StartTask, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -101,6 +104,11 @@ class FindingRunner(QtWidgets.QWidget):
 
     def refresh_models(self) -> None:
         """List the installed bundles again (one was imported or removed)."""
+
+    def chosen_cards(self) -> list[ModelCard]:
+        """The models a run would use now (to load them before it)."""
+        card = self.model_box.selected_card()
+        return [card] if card is not None else []
 
     def set_volume(self, volume: Volume | None, complete: bool) -> None:
         """The series shown; a run on the previous series is cancelled by the panel before this."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from medview.audit import Outcome, audit_log
 from medview.engine.api import InferenceService
+from medview.engine.manifest import ModelCard
 from medview.io.dicom import dicom_series_uid
 from medview.io.mask_export import write_dicom_seg, write_nifti_mask
 from medview.io.volume import Volume
@@ -126,6 +127,10 @@ class FindingsPanel(QtWidgets.QWidget):
     def refresh_models(self) -> None:
         for runner in self.runners:
             runner.refresh_models()
+
+    def chosen_cards(self) -> list[ModelCard]:
+        """The model each task would run on the open series now; none while no whole series is open."""
+        return [card for runner in self.runners for card in runner.chosen_cards()] if self.volume_complete else []
 
     def set_volume(self, volume: Volume | None, complete: bool = True) -> None:
         """A series is shown (``complete``: every slice decoded): list its findings, and once it is complete

@@ -596,6 +596,11 @@ class LungSoundPanel(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ showing
 
+    def chosen_cards(self) -> list[ModelCard]:
+        """The model a classification would use now."""
+        card = self.model_box.selected_card()
+        return [card] if card is not None else []
+
     def two_class(self) -> bool:
         return self.classes_box.currentIndex() == 1
 

@@ -9,6 +9,8 @@ sounds, the rest to DICOM and volume reading.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import numpy as np
 from medview.audit import Outcome, audit_log
 from medview.config import Settings
 from medview.engine.api import InferenceService
+from medview.engine.manifest import ModelCard
 from medview.errors import MedviewError
 from medview.io.anonymise import AnonymisationResult, anonymise_series
 from medview.io.audio import AUDIO_SUFFIXES
@@ -46,6 +49,8 @@ from medview.ui.report import collect_report, write_pdf
 from medview.ui.skin_panel import SkinPanel
 from medview.ui.workers import Task, TaskRunner
 
+log = logging.getLogger(__name__)
+
 DEFAULT_THUMBNAIL_WINDOW = (40.0, 400.0)  # soft-tissue window for series that suggest none
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MASK_FILTER = "Masks (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.dcm);;All files (*)"
@@ -54,6 +59,11 @@ MASK_FILTER = "Masks (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.dcm);;All files (*)"
 def is_volume_file(path: Path) -> bool:
     """NIfTI/NRRD/MetaImage files open as volumes, everything else is scanned as DICOM."""
     return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def prepared_key(card: ModelCard) -> tuple[str, tuple[str, ...]]:
+    """A bundle as prepare_models knows it: its folder and the checksums of its files."""
+    return str(card.bundle_dir), tuple(weight.sha256 for weight in card.weights)
 
 
 def source_from_label(label: str) -> DicomSource:
@@ -78,6 +88,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.settings = settings or Settings.load()
         self.tasks = TaskRunner(self)
+        self._prepared: set[tuple[str, tuple[str, ...]]] = set()  # models loaded by prepare_models (prepared_key)
+        self.preparation: Task | None = None  # the latest prepare_models task
         self.layers = LayerStack(self)
         self.volume: Volume | None = None
         self.series: SeriesInfo | None = None  # the DICOM series the open volume was read from
@@ -675,6 +687,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._first_slice_shown = self._partial_on_screen = False
         self._shown_before_load = None
         self.findings.set_volume(volume)
+        self.prepare_models()
         series = self._thumbnail_from_load
         if series is not None and series.series_uid == volume.series_uid:
             window = volume.default_window or DEFAULT_THUMBNAIL_WINDOW
@@ -724,6 +737,7 @@ class MainWindow(QtWidgets.QMainWindow):
             for dock in self._ct_docks_shown:
                 dock.show()
         self._on_ct = on_ct
+        self.prepare_models()
 
     def apply_preset(self, name: str) -> None:
         """Set a named window (Lung, Abdomen, Liver, Bone, Brain, or the user's own)."""
@@ -795,6 +809,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _refresh_engine(self) -> None:
         if self.engine is not None:
             self.engine.refresh()
+            self._prepared.clear()  # a bundle replaced in place has other files to load
             self.skin.refresh_models()
             self.lung.refresh_models()
             self.findings.refresh_models()
@@ -806,6 +821,38 @@ class MainWindow(QtWidgets.QMainWindow):
         self.lung.set_engine(engine)
         self.findings.set_engine(engine)
         self.engine_ready.emit(engine)
+        self.prepare_models()
+
+    def prepare_models(self) -> Task | None:
+        """Load, off the GUI thread, the models the current workspace would run now (each once per bundle).
+
+        A model's first run would load it itself, importing the libraries its
+        architecture needs, and an import holds the GIL while an extension module
+        sets itself up: the window stalled 130-870 ms while that first run went on
+        (bench.responsiveness). Done when the workspace is shown (CT: once a whole
+        series is open), the first run finds its model loaded. A model that cannot
+        be loaded is left for its run to report.
+        """
+        if self.engine is None:
+            return None
+        current = self.workspaces.currentWidget()
+        panel = self.findings if current is self.mpr else current
+        cards = [card for card in panel.chosen_cards() if prepared_key(card) not in self._prepared]
+        if not cards:
+            return None
+        self._prepared.update(prepared_key(card) for card in cards)
+        engine = self.engine
+
+        def work(_progress: object, cancelled: Callable[[], bool], _partial: object) -> None:
+            for card in cards:
+                if cancelled():
+                    return
+                engine.prepare(card)
+
+        task = Task(work, "Preparing AI models", background=True)
+        task.signals.errored.connect(lambda message, _details: log.warning("preparing models: %s", message))
+        self.preparation = self.tasks.start(task)
+        return self.preparation
 
     def set_engine_problem(self, message: str) -> None:
         """The inference service could not start: the viewer works on, and says why there is no AI."""

@@ -314,6 +314,11 @@ class SkinPanel(QtWidgets.QWidget):
         """The skin model chosen in the toolbar, if any is installed."""
         return self.model_box.selected_card()
 
+    def chosen_cards(self) -> list[ModelCard]:
+        """The model a classification would use now."""
+        card = self.selected_card()
+        return [card] if card is not None else []
+
     # ------------------------------------------------------------------ adding photos
 
     def choose_photos(self) -> None:

@@ -21,7 +21,7 @@ import torch
 from medview.engine import onnx_runtime
 from medview.engine.api import SegmentationResult
 from medview.engine.manifest import ARCHITECTURES, DataProvenance, InputSpec, ModelCard
-from medview.engine.onnx_runtime import OnnxSessions, graph_path
+from medview.engine.onnx_runtime import OnnxSessions, default_sample_shape, graph_path
 from medview.engine.pipelines.context import RunContext
 from medview.engine.pipelines.segmentation import slice_probabilities
 from medview.engine.service import Engine
@@ -244,3 +244,41 @@ def test_sessions_plan_no_memory_pattern_per_batch_size(small_bundle: Path, tmp_
     assert network.session.get_session_options().enable_mem_pattern is False
     outputs = [network(np.zeros((batch, 1, 64, 64), np.float32)) for batch in (8, 3, 8)]
     assert [output.shape[0] for output in outputs] == [8, 3, 8]
+
+
+def test_prepare_sets_up_the_graph_the_first_run_then_uses(
+    tmp_path: Path, small_bundle: Path, sample_volume: Volume, exports: list[int]
+) -> None:
+    engine = Engine([small_bundle], device_preference="cpu", onnx_cache=tmp_path)
+    card = engine.cards("liver_segmentation")[0]
+    engine.prepare(card)
+    assert len(exports) == 1
+    assert [path.name for path in tmp_path.glob("*.onnx")] == [graph_path(card, 0, tmp_path, (1, 64, 64)).name]
+    networks = engine.networks(card)
+    engine.prepare(card)  # a second call finds everything loaded
+
+    few = Volume(voxels=sample_volume.voxels[8:10], spacing=sample_volume.spacing, modality="CT")
+    result = engine.segment_liver(card, few)
+    assert len(exports) == 1  # the run exported nothing and built no networks
+    assert engine.networks(card) is networks
+    assert any(note.startswith(ONNX_NOTE) for note in result.provenance.notes)
+
+
+def test_prepare_sets_up_each_shipped_models_first_run(tmp_path: Path, exports: list[int]) -> None:
+    from medview.engine.pipelines import covid
+
+    engine = Engine([LIVER_BUNDLE.parent], device_preference="cpu", onnx_cache=tmp_path)
+    for card in engine.cards():
+        engine.prepare(card)
+    assert len(engine._networks) == len(engine.cards())  # every network loaded
+    assert len(engine._forests) == len(engine.cards("skin_lesion")) == 1
+    # the graphs the runs will ask for: the segmentation U-Nets' slices and the COVID model's slice groups
+    covid_card = engine.cards("covid_ct")[0]
+    graphs = [(covid_card, covid.network_input_shape(covid_card))] + [
+        (card, default_sample_shape(card))
+        for task in ("liver_segmentation", "lung_segmentation")
+        for card in engine.cards(task)
+    ]
+    made = sorted(path.name for path in tmp_path.glob("*.onnx"))
+    assert made == sorted(graph_path(card, 0, tmp_path, shape).name for card, shape in graphs)
+    assert len(exports) == len(made) == 3

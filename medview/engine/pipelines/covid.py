@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from medview.engine.api import ClassScores, CovidResult, GroupScore, Heatmap
+from medview.engine.manifest import ModelCard
 from medview.engine.pipelines.context import RunContext
 from medview.errors import InputError, ModelError
 from medview.explain import grad_cam
@@ -31,6 +32,17 @@ from medview.preprocess.chest import (
     superior_at_high_z,
 )
 from medview.preprocess.image import resize_back
+
+
+def network_input_shape(card: ModelCard) -> tuple[int, int, int, int]:
+    """One input of ``card``'s network without the batch dimension: a group of slices, (group, 1, size, size)."""
+    size = card.input.size[0] if card.input.size else 256
+    return int(card.arch_args.get("group_slices", GROUP_SLICES)), 1, size, size
+
+
+def prepare(context: RunContext) -> None:
+    """Set up the forward passes a run will use (exports the ONNX graph on the first use of a bundle)."""
+    context.forward_passes(0, sample_shape=network_input_shape(context.card))
 
 
 def classify(
@@ -49,8 +61,7 @@ def classify(
     card = context.card
     if lung_mask.shape != volume.shape:
         raise ModelError(f"lung mask of shape {lung_mask.shape} for a volume of shape {volume.shape}")
-    size = card.input.size[0] if card.input.size else 256
-    group_size = int(card.arch_args.get("group_slices", GROUP_SLICES))
+    group_size, _, size, _ = network_input_shape(card)
     try:
         upward = superior_at_high_z(volume.direction)
     except ValueError as error:
@@ -63,7 +74,7 @@ def classify(
     groups = group_slices(prepared, selection.kept, group_size=group_size)
 
     network = context.networks[0]
-    forward = context.forward_passes(0, sample_shape=(group_size, 1, size, size))
+    forward = context.forward_passes(0, sample_shape=network_input_shape(card))
     steps = len(groups) * (2 if explain else 1)
     probabilities, heatmaps = [], {}
     for number, group in enumerate(groups):

@@ -56,6 +56,11 @@ def slice_probabilities(
         yield part.start, np.clip(resize_back(classes, (height, width)), 0.0, 1.0)
 
 
+def prepare(context: RunContext) -> None:
+    """Set up the forward passes a run will use (exports the ONNX graph on the first use of a bundle)."""
+    context.forward_passes(0)
+
+
 def segment(
     context: RunContext,
     volume: Volume,
