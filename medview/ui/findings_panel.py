@@ -142,10 +142,9 @@ class FindingsPanel(QtWidgets.QWidget):
         for runner in self.runners:
             runner.set_volume(volume, complete)
         if self.volume_complete:
-            for finding in self.current_findings():
-                for layer in finding.layers:
-                    if layer not in self.layers.layers:
-                        self.layers.add(layer)
+            missing = [layer for f in self.current_findings() for layer in f.layers if layer not in self.layers.layers]
+            if missing:
+                self.layers.add(*missing)
         self._rebuild_list()
 
     def current_findings(self) -> list[Finding]:
@@ -158,8 +157,7 @@ class FindingsPanel(QtWidgets.QWidget):
         )
         self.findings.setdefault(series_key(volume), []).append(finding)
         if series_key(volume) == series_key(self.volume):
-            for layer in finding.layers:
-                self.layers.add(layer)
+            self.layers.add(*finding.layers)
             self._rebuild_list()
         self.finding_added.emit(finding)
 

@@ -102,9 +102,9 @@ class LayerStack(QtCore.QObject):
         self.layers: list[Layer] = []
         self.show_measurements = True
 
-    def add(self, layer: Layer) -> None:
-        """Add a layer on top."""
-        self.layers.append(layer)
+    def add(self, *layers: Layer) -> None:
+        """Add ``layers`` on top, in order; the views redraw once (each redraw renders every visible layer)."""
+        self.layers.extend(layers)
         self.changed.emit()
 
     def remove(self, layer: Layer) -> None:

@@ -593,8 +593,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._partial_on_screen and self._shown_before_load is not None:
             volume, layers = self._shown_before_load
             self._show_volume(volume)
-            for layer in layers:
-                self.layers.add(layer)
+            self.layers.add(*layers)
             self.findings.set_volume(volume)
         self._first_slice_shown = self._partial_on_screen = False
         self._shown_before_load = None

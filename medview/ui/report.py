@@ -340,8 +340,7 @@ def render_key_image(
     try:
         view.set_volume(volume, window)
         view.set_index(index)
-        for layer in drawn:
-            stack.add(layer)
+        stack.add(*drawn)
         if any(layer.demo for layer in drawn):
             banner = DemoBannerLabel(view)
             banner.adjustSize()

@@ -267,3 +267,27 @@ def test_measurement_belongs_to_its_slice_and_delete_removes_it(qtbot: Any, meas
     assert view.measurements == []
     assert measurement.roi.scene() is None
     assert measurement.label.scene() is None
+
+
+def test_a_findings_layers_are_added_in_one_step_and_drawn_on_every_plane(qtbot: Any) -> None:
+    from medview.ui.layers import HeatmapLayer, LabelLayer
+
+    volume = stamp_volume()
+    view = MprView(LayerStack())
+    qtbot.addWidget(view)
+    view.set_volume(volume)
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[tuple(slice(size // 2 - 3, size // 2 + 3) for size in volume.shape)] = 1  # around the centre
+    mask = LabelLayer(name="mask", labels=labels)
+    heatmap = HeatmapLayer(name="map", values=labels.astype(np.float32))
+    redraws: list[int] = []
+    view.layers.changed.connect(lambda: redraws.append(1))
+
+    view.layers.add(mask, heatmap)
+
+    assert view.layers.layers == [mask, heatmap]
+    assert redraws == [1]  # each redraw renders every visible layer in all three views: once, not per layer
+    for slice_view in view.views.values():
+        shown = [item for item in slice_view.overlay_items if item.isVisible()]
+        assert len(shown) == 2
+        assert shown[0].image.max() == 1  # the mask crosses the centre slice of every plane
