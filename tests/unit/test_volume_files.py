@@ -482,3 +482,22 @@ def test_a_nifti_header_announcing_more_than_the_file_or_memory_holds_is_refused
         with pytest.raises(InputError, match=r"long\.nii: truncated: the header announces 8x8x32767 voxels"):
             read_volume(write("long", (8, 8, 32767)))
     assert read_volume(write("same", (8, 8, 4))).voxels.shape == (4, 8, 8)
+
+
+def test_a_volume_or_mask_that_does_not_fit_in_memory_is_refused_naming_the_file(
+    tmp_path: Path, sample_ct: Volume, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by fuzzing: numpy's MemoryError on a large mask reached the user as an unexpected error."""
+    path = tmp_path / "mask.nii.gz"
+    mask = np.zeros((4, 8, 8), np.uint8)
+    mask[1:3, 2:6, 2:6] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(path))
+    assert read_volume(path).voxels.shape == (4, 8, 8)
+
+    def out_of_memory(_image: sitk.Image) -> np.ndarray:
+        raise MemoryError("Unable to allocate 193. MiB for an array")
+
+    monkeypatch.setattr(sitk, "GetArrayFromImage", out_of_memory)
+    for read in (read_volume, lambda file: read_label_map(file, sample_ct)):
+        with pytest.raises(InputError, match=r"mask\.nii\.gz: not enough memory to read its 8x8x4 voxels"):
+            read(path)
