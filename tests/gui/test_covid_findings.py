@@ -18,6 +18,7 @@ import pytest
 from medview.engine.api import CovidResult
 from medview.ui.covid_findings import GRAD_CAM_THRESHOLD, describe_group
 from medview.ui.layers import HeatmapLayer, LabelLayer
+from medview.ui.provenance import provenance_html
 from medview.ui.qt import QtCore
 
 from .conftest import COVID_P001, make_volume, open_and_wait, wait_until_settled
@@ -107,7 +108,10 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     assert int(verdict[3]) == len(result.groups)
     assert verdict[4] == f"{result.provenance.label} (demo)"
 
-    details = panel.details.text()
+    shown = panel.details.toPlainText()
+    assert f"Verdict: {result.verdict}" in shown
+    assert "Every slice" in shown
+    details = finding.summary_html + provenance_html(finding.provenance)  # what the panel shows, as HTML
     assert f"Verdict: {result.verdict}</b>" in details
     assert html.escape(result.reason) in details
     for name in result.class_names:
@@ -227,11 +231,11 @@ def test_a_short_series_with_the_lung_unet_gets_one_padded_group_as_the_paper_do
     kept = len(result.kept_slices)
     assert group.kind == "padded"
     assert sum(source is None for source in group.sources) == 50 - kept
-    details = window.findings.details.text()
+    details = window.findings.details.toPlainText()
     text = f"{kept} slices kept: one group of {kept} slices padded with {50 - kept} black slices to 50"
     assert text in details
     assert ("as the paper does" in details) == (kept > 25)
-    assert html.escape(result.lung_mask_source) in details
+    assert result.lung_mask_source in details
     # no Grad-CAM asked: no map, the panel's map switch is off
     assert finding.heatmap_layer is None
     assert not window.findings.heatmap_box.isEnabled()

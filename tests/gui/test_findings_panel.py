@@ -91,7 +91,7 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     panel = window.findings
     assert panel.list.count() == 1
     assert panel.list.item(0).text().startswith(f"Liver {result.volume_ml:,.0f} mL")
-    details = panel.details.text()
+    details = panel.details.toPlainText()
     assert f"Liver volume {result.volume_ml:,.1f} mL" in details
     first, last = result.slice_range
     assert f"slices {first + 1}-{last + 1} of {volume.shape[0]}" in details

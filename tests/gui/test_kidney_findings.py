@@ -119,7 +119,7 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     ]
     assert f"Slices run: {count} (whole series)" in summary
     assert "Kidney ROI: whole slice (no kidney mask" in summary
-    details = panel.details.text()
+    details = panel.details.toPlainText()
     for text in ("Slices at or above the threshold", "Trained on", "Validation metrics", finding.provenance.label):
         assert text in details
     assert finding.mask_layer is None  # the whole slice: no region to outline; the summary says so
