@@ -38,6 +38,8 @@ class Layer:
     #: what the finding says about single axial slices (e.g. kept or left out, and why), keyed by slice
     #: index; the axial view shows it under the slice number while the layer is visible
     slice_notes: Mapping[int, str] = field(default_factory=dict)
+    #: bumped by ``LayerStack.update`` and ``touch``: the views draw a layer again only when it changed
+    revision: int = 0
 
 
 @dataclass(eq=False)
@@ -131,4 +133,9 @@ class LayerStack(QtCore.QObject):
             if not hasattr(layer, key):
                 raise AttributeError(f"{type(layer).__name__} has no setting {key!r}")
             setattr(layer, key, value)
+        self.touch(layer)
+
+    def touch(self, layer: Layer) -> None:
+        """``layer``'s data changed in place (a mask filling while its model runs): the views draw it again."""
+        layer.revision += 1
         self.changed.emit()

@@ -74,7 +74,8 @@ class LiverRunner(FindingRunner):
     def __init__(self, layers: LayerStack, start_task: StartTask, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(layers, start_task, parent)
         self._paint_timer = QtCore.QTimer(self, interval=PAINT_INTERVAL_MS)
-        self._paint_timer.timeout.connect(self.layers.changed.emit)
+        self._paint_timer.timeout.connect(self._paint_live)
+        self._live: LabelLayer | None = None  # the running segmentation's mask, filled as batches arrive
         self.model_box = ModelChooserBox()
         self.segment_button = QtWidgets.QPushButton("Segment liver")
         layout = QtWidgets.QFormLayout(self)
@@ -108,6 +109,7 @@ class LiverRunner(FindingRunner):
             demo=card.is_demo,
         )
         self.layers.add(live)
+        self._live = live
 
         def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Finding:
             result = engine.segment_liver(
@@ -131,8 +133,13 @@ class LiverRunner(FindingRunner):
         self._drop(live)  # the finding's own mask takes its place
         self.found.emit(volume, finding)
 
+    def _paint_live(self) -> None:
+        if self._live is not None and self._live in self.layers.layers:
+            self.layers.touch(self._live)
+
     def _on_finished(self, live: LabelLayer) -> None:
         self._paint_timer.stop()
+        self._live = None
         self._drop(live)
         # the task (kept as ``self.task`` until the next run) still holds this layer through its slots: a
         # cancelled or failed run's mask goes with it

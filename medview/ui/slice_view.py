@@ -19,7 +19,7 @@ import numpy as np
 
 from medview.io.volume import Volume
 from medview.measure import distance_mm, region_stats
-from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack, outline
+from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack, outline
 from medview.ui.planes import (
     Plane,
     display_to_voxel,
@@ -115,6 +115,7 @@ class SliceView(QtWidgets.QWidget):
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.view_box.addItem(self.image_item)
         self.overlay_items: list[pg.ImageItem] = []
+        self._overlay_drawn: list[tuple[Layer, int, int] | None] = []  # per item: (layer, its revision, slice)
         self.colour_bar: pg.ColorBarItem | None = None
         pen = pg.mkPen((255, 220, 0, 160), width=1)
         self.crosshair = (
@@ -227,7 +228,7 @@ class SliceView(QtWidgets.QWidget):
         if image is None:
             return
         self.image_item.setImage(image, autoLevels=False, levels=self._levels())
-        self._render_overlays()
+        self._render_overlays(redraw=True)
         self._update_measurement_visibility()
         self._update_read_outs()
 
@@ -237,7 +238,9 @@ class SliceView(QtWidgets.QWidget):
         self._render_overlays()
         self._update_read_outs()  # a layer shown or hidden brings its slice notes with it
 
-    def _render_overlays(self) -> None:
+    def _render_overlays(self, redraw: bool = False) -> None:
+        """Show the visible layers on this slice; only those not drawn yet as they are now get drawn, unless
+        ``redraw`` (another slice, or new data): each COVID-19 finding added redrew every earlier overlay."""
         if self.volume is None:
             return
         visible = [layer for layer in self.layers.layers if layer.visible]
@@ -246,28 +249,38 @@ class SliceView(QtWidgets.QWidget):
             item.setZValue(10 + len(self.overlay_items))
             self.view_box.addItem(item)
             self.overlay_items.append(item)
-        for item in self.overlay_items[len(visible) :]:
-            item.setVisible(False)
+            self._overlay_drawn.append(None)
+        for slot in range(len(visible), len(self.overlay_items)):
+            self.overlay_items[slot].setVisible(False)
+            self._overlay_drawn[slot] = None  # a layer changed while not shown is drawn afresh when it comes back
         rect = self.image_item.mapRectToParent(self.image_item.boundingRect())
         heatmap_shown = None
-        for item, layer in zip(self.overlay_items, visible, strict=False):
+        for slot, (item, layer) in enumerate(zip(self.overlay_items, visible, strict=False)):
             item.setVisible(True)
             item.setOpacity(layer.opacity)
-            if isinstance(layer, LabelLayer):
-                plane = extract_plane(layer.labels, self.plane, self.index)
-                if layer.outline_only:
-                    plane = outline(plane)
-                table = layer.lookup_table()
-                item.setImage(plane, lut=table, levels=(0, len(table) - 1), autoLevels=False)
-            elif isinstance(layer, HeatmapLayer):
-                plane = extract_plane(layer.values, self.plane, self.index).astype(np.float32)
-                if layer.threshold is not None:
-                    plane = np.where(plane >= layer.threshold, plane, np.nan)
-                item.setImage(plane, lut=layer.lookup_table(), levels=layer.levels, autoLevels=False)
-                heatmap_shown = layer
+            drawn = (layer, layer.revision, self.index)
+            if redraw or self._overlay_drawn[slot] != drawn:
+                self._draw_overlay(item, layer)
+                self._overlay_drawn[slot] = drawn
             item.setRect(rect)
+            if isinstance(layer, HeatmapLayer):
+                heatmap_shown = layer
         self._show_colour_bar(heatmap_shown)
         self._update_measurement_visibility()
+
+    def _draw_overlay(self, item: pg.ImageItem, layer: Layer) -> None:
+        """Put ``layer``'s plane of this slice into ``item``."""
+        if isinstance(layer, LabelLayer):
+            plane = extract_plane(layer.labels, self.plane, self.index)
+            if layer.outline_only:
+                plane = outline(plane)
+            table = layer.lookup_table()
+            item.setImage(plane, lut=table, levels=(0, len(table) - 1), autoLevels=False)
+        elif isinstance(layer, HeatmapLayer):
+            plane = extract_plane(layer.values, self.plane, self.index).astype(np.float32)
+            if layer.threshold is not None:
+                plane = np.where(plane >= layer.threshold, plane, np.nan)
+            item.setImage(plane, lut=layer.lookup_table(), levels=layer.levels, autoLevels=False)
 
     def _show_colour_bar(self, layer: HeatmapLayer | None) -> None:
         if layer is None:

@@ -291,3 +291,28 @@ def test_a_findings_layers_are_added_in_one_step_and_drawn_on_every_plane(qtbot:
         shown = [item for item in slice_view.overlay_items if item.isVisible()]
         assert len(shown) == 2
         assert shown[0].image.max() == 1  # the mask crosses the centre slice of every plane
+
+
+def test_a_mask_filled_in_place_is_drawn_again_when_touched_and_others_are_not_redrawn(qtbot: Any) -> None:
+    from medview.ui.layers import LabelLayer
+
+    volume = stamp_volume()
+    view = MprView(LayerStack())
+    qtbot.addWidget(view)
+    view.set_volume(volume)
+    axial = view.views["axial"]
+    still = LabelLayer(name="earlier finding", labels=np.ones(volume.shape, np.uint8))
+    filling = LabelLayer(name="running", labels=np.zeros(volume.shape, np.uint8))
+    view.layers.add(still, filling)
+    still_item, filling_item = axial.overlay_items[:2]
+    still_image = still_item.image
+    assert filling_item.image.max() == 0
+
+    filling.labels[axial.index] = 1  # a model writes the slice on screen
+    view.layers.touch(filling)
+
+    assert filling_item.image.max() == 1  # drawn again from the new data
+    assert still_item.image is still_image  # the unchanged layer kept its drawn plane
+    axial.set_index(axial.index + 1)
+    assert still_item.image is not still_image  # another slice draws every layer
+    assert filling_item.image.max() == 0
