@@ -166,13 +166,13 @@ class FindingsPanel(QtWidgets.QWidget):
         return findings[row] if 0 <= row < len(findings) else None
 
     def _rebuild_list(self) -> None:
-        self.list.blockSignals(True)
+        self.list.blockSignals(True)  # the details are shown once, below, not again for the row chosen
         self.list.clear()
         for finding in self.current_findings():
             self.list.addItem(finding.title)
-        self.list.blockSignals(False)
         if self.list.count():
             self.list.setCurrentRow(self.list.count() - 1)
+        self.list.blockSignals(False)
         self._show_selected()
 
     def _show_selected(self) -> None:
