@@ -144,7 +144,9 @@ def classical_lung_mask(
         return lungs
     rows = np.minimum(np.arange(height) // step, lungs.shape[1] - 1)
     columns = np.minimum(np.arange(width) // step, lungs.shape[2] - 1)
-    full = lungs[:, rows][:, :, columns]
+    # take, not fancy indexing: lungs[:, rows][:, :, columns] came out with z as the fastest axis, and every
+    # axial slice of that mask (the COVID-19 pipeline's, the views' outline of it) read 10x slower
+    full = lungs.take(rows, axis=1).take(columns, axis=2)
     assert full.shape == (depth, height, width)
     return full
 
