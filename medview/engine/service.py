@@ -248,7 +248,11 @@ class Engine:
                 source = f"lung U-Net {lung_card.label}" + (" (demo model)" if lung_card.is_demo else "")
             else:
                 context.step(0, 1, "lung mask (classical method)")
-                lung = classical_lung_mask(volume.voxels, spacing=volume.spacing)
+                lung = classical_lung_mask(
+                    volume.voxels,
+                    spacing=volume.spacing,
+                    between_steps=lambda: context.step(0, 1, "lung mask (classical method)"),
+                )
                 source = "classical method (HU threshold, connected components, hole filling)"
             demo_mask = lung_card is not None and lung_card.is_demo
             return covid.classify(context, volume, lung, source, explain=explain, demo_lung_mask=demo_mask)

@@ -20,7 +20,7 @@ loaders and therefore the same order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,8 +58,13 @@ def classical_lung_mask(
     spacing: Sequence[float] | None = None,
     min_lung_ml: float = 50.0,
     max_hole_mm2: float = 1000.0,
+    between_steps: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Lung mask of a ``(z, y, x)`` HU chest CT by thresholding and connected components, bool, same shape.
+
+    ``between_steps`` is called between the steps below (up to ~0.3 s apart on a
+    148-slice series): a run that is cancelled raises there, instead of after the
+    whole mask (~1 s).
 
     The method, each step on whole volumes with ``scipy.ndimage``:
 
@@ -108,14 +113,17 @@ def classical_lung_mask(
     step = max(1, min(height, width) // max(1, working_size))
     small = volume_hu[:, step // 2 :: step, step // 2 :: step]
 
+    check = between_steps or (lambda: None)
     air = small < air_hu
     labels, count = ndimage.label(air, structure=_IN_PLANE)
+    check()
     border = np.concatenate([labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]], axis=None)
     outside = np.zeros(count + 1, dtype=bool)
     outside[border] = True
     outside[0] = True
     inside_air = ~outside[labels]
 
+    check()
     labels, count = ndimage.label(inside_air)
     lungs = np.zeros(small.shape, dtype=bool)
     if count:
@@ -130,9 +138,12 @@ def classical_lung_mask(
             keep = [label for label in keep if sizes[label] * voxel_ml >= min_lung_ml]
         lungs = np.isin(labels, keep)
 
+    check()
     lungs = ndimage.binary_closing(lungs, structure=_IN_PLANE)
+    check()
     # holes are filled per slice; the padding keeps the first and last slices off the array border
     filled = ndimage.binary_fill_holes(np.pad(lungs, ((1, 1), (0, 0), (0, 0))), structure=_IN_PLANE)[1:-1]
+    check()
     holes, count = ndimage.label(filled & ~lungs, structure=_IN_PLANE)
     if count:
         pixel_mm2 = (float(spacing[1]) * float(spacing[2]) if spacing is not None else 0.75**2) * step * step

@@ -344,3 +344,26 @@ def test_lung_mask_on_a_real_series(covid_series) -> None:
     assert all(g.images.shape == (chest.GROUP_SLICES, 256, 256) for g in groups)
     assert groups[0].sources[0] == kept[0]
     assert max(s for g in groups for s in g.sources if s is not None) == kept[-1]
+
+
+def test_the_lung_mask_can_be_stopped_between_its_steps() -> None:
+    volume = np.full((6, 64, 64), -1000, dtype=np.int16)
+    volume[:, 8:56, 8:56] = 40  # a body
+    volume[1:5, 20:44, 14:30] = -850  # a lung in it
+    calls: list[int] = []
+    mask = classical_lung_mask(volume, between_steps=lambda: calls.append(1))
+    assert mask.any()
+    assert len(calls) >= 4  # labelling, 3-D components, closing, hole filling
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_the_second() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Stop
+
+    calls.clear()
+    with pytest.raises(Stop):
+        classical_lung_mask(volume, between_steps=stop_at_the_second)
+    assert len(calls) == 2  # nothing ran after the stop
