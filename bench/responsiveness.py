@@ -1,7 +1,8 @@
 """Responsiveness targets of the hardening issue: GUI stalls while each AI task runs, cancel latency, close mid-run.
 
 Run: ``.venv/bin/python -m bench.responsiveness`` (``--tasks liver,kidney,...``,
-``--cancels N``, ``--photos N``, ``--skip-close``).  Every task runs on real
+``--cancels N``, ``--photos N``, ``--skip-close``, ``--onnx-cache DIR`` to time a second
+session: graphs exported by an earlier run are read, not exported).  Every task runs on real
 inputs from ../shared/data through the real main window (offscreen) with the
 shipped bundles, started as its button starts it:
 
@@ -516,6 +517,11 @@ def main() -> int:
     parser.add_argument("--cancels", type=int, default=3, help="cancelled runs per task")
     parser.add_argument("--photos", type=int, default=30, help="photos per skin run")
     parser.add_argument("--skip-close", action="store_true", help="leave out closing the window mid-run")
+    parser.add_argument(
+        "--onnx-cache",
+        type=Path,
+        help="ONNX graph cache to use and keep (default: a fresh one, so graphs are exported as on a new install)",
+    )
     parser.add_argument("--child-close", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_close:
@@ -536,7 +542,7 @@ def main() -> int:
         # the audit log and the ONNX graphs of these runs (and of the close children) are not the user's
         os.environ["MEDVIEW_DATA_DIR"] = str(Path(folder) / "data")
         os.environ["MEDVIEW_CACHE_DIR"] = str(Path(folder) / "cache")
-        engine = Engine([MODELS])
+        engine = Engine([MODELS], onnx_cache=args.onnx_cache)
         print(f"Responsiveness, CPU ({os.cpu_count()} cores, {engine.device_name()}), load average before: {load}")
         measured = measure(engine, chosen, args.cancels, args.photos)
         report_runs(measured, load)

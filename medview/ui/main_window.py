@@ -829,8 +829,9 @@ class MainWindow(QtWidgets.QMainWindow):
         architecture needs, and an import holds the GIL while an extension module
         sets itself up: the window stalled 130-870 ms while that first run went on
         (bench.responsiveness). Done when the workspace is shown (CT: once a whole
-        series is open), the first run finds its model loaded. A model that cannot
-        be loaded is left for its run to report.
+        series is open; lung sounds: never, see ``LungSoundPanel.chosen_cards``),
+        the first run finds its model loaded. A model that cannot be loaded is
+        left for its run to report.
         """
         if self.engine is None:
             return None

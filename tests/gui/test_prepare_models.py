@@ -45,7 +45,8 @@ def test_each_workspace_loads_its_chosen_models_once_when_it_can_run_them(
     assert prepared[len(ct_cards) :] == [window.skin.selected_card().label]
     assert engine._forests  # the skin model's forest too
 
+    window.workspaces.setCurrentWidget(window.lung)  # its model loads with the recording's classification
     window.workspaces.setCurrentWidget(window.mpr)
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     window.workspaces.setCurrentWidget(window.skin)
-    assert len(preparing()) == 2  # each model once
+    assert len(preparing()) == 2  # each model once, none for lung sounds
