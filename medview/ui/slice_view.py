@@ -117,6 +117,9 @@ class SliceView(QtWidgets.QWidget):
         self.overlay_items: list[pg.ImageItem] = []
         self._overlay_drawn: list[tuple[Layer, int, int] | None] = []  # per item: (layer, its revision, slice)
         self.colour_bar: pg.ColorBarItem | None = None
+        # made once the event loop runs, not when the first map is shown: a ColorBarItem is a PlotItem with its
+        # menus, 20-35 ms to build, and three of them added to a COVID-19 finding's arrival on the GUI thread
+        QtCore.QTimer.singleShot(0, self, self._colour_bar)
         pen = pg.mkPen((255, 220, 0, 160), width=1)
         self.crosshair = (
             pg.InfiniteLine(angle=90, pen=pen, movable=False),
@@ -287,12 +290,18 @@ class SliceView(QtWidgets.QWidget):
             if self.colour_bar is not None:
                 self.colour_bar.setVisible(False)
             return
+        colour_bar = self._colour_bar()
+        colour_bar.setColorMap(pg.colormap.get(layer.colormap))
+        colour_bar.setLevels(layer.levels)
+        colour_bar.setVisible(True)
+
+    def _colour_bar(self) -> pg.ColorBarItem:
+        """The colour bar beside the image, made once, hidden (a hidden bar takes no room in the layout)."""
         if self.colour_bar is None:
-            self.colour_bar = pg.ColorBarItem(interactive=False, width=12, colorMap=layer.colormap)
+            self.colour_bar = pg.ColorBarItem(interactive=False, width=12, colorMap="inferno")
             self.graphics.addItem(self.colour_bar, row=0, col=1)
-        self.colour_bar.setColorMap(pg.colormap.get(layer.colormap))
-        self.colour_bar.setLevels(layer.levels)
-        self.colour_bar.setVisible(True)
+            self.colour_bar.setVisible(False)
+        return self.colour_bar
 
     # ------------------------------------------------------------------ crosshair and read-outs
 
