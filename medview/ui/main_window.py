@@ -36,6 +36,7 @@ from medview.io.photo import split_photo_paths
 from medview.io.volume import Volume
 from medview.ui.audit_dialog import AuditLogDialog
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
+from medview.ui.findings import FindingRunner
 from medview.ui.findings_panel import FindingsPanel
 from medview.ui.layers import LabelLayer, Layer, LayerStack
 from medview.ui.lung_panel import LungSoundPanel
@@ -160,6 +161,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self._build_actions()
         self.workspaces.currentChanged.connect(self._on_workspace_changed)
+        self.findings.tasks.currentChanged.connect(lambda _index: self.prepare_models())
         self.browser.series_activated.connect(self.load_series)
         self.mpr.axial.slice_changed.connect(lambda _i: self.tag_timer.start())
         self.tags_dock.visibilityChanged.connect(lambda visible: visible and self.tag_timer.start())
@@ -217,9 +219,15 @@ class MainWindow(QtWidgets.QMainWindow):
         overlay_menu = menu.addMenu("&Overlay")
         overlay_menu.addAction(self._action("Load &mask (NIfTI, NRRD, DICOM SEG)…", self._choose_mask, "Ctrl+M"))
         ai_menu = menu.addMenu("&AI")
-        ai_menu.addAction(self._action("Segment &liver", lambda: self.findings.liver.run(), "Ctrl+Shift+L"))
-        ai_menu.addAction(self._action("Find &kidney stones", lambda: self.findings.kidney.run(), "Ctrl+Shift+K"))
-        ai_menu.addAction(self._action("Classify &COVID-19", lambda: self.findings.covid.run(), "Ctrl+Shift+C"))
+        ai_menu.addAction(
+            self._action("Segment &liver", lambda: self._run_finding(self.findings.liver), "Ctrl+Shift+L")
+        )
+        ai_menu.addAction(
+            self._action("Find &kidney stones", lambda: self._run_finding(self.findings.kidney), "Ctrl+Shift+K")
+        )
+        ai_menu.addAction(
+            self._action("Classify &COVID-19", lambda: self._run_finding(self.findings.covid), "Ctrl+Shift+C")
+        )
 
         view_menu = menu.addMenu("&View")
         toolbar = self.addToolBar("Tools")
@@ -822,15 +830,20 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_ready.emit(engine)
         self.prepare_models()
 
+    def _run_finding(self, runner: FindingRunner) -> Task | None:
+        """Run ``runner``'s model from the AI menu, its tab shown (its controls, notes and progress)."""
+        self.findings.tasks.setCurrentWidget(runner)
+        return runner.run()
+
     def prepare_models(self) -> Task | None:
         """Load, off the GUI thread, the models the current workspace would run now (each once per bundle).
 
         A model's first run would load it itself, importing the libraries its
         architecture needs, and an import holds the GIL while an extension module
         sets itself up: the window stalled 130-870 ms while that first run went on
-        (bench.responsiveness). Done when the workspace is shown (CT: once a whole
-        series is open; lung sounds: never, see ``LungSoundPanel.chosen_cards``),
-        the first run finds its model loaded. A model that cannot be loaded is
+        (bench.responsiveness). Done when the workspace is shown (CT: the task on
+        show, once a whole series is open; lung sounds: never, see
+        ``LungSoundPanel.chosen_cards``), the first run finds its model loaded. A model that cannot be loaded is
         left for its run to report.
         """
         if self.engine is None:

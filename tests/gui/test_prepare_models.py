@@ -33,20 +33,25 @@ def test_each_workspace_loads_its_chosen_models_once_when_it_can_run_them(
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     [task] = preparing()
     wait_until_settled(qtbot, window, task)
-    ct_cards = window.findings.chosen_cards()
+    panel = window.findings
+    assert panel.tasks.currentWidget() is panel.liver  # only the task on show: its model, not all three
+    assert prepared == [panel.liver.model_box.selected_card().label]
+    assert str(panel.liver.model_box.selected_card().bundle_dir) in {key[0] for key in engine._networks}
+
+    panel.tasks.setCurrentWidget(panel.covid)
+    wait_until_settled(qtbot, window, preparing()[-1])
     # the COVID model's lung mask comes from the classical method while only a demo lung U-Net is installed
-    assert {card.task for card in ct_cards} == {"liver_segmentation", "kidney_stone", "covid_ct"}
-    assert sorted(prepared) == sorted(card.label for card in ct_cards)
-    loaded = {key[0] for key in engine._networks}
-    assert {str(card.bundle_dir) for card in ct_cards} <= loaded  # really loaded, not only asked for
+    assert panel.covid.chosen_cards() == [panel.covid.model_box.selected_card()]
+    assert prepared[1:] == [panel.covid.model_box.selected_card().label]
 
     window.workspaces.setCurrentWidget(window.skin)
     wait_until_settled(qtbot, window, preparing()[-1])
-    assert prepared[len(ct_cards) :] == [window.skin.selected_card().label]
+    assert prepared[2:] == [window.skin.selected_card().label]
     assert engine._forests  # the skin model's forest too
 
     window.workspaces.setCurrentWidget(window.lung)  # its model loads with the recording's classification
     window.workspaces.setCurrentWidget(window.mpr)
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     window.workspaces.setCurrentWidget(window.skin)
-    assert len(preparing()) == 2  # each model once, none for lung sounds
+    panel.tasks.setCurrentWidget(panel.liver)
+    assert len(preparing()) == 3  # each model once, none for lung sounds
