@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from medview.ui.qt import QtWidgets
+
 from .conftest import SAMPLE_SERIES, open_and_wait, wait_until_settled, watch_tasks
 
 PREPARING = "Preparing AI models"
@@ -55,3 +57,19 @@ def test_each_workspace_loads_its_chosen_models_once_when_it_can_run_them(
     window.workspaces.setCurrentWidget(window.skin)
     panel.tasks.setCurrentWidget(panel.liver)
     assert len(preparing()) == 3  # each model once, none for lung sounds
+
+
+def test_the_ai_menu_shows_the_tasks_tab_before_running_it(window: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    panel = window.findings
+    ran: list[str] = []
+    for runner in panel.runners:
+        monkeypatch.setattr(runner, "run", lambda runner=runner: ran.append(runner.title))
+    actions = {
+        action.text().replace("&", ""): action
+        for menu in window.menuBar().findChildren(QtWidgets.QMenu)
+        for action in menu.actions()
+    }
+    for text, runner in (("Classify COVID-19", panel.covid), ("Find kidney stones", panel.kidney)):
+        actions[text].trigger()
+        assert panel.tasks.currentWidget() is runner
+        assert ran[-1] == runner.title
