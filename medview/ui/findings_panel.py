@@ -159,8 +159,15 @@ class FindingsPanel(QtWidgets.QWidget):
             finding.provenance, series_uid=dicom_series_uid(volume.series_uid), patient_id=volume.info.get("PatientID")
         )
         self.findings.setdefault(series_key(volume), []).append(finding)
-        if series_key(volume) == series_key(self.volume):
+        shown = series_key(volume) == series_key(self.volume)
+        if shown:
             self.layers.add(*finding.layers)
+        # the list and the details once the views have been drawn, in a later pass of the event loop: a COVID-19
+        # finding's overlays, then its long details, took the GUI thread 90-120 ms in one go
+        QtCore.QTimer.singleShot(0, self, lambda: self._list_found(finding, shown))
+
+    def _list_found(self, finding: Finding, shown: bool) -> None:
+        if shown:
             self._rebuild_list()
         self.finding_added.emit(finding)
 
