@@ -73,3 +73,27 @@ def test_the_ai_menu_shows_the_tasks_tab_before_running_it(window: Any, monkeypa
         actions[text].trigger()
         assert panel.tasks.currentWidget() is runner
         assert ran[-1] == runner.title
+
+
+def test_a_model_that_cannot_load_is_left_for_its_run_to_report(
+    qtbot: Any, window: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from medview.engine.service import Engine
+    from tests.conftest import RESOURCES
+
+    folder = tmp_path / "models"
+    shutil.copytree(RESOURCES / "models" / "skin-demo", folder / "skin-demo")
+    weights = next((folder / "skin-demo").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # the checksum no longer matches
+    weights.write_bytes(bytes(data))
+    window.set_engine(Engine([folder]))
+
+    window.workspaces.setCurrentWidget(window.skin)
+    wait_until_settled(qtbot, window, window.preparation)
+
+    assert weights.name in caplog.text  # logged, naming the file
+    assert "preparing models" in caplog.text
+    assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, QtWidgets.QMessageBox)]
