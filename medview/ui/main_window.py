@@ -843,8 +843,8 @@ class MainWindow(QtWidgets.QMainWindow):
         sets itself up: the window stalled 130-870 ms while that first run went on
         (bench.responsiveness). Done when the workspace is shown (CT: the task on
         show, once a whole series is open; lung sounds: never, see
-        ``LungSoundPanel.chosen_cards``), the first run finds its model loaded. A model that cannot be loaded is
-        left for its run to report.
+        ``LungSoundPanel.chosen_cards``), the first run finds its model loaded. A
+        model that cannot be loaded is left for its run to report.
         """
         if self.engine is None:
             return None
