@@ -247,12 +247,12 @@ class Engine:
                 lung = segmentation.segment(lung_context, volume, structure="lung").mask
                 source = f"lung U-Net {lung_card.label}" + (" (demo model)" if lung_card.is_demo else "")
             else:
-                context.step(0, 1, "lung mask (classical method)")
-                lung = classical_lung_mask(
-                    volume.voxels,
-                    spacing=volume.spacing,
-                    between_steps=lambda: context.step(0, 1, "lung mask (classical method)"),
-                )
+
+                def lung_mask_step() -> None:  # progress, and where a Cancel stops the mask
+                    context.step(0, 1, "lung mask (classical method)")
+
+                lung_mask_step()
+                lung = classical_lung_mask(volume.voxels, spacing=volume.spacing, between_steps=lung_mask_step)
                 source = "classical method (HU threshold, connected components, hole filling)"
             demo_mask = lung_card is not None and lung_card.is_demo
             return covid.classify(context, volume, lung, source, explain=explain, demo_lung_mask=demo_mask)

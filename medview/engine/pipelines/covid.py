@@ -61,7 +61,8 @@ def classify(
     card = context.card
     if lung_mask.shape != volume.shape:
         raise ModelError(f"lung mask of shape {lung_mask.shape} for a volume of shape {volume.shape}")
-    group_size, _, size, _ = network_input_shape(card)
+    input_shape = network_input_shape(card)
+    group_size, _, size, _ = input_shape
     try:
         upward = superior_at_high_z(volume.direction)
     except ValueError as error:
@@ -74,7 +75,7 @@ def classify(
     groups = group_slices(prepared, selection.kept, group_size=group_size)
 
     network = context.networks[0]
-    forward = context.forward_passes(0, sample_shape=network_input_shape(card))
+    forward = context.forward_passes(0, sample_shape=input_shape)
     steps = len(groups) * (2 if explain else 1)
     probabilities, heatmaps = [], {}
     for number, group in enumerate(groups):
