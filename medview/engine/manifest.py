@@ -119,6 +119,12 @@ class ModelCard:
     def is_demo(self) -> bool:
         return self.trained_on.demo or self.trained_on.synthetic
 
+    @property
+    def identity(self) -> tuple[str, tuple[str, ...]]:
+        """The bundle's folder and the checksums of its files: what caches of its loaded networks are keyed by
+        (a bundle replaced in place has other checksums)."""
+        return str(self.bundle_dir), tuple(weight.sha256 for weight in self.weights)
+
     def file_path(self, weight: WeightFile) -> Path:
         return self.bundle_dir / weight.path
 

@@ -85,7 +85,7 @@ class Engine:
         for problem in self._scan.problems:
             log.warning("model bundle refused: %s", problem)
         # networks of bundles that were removed or replaced (other files, other checksums) are let go
-        current = {(str(c.bundle_dir), tuple(w.sha256 for w in c.weights)) for c in self._scan.cards}
+        current = {card.identity for card in self._scan.cards}
         with self._lock:
             for cache in (self._networks, self._forests):
                 for key in [k for k in cache if (k[0], k[1]) not in current]:
@@ -108,7 +108,7 @@ class Engine:
     def networks(self, card: ModelCard, device: torch.device | None = None) -> list[nn.Module]:
         """The bundle's networks on ``device``, loaded (and checksum-verified) once per device."""
         device = device or self.device
-        key = (str(card.bundle_dir), tuple(w.sha256 for w in card.weights), str(device))
+        key = (*card.identity, str(device))
         with self._lock:
             if key not in self._networks:
                 self._networks[key] = load_networks(card, device)
@@ -119,7 +119,7 @@ class Engine:
         # scikit-learn and skops load with the first forest, not with the engine: ~2 s that no other task needs
         from medview.engine.forest import load_forest
 
-        key = (str(card.bundle_dir), tuple(w.sha256 for w in card.weights))
+        key = card.identity
         with self._lock:
             if key not in self._forests:
                 self._forests[key] = load_forest(card, n_features)

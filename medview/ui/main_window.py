@@ -18,7 +18,6 @@ import numpy as np
 from medview.audit import Outcome, audit_log
 from medview.config import Settings
 from medview.engine.api import InferenceService
-from medview.engine.manifest import ModelCard
 from medview.errors import MedviewError
 from medview.io.anonymise import AnonymisationResult, anonymise_series
 from medview.io.audio import AUDIO_SUFFIXES
@@ -62,11 +61,6 @@ def is_volume_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
-def prepared_key(card: ModelCard) -> tuple[str, tuple[str, ...]]:
-    """A bundle as prepare_models knows it: its folder and the checksums of its files."""
-    return str(card.bundle_dir), tuple(weight.sha256 for weight in card.weights)
-
-
 def source_from_label(label: str) -> DicomSource:
     """Turn a ``Volume.slice_files`` entry (``file`` or ``archive.zip!member``) back into a source."""
     if "!" in label:
@@ -89,7 +83,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.settings = settings or Settings.load()
         self.tasks = TaskRunner(self)
-        self._prepared: set[tuple[str, tuple[str, ...]]] = set()  # models loaded by prepare_models (prepared_key)
+        self._prepared: set[tuple[str, tuple[str, ...]]] = set()  # identity of each model prepare_models loaded
         self.preparation: Task | None = None  # the latest prepare_models task
         self.layers = LayerStack(self)
         self.volume: Volume | None = None
@@ -850,10 +844,10 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         current = self.workspaces.currentWidget()
         panel = self.findings if current is self.mpr else current
-        cards = [card for card in panel.chosen_cards() if prepared_key(card) not in self._prepared]
+        cards = [card for card in panel.chosen_cards() if card.identity not in self._prepared]
         if not cards:
             return None
-        self._prepared.update(prepared_key(card) for card in cards)
+        self._prepared.update(card.identity for card in cards)
         engine = self.engine
 
         def work(_progress: object, cancelled: Callable[[], bool], _partial: object) -> None:
