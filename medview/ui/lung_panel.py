@@ -193,7 +193,7 @@ class CycleOverview(pg.GraphicsObject):
 
     Drawn as translucent rectangles, Qt's raster engine took ~45 ms per repaint for the 1,081 bands of a
     30-minute recording, and a playing recording repaints the plots 30 times a second; the row, built with
-    numpy and scaled in one drawImage, takes ~1 ms.
+    numpy and scaled in one drawImage, takes ~3 ms.
     """
 
     def __init__(self) -> None:
@@ -266,9 +266,6 @@ class CycleTableModel(QtCore.QAbstractTableModel):
         self._headers, self._rows = headers, rows
         self._made.clear()
         self.endResetModel()
-
-    def text(self, row: int, column: int) -> str:
-        return self._row(row)[0][column]
 
     def _row(self, row: int) -> tuple[list[str], QtGui.QBrush | None]:
         made = self._made.get(row)
@@ -614,6 +611,11 @@ class LungSoundPanel(QtWidgets.QWidget):
     def two_class(self) -> bool:
         return self.classes_box.currentIndex() == 1
 
+    def predicted_label(self, index: int) -> str:
+        """The class cycle ``index`` is predicted to be in the current view; empty when it has no current result."""
+        probabilities = self.predicted(index)
+        return max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+
     def predicted(self, index: int) -> dict[str, float] | None:
         """Probabilities of cycle ``index`` in the current view, or None when it has no current result."""
         if self.result is None or index in self.stale or index >= len(self.result.scores):
@@ -673,8 +675,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         pair = self.regions[row]
         if pair is None:
             return
-        cycle, probabilities = self.cycles[row], self.predicted(row)
-        label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+        cycle, probabilities, label = self.cycles[row], self.predicted(row), self.predicted_label(row)
         tip = ", ".join(f"{name} {p:.2f}" for name, p in probabilities.items()) if probabilities else "not classified"
         for region in pair:
             region.setBrush(band_brush(self.band_colour(row)))
@@ -682,9 +683,7 @@ class LungSoundPanel(QtWidgets.QWidget):
 
     def band_colour(self, row: int) -> tuple[int, int, int]:
         """The colour of a cycle's band: its predicted class, grey while not classified."""
-        probabilities = self.predicted(row)
-        label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
-        return CLASS_COLOURS.get(label, UNCLASSIFIED_COLOUR)
+        return CLASS_COLOURS.get(self.predicted_label(row), UNCLASSIFIED_COLOUR)
 
     def _update_overviews(self) -> None:
         spans = [(cycle.start_s, cycle.end_s) for cycle in self.cycles]
@@ -747,8 +746,7 @@ class LungSoundPanel(QtWidgets.QWidget):
     def _table_row(self, row: int) -> tuple[list[str], tuple[int, int, int] | None]:
         """The cycle table's row ``row``: its texts and the colour of its predicted class."""
         names = ["normal", "abnormal"] if self.two_class() else list(ICBHI_CLASSES)
-        cycle, probabilities = self.cycles[row], self.predicted(row)
-        label = max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+        cycle, probabilities, label = self.cycles[row], self.predicted(row), self.predicted_label(row)
         if probabilities is None and row in self.stale:
             label = "edited: classify again"
         annotated = self._annotated_label(cycle)
