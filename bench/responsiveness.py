@@ -441,14 +441,15 @@ def measure(engine: Any, chosen: list[str], cancels: int, photos: int) -> dict[s
 
 def child_close(name: str, after_s: float) -> None:
     """Build the window as ``medview.app.run`` does, start ``name``, close the window ``after_s`` later."""
-    from medview.app import SHUTDOWN_WAIT_MS, load_engine
+    from medview.app import SHUTDOWN_WAIT_MS
+    from medview.engine.service import Engine
     from medview.ui.main_window import MainWindow
     from medview.ui.qt import QtCore, QtWidgets
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
     window = MainWindow()
     window.show()
-    window.set_engine(load_engine([MODELS]))
+    window.set_engine(Engine([MODELS]))
     with tempfile.TemporaryDirectory(prefix="medview-bench-close-") as work:
         scenario = scenarios(Path(work), 60)[name]
         scenario.prepare(window)
@@ -539,7 +540,7 @@ def main() -> int:
         child_close(args.child_close[0], float(args.child_close[1]))
         return 0
 
-    from medview.app import load_engine
+    from medview.engine.service import Engine
 
     chosen = [name.strip() for name in args.tasks.split(",") if name.strip()]
     unknown = set(chosen) - set(TASKS)
@@ -553,7 +554,7 @@ def main() -> int:
         # the audit log and the ONNX graphs of these runs (and of the close children) are not the user's
         os.environ["MEDVIEW_DATA_DIR"] = str(Path(folder) / "data")
         os.environ["MEDVIEW_CACHE_DIR"] = str(Path(folder) / "cache")
-        engine = load_engine([MODELS], onnx_cache=args.onnx_cache)
+        engine = Engine([MODELS], onnx_cache=args.onnx_cache)
         print(f"Responsiveness, CPU ({os.cpu_count()} cores, {engine.device_name()}), load average before: {load}")
         measured = measure(engine, chosen, args.cancels, args.photos)
         report_runs(measured, load)

@@ -160,10 +160,10 @@ def _report(result: dict[str, Any]) -> None:
 def child_warm(cache: Path) -> None:
     """Export the liver bundle's ONNX graph into ``cache`` (what the first run of a first session does)."""
     from bench.ct_findings import read_series
-    from medview.app import load_engine
+    from medview.engine.service import Engine
     from medview.io.volume import Volume
 
-    engine = load_engine([MODELS], onnx_cache=cache)
+    engine = Engine([MODELS], onnx_cache=cache)
     card = engine.cards("liver_segmentation")[0]
     volume = read_series(P001)
     engine.segment_liver(card, Volume(voxels=volume.voxels[:8], spacing=volume.spacing, modality="CT"))
@@ -175,10 +175,10 @@ def child_series(folder: Path, cache: Path) -> None:
     marks: dict[str, dict[str, float]] = {"start": memory_mb()}
     from bench.gui import offscreen_window, spin_until
     from bench.responsiveness import StallWatch
-    from medview.app import load_engine
+    from medview.engine.service import Engine
     from medview.ui.qt import QtWidgets
 
-    engine = load_engine([MODELS], onnx_cache=cache)
+    engine = Engine([MODELS], onnx_cache=cache)
     card = engine.cards("liver_segmentation")[0]
     engine.networks(card)  # weights read and verified, as after the engine's first use
     marks["engine loaded"] = memory_mb()
@@ -274,9 +274,9 @@ def child_recording(path: Path, alsa_folder: Path) -> None:
     marks: dict[str, dict[str, float]] = {"start": memory_mb()}
     from bench.gui import offscreen_window, spin_until
     from bench.responsiveness import StallWatch
-    from medview.app import load_engine
+    from medview.engine.service import Engine
 
-    engine = load_engine([MODELS])
+    engine = Engine([MODELS])
     card = engine.cards("lung_sound")[0]
     engine.networks(card)
     marks["engine loaded"] = memory_mb()
@@ -353,9 +353,9 @@ def child_photos(folder: Path, count: int) -> None:
     from bench.gui import offscreen_window, spin_until
     from bench.responsiveness import StallWatch
     from bench.skin_drop import drop
-    from medview.app import load_engine
+    from medview.engine.service import Engine
 
-    engine = load_engine([MODELS])
+    engine = Engine([MODELS])
     card = engine.cards("skin_lesion")[0]
     engine.networks(card)
     marks["engine loaded"] = memory_mb()

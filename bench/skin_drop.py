@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.gui import StallMeter, offscreen_window, spin_until
 from bench.results import Row, report
-from medview.app import load_engine
+from medview.engine.service import Engine
 from medview.io.photo import read_photo
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 
@@ -55,7 +55,7 @@ def main() -> None:
     if len(photos) < args.photos + 10:
         raise SystemExit(f"need {args.photos + 10} photos in {ISIC}")
 
-    engine = load_engine([REPO / "resources" / "models"])
+    engine = Engine([REPO / "resources" / "models"])
     card = engine.cards("skin_lesion")[0]
     engine.classify_skin(card, read_photo(photos[0]).rgb)  # warm-up: weights loaded and checked once
 

@@ -14,7 +14,6 @@ from medview import __version__
 from medview.config import resources_dir
 
 if TYPE_CHECKING:
-    from medview.engine.service import Engine
     from medview.ui.main_window import MainWindow
     from medview.ui.workers import Task
 
@@ -103,25 +102,14 @@ def start_engine(window: MainWindow) -> Task:
     settings = window.settings
 
     def work(_progress: object, _cancelled: object, _partial: object) -> object:
-        return load_engine(settings.model_folders(), device_preference=settings.device)
+        from medview.engine.service import Engine
+
+        return Engine(settings.model_folders(), device_preference=settings.device)
 
     task = Task(work, "Loading the AI engine", background=True)
     task.signals.succeeded.connect(window.set_engine)
     task.signals.errored.connect(lambda message, _details: window.set_engine_problem(message))
     return window.tasks.start(task)
-
-
-def load_engine(
-    model_folders: Sequence[Path | str], device_preference: str = "auto", onnx_cache: Path | str | None = None
-) -> Engine:
-    """The inference engine as the app builds it, for a worker thread: torch imported, bundles found, and the
-    objects loaded so far kept out of later full garbage collections (``freeze_loaded_objects``)."""
-    from medview.engine.service import Engine
-    from medview.ui.workers import freeze_loaded_objects
-
-    engine = Engine(model_folders, device_preference=device_preference, onnx_cache=onnx_cache)
-    freeze_loaded_objects()
-    return engine
 
 
 def open_sample(window: MainWindow) -> None:

@@ -47,7 +47,7 @@ from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.query_dialog import PacsQueryDialog
 from medview.ui.report import collect_report, write_pdf
 from medview.ui.skin_panel import SkinPanel
-from medview.ui.workers import Task, TaskRunner, freeze_loaded_objects
+from medview.ui.workers import Task, TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -855,7 +855,6 @@ class MainWindow(QtWidgets.QMainWindow):
                 if cancelled():
                     return
                 engine.prepare(card)
-            freeze_loaded_objects()  # the libraries the models imported, out of later full garbage collections
 
         task = Task(work, "Preparing AI models", background=True)
         task.signals.errored.connect(lambda message, _details: log.warning("preparing models: %s", message))

@@ -8,7 +8,6 @@ readable message (``MedviewError``) or the traceback (anything else: a bug).
 
 from __future__ import annotations
 
-import gc
 import threading
 import traceback
 import weakref
@@ -30,20 +29,6 @@ class TaskSignals(QtCore.QObject):
     errored = QtCore.Signal(str, str)  # message, details
     cancelled = QtCore.Signal()
     finished = QtCore.Signal()
-
-
-def freeze_loaded_objects() -> None:
-    """Collect garbage once, then keep every object alive now out of later full garbage collections.
-
-    For a worker to call after importing libraries (the engine, a model's): the
-    objects of torch, scikit-learn and Qt's wrappers (modules, classes, functions)
-    live as long as the app, yet each full collection walked them all with the GIL
-    held, stalling the window 115-190 ms wherever one happened to start (seen on a
-    worker loading a model; bench.responsiveness). A frozen object is still freed
-    when its last reference goes; only a cycle among them would stay.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def _ended_function(*_args: Any) -> None:

@@ -6,7 +6,7 @@ import gc
 import weakref
 from typing import Any
 
-from medview.ui.workers import Task, TaskRunner, freeze_loaded_objects
+from medview.ui.workers import Task, TaskRunner
 
 
 class Payload:
@@ -34,26 +34,3 @@ def test_a_finished_task_and_what_its_closures_hold_are_released(qtbot: Any) -> 
 
     assert finished() is None
     assert held() is None
-
-
-def test_loaded_objects_leave_full_collections_and_new_garbage_is_still_collected() -> None:
-    class Node:
-        pass
-
-    def make_cycle() -> weakref.ref:
-        node = Node()
-        node.self = node  # only the cyclic collector frees this
-        return weakref.ref(node)
-
-    old_garbage = make_cycle()
-    try:
-        freeze_loaded_objects()
-        assert old_garbage() is None  # collected before the freeze, not kept forever
-        frozen = gc.get_freeze_count()
-        assert frozen > 1000  # the modules, classes and functions loaded so far
-        new_garbage = make_cycle()
-        gc.collect()
-        assert new_garbage() is None
-        assert gc.get_freeze_count() == frozen
-    finally:
-        gc.unfreeze()  # the rest of the test run as before
