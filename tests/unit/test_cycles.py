@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 import numpy as np
@@ -89,19 +88,16 @@ def test_cycle_durations_follow_the_annotations(icbhi: Path) -> None:
         assert np.median([end - start for start, end in found]) == pytest.approx(expected, rel=0.3), wav.name
 
 
-def test_ten_minutes_of_silence_give_no_cycles_quickly() -> None:
+def test_ten_minutes_of_silence_give_no_cycles() -> None:
+    """(bench.cycle_detection times it: 0.3 s measured)"""
     samples = np.zeros(600 * RATE, dtype=np.float32)
-    start = time.perf_counter()
     assert detect_cycles(samples, RATE) == []
-    assert time.perf_counter() - start < 5.0  # measured 0.3 s
 
 
-def test_ten_minutes_of_breathing_run_quickly() -> None:
-    """10 min at 44.1 kHz (26 M samples): well under a couple of seconds (measured about 0.4 s)."""
+def test_ten_minutes_of_breathing_give_every_cycle() -> None:
+    """10 min at 44.1 kHz (26 M samples; bench.cycle_detection times it: 0.4 s measured)."""
     samples = np.tile(breathing(3.0, 60.0, rate=RATE), 10)
-    start = time.perf_counter()
     found = detect_cycles(samples, RATE)
-    assert time.perf_counter() - start < 5.0
     assert len(found) == pytest.approx(200, abs=3)
     assert_well_formed(found, samples.size / RATE)
 
