@@ -24,23 +24,36 @@ SAMPLE_PHOTOS = Path("samples") / "isic_dermoscopy"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Command line: paths to open, or --sample for the bundled study."""
+    """Command line: paths to open, --sample for the bundled study, --self-test to check an install.
+
+    Every resources path the help names is one that ships (a test checks): IT reads it to find the files."""
+    series, photos = (Path("resources") / path for path in (SAMPLE_SERIES, SAMPLE_PHOTOS))
     parser = argparse.ArgumentParser(prog="medview", description="MedView: offline medical image viewer.")
-    parser.add_argument("paths", nargs="*", type=Path, help="DICOM folders/files/zips, NIfTI or NRRD volumes")
     parser.add_argument(
-        "--sample", action="store_true", help="open the bundled sample CT with its liver mask, and the sample photos"
+        "paths",
+        nargs="*",
+        type=Path,
+        help="DICOM folders/files/zips, NIfTI or NRRD volumes, lesion photos or a lung sound recording to open",
+    )
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help=f"open the bundled sample CT ({series}) with its liver mask, and the sample photos ({photos})",
     )
     parser.add_argument(
         "--self-test",
         action="store_true",
-        help="check an install: open the sample series and a recording, run the models, print one line per step, "
-        "exit 0 when every step passed",
+        help=f"check an install: open the sample CT series, run every installed model once (liver, kidney stone "
+        f"and COVID-19 on that series, skin on a photo of {photos}, lung sound on --self-test-recording), "
+        "check that nothing used the network, print one line per step; exit 0 only when every step passed",
     )
     parser.add_argument(
         "--self-test-recording",
         type=Path,
         metavar="FILE",
-        help="the lung sound recording the self-test opens (default: the one in resources/samples/lung_sound)",
+        help="the lung sound recording (WAV/FLAC, its ICBHI .txt annotation beside it, or the cycles are found "
+        "automatically) the self-test classifies; without one it classifies a synthetic breathing signal, which "
+        "shows the model runs but not what it finds (no real recording may be bundled: resources/samples/README.md)",
     )
     parser.add_argument(
         "--self-test-hold",
