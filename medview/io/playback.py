@@ -6,8 +6,9 @@ volume that can change while it plays, and answers where the listener is:
 reaches the converter (``outputBufferDacTime``), not a free-running clock, so a
 playhead drawn from it stays with what is heard.  When there is no output
 device (a workstation without a sound card, a PortAudio library missing) every
-call that would start sound raises ``PlaybackError`` with a message for the
-user; nothing else depends on sound.
+call that would start sound raises ``PlaybackError`` with a plain message for
+the user, PortAudio's own error chained as its ``__cause__`` for the details;
+nothing else depends on sound.
 
 Speed is varispeed, as on a tape machine (pitch follows speed): the callback
 reads the source at a fractional step with linear interpolation.  A resampler
@@ -169,7 +170,8 @@ class AudioPlayer:
             self._output_rate, self._latency_s = rate, float(stream.latency)
             stream.start()
         except sounddevice.PortAudioError as error:
-            raise PlaybackError(f"no audio output device was found (PortAudio: {error})") from None
+            # the message is for the user; PortAudio's own words ("Error querying device -1") stay on the cause
+            raise PlaybackError("no sound output device was found on this computer") from error
         self._stream = stream
 
     def _supported_rate(self, sounddevice: Any) -> int:
@@ -250,7 +252,7 @@ def _sounddevice() -> Any:
     try:
         import sounddevice
     except OSError as error:  # the PortAudio shared library is missing
-        raise PlaybackError(f"no audio output: the PortAudio library could not be loaded ({error})") from None
+        raise PlaybackError("no sound output is available: the sound library could not be loaded") from error
     return sounddevice
 
 

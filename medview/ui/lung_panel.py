@@ -17,6 +17,10 @@ an output device the transport says so and everything else works.
 A recording without an annotation file (or with one that cannot be used) gets
 its cycles from ``preprocess.cycles.detect_cycles``; the panel says they were
 found automatically, and the table's "annotated" column stays empty for them.
+
+A WAV cut off before the end its header announces is not refused outright: the
+panel says so in plain words and asks whether to open the readable part, which
+is then marked as truncated on screen, in the results and in the exports.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import csv
 import functools
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ from medview.io.audio import (
     ICBHI_CLASSES,
     Cycle,
     Recording,
+    TruncatedRecordingError,
     annotation_path,
     read_icbhi_annotations,
     read_recording,
@@ -50,7 +55,13 @@ from medview.preprocess.audio import Spectrogram, display_spectrogram
 from medview.preprocess.cycles import MIN_DURATION_S, detect_cycles
 from medview.preprocess.waveform import WaveformSummary
 from medview.ui.dialogs import show_message
-from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, audit_model_run, provenance_html
+from medview.ui.provenance import (
+    WARNING_STYLE,
+    DemoBannerLabel,
+    ModelChooserBox,
+    audit_model_run,
+    provenance_html,
+)
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import Task
 
@@ -63,12 +74,24 @@ CLASS_COLOURS = {
     "abnormal": (255, 110, 80),
 }
 UNCLASSIFIED_COLOUR = (180, 180, 180)
+#: what the band legend calls each colour
+LEGEND_TEXT = {
+    "normal": "normal",
+    "crackle": "crackle",
+    "wheeze": "wheeze",
+    "both": "both (crackle + wheeze)",
+    "abnormal": "abnormal (crackle, wheeze or both)",
+}
+#: how far apart (a fraction of the axis) the spectrogram's frequency ticks stay, so that their labels never overlap
+MIN_TICK_GAP = 0.07
 SELECTION_BRUSH = (255, 255, 255, 45)
 PLAYHEAD_INTERVAL_MS = 30
 #: above this many cycles in view, their bands are drawn by one overview item instead of one draggable item each:
 #: a 30-minute recording's ~1,100 cycles as LinearRegionItems took seconds per repaint (bench.scale)
 MAX_BAND_ITEMS = 120
 BAND_ALPHA = 70
+#: a band's edges, and the stronger edges that mark the band under the mouse (its fill stays as translucent)
+EDGE_ALPHA, EDGE_WIDTH, HOVER_EDGE_WIDTH = 150, 1, 3
 #: the cycle table's column of the predicted class, coloured by it
 PREDICTED_COLUMN = 4
 #: the cycle table's columns fit the rows in view and this many more (Qt's default, 1,000, made every row's text)
@@ -78,6 +101,7 @@ StartTask = Callable[[Task, str], Task]
 #: the columns of the cycle table (CSV export, case report)
 CYCLE_TABLE_COLUMNS = (
     "recording",
+    "recording_truncated",
     "cycle",
     "start_s",
     "end_s",
@@ -96,24 +120,51 @@ class OpenedRecording:
 
     recording: Recording
     cycles: tuple[Cycle, ...]
-    annotation_note: str  # where the cycles came from, or why there are none
+    cycles_note: str  # where the cycles came from, or why there are none
     annotated: bool  # the cycles come from an annotation file (else detected, without labels)
     spectrograms: dict[bool, Spectrogram]  # by mel
     waveform: WaveformSummary
 
+    @property
+    def truncation_note(self) -> str:
+        """That the file is cut off and how much of it is shown; empty for a whole recording."""
+        return truncation_note(self.recording)
 
-def open_recording(path: Path) -> OpenedRecording:
-    """Read ``path``, its ICBHI annotation file when there is one, and both display spectrograms."""
-    recording = read_recording(path)
+    @property
+    def annotation_note(self) -> str:
+        """What the info line and the case report say of the cycles, the truncation first when the file is cut off."""
+        return " ".join(note for note in (self.truncation_note, self.cycles_note) if note)
+
+
+def truncation_note(recording: Recording) -> str:
+    """One sentence saying that ``recording`` is only the readable start of a cut-off file; empty when it is whole."""
+    if recording.announced_s is None:
+        return ""
+    return (
+        f"Truncated file: only the first {recording.duration_s:.1f} s of the {recording.announced_s:.1f} s "
+        "announced by its header could be read; the cycles and results cover that part only."
+    )
+
+
+def open_recording(path: Path, *, allow_truncated: bool = False) -> OpenedRecording:
+    """Read ``path``, its ICBHI annotation file when there is one, and both display spectrograms.
+
+    ``allow_truncated`` opens the readable part of a file that was cut off (the user chose to);
+    without it such a file raises ``TruncatedRecordingError``.
+    """
+    recording = read_recording(path, allow_truncated=allow_truncated)
     annotations = annotation_path(path)
     problem = ""
     if annotations.is_file():
         try:
-            cycles = read_icbhi_annotations(annotations, duration_s=recording.duration_s)
+            if recording.truncated:
+                cycles, note = _readable_cycles(annotations, recording.duration_s)
+            else:
+                cycles = read_icbhi_annotations(annotations, duration_s=recording.duration_s)
+                note = f"{len(cycles)} cycles from {annotations.name}."
         except MedviewError as error:
             problem = f"The annotation file could not be used ({error}). "
         else:
-            note = f"{len(cycles)} cycles from {annotations.name}."
             return _prepared(recording, cycles, note, annotated=True)
     else:
         problem = f"No annotation file ({annotations.name}). "
@@ -130,6 +181,20 @@ def open_recording(path: Path) -> OpenedRecording:
             f"{problem}No breathing cycles were found: the recording has no regular breath sounds (silence or noise)."
         )
     return _prepared(recording, [Cycle(start, end) for start, end in spans], note, annotated=False)
+
+
+def _readable_cycles(annotations: Path, duration_s: float) -> tuple[list[Cycle], str]:
+    """The annotated cycles that lie wholly in a truncated recording's readable part, and a note saying so.
+
+    A cycle the cut runs through is left out: its label describes sound that is not in the file.
+    """
+    every = read_icbhi_annotations(annotations)
+    kept = [cycle for cycle in every if cycle.end_s <= duration_s]
+    note = (
+        f"{len(kept)} of the {len(every)} cycles in {annotations.name} lie wholly in the readable part; "
+        "the others fall in the missing part and are left out."
+    )
+    return kept, note
 
 
 def _prepared(recording: Recording, cycles: list[Cycle], note: str, annotated: bool) -> OpenedRecording:
@@ -172,7 +237,35 @@ class TimeSelectViewBox(pg.ViewBox):
 
 
 class CycleRegion(pg.LinearRegionItem):
-    """A cycle's band: its edges and body drag to correct it, except under Shift, which selects."""
+    """A cycle's band: its edges and body drag to correct it, except under Shift, which selects.
+
+    Under the mouse the band keeps its translucent fill (pyqtgraph's default hover
+    fill was opaque enough to hide the waveform) and only its edges thicken.
+    """
+
+    def __init__(self, values: tuple[float, float], **kwargs: Any) -> None:
+        super().__init__(values, **kwargs)
+        self.edge_pen = self.hover_edge_pen = pg.mkPen(UNCLASSIFIED_COLOUR)
+        self.set_colour(UNCLASSIFIED_COLOUR)
+
+    def set_colour(self, colour: tuple[int, int, int]) -> None:
+        """Fill and edges in the colour of the cycle's class; the same translucent fill under the mouse."""
+        brush = band_brush(colour)
+        self.setBrush(brush)
+        self.setHoverBrush(brush)
+        self.edge_pen = pg.mkPen(*colour, EDGE_ALPHA, width=EDGE_WIDTH)
+        self.hover_edge_pen = pg.mkPen(*colour, width=HOVER_EDGE_WIDTH)
+        for line in self.lines:
+            line.setHoverPen(self.hover_edge_pen)  # an edge about to be dragged
+        self._show_edges()
+
+    def setMouseHover(self, hover: bool) -> None:
+        super().setMouseHover(hover)
+        self._show_edges()
+
+    def _show_edges(self) -> None:
+        for line in self.lines:
+            line.setPen(self.hover_edge_pen if self.mouseHovering else self.edge_pen)
 
     def mouseDragEvent(self, ev: Any) -> None:
         if ev.modifiers() & QtCore.Qt.KeyboardModifier.ShiftModifier:
@@ -238,6 +331,57 @@ class CycleOverview(pg.GraphicsObject):
         painter.resetTransform()
         painter.drawImage(target, image)
         painter.restore()
+
+
+class BandLegendPanel(QtWidgets.QWidget):
+    """What the colours of the cycle bands mean, beside the plots: the classes of the current view, and grey."""
+
+    SWATCH = 14
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("band_legend")
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Maximum, QtWidgets.QSizePolicy.Policy.Preferred)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(4)
+        layout.addWidget(QtWidgets.QLabel("<b>Cycle bands</b>"))
+        #: each colour's text and swatch, by class name ("" for not classified); the view's classes are shown
+        self.entries: dict[str, QtWidgets.QLabel] = {}
+        self.swatches: dict[str, QtWidgets.QLabel] = {}
+        every = [(name, CLASS_COLOURS[name], LEGEND_TEXT[name]) for name in LEGEND_TEXT]
+        for name, colour, text in [*every, ("", UNCLASSIFIED_COLOUR, "not classified (or edited)")]:
+            swatch = QtWidgets.QLabel()
+            swatch.setPixmap(self._swatch(colour))
+            label = QtWidgets.QLabel(text)
+            line = QtWidgets.QHBoxLayout()
+            line.setSpacing(6)
+            line.addWidget(swatch)
+            line.addWidget(label, stretch=1)
+            layout.addLayout(line)
+            self.entries[name], self.swatches[name] = label, swatch
+        layout.addStretch(1)
+
+    def set_classes(self, names: Sequence[str]) -> None:
+        """Show the colours of ``names`` (the classes of the current view), then "not classified"."""
+        for name, label in self.entries.items():
+            shown = name == "" or name in names
+            label.setVisible(shown)
+            self.swatches[name].setVisible(shown)
+
+    def shown_names(self) -> list[str]:
+        """The classes the legend shows, top to bottom ("" for not classified)."""
+        return [name for name, label in self.entries.items() if not label.isHidden()]
+
+    def _swatch(self, colour: tuple[int, int, int]) -> QtGui.QPixmap:
+        """A small band: the class colour, as bright as a band's edge, framed in the full colour."""
+        pixmap = QtGui.QPixmap(self.SWATCH, self.SWATCH)
+        pixmap.fill(QtGui.QColor(*colour, EDGE_ALPHA))
+        painter = QtGui.QPainter(pixmap)
+        painter.setPen(QtGui.QColor(*colour))
+        painter.drawRect(0, 0, self.SWATCH - 1, self.SWATCH - 1)
+        painter.end()
+        return pixmap
 
 
 class CycleTableModel(QtCore.QAbstractTableModel):
@@ -311,9 +455,11 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.result: LungSoundResult | None = None
         self.stale: set[int] = set()  # cycles edited since they were classified
         #: each cycle's draggable bands (waveform, spectrogram), made the first time the cycle is shown in detail
-        self.regions: list[tuple[pg.LinearRegionItem, pg.LinearRegionItem] | None] = []
+        self.regions: list[tuple[CycleRegion, CycleRegion] | None] = []
         self.task: Task | None = None
         self.player: AudioPlayer | None = None
+        #: what the details say while the open recording has no result (classifying, no model, no engine yet)
+        self.pending_note = ""
 
         self.open_button = QtWidgets.QPushButton("Open recording…")
         self.model_box = ModelChooserBox()
@@ -346,6 +492,11 @@ class LungSoundPanel(QtWidgets.QWidget):
             "Open a WAV or FLAC recording (File > Open recording…, or drop it on the window)."
         )
         self.status.setWordWrap(True)
+        self.truncated_note = QtWidgets.QLabel()
+        self.truncated_note.setObjectName("truncated_note")
+        self.truncated_note.setStyleSheet(WARNING_STYLE + " padding: 3px 8px;")
+        self.truncated_note.setWordWrap(True)
+        self.truncated_note.hide()
 
         icons = self.style()
         self.play_button = QtWidgets.QToolButton(text="Play")
@@ -381,8 +532,7 @@ class LungSoundPanel(QtWidgets.QWidget):
             self.clear_selection_button,
         ):
             transport.addWidget(widget)
-        transport.addWidget(self.playback_note, stretch=1)
-        transport.addStretch(1)  # keeps the controls at their size while the note is hidden
+        transport.addStretch(1)
         hint = QtWidgets.QLabel("Click to seek, Shift+drag to select, wheel to zoom")
         hint.setEnabled(False)
         transport.addWidget(hint)
@@ -391,6 +541,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.wave_plot = self.graphics.addPlot(row=0, col=0, viewBox=TimeSelectViewBox())
         self.wave_plot.setLabel("left", "amplitude")
+        # pyqtgraph's automatic scale suffix ("amplitude (x0.001)") was cut off on a short plot
+        self.wave_plot.getAxis("left").enableAutoSIPrefix(False)
         self.wave_plot.setMouseEnabled(x=True, y=False)
         # redrawn for the visible span on every zoom or pan: every sample when zoomed in, else min/max per pixel
         self.wave_curve = self.wave_plot.plot(pen=pg.mkPen("#9fc5e8", width=1))
@@ -402,6 +554,9 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.spectrum_image.setLookupTable(pg.colormap.get("magma").getLookupTable(nPts=256))
         self.spectrum_plot.addItem(self.spectrum_image)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
+        for plot in (self.wave_plot, self.spectrum_plot):
+            plot.hideButtons()  # the auto-range "A" sat on the axis label; the y ranges are fixed anyway
+            plot.getAxis("left").setWidth(64)  # both plots' time axes start at the same pixel
         self.playhead = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffffff", width=1))
         self.spectrum_playhead = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffffff", width=1))
         for plot, line in ((self.wave_plot, self.playhead), (self.spectrum_plot, self.spectrum_playhead)):
@@ -422,6 +577,10 @@ class LungSoundPanel(QtWidgets.QWidget):
         plots = QtWidgets.QGridLayout()
         plots.addWidget(self.graphics, 0, 0)
         plots.addWidget(self.banner, 0, 0, QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignHCenter)
+        self.legend = BandLegendPanel()
+        plots.addWidget(self.legend, 0, 1)
+        plots.setColumnStretch(0, 1)
+        plots.setContentsMargins(0, 0, 0, 0)
         plots_widget = QtWidgets.QWidget()
         plots_widget.setLayout(plots)
 
@@ -455,7 +614,9 @@ class LungSoundPanel(QtWidgets.QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(controls)
         layout.addLayout(transport)
+        layout.addWidget(self.playback_note)  # a line of its own: beside the controls it wrapped into a column
         layout.addWidget(self.status)
+        layout.addWidget(self.truncated_note)
         layout.addWidget(split, stretch=1)
 
         self.open_button.clicked.connect(self.choose_recording)
@@ -482,6 +643,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.selection.sigRegionChanged.connect(lambda region: self.selection_shade.setRegion(region.getRegion()))
         space = QtGui.QShortcut(QtGui.QKeySequence(QtCore.Qt.Key.Key_Space), self, self.toggle_playback)
         space.setContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.legend.set_classes(self._class_names())
         self._update_buttons()
         self._update_transport()
 
@@ -513,14 +675,21 @@ class LungSoundPanel(QtWidgets.QWidget):
         if file:
             self.open(Path(file))
 
-    def open(self, path: Path) -> Task:
-        """Read ``path`` in the background; what is shown now stays until it has been read."""
+    def open(self, path: Path, *, allow_truncated: bool = False) -> Task:
+        """Read ``path`` in the background; what is shown now stays until it has been read.
 
-        def work(_progress: object, _cancelled: object, _partial: object) -> OpenedRecording:
-            return open_recording(path)
+        A file cut off early is not opened at once: the user is asked whether to open its
+        readable part (``allow_truncated`` is that answer).
+        """
+
+        def work(_progress: object, _cancelled: object, _partial: object) -> OpenedRecording | TruncatedRecordingError:
+            try:
+                return open_recording(path, allow_truncated=allow_truncated)
+            except TruncatedRecordingError as error:
+                return error  # not a failure yet: the user decides whether to open what is there
 
         task = Task(work, f"Opening {path.name}")
-        task.signals.succeeded.connect(self._on_opened)
+        task.signals.succeeded.connect(self._on_read)
         task.signals.errored.connect(
             lambda message, _details: audit_log().record_open(
                 "recording", path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message
@@ -528,16 +697,70 @@ class LungSoundPanel(QtWidgets.QWidget):
         )
         return self.start_task(task, f"Opening {path.name}…")
 
+    def _on_read(self, read: OpenedRecording | TruncatedRecordingError) -> None:
+        if isinstance(read, TruncatedRecordingError):
+            self.ask_to_open_truncated(read)
+        else:
+            self._on_opened(read)
+
+    def ask_to_open_truncated(self, error: TruncatedRecordingError) -> QtWidgets.QMessageBox:
+        """Say in plain words that the file is cut off, and offer to open its readable part (the user chooses)."""
+        path = error.path or Path()
+        box = QtWidgets.QMessageBox(self)
+        box.setObjectName("truncated_question")
+        box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+        box.setWindowTitle("Recording cut off")
+        box.setText(
+            f"{path.name} ends early: its header announces {error.announced_s:.1f} s of sound, but only the "
+            f"first {error.readable_s:.1f} s are in the file. It was probably cut off while being copied or recorded."
+        )
+        box.setInformativeText(
+            "You can open the part that is there. It will be marked as truncated on screen, in the results and "
+            "in the exports. For the whole recording, copy the file again from where it was recorded."
+        )
+        box.setDetailedText(f"{path}\n{error.details}")
+        accept = QtWidgets.QMessageBox.ButtonRole.AcceptRole
+        open_button = box.addButton(f"Open the first {error.readable_s:.1f} s", accept)
+        cancel_button = box.addButton("Don't open", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(open_button)
+        box.setEscapeButton(cancel_button)
+        box.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        # closing the box clicks the escape button: "Don't open"
+        box.buttonClicked.connect(lambda button: self._on_truncated_answer(error, box.buttonRole(button) == accept))
+        box.show()
+        return box
+
+    def _on_truncated_answer(self, error: TruncatedRecordingError, open_it: bool) -> None:
+        path = error.path or Path()
+        if open_it:
+            self.open(path, allow_truncated=True)
+        else:
+            audit_log().record_open(
+                "recording", path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=f"not opened: {error}"
+            )
+
     def _on_opened(self, opened: OpenedRecording) -> None:
-        audit_log().record_open("recording", opened.recording.path)
+        if opened.recording.truncated:
+            audit_log().record_open(
+                "recording",
+                opened.recording.path,
+                outcome=Outcome.MINOR_FAILURE,
+                outcome_description=opened.truncation_note,
+            )
+        else:
+            audit_log().record_open("recording", opened.recording.path)
         if self.task is not None and not self.task.done.is_set():
             self.task.cancel()
         self.opened_recording = opened
         self.cycles = list(opened.cycles)
         self.result = None
         self.stale = set()
+        self.pending_note = ""
         recording = opened.recording
         self.shutdown()
+        self.playback_note.hide()  # said of the last recording's try; the next Play tries the device again
+        self.playback_note.setToolTip("")
         self.player = AudioPlayer(recording.samples, recording.sample_rate)
         self._on_loop_toggled(self.loop_box.isChecked())
         self._on_speed_changed(self.speed_box.currentIndex())
@@ -551,10 +774,15 @@ class LungSoundPanel(QtWidgets.QWidget):
         bits = (
             recording.subtype.replace("PCM_", "") + "-bit" if recording.subtype.startswith("PCM") else recording.subtype
         )
+        name, duration = recording.path.name, f"{recording.duration_s:.1f} s"
+        if recording.announced_s is not None:
+            name, duration = f"{name} (TRUNCATED)", f"{duration} readable of {recording.announced_s:.1f} s"
         self.status.setText(
-            f"{recording.path.name}: {recording.duration_s:.1f} s, {recording.sample_rate} Hz, {bits}, "
-            f"{recording.channels} channel(s). {opened.annotation_note}"
+            f"{name}: {duration}, {recording.sample_rate} Hz, {bits}, "
+            f"{recording.channels} channel(s). {opened.cycles_note}"  # the truncation has its own warning line
         )
+        self.truncated_note.setText(f"⚠ {opened.truncation_note}")
+        self.truncated_note.setVisible(recording.truncated)
         self._show_result()
         self.opened.emit(opened)
         if self.cycles:
@@ -568,12 +796,10 @@ class LungSoundPanel(QtWidgets.QWidget):
         if opened is None or not self.cycles:
             return None
         if self.engine is None:
-            self.details.setText("<i>Waiting for the AI engine to load…</i>")
+            self._show_pending("<i>Waiting for the AI engine to load…</i>")
             return None
         if card is None:
-            self.details.setText(
-                "<b>No lung sound model installed</b>: add one in Models > Installed models and import…"
-            )
+            self._show_pending("<b>No lung sound model installed</b>: add one in Models > Installed models and import…")
             return None
         if self.task is not None and not self.task.done.is_set():
             self.task.cancel()
@@ -589,13 +815,17 @@ class LungSoundPanel(QtWidgets.QWidget):
         task.signals.succeeded.connect(
             lambda result: self._on_classified(result) if self.opened_recording is opened else None
         )
+        # failed or cancelled: "Classifying…" must not stay in the details
+        task.signals.finished.connect(lambda: self._show_pending("") if self.task is task else None)
         self.task = task
+        self._show_pending(f"<i>Classifying {len(spans)} cycles…</i>")
         return self.start_task(task, task.description + "…")
 
     def _on_classified(self, result: LungSoundResult) -> None:
         if self.opened_recording is not None:
             audit_model_run(result.provenance, target=self.opened_recording.recording.path)
         self.result = result
+        self.pending_note = ""
         self.stale = {i for i, cycle in enumerate(self.cycles) if (cycle.start_s, cycle.end_s) != result.cycles[i]}
         self._show_result()
         self.classified.emit(result)
@@ -610,6 +840,10 @@ class LungSoundPanel(QtWidgets.QWidget):
 
     def two_class(self) -> bool:
         return self.classes_box.currentIndex() == 1
+
+    def _class_names(self) -> list[str]:
+        """The classes of the current view: the 4 ICBHI classes, or normal / abnormal."""
+        return ["normal", "abnormal"] if self.two_class() else list(ICBHI_CLASSES)
 
     def predicted_label(self, index: int) -> str:
         """The class cycle ``index`` is predicted to be in the current view; empty when it has no current result."""
@@ -638,11 +872,12 @@ class LungSoundPanel(QtWidgets.QWidget):
         bins = spectrogram.db.shape[0]
         self.spectrum_image.setRect(QtCore.QRectF(0, 0, duration, bins))
         self.spectrum_plot.setYRange(0, bins, padding=0)
-        ticks = []
-        for hz in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000):
+        ticks: list[tuple[float, str]] = []
+        for hz in (20000, 10000, 5000, 2000, 1000, 500, 200, 100, 50):  # from the top: the mel scale crowds the low
             if spectrogram.frequencies_hz[0] <= hz <= spectrogram.frequencies_hz[-1]:
                 position = float(np.interp(hz, spectrogram.frequencies_hz, np.arange(bins) + 0.5))
-                ticks.append((position, f"{hz / 1000:g}k" if hz >= 1000 else str(hz)))
+                if not ticks or ticks[-1][0] - position >= MIN_TICK_GAP * bins:
+                    ticks.append((position, f"{hz / 1000:g}k" if hz >= 1000 else str(hz)))
         self.spectrum_plot.getAxis("left").setTicks([ticks])
         self.spectrum_plot.setLabel("left", f"frequency, Hz ({'mel' if spectrogram.mel else 'linear'})")
 
@@ -656,12 +891,12 @@ class LungSoundPanel(QtWidgets.QWidget):
         self._update_overviews()
         self._show_band_detail()
 
-    def _region_pair(self, index: int) -> tuple[pg.LinearRegionItem, pg.LinearRegionItem]:
+    def _region_pair(self, index: int) -> tuple[CycleRegion, CycleRegion]:
         pair = self.regions[index]
         if pair is None:
             cycle = self.cycles[index]
             wave_region = CycleRegion((cycle.start_s, cycle.end_s), swapMode="block")
-            spectrum_region = pg.LinearRegionItem((cycle.start_s, cycle.end_s), movable=False)
+            spectrum_region = CycleRegion((cycle.start_s, cycle.end_s), movable=False)
             spectrum_region.setZValue(10)
             wave_region.sigRegionChangeFinished.connect(lambda region, i=index: self._on_cycle_edited(i, region))
             self.wave_plot.addItem(wave_region)
@@ -678,7 +913,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         cycle, probabilities, label = self.cycles[row], self.predicted(row), self.predicted_label(row)
         tip = ", ".join(f"{name} {p:.2f}" for name, p in probabilities.items()) if probabilities else "not classified"
         for region in pair:
-            region.setBrush(band_brush(self.band_colour(row)))
+            region.set_colour(self.band_colour(row))
             region.setToolTip(f"cycle {row + 1}, {cycle.start_s:.2f}-{cycle.end_s:.2f} s: {label or tip}\n{tip}")
 
     def band_colour(self, row: int) -> tuple[int, int, int]:
@@ -725,27 +960,45 @@ class LungSoundPanel(QtWidgets.QWidget):
 
     def _show_result(self) -> None:
         result = self.result
-        names = ["normal", "abnormal"] if self.two_class() else list(ICBHI_CLASSES)
+        names = self._class_names()
         headers = ["#", "start s", "end s", "annotated", "predicted", *(f"p({name})" for name in names)]
         self.table_model.reset(headers, len(self.cycles))
         for row in range(min(len(self.regions), len(self.cycles))):
             self._style_band(row)
         self.table.resizeColumnsToContents()
         self._update_overviews()
+        self.legend.set_classes(names)
         self.banner.setVisible(result is not None and result.provenance.demo)
-        if result is not None:
-            snapshots = f"<p>Ensemble of {result.snapshots} snapshots; each cycle's chunks and snapshots averaged.</p>"
-            cycles = (
-                "" if self.opened_recording is None else f"<p>{html.escape(self.opened_recording.annotation_note)}</p>"
-            )
-            self.details.setText(cycles + snapshots + provenance_html(result.provenance))
-        elif self.opened_recording is not None and not self.cycles:
-            self.details.setText(html.escape(self.opened_recording.annotation_note))
+        self._show_details()
         self._update_buttons()
+
+    def _show_pending(self, note: str) -> None:
+        """Say what the open recording waits for (HTML) in the details, until it has a result."""
+        self.pending_note = note
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """The details beside the table, all of the open recording: a truncation warning, where its cycles come
+        from, then the result's model and provenance or what the result waits for."""
+        opened, result = self.opened_recording, self.result
+        if opened is None:
+            return
+        parts = []
+        if opened.recording.truncated:
+            parts.append(f"<p style='{WARNING_STYLE}'>&nbsp;⚠ {html.escape(opened.truncation_note)}&nbsp;</p>")
+        parts.append(f"<p>{html.escape(opened.cycles_note)}</p>")
+        if result is not None:
+            parts.append(
+                f"<p>Ensemble of {result.snapshots} snapshots; each cycle's chunks and snapshots averaged.</p>"
+            )
+            parts.append(provenance_html(result.provenance))
+        elif self.pending_note:
+            parts.append(f"<p>{self.pending_note}</p>")
+        self.details.setText("".join(parts))
 
     def _table_row(self, row: int) -> tuple[list[str], tuple[int, int, int] | None]:
         """The cycle table's row ``row``: its texts and the colour of its predicted class."""
-        names = ["normal", "abnormal"] if self.two_class() else list(ICBHI_CLASSES)
+        names = self._class_names()
         cycle, probabilities, label = self.cycles[row], self.predicted(row), self.predicted_label(row)
         if probabilities is None and row in self.stale:
             label = "edited: classify again"
@@ -827,6 +1080,8 @@ class LungSoundPanel(QtWidgets.QWidget):
                 player.play(start, end, from_s=position)
         except PlaybackError as error:
             self.playback_note.setText(f"Cannot play: {error}. The recording can still be viewed and classified.")
+            cause = error.__cause__  # PortAudio's own words, for whoever sets up the sound: out of the message
+            self.playback_note.setToolTip(f"Technical detail: {cause}" if cause is not None else "")
             self.playback_note.show()
         else:
             self.playback_note.hide()
@@ -935,7 +1190,11 @@ class LungSoundPanel(QtWidgets.QWidget):
             self._export(lambda: self.export_icbhi(Path(path)), path, "cycle annotations", "ICBHI annotation text")
 
     def _export_name(self, suffix: str) -> str:
-        return str(self.opened_recording.recording.path.with_suffix("")) + suffix if self.opened_recording else ""
+        """The proposed export file: the recording's name, marked when it is truncated, and ``suffix``."""
+        if self.opened_recording is None:
+            return ""
+        recording = self.opened_recording.recording
+        return str(recording.path.with_suffix("")) + ("_truncated" if recording.truncated else "") + suffix
 
     def _export(self, write: Callable[[], None], path: str, kind: str, file_format: str) -> None:
         source = self.opened_recording.recording.path if self.opened_recording else None
@@ -961,12 +1220,14 @@ class LungSoundPanel(QtWidgets.QWidget):
         """The cycle table as text, one dict per cycle: what the CSV export writes and the case report prints."""
         provenance = self.result.provenance if self.result is not None else None
         recording = self.opened_recording.recording.path.name if self.opened_recording else ""
+        truncated = str(self.opened_recording is not None and self.opened_recording.recording.truncated).lower()
         rows = []
         for index, cycle in enumerate(self.cycles):
             current = self.result is not None and index not in self.stale
             probabilities = cycle_probabilities(self.result, index, two_class=False) if current else None
             values = [
                 recording,
+                truncated,
                 str(index + 1),
                 f"{cycle.start_s:.3f}",
                 f"{cycle.end_s:.3f}",

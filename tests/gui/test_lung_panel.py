@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import soundfile
 from medview.io.audio import read_icbhi_annotations
 from medview.preprocess.cycles import detect_cycles
 from medview.ui.lung_panel import clock
-from medview.ui.qt import QtCore, QtWidgets
+from medview.ui.qt import QtCore, QtGui, QtWidgets
 from tests.conftest import played_frames
-from tests.gui.conftest import cell_text, mouse_click, mouse_drag
+from tests.gui.conftest import MOVE_INTERVAL_S, cell_text, mouse_click, mouse_drag
 
 ICBHI = Path("lung_sound") / "icbhi_sample"
 TIMEOUT_MS = 60_000
@@ -221,13 +222,24 @@ def test_without_an_output_device_playback_says_so_and_the_rest_works(
     lung = window.lung
     qtbot.mouseClick(lung.play_button, QtCore.Qt.MouseButton.LeftButton)
     assert lung.playback_note.isVisible()
-    assert "no audio output device" in lung.playback_note.text()
+    note = lung.playback_note.text()
+    assert "no sound output device was found" in note
+    assert "PortAudio" not in note
+    assert "-1" not in note
+    assert "Error querying device -1" in lung.playback_note.toolTip()
     assert lung.play_button.text() == "Play"
     assert not lung.playhead_timer.isActive()
     assert QtWidgets.QApplication.activeModalWidget() is None
     lung.seek(5.0)  # seeking and the views still work
     assert lung.playhead.value() == pytest.approx(5.0)
     assert lung.spectrum_image.image is not None
+
+    # said of that recording's try: the next recording opens without it, and Play tries the device again
+    open_recording(qtbot, window, recordings / "104_1b1_Al_sc_Litt3200.wav")
+    assert not lung.playback_note.isVisible()
+    assert lung.playback_note.toolTip() == ""
+    qtbot.mouseClick(lung.play_button, QtCore.Qt.MouseButton.LeftButton)
+    assert lung.playback_note.isVisible()
 
 
 def test_editing_a_cycle_clears_its_result_until_classified_again(
@@ -320,10 +332,9 @@ def test_silence_and_a_short_clip_open_without_cycles_and_say_why(
     ("make", "expected"),
     [
         (lambda p, src: p.write_bytes(b""), "not a readable audio file"),
-        (lambda p, src: p.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2]), "truncated"),
         (lambda p, src: p.write_text("just some text, not audio"), "not a readable audio file"),
     ],
-    ids=["empty", "truncated", "text"],
+    ids=["empty", "text"],
 )
 def test_bad_recordings_get_a_message_naming_the_file_and_keep_what_was_open(
     qtbot: Any, window: Any, engine: Any, recordings: Path, tmp_path: Path, make: Any, expected: str, monkeypatch: Any
@@ -441,3 +452,330 @@ def test_a_long_recording_draws_its_many_cycles_as_one_overview_until_zoomed_in(
         overview.hide()
     without = lung.graphics.grab().toImage().pixelColor(point)
     assert with_bands.getRgb() != without.getRgb()
+
+
+# --------------------------------------------------------------------------- a recording cut off (issue 19, item 9)
+
+
+def cut_recording(source: Path, folder: Path, size: int = 30_000) -> Path:
+    """The first ``size`` bytes of a real ICBHI recording, with its annotation file: a WAV cut off in a copy."""
+    path = folder / source.name
+    path.write_bytes(source.read_bytes()[:size])
+    shutil.copy(source.with_suffix(".txt"), path.with_suffix(".txt"))
+    return path
+
+
+def truncated_question(qtbot: Any, lung: Any) -> QtWidgets.QMessageBox:
+    """The question the panel asks about a cut-off file, once it is shown."""
+    qtbot.waitUntil(lambda: lung.findChild(QtWidgets.QMessageBox, "truncated_question") is not None, timeout=TIMEOUT_MS)
+    box = lung.findChild(QtWidgets.QMessageBox, "truncated_question")
+    qtbot.waitExposed(box)
+    return box
+
+
+def answer(box: QtWidgets.QMessageBox, role: QtWidgets.QMessageBox.ButtonRole) -> None:
+    button = next(button for button in box.buttons() if box.buttonRole(button) == role)
+    button.click()
+
+
+def test_a_truncated_recording_is_explained_and_its_readable_part_opens_marked_when_chosen(
+    qtbot: Any, window: Any, engine: Any, recordings: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    shown: list[str] = []
+    monkeypatch.setattr("medview.ui.main_window.show_message", lambda _p, _title, text, *a, **k: shown.append(text))
+    window.set_engine(engine)
+    good = recordings / "104_1b1_Al_sc_Litt3200.wav"
+    open_and_classify(qtbot, window, good)
+    lung = window.lung
+    source = recordings / "104_1b1_Ar_sc_Litt3200.wav"
+    cut = cut_recording(source, tmp_path)  # 3.7 s of its 25.6 s: 174,716 bytes of audio data missing
+
+    window.open_paths([cut])
+    box = truncated_question(qtbot, lung)
+    text = box.text()
+    assert "104_1b1_Ar_sc_Litt3200.wav ends early" in text
+    assert "25.6 s" in text
+    assert "first 3.7 s" in text
+    assert "bytes" not in text
+    assert "header are missing" not in text
+    assert "174716 bytes" in box.detailedText()
+    assert "marked as truncated" in box.informativeText()
+    assert shown == []  # a question, not an error
+    assert lung.opened_recording.recording.path == good  # nothing opens before the user chooses
+
+    with qtbot.waitSignal(lung.classified, timeout=TIMEOUT_MS):
+        answer(box, QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+    recording = lung.opened_recording.recording
+    assert recording.path == cut
+    assert recording.truncated
+    assert recording.duration_s == pytest.approx(14_978 / 4000)
+    full = soundfile.read(source, dtype="float32")[0]
+    np.testing.assert_array_equal(recording.samples, full[: recording.samples.size])
+
+    # marked on screen: the info line, a warning line above the plots and the details beside the results
+    assert "104_1b1_Ar_sc_Litt3200.wav (TRUNCATED): 3.7 s readable of 25.6 s" in lung.status.text()
+    assert lung.truncated_note.isVisible()
+    assert "Truncated file: only the first 3.7 s of the 25.6 s" in lung.truncated_note.text()
+    assert "Truncated file" in lung.details.text()
+    assert "Ensemble of" in lung.details.text()  # classified, below the warning
+    # only the annotated cycles wholly inside the readable part are shown and classified
+    annotated = read_icbhi_annotations(source.with_suffix(".txt"))
+    assert lung.cycles == [cycle for cycle in annotated if cycle.end_s <= recording.duration_s]
+    assert len(lung.cycles) == 2
+    assert "2 of the 14 cycles" in lung.status.text()
+    assert lung.table.model().rowCount() == 2
+    times, _values = lung.wave_curve.getData()
+    assert times[-1] == pytest.approx(recording.duration_s, abs=0.01)
+
+    # and in the exports
+    lung.export_csv(tmp_path / "cycles.csv")
+    assert {row["recording_truncated"] for row in csv.DictReader((tmp_path / "cycles.csv").open())} == {"true"}
+    assert lung._export_name("_predicted.txt").endswith("104_1b1_Ar_sc_Litt3200_truncated_predicted.txt")
+    assert shown == []
+
+    # a whole recording opened next is not marked
+    open_and_classify(qtbot, window, good)
+    assert not lung.truncated_note.isVisible()
+    assert "TRUNCATED" not in lung.status.text()
+    assert "Truncated" not in lung.details.text()
+
+
+def test_declining_a_truncated_recording_keeps_what_was_open(
+    qtbot: Any, window: Any, recordings: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    shown: list[str] = []
+    monkeypatch.setattr("medview.ui.main_window.show_message", lambda _p, _title, text, *a, **k: shown.append(text))
+    good = recordings / "104_1b1_Al_sc_Litt3200.wav"
+    open_recording(qtbot, window, good)
+    lung = window.lung
+    status = lung.status.text()
+    window.open_paths([cut_recording(recordings / "106_2b1_Pl_mc_LittC2SE.wav", tmp_path, size=500_000)])
+    box = truncated_question(qtbot, lung)
+    assert "first 3.8 s" in box.text()  # 24-bit at 44.1 kHz: 499,956 bytes of audio data
+    answer(box, QtWidgets.QMessageBox.ButtonRole.RejectRole)
+    qtbot.waitUntil(lambda: lung.findChild(QtWidgets.QMessageBox, "truncated_question") is None)
+    qtbot.wait(50)  # let anything the answer started run; nothing should
+    assert not [task for task in window.tasks.running if not task.done.is_set()]
+    assert lung.opened_recording.recording.path == good
+    assert lung.status.text() == status
+    assert not lung.truncated_note.isVisible()
+    assert shown == []
+
+
+# --------------------------------------------------------------------------- the plots (issue 19, item 16)
+
+
+def hover(widget: QtWidgets.QWidget, pos: QtCore.QPoint) -> None:
+    """Move the mouse (no button) to ``pos``, twice, as far apart in time as pyqtgraph's rate limit asks."""
+    for dx in (-2, 0):
+        point = QtCore.QPointF(pos.x() + dx, pos.y())
+        event = QtGui.QMouseEvent(
+            QtCore.QEvent.Type.MouseMove,
+            point,
+            point,
+            QtCore.QPointF(widget.mapToGlobal(point.toPoint())),
+            QtCore.Qt.MouseButton.NoButton,
+            QtCore.Qt.MouseButton.NoButton,
+            QtCore.Qt.KeyboardModifier.NoModifier,
+        )
+        QtWidgets.QApplication.sendEvent(widget, event)
+        QtWidgets.QApplication.processEvents()
+        time.sleep(MOVE_INTERVAL_S)
+
+
+def test_the_band_legend_beside_the_plots_names_every_colour(qtbot: Any, window: Any, recordings: Path) -> None:
+    from medview.ui.lung_panel import CLASS_COLOURS, UNCLASSIFIED_COLOUR
+
+    open_recording(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
+    lung = window.lung
+    legend = lung.legend
+    assert legend.isVisible()
+    graphics = lung.graphics.geometry()
+    beside = legend.geometry()
+    assert beside.left() >= graphics.right()  # beside the plots, not over them
+    assert beside.top() < graphics.bottom()
+    assert beside.bottom() > graphics.top()
+
+    def shown() -> dict[str, tuple[str, tuple[int, int, int]]]:
+        entries = {}
+        for name in legend.shown_names():
+            label = legend.entries[name]
+            assert label.isVisible()
+            assert legend.swatches[name].isVisible()
+            swatch = legend.swatches[name].pixmap().toImage()
+            colour = swatch.pixelColor(swatch.width() // 2, swatch.height() // 2)
+            entries[name] = (label.text(), colour.getRgb()[:3])
+        return entries
+
+    entries = shown()
+    assert list(entries) == ["normal", "crackle", "wheeze", "both", ""]
+    for name, (text, colour) in entries.items():
+        assert name in text
+        assert colour == pytest.approx(CLASS_COLOURS.get(name, UNCLASSIFIED_COLOUR), abs=2)
+    assert entries[""][0].startswith("not classified")
+
+    lung.classes_box.setCurrentIndex(1)  # normal / abnormal: the legend follows the view
+    entries = shown()
+    assert list(entries) == ["normal", "abnormal", ""]
+    assert entries["abnormal"][1] == pytest.approx(CLASS_COLOURS["abnormal"], abs=2)
+
+
+def test_the_amplitude_axis_label_is_whole_and_the_plots_line_up(qtbot: Any, window: Any, recordings: Path) -> None:
+    open_recording(qtbot, window, recordings / "106_2b1_Pl_mc_LittC2SE.wav")  # quiet: pyqtgraph scaled it x0.001
+    lung = window.lung
+    axis = lung.wave_plot.getAxis("left")
+    assert "(x" not in axis.labelString()
+    assert axis.label.toPlainText().strip() == "amplitude"
+    # the label is drawn turned on its side: its length must fit the axis' height
+    assert axis.label.boundingRect().width() <= axis.geometry().height()
+    low, high = lung.wave_plot.viewRange()[1]
+    assert high - low < 2  # ticks in the samples' own units (the range is about +-0.3)
+    boxes = [plot.getViewBox().sceneBoundingRect() for plot in (lung.wave_plot, lung.spectrum_plot)]
+    assert boxes[0].left() == pytest.approx(boxes[1].left())  # one time axis for both plots
+
+
+def test_a_hovered_band_stays_translucent_with_a_stronger_outline(
+    qtbot: Any, window: Any, engine: Any, recordings: Path
+) -> None:
+    from medview.ui.lung_panel import BAND_ALPHA, CLASS_COLOURS, EDGE_WIDTH, HOVER_EDGE_WIDTH
+
+    window.set_engine(engine)
+    open_and_classify(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
+    lung = window.lung
+    lung.wave_plot.setXRange(0, 8, padding=0)
+    index = 2
+    cycle = lung.cycles[index]
+    region = lung.regions[index][0]
+    colour = CLASS_COLOURS[lung.predicted_label(index)]
+    point = plot_pixel(lung, lung.wave_plot, (cycle.start_s + cycle.end_s) / 2)
+    before = lung.graphics.grab().toImage()
+
+    hover(lung.graphics.viewport(), point)
+    qtbot.waitUntil(lambda: region.mouseHovering)
+    assert region.currentBrush.color().getRgb() == (*colour, BAND_ALPHA)  # as translucent as when not hovered
+    assert [line.currentPen.widthF() for line in region.lines] == [HOVER_EDGE_WIDTH] * 2
+    assert [line.currentPen.color().getRgb()[:3] for line in region.lines] == [colour] * 2
+    after = lung.graphics.grab().toImage()
+    # inside the band, away from its edges, the picture is unchanged: the waveform shows through as before
+    inside = QtCore.QPoint(point.x() + 3, point.y())
+    assert after.pixelColor(inside).getRgb() == before.pixelColor(inside).getRgb()
+
+    hover(lung.graphics.viewport(), plot_pixel(lung, lung.wave_plot, lung.cycles[index + 2].start_s + 0.3))
+    qtbot.waitUntil(lambda: not region.mouseHovering)
+    assert [line.currentPen.widthF() for line in region.lines] == [EDGE_WIDTH] * 2
+
+
+# --------------------------------------------------------------------------- between two recordings (issue 24)
+
+
+def test_a_second_recording_replaces_everything_the_first_left_on_screen_and_in_the_exports(
+    qtbot: Any, window: Any, engine: Any, recordings: Path, tmp_path: Path, audio_output: Path
+) -> None:
+    """Long, then short: with the first classified, a cycle selected and played, the playhead moved, a band
+    hovered and the view zoomed, nothing of the first may remain in a view, label, table, legend or export."""
+    from medview.ui.lung_panel import CycleRegion
+
+    window.set_engine(engine)
+    first_path = recordings / "106_2b1_Pl_mc_LittC2SE.wav"  # 20 s, 44.1 kHz, 24-bit
+    second_path = recordings / "104_1b1_Al_sc_Litt3200.wav"  # 15.9 s, 4 kHz, 16-bit
+    open_and_classify(qtbot, window, first_path)
+    lung = window.lung
+    first_regions = [region for pair in lung.regions if pair for region in pair]
+
+    # the first recording, worked on: zoomed, a cycle clicked in the table (selected and played), a band hovered
+    lung.wave_plot.setXRange(2.0, 9.0, padding=0)
+    cell = lung.table.model().index(2, 1)
+    qtbot.mouseClick(lung.table.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=lung.table.visualRect(cell).center())
+    assert lung.selection_span() is not None
+    qtbot.waitUntil(lambda: not lung.playhead_timer.isActive(), timeout=TIMEOUT_MS)
+    lung.seek(8.5)  # the playhead moved on
+    hovered = lung.regions[3][0]
+    hover(lung.graphics.viewport(), plot_pixel(lung, lung.wave_plot, sum(hovered.getRegion()) / 2))
+    qtbot.waitUntil(lambda: hovered.mouseHovering)
+    lung.table.selectRow(4)
+    first_note = lung.opened_recording.annotation_note
+
+    # what the panel shows the moment the second has been read, before its own result comes
+    at_open: dict[str, Any] = {}
+
+    def snapshot(_opened: Any) -> None:
+        at_open.update(
+            details=lung.details.text(),
+            banner=lung.banner.isVisible(),
+            predicted=[cell_text(lung.table, row, 4) for row in range(lung.table.model().rowCount())],
+            colours={lung.band_colour(row) for row in range(len(lung.cycles))},
+        )
+
+    lung.opened.connect(snapshot)
+    second = open_and_classify(qtbot, window, second_path)
+    recording = lung.opened_recording.recording
+    assert recording.path == second_path
+    assert "106_2b1" not in at_open["details"]
+    assert first_note not in at_open["details"]
+    assert "Ensemble of" not in at_open["details"]  # the first's model and provenance are gone
+    assert "6 cycles from 104_1b1_Al_sc_Litt3200.txt" in at_open["details"]
+    assert not at_open["banner"]
+    assert set(at_open["predicted"]) == {""}
+    assert at_open["colours"] == {(180, 180, 180)}
+
+    cycles = read_icbhi_annotations(second_path.with_suffix(".txt"), duration_s=recording.duration_s)
+    spans = [(cycle.start_s, cycle.end_s) for cycle in cycles]
+    # the labels
+    assert lung.status.text().startswith("104_1b1_Al_sc_Litt3200.wav: 15.9 s, 4000 Hz, 16-bit")
+    assert "106_2b1" not in lung.status.text()
+    assert lung.time_label.text() == f"{clock(0)} / {clock(recording.duration_s)}"
+    assert "106_2b1" not in lung.details.text()
+    assert "6 cycles from 104_1b1_Al_sc_Litt3200.txt" in lung.details.text()
+    assert not lung.playback_note.isVisible()
+    assert not lung.truncated_note.isVisible()
+    assert lung.legend.shown_names() == ["normal", "crackle", "wheeze", "both", ""]
+    # the views: the whole second recording, its own bands only, no selection, the playhead at its start
+    assert lung.wave_plot.viewRange()[0] == pytest.approx([0.0, recording.duration_s])
+    times, values = lung.wave_curve.getData()
+    assert times[-1] == pytest.approx(recording.duration_s, abs=0.05)
+    assert np.abs(values).max() == pytest.approx(np.abs(recording.samples).max())
+    low, high = lung.wave_plot.viewRange()[1]  # the amplitude axis fits the second's samples, not the first's
+    assert low <= values.min()
+    assert high >= values.max()
+    assert high - low <= 1.2 * (values.max() - values.min())
+    assert "106_2b1" not in window.statusBar().currentMessage()
+    assert lung.spectrum_image.image.shape == lung.opened_recording.spectrograms[True].db.shape
+    assert lung.spectrum_image.boundingRect().width() > 0
+    assert lung.spectrum_image.mapRectToParent(lung.spectrum_image.boundingRect()).width() == pytest.approx(
+        recording.duration_s
+    )
+    assert lung.selection_span() is None
+    assert not lung.selection_shade.isVisible()
+    assert lung.playhead.value() == 0.0
+    assert lung.spectrum_playhead.value() == 0.0
+    assert lung.player.duration_s == pytest.approx(recording.duration_s)
+    assert lung.player.sample_rate == 4000
+    assert not lung.player.playing
+    np.testing.assert_allclose([region.getRegion() for region, _ in lung.regions], spans)
+    current = {id(region) for pair in lung.regions for region in pair}
+    for plot in (lung.wave_plot, lung.spectrum_plot):
+        bands = [item for item in plot.items if isinstance(item, CycleRegion)]
+        assert {id(item) for item in bands} <= current  # not one band of the first left in a plot
+    assert all(region.scene() is None for region in first_regions)
+    assert not any(region.mouseHovering for pair in lung.regions for region in pair)
+    assert list(lung.overviews[0].starts) == pytest.approx([start for start, _ in spans])
+    # the table: the second's cycles and results, nothing selected
+    model = lung.table.model()
+    assert model.rowCount() == len(cycles)
+    for row, (cycle, scores) in enumerate(zip(cycles, second.scores, strict=True)):
+        assert cell_text(lung.table, row, 1) == f"{cycle.start_s:.3f}"
+        assert cell_text(lung.table, row, 4) == scores.label
+    assert not lung.table.selectionModel().hasSelection()
+    np.testing.assert_allclose(second.cycles, spans)
+    # the exports
+    lung.export_csv(tmp_path / "cycles.csv")
+    rows = list(csv.DictReader((tmp_path / "cycles.csv").open()))
+    assert {row["recording"] for row in rows} == {second_path.name}
+    np.testing.assert_allclose([(float(row["start_s"]), float(row["end_s"])) for row in rows], spans, atol=1e-3)
+    assert [row["predicted"] for row in rows] == [scores.label for scores in second.scores]
+    assert {row["recording_truncated"] for row in rows} == {"false"}
+    lung.export_icbhi(tmp_path / "predicted.txt")
+    exported = read_icbhi_annotations(tmp_path / "predicted.txt")
+    np.testing.assert_allclose([(c.start_s, c.end_s) for c in exported], spans, atol=1e-3)
+    assert [c.label for c in exported] == [scores.label for scores in second.scores]
+    assert lung._export_name(".csv") == str(second_path.with_suffix(".csv"))

@@ -110,7 +110,10 @@ def test_pause_keeps_the_position_and_resume_finishes(audio_output: Path) -> Non
 
 def test_no_output_device_is_a_clear_error(no_audio_output: None) -> None:
     player = AudioPlayer(np.zeros(4000, np.float32), 4000)
-    with pytest.raises(PlaybackError, match="no audio output device"):
+    with pytest.raises(PlaybackError, match=r"^no sound output device was found on this computer$") as raised:
         player.play(0.0)
+    assert "PortAudio" not in str(raised.value)  # plain words for the user; PortAudio's own on the cause
+    assert raised.value.__cause__ is not None
+    assert "device" in str(raised.value.__cause__)
     assert not player.playing
     assert player.position_s() == 0.0
