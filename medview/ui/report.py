@@ -8,7 +8,8 @@ overlays drawn as the user set them), the lung sound recording with its cycle
 table, and the lesion photos with their verdicts.  ``write_pdf`` lays it out as
 HTML in a ``QTextDocument`` and prints that through ``QPdfWriter`` (A4, a footer
 with the MedView version, the time and page numbers), so the report needs
-nothing beyond Qt.
+nothing beyond Qt.  It prints black on white with ruled tables whatever the
+screen's theme: the dark one's light text would vanish on paper.
 
 Key images are drawn by a ``SliceView`` of their own, off screen: the user's
 views, slice and overlays are never touched.  ``collect_report`` makes widgets,
@@ -60,6 +61,12 @@ PDF_RESOLUTION = 300  # dpi of the writer's coordinates; text and tables stay ve
 PAGE_MARGINS_MM = QtCore.QMarginsF(16, 14, 16, 10)
 FOOTER_MM = 11.0
 DEMO_COLOUR = "#a84300"
+#: print colours, whatever the screen's theme: black text on white paper, tables ruled in mid grey
+INK = "#000000"
+PAPER = "#ffffff"
+RULE_COLOUR = "#808080"
+#: a table that only places things side by side: not ruled (the style sheet rules every other table)
+LAYOUT_TABLE = "<table class='layout' cellspacing='0' cellpadding='3'"
 KEEP_TOGETHER = 0.6  # tables up to this fraction of a page are not split between pages
 
 
@@ -487,7 +494,7 @@ def report_html(report: CaseReport) -> tuple[str, dict[str, QtGui.QImage]]:
     parts = [f"<h1>{html.escape(report.title)}</h1>"]
     if report.demo:
         parts.append(
-            f"<table width='100%' cellpadding='6' cellspacing='0'><tr><td bgcolor='{DEMO_COLOUR}'>"
+            f"<table class='layout' width='100%' cellpadding='6' cellspacing='0'><tr><td bgcolor='{DEMO_COLOUR}'>"
             f"<span style='color:white; font-size:13pt; font-weight:bold'>⚠ {DEMO_WARNING}</span><br>"
             "<span style='color:white'>Results marked DEMO come from demonstration bundles trained on a few public "
             "samples; they show how MedView works and say nothing reliable about this patient.</span></td></tr></table>"
@@ -504,12 +511,15 @@ def report_html(report: CaseReport) -> tuple[str, dict[str, QtGui.QImage]]:
         parts.append(_lung_html(report.lung))
     if report.skin is not None:
         parts.append(_skin_html(report.skin, images))
+    # every table is ruled (those the findings' summaries bring too) but the ones that only lay out the page
     style = (
         "<style>h1 { font-size: 16pt; margin-bottom: 4px; } h2 { font-size: 13pt; margin-top: 14px; "
         "margin-bottom: 4px; color: #1f3a5f; } h3 { font-size: 11pt; margin-top: 10px; margin-bottom: 3px; } "
         "p { margin-top: 2px; margin-bottom: 4px; } .meta { color: #444444; } .caption { font-size: 7.5pt; "
         "color: #444444; } .demo { color: " + DEMO_COLOUR + "; font-weight: bold; } th { background-color: "
-        "#e4e8ee; } td, th { font-size: 8.5pt; }</style>"
+        "#e4e8ee; } td, th { font-size: 8.5pt; padding-left: 3px; padding-right: 3px; } "
+        "table { border-width: 1px; border-style: solid; border-color: " + RULE_COLOUR + "; "
+        "border-collapse: collapse; } table.layout { border-width: 0px; }</style>"
     )
     return f"<html><head>{style}</head><body>{''.join(parts)}</body></html>", images
 
@@ -518,7 +528,7 @@ def _rows_table(rows: Iterable[tuple[str, str]]) -> str:
     body = "".join(
         f"<tr><td width='28%'><b>{html.escape(name)}</b></td><td>{html.escape(value)}</td></tr>" for name, value in rows
     )
-    return f"<table cellspacing='0' cellpadding='2' width='100%'>{body}</table>"
+    return f"<table cellspacing='0' cellpadding='3' width='100%'>{body}</table>"
 
 
 def _demo_line(demo: bool) -> str:
@@ -536,7 +546,7 @@ def _ct_html(section: SeriesSection, images: dict[str, QtGui.QImage]) -> str:
         image = _image_cell(f"ct_finding_{number}", finding.key_image, images) if finding.key_image is not None else ""
         # the image beside the provenance, kept on one page; the summary (a page or more for COVID) flows below
         parts.append(
-            f"<table width='100%' cellspacing='0' cellpadding='3'><tr>{image}"
+            f"{LAYOUT_TABLE} width='100%'><tr>{image}"
             f"<td valign='top'>{_rows_table(finding.provenance)}</td></tr></table>{finding.summary_html}"
         )
     return "".join(parts)
@@ -551,7 +561,7 @@ def _image_cell(name: str, key_image: KeyImage, images: dict[str, QtGui.QImage])
 
 
 def _image_block(name: str, key_image: KeyImage, images: dict[str, QtGui.QImage]) -> str:
-    return f"<table cellspacing='0' cellpadding='3'><tr>{_image_cell(name, key_image, images)}</tr></table>"
+    return f"{LAYOUT_TABLE}><tr>{_image_cell(name, key_image, images)}</tr></table>"
 
 
 def _lung_html(section: LungSection) -> str:
@@ -588,7 +598,7 @@ def _lung_html(section: LungSection) -> str:
         predicted = html.escape(row.predicted) if row.predicted else "<i>not classified</i>"
         cells = [str(row.number), f"{row.start_s:.3f}", f"{row.end_s:.3f}", html.escape(row.annotated), predicted]
         cells += [f"{row.probabilities[name]:.2f}" if row.probabilities else "" for name in ICBHI_CLASSES]
-        shade = " bgcolor='#eef1f5'" if number % 2 else ""  # stripes, not cell borders: far fewer PDF drawing ops
+        shade = " bgcolor='#eef1f5'" if number % 2 else ""  # stripes lead the eye along a row of numbers
         body.append(
             f"<tr{shade}>"
             + "".join(f"<td align='{side}'{pad[side]}>{cell}</td>" for side, cell in zip(align, cells, strict=True))
@@ -632,7 +642,7 @@ def _skin_html(section: SkinSection, images: dict[str, QtGui.QImage]) -> str:
         else:
             text = f"<i>{html.escape(photo.problem or 'not classified')}</i>"
         rows.append(  # a table each: one photo is kept on one page
-            f"<table cellspacing='0' cellpadding='3' width='100%'><tr><td valign='top' width='210'>{pictures}</td>"
+            f"{LAYOUT_TABLE} width='100%'><tr><td valign='top' width='210'>{pictures}</td>"
             f"<td valign='top'><b>{html.escape(photo.file)}</b><br>{text}</td></tr></table>"
         )
     parts.append("".join(rows))
@@ -689,6 +699,8 @@ def render_pdf(report: CaseReport) -> bytes:
     keep_tables_on_one_page(document, body.height())
     pages = document.pageCount()
 
+    context = QtGui.QAbstractTextDocumentLayout.PaintContext()
+    context.palette = print_palette()  # not the application's: text without a colour of its own is printed black
     painter = QtGui.QPainter()
     if not painter.begin(writer):
         raise ExportError("the PDF writer could not start")
@@ -698,13 +710,24 @@ def render_pdf(report: CaseReport) -> bytes:
                 writer.newPage()
             painter.save()
             painter.translate(0, -page * body.height())
-            document.drawContents(painter, QtCore.QRectF(0, page * body.height(), body.width(), body.height()))
+            context.clip = QtCore.QRectF(0, page * body.height(), body.width(), body.height())
+            painter.setClipRect(context.clip)
+            document.documentLayout().draw(painter, context)
             painter.restore()
             _draw_footer(painter, report, QtCore.QRectF(0, body.height(), body.width(), footer), page + 1, pages)
     finally:
         painter.end()
     buffer.close()
     return bytes(buffer.data())
+
+
+def print_palette() -> QtGui.QPalette:
+    """Black ink on white paper for the text a report's HTML leaves uncoloured.
+
+    ``QTextDocument.drawContents`` would take the application's palette: under the dark screen theme that is
+    light grey text, unreadable on paper.
+    """
+    return QtGui.QPalette(QtGui.QColor(INK), QtGui.QColor(PAPER))  # Text is the window text, Base the window
 
 
 def keep_tables_on_one_page(document: QtGui.QTextDocument, page_height: float) -> None:

@@ -1,5 +1,6 @@
 """The case report: gathered from the real window after real runs of the shipped demo models, written as a PDF
-whose text is read back (pypdf) the way a reader of the report would see it."""
+whose text is read back (pypdf) the way a reader of the report would see it, and whose pages are rendered
+(PDFium) to check from the pixels that it prints legibly under the app's dark screen theme."""
 
 from __future__ import annotations
 
@@ -10,18 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pypdfium2 as pdfium
 import pytest
 from pypdf import PdfReader
 
 from medview import __version__
 from medview.errors import ExportError
+from medview.ui.qt import QtGui, QtWidgets
 from medview.ui.report import (
     ANONYMISED,
     DEMO_WARNING,
     KEY_IMAGE_SIDE,
+    PAGE_MARGINS_MM,
     CaseReport,
     CycleRow,
+    FindingSection,
     LungSection,
+    ModelSummary,
+    PhotoRow,
+    SeriesSection,
+    SkinSection,
     collect_report,
     write_pdf,
 )
@@ -33,6 +42,12 @@ from tests.gui.test_skin_panel import ISIC, wait_settled
 RECORDING = "104_1b1_Lr_sc_Litt3200.wav"  # the shortest real recording: 15 s, 5 annotated cycles
 PHOTOS = ("ISIC_0000154.jpg", "ISIC_0000111.jpg")
 DCMQI_SERIES = Path("dicom_ct") / "dcmqi_ct-3slice"  # 3 slices with a patient name, ID and accession number
+RENDER_DPI = 200
+#: the darkest pixel of every printed character is darker than this (0-255 luminance): black, the headings'
+#: dark blue and the DEMO orange are; the dark screen theme's light grey text (224) is not
+DARK = 100
+#: a table rule is darker than this; the header shading and the row stripes are lighter
+RULE = 200
 
 
 @pytest.fixture
@@ -47,6 +62,82 @@ def pdf_pages(path: Path) -> list[str]:
     """Each page's text with ligatures expanded and whitespace runs made one space."""
     reader = PdfReader(path)
     return [" ".join(unicodedata.normalize("NFKC", page.extract_text()).split()) for page in reader.pages]
+
+
+class RenderedPage:
+    """One page of a PDF as printed: its luminance at ``RENDER_DPI`` and where each character lies on it."""
+
+    def __init__(self, page: Any) -> None:
+        scale = RENDER_DPI / 72
+        self.luminance = page.render(scale=scale, grayscale=True).to_numpy()
+        text = page.get_textpage()
+        height = page.get_height()
+        self.text = text.get_text_range()
+        self.boxes = []  # (left, top, right, bottom) in pixels, one per character of self.text
+        for index in range(text.count_chars()):
+            left, bottom, right, top = text.get_charbox(index)
+            pixels = (left * scale, (height - top) * scale, right * scale, (height - bottom) * scale)
+            self.boxes.append((int(pixels[0]), int(pixels[1]), int(pixels[2]) + 2, int(pixels[3]) + 2))
+
+    def darkest(self, index: int) -> int:
+        """The darkest pixel of character ``index`` (255 for a character without ink, a space)."""
+        left, top, right, bottom = self.boxes[index]
+        ink = self.luminance[max(top, 0) : bottom, max(left, 0) : right]
+        return int(ink.min()) if ink.size else 255
+
+    def light_words(self) -> list[str]:
+        """The words of the page with a character printed lighter than ``DARK``.
+
+        Words in the top margin are left out: nothing is printed there, but Qt draws the line just above a
+        page's clip too (``QTextLayout::draw``), so the last line of a paragraph that runs over to this page
+        sits there in the PDF, clipped away, and has no ink.
+        """
+        top_margin = PAGE_MARGINS_MM.top() / 25.4 * RENDER_DPI
+        light = {
+            match.group()
+            for match in re.finditer(r"\S+", self.text)
+            if any(
+                self.boxes[index][3] > top_margin and self.darkest(index) >= DARK
+                for index in range(match.start(), match.end())
+            )
+        }
+        return sorted(light)
+
+    def box(self, words: str) -> tuple[int, int, int, int]:
+        """Pixels (left, top, right, bottom) of the first occurrence of ``words`` on the page."""
+        start = self.text.index(words)
+        boxes = self.boxes[start : start + len(words)]
+        return (
+            min(box[0] for box in boxes),
+            min(box[1] for box in boxes),
+            max(box[2] for box in boxes),
+            max(box[3] for box in boxes),
+        )
+
+    def ruled_between(self, first: str, second: str) -> bool:
+        """A table rule runs between the cell with ``first`` and the one with ``second``: under it when
+        ``second`` is in a row below, across the whole width of ``first``; beside it otherwise, along its height."""
+        left, top, right, bottom = self.box(first)
+        other_left, other_top, _, _ = self.box(second)
+        if other_top >= bottom:
+            gap = self.luminance[bottom:other_top, left:right]
+            return bool((gap < RULE).all(axis=1).any())
+        gap = self.luminance[top:bottom, right:other_left]
+        return bool((gap < RULE).all(axis=0).any())
+
+
+def rendered_pages(path: Path) -> list[RenderedPage]:
+    """Each page of the PDF at ``path`` rendered by PDFium, as a PDF viewer or a printer driver would."""
+    document = pdfium.PdfDocument(path)
+    try:
+        return [RenderedPage(page) for page in document]
+    finally:
+        document.close()
+
+
+def page_with(pages: list[RenderedPage], words: str) -> RenderedPage:
+    """The first page that holds ``words``."""
+    return next(page for page in pages if words in page.text)
 
 
 def orange_pixels(image: Any) -> int:
@@ -115,6 +206,14 @@ def test_the_report_holds_the_liver_finding_the_lung_cycles_and_the_skin_verdict
         assert f"Page {number} of {len(pages)}" in page
         assert f"MedView {__version__}" in page
         assert "not a diagnosis by itself" in page
+
+    # printed, it reads under the app's dark screen theme: every word dark on white, the tables ruled
+    rendered = rendered_pages(path)
+    for number, page in enumerate(rendered, start=1):
+        assert page.light_words() == [], f"page {number}"
+    assert rendered[0].ruled_between("Patient name", "Patient ID")
+    start, end = (f"{value:.3f}" for value in (window.lung.cycles[0].start_s, window.lung.cycles[0].end_s))
+    assert page_with(rendered, start).ruled_between(start, end)
 
 
 def test_anonymise_keeps_the_patient_out_of_the_text_and_the_key_image(
@@ -190,3 +289,65 @@ def test_an_unwritable_path_gives_an_export_error_naming_it(tmp_path: Path) -> N
 def test_nothing_open_is_nothing_to_report(window: Any) -> None:
     with pytest.raises(ExportError, match="nothing to report"):
         collect_report(window)
+
+
+def test_the_report_prints_black_on_white_with_ruled_tables_under_the_dark_screen_theme(tmp_path: Path) -> None:
+    # the app's dark theme is on (the app_theme fixture): its text colour is a light grey
+    text_colour = QtWidgets.QApplication.palette().color(QtGui.QPalette.ColorRole.Text)
+    assert text_colour.lightness() > 200
+    provenance = (("Model", "lungs 1.0 (unet)"), ("Trained on", "12 public cases"), ("Validation metrics", "dice 0.9"))
+    groups = (  # as the COVID finding's summary writes its groups table: no rules of its own
+        "<p><b>Groups</b>: class probabilities of each group</p><table cellspacing='2' cellpadding='1'>"
+        "<tr><th>#</th><th align='left'>slices, kind</th><th align='right'>covid</th></tr>"
+        "<tr><td align='right'>1</td><td>11-60</td><td align='right'>0.912</td></tr>"
+        "<tr><td align='right'>2</td><td>61-87</td><td align='right'>0.087</td></tr></table>"
+    )
+    finding = FindingSection("covid", "COVID-19 classification", groups, provenance, "covid 1.0", True, None)
+    ct = SeriesSection("Chest CT", (("Modality", "CT"), ("Size", "87 slices of 512 x 512 pixels")), (finding,), None)
+    probabilities = {"normal": 0.7, "crackle": 0.2, "wheeze": 0.05, "both": 0.05}
+    cycles = tuple(CycleRow(n, 2.0 * n, 2.0 * n + 1.5, "crackle", "normal", probabilities) for n in range(1, 5))
+    lung = LungSection("rec.wav", 15.0, 4000, 1, "4 cycles from rec.txt.", cycles, "lung 1.0", provenance, True, 5)
+    photos = (
+        PhotoRow(
+            "ISIC_1.jpg",
+            None,
+            None,
+            "malignant",
+            "malignant",
+            0.8,
+            0.5,
+            "8 of 10 trees vote malignant",
+            "skin 1.0",
+            True,
+            "",
+        ),
+        PhotoRow("ISIC_2.jpg", None, None, "", "", None, 0.5, "", "", False, "cannot read the photo"),
+    )
+    skin = SkinSection(photos, (ModelSummary("skin 1.0", provenance, True),))
+    identifiers = (("Patient name", "DOE^JANE"), ("Patient ID", "123456"))
+    report = CaseReport("MedView case report", datetime(2025, 1, 2, 3, 4), "9.9", False, identifiers, ct, lung, skin)
+    write_pdf(report, tmp_path / "case.pdf")
+    pages = rendered_pages(tmp_path / "case.pdf")
+
+    # every word on every page is printed dark: fields, findings, tables, verdicts, headings and footers
+    for number, page in enumerate(pages, start=1):
+        assert page.light_words() == [], f"page {number}"
+    words = " ".join(page.text for page in pages)
+    for expected in ("DOE^JANE", "0.912", "9.500", "malignant probability 80%", "cannot read the photo"):
+        assert expected in words
+
+    # the tables are ruled between their rows and columns; the skin photos' layout table is not
+    for first, second in (
+        ("Patient name", "Patient ID"),
+        ("Patient name", "DOE^JANE"),
+        ("Modality", "Size"),
+        ("11-60", "61-87"),
+        ("11-60", "0.912"),
+        ("2.000", "4.000"),
+        ("2.000", "3.500"),
+        ("Trained on", "Validation metrics"),
+    ):
+        page = page_with(pages, first)
+        assert page.ruled_between(first, second), (first, second)
+    page = page_with(pages, "ISIC_1.jpg")
+    assert not page.ruled_between("ISIC_1.jpg", "malignant,")
