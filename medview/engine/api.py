@@ -45,6 +45,7 @@ class Provenance:
     device: str
     seconds: float
     notes: tuple[str, ...] = ()  # e.g. "CUDA out of memory: ran on the CPU", "lung mask: classical fallback"
+    validated: str = ""  # one line: the model's validated performance (``validated_summary``)
 
     @property
     def label(self) -> str:
@@ -72,7 +73,40 @@ class Provenance:
             device=device,
             seconds=seconds,
             notes=tuple(notes),
+            validated=validated_summary(card, threshold),
         )
+
+
+def validated_summary(card: ModelCard, threshold: float | None = None) -> str:
+    """One line of what the bundle's validation showed: sensitivity and specificity (or Dice, or the ICBHI
+    score) at its threshold, and on how much held-out data; shown beside every verdict of the model."""
+    metrics, counts = card.metrics, card.trained_on.counts
+    positive = card.class_names[0] if card.class_names else ""
+    sensitivity = metrics.get("sensitivity", metrics.get(f"sensitivity/{positive}"))
+    specificity = metrics.get("specificity", metrics.get(f"specificity/{positive}"))
+    parts = []
+    if "score" in metrics:
+        parts.append(f"ICBHI score {metrics['score']:.2f}")
+    if "dice" in metrics:
+        parts.append(f"Dice {metrics['dice']:.2f}")
+    if sensitivity is not None and specificity is not None:
+        of_class = f" for {positive.replace('_', ' ')}" if f"sensitivity/{positive}" in metrics else ""
+        parts.append(f"sensitivity {sensitivity:.2f}, specificity {specificity:.2f}{of_class}")
+    elif "auc" in metrics:
+        parts.append(f"AUC {metrics['auc']:.2f}")
+    if not parts:
+        return "Validated performance: none recorded in the bundle"
+    if threshold is not None and sensitivity is not None:
+        parts[-1] += f" at threshold {threshold:g}"
+    held_out = counts.get("test", counts.get("test_volumes"))
+    if held_out is not None:
+        unit = next(
+            (name for name in ("images", "cycles", "volumes") if name in counts or f"test_{name}" in counts), "patients"
+        )
+        parts.append(f"on {held_out} held-out {unit[:-1] if held_out == 1 else unit}")
+    elif "patients" in counts:
+        parts.append(f"from {counts['patients']} patients in all")
+    return "Validated: " + "; ".join(parts)
 
 
 @dataclass(frozen=True, eq=False)

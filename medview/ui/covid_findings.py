@@ -8,6 +8,14 @@ verdict with the vote spelled out, which slices were kept and why the others
 were left out, how the kept slices were grouped (padded or resampled as the
 paper says when the count is not a multiple of 50) with each group's class
 probabilities; the lung mask is drawn as an outline and Grad-CAM as a map.
+The model's validated performance sits under the verdict; the reason of every
+slice comes last, folded until asked for.
+
+Grad-CAM is shown on one scale for the whole volume by default (the largest
+value inside the lungs over every explained slice), so slices compare with each
+other and the sagittal and coronal cuts through the map show no stripes; each
+slice scaled to its own maximum (the usual display) is the other choice.  A
+kept slice without a map to show says so on the image.
 
 Slice numbers in the summary count from 1, as the views' read-outs do.
 """
@@ -16,7 +24,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,15 +35,22 @@ from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
-from medview.ui.provenance import ModelChooserBox
+from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
 from medview.ui.workers import Task
 
 LUNG_COLOUR = (64, 200, 255)
-#: Grad-CAM below this fraction of its slice's maximum is transparent, so the anatomy shows through
+#: Grad-CAM below this fraction of its scale (the volume's or the slice's maximum) is transparent, so the
+#: anatomy shows through
 GRAD_CAM_THRESHOLD = 0.1
 CLASSICAL_LUNG_MASK = "Classical method (no model)"
-#: starts the summary's last part, the reason of every slice: a panel reads it, a printed report leaves it out
+#: what the axial view says on a kept slice that shows no Grad-CAM
+NO_MAP_INTERPOLATED = "No Grad-CAM map on this slice (only in interpolated slots of a resampled group)"
+NO_MAP_ZERO = "No Grad-CAM map on this slice (zero inside the lungs)"
+NO_MAP_FAINT_ABSOLUTE = f"No Grad-CAM map on this slice (below {GRAD_CAM_THRESHOLD:g} of the volume's largest value)"
+NO_MAP_FAINT_RELATIVE = f"No Grad-CAM map on this slice (below {GRAD_CAM_THRESHOLD:g} of its own maximum)"
+#: once started the summary's last part, the reason of every slice; that table is now the finding's
+#: ``more_html``, which a printed report leaves out (kept for the report, which splits the summary at it)
 EVERY_SLICE_HEADING = "<p><b>Every slice</b></p>"
 
 _AREA_REASON = re.compile(r"lung area [\d.]+ of max < ([\d.]+) \((.+)\)")
@@ -43,20 +59,40 @@ _AREA_REASON = re.compile(r"lung area [\d.]+ of max < ([\d.]+) \((.+)\)")
 # --------------------------------------------------------------------------- the finding
 
 
-def covid_finding(result: CovidResult, card: ModelCard, volume: Volume, lung_card: ModelCard | None = None) -> Finding:
-    """The finding of one COVID-19 run: verdict, slices, groups, lung mask and Grad-CAM layers."""
+@dataclass(eq=False)
+class CovidFinding(Finding):
+    """A COVID-19 finding, with what showing its Grad-CAM on another scale needs."""
+
+    healthy: str = "healthy"  # the model's healthy class, for the 0.9 rule's wording
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # of the series, for the lung volume
+    absolute: bool = True  # Grad-CAM on one scale for the volume (else each slice by its own maximum)
+
+
+def covid_finding(
+    result: CovidResult,
+    card: ModelCard,
+    volume: Volume,
+    lung_card: ModelCard | None = None,
+    *,
+    absolute: bool = True,
+    warnings: Sequence[str] = (),
+) -> CovidFinding:
+    """The finding of one COVID-19 run: verdict, slices, groups, lung mask and Grad-CAM layers.
+
+    ``absolute``: Grad-CAM on one scale for the whole volume, else each slice
+    by its own maximum; ``warnings``: why the series may not suit the models.
+    """
     demo = card.is_demo or (lung_card is not None and lung_card.is_demo)
     groups = len(result.groups)
     votes = f"{result.votes.get(result.verdict, 0)}/{groups} group{'s' if groups != 1 else ''}"
     if result.switched:
         votes += f", {_switch_threshold(result):g} rule"
+    warnings = tuple(warning for warning in warnings if warning)
     heatmap_layer = None
+    notes: dict[int, str] = {}
     if result.heatmaps:
-        values = np.zeros(volume.shape, np.float16)  # half the memory of float32; plenty for a display map
-        for index, heatmap in result.heatmaps.items():
-            # the network's input is black outside the lung mask: a map there says nothing about the image,
-            # and at the CNN's coarse last layer it spreads over the whole slice, hiding the anatomy
-            values[index] = heatmap.relative() * result.lung_mask[index]
+        values = grad_cam_volume(result, absolute)
+        notes = grad_cam_notes(result, values, absolute)
         heatmap_layer = HeatmapLayer(
             name=f"Grad-CAM [{card.label}]",
             values=values,
@@ -64,12 +100,17 @@ def covid_finding(result: CovidResult, card: ModelCard, volume: Volume, lung_car
             threshold=GRAD_CAM_THRESHOLD,
             opacity=0.5,
             demo=demo,
+            slice_notes=notes,
+            legend=grad_cam_legend(result, absolute),
         )
-    return Finding(
+    healthy = _healthy_class(card)
+    return CovidFinding(
         kind="COVID-19",
         title=f"COVID-19: {result.verdict} ({votes}): {result.provenance.label}{' (demo)' if demo else ''}",
         provenance=result.provenance,
-        summary_html=covid_summary_html(result, volume, healthy=_healthy_class(card)),
+        summary_html=covid_summary_html(
+            result, volume.spacing, healthy=healthy, absolute=absolute, warnings=warnings, grad_cam_notes=notes
+        ),
         result=result,
         mask_layer=LabelLayer(
             name=f"Lungs [{f'lung U-Net {lung_card.label}' if lung_card is not None else 'classical method'}]",
@@ -82,23 +123,86 @@ def covid_finding(result: CovidResult, card: ModelCard, volume: Volume, lung_car
             slice_notes=slice_notes(result),
         ),
         heatmap_layer=heatmap_layer,
+        warnings=warnings,
+        more_html=every_slice_html(result),
+        more_title=f"Every slice ({len(result.slice_reasons)}): kept or left out, and why",
+        healthy=healthy,
+        spacing=volume.spacing,
+        absolute=absolute,
     )
 
 
-def covid_summary_html(result: CovidResult, volume: Volume, *, healthy: str = "healthy") -> str:
-    """The verdict and the reason, the slices kept and left out, the groups with their probabilities."""
+def grad_cam_volume(result: CovidResult, absolute: bool) -> np.ndarray:
+    """The Grad-CAM maps on the volume grid, inside the lungs only, zero on slices not explained.
+
+    Absolute: every slice by the largest value inside the lungs over all the
+    explained slices, so a weaker map looks weaker and the sagittal and coronal
+    cuts show the map, not stripes of per-slice scales.  Relative: each slice
+    by its own maximum.  The network's input is black outside the lung mask: a
+    map there says nothing about the image, and at the CNN's coarse last layer
+    it spreads over the whole slice, hiding the anatomy; it is not drawn.
+    float16: half the memory of float32, plenty for a display map.
+    """
+    mask = result.lung_mask
+    values = np.zeros(mask.shape, np.float16)
+    if absolute:
+        inside = {index: heatmap.values * mask[index] for index, heatmap in result.heatmaps.items()}
+        scale = max((float(each.max()) for each in inside.values() if each.size), default=0.0)
+        if scale > 0:
+            for index, each in inside.items():
+                values[index] = np.clip(each / scale, 0.0, 1.0)
+    else:
+        for index, heatmap in result.heatmaps.items():
+            values[index] = heatmap.relative() * mask[index]
+    return values
+
+
+def grad_cam_notes(result: CovidResult, values: np.ndarray, absolute: bool) -> dict[int, str]:
+    """What the axial view says on each kept slice that shows no Grad-CAM (``values`` as drawn), and why."""
+    notes = {}
+    for index in result.kept_slices:
+        peak = float(values[index].max()) if index in result.heatmaps else 0.0
+        if index not in result.heatmaps:
+            notes[index] = NO_MAP_INTERPOLATED
+        elif peak == 0:
+            notes[index] = NO_MAP_ZERO
+        elif peak < GRAD_CAM_THRESHOLD:
+            notes[index] = NO_MAP_FAINT_ABSOLUTE if absolute else NO_MAP_FAINT_RELATIVE
+    return notes
+
+
+def grad_cam_legend(result: CovidResult, absolute: bool) -> str:
+    """The Grad-CAM colour bar's label: which class the map is of, and its scale (two lines)."""
+    classes = {heatmap.target_class for heatmap in result.heatmaps.values()}
+    target = f"{next(iter(classes)).replace('_', ' ')} class" if len(classes) == 1 else "each group's class"
+    return f"Grad-CAM, {target}\n{'one scale for the volume' if absolute else 'each slice by its own max'}"
+
+
+def covid_summary_html(
+    result: CovidResult,
+    spacing: tuple[float, float, float],
+    *,
+    healthy: str = "healthy",
+    absolute: bool = True,
+    warnings: Sequence[str] = (),
+    grad_cam_notes: Mapping[int, str] | None = None,
+) -> str:
+    """The warnings, the verdict with the model's validated performance and the vote, the slices kept and
+    left out, the groups with their probabilities, how Grad-CAM is shown (every slice's reason is apart).
+
+    ``grad_cam_notes``: the kept slices without a map to show (``grad_cam_notes``), counted by reason."""
     return "".join(
         (
-            _verdict_html(result, healthy),
-            _slices_html(result, volume),
+            verdict_html(f"Verdict: {result.verdict}", result.provenance, warnings),
+            _vote_html(result, healthy),
+            _slices_html(result, spacing),
             _groups_html(result),
-            _grad_cam_html(result),
-            _every_slice_html(result),
+            _grad_cam_html(result, absolute, grad_cam_notes or {}),
         )
     )
 
 
-def _verdict_html(result: CovidResult, healthy: str) -> str:
+def _vote_html(result: CovidResult, healthy: str) -> str:
     threshold = _switch_threshold(result)
     groups = len(result.groups)
     counts = ", ".join(f"{html.escape(name)} {result.votes.get(name, 0)}" for name in result.class_names)
@@ -112,8 +216,7 @@ def _verdict_html(result: CovidResult, healthy: str) -> str:
     else:
         rule = f"Not needed here: the majority is not {html.escape(healthy)}."
     return (
-        f"<p><b>Verdict: {html.escape(result.verdict)}</b><br>"
-        f"Group votes ({groups} group{'s' if groups != 1 else ''}): {counts}.<br>"
+        f"<p>Group votes ({groups} group{'s' if groups != 1 else ''}): {counts}.<br>"
         f"{html.escape(result.reason)}.</p>"
         f"<p>Each group of slices votes for the class it finds most probable; the patient gets the class of the "
         f"majority. The {threshold:g} rule: when the majority is {html.escape(healthy)} but a group predicts "
@@ -122,10 +225,10 @@ def _verdict_html(result: CovidResult, healthy: str) -> str:
     )
 
 
-def _slices_html(result: CovidResult, volume: Volume) -> str:
+def _slices_html(result: CovidResult, spacing: tuple[float, float, float]) -> str:
     total = len(result.slice_reasons)
     kept = len(result.kept_slices)
-    lung_ml = float(result.lung_mask.sum()) * float(np.prod(volume.spacing)) / 1000.0
+    lung_ml = float(result.lung_mask.sum()) * float(np.prod(spacing)) / 1000.0
     left_out: dict[str, list[int]] = {}
     for index, reason in enumerate(result.slice_reasons):
         if not reason.startswith("kept"):
@@ -224,20 +327,30 @@ def describe_group(sources: Sequence[int | float | None]) -> str:
     return f"{first}-{last}"
 
 
-def _grad_cam_html(result: CovidResult) -> str:
+def _grad_cam_html(result: CovidResult, absolute: bool, notes: Mapping[int, str]) -> str:
     if not result.heatmaps:
         return ""
-    without = len(set(result.kept_slices) - set(result.heatmaps))
-    flat = sum(not heatmap.values.any() for heatmap in result.heatmaps.values())
-    notes = []
+    reasons = list(notes.values())
+    without, flat = reasons.count(NO_MAP_INTERPOLATED), reasons.count(NO_MAP_ZERO)
+    faint = len(reasons) - without - flat
+    counts = []
     if without:
-        notes.append(f"{_count(without, 'kept slice')} only in interpolated slots of a resampled group: no map.")
+        counts.append(f"{_count(without, 'kept slice')} only in interpolated slots of a resampled group: no map")
     if flat:
-        notes.append(f"{_count(flat, 'slice')} with an all-zero map: nothing drawn.")
+        counts.append(f"{_count(flat, 'slice')} with a map that is zero inside the lungs")
+    if faint:
+        counts.append(f"{_count(faint, 'slice')} with the map below {GRAD_CAM_THRESHOLD:g} of the scale")
+    scale = (
+        "on one scale for the whole volume (its largest value inside the lungs over every explained slice), so "
+        "slices compare with each other"
+        if absolute
+        else "each slice scaled to its own maximum, so a weak map looks as strong as a strong one"
+    )
+    listed = f" No map is drawn on {'; '.join(counts)}: the axial view says so on each." if counts else ""
     return (
         f"<p><b>Grad-CAM</b> on {len(result.heatmaps)} slices, for the class each slice's group votes for, "
-        f"scaled to each slice's own maximum and drawn inside the lung mask only (the network's input is black "
-        f"outside it); below {GRAD_CAM_THRESHOLD:g} it is not drawn. {' '.join(notes)}</p>"
+        f"{scale}; drawn inside the lung mask only (the network's input is black outside it), and not below "
+        f"{GRAD_CAM_THRESHOLD:g} of the scale.{listed}</p>"
     )
 
 
@@ -245,13 +358,14 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'s' if number != 1 else ''}"
 
 
-def _every_slice_html(result: CovidResult) -> str:
+def every_slice_html(result: CovidResult) -> str:
+    """The table of every slice of the series: kept, or why it was left out."""
     rows = "".join(
         f"<tr><td align='right'>{index + 1}</td><td>{html.escape(reason)}</td></tr>"
         for index, reason in enumerate(result.slice_reasons)
     )
     header = "<tr><th>slice</th><th align='left'>why</th></tr>"
-    return f"{EVERY_SLICE_HEADING}<table cellspacing='1' cellpadding='2'>{header}{rows}</table>"
+    return f"<table cellspacing='1' cellpadding='2'>{header}{rows}</table>"
 
 
 def slice_notes(result: CovidResult) -> dict[int, str]:
@@ -356,14 +470,24 @@ class CovidRunner(FindingRunner):
         self.grad_cam_box = QtWidgets.QCheckBox("Grad-CAM")
         self.grad_cam_box.setChecked(True)
         self.grad_cam_box.setToolTip("Where the CNN looked, per kept slice (a second pass over each group)")
+        self.absolute_box = QtWidgets.QCheckBox("One Grad-CAM scale for the volume")
+        self.absolute_box.setChecked(True)
+        self.absolute_box.setToolTip(
+            "On: every slice's map by the largest value over the volume, so slices compare and the sagittal and "
+            "coronal views show the map. Off: each slice by its own maximum (a faint map looks as strong as any)"
+        )
         self.classify_button = QtWidgets.QPushButton("Classify COVID-19")
+        self.findings: list[CovidFinding] = []  # made by this runner, every series: rescaled with the switch
         layout = QtWidgets.QFormLayout(self)
         layout.addRow("Model", self.model_box)
         layout.addRow("Lung mask", self.lung_box)
         layout.addRow(self.grad_cam_box)
+        layout.addRow(self.absolute_box)
         layout.addRow(self.classify_button)
+        layout.addRow(self.blocked_note)
         layout.addRow(self.note)
         self.classify_button.clicked.connect(lambda: self.run())
+        self.absolute_box.toggled.connect(lambda _on: self.rescale_heatmaps())
         self.model_box.currentIndexChanged.connect(lambda _i: self.update_controls())
         self.update_controls()
 
@@ -379,8 +503,9 @@ class CovidRunner(FindingRunner):
         if self.blocked_reason(card, "COVID-19") or volume is None or card is None or engine is None:
             return None
         lung_card, explain = self.lung_box.selected_card(), self.grad_cam_box.isChecked()
-        warnings = [input_warning(each, volume) for each in (card, lung_card) if each is not None]
-        self.note.setText(" ".join(dict.fromkeys(warning for warning in warnings if warning)))
+        absolute = self.absolute_box.isChecked()
+        warnings = list(dict.fromkeys(input_warning(each, volume) for each in (card, lung_card) if each is not None))
+        self.note.setText(" ".join(warning for warning in warnings if warning))
 
         def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Finding:
             result = engine.classify_covid(
@@ -392,14 +517,52 @@ class CovidRunner(FindingRunner):
                 cancelled=cancelled,
             )
             # built here, not on the GUI thread: the Grad-CAM volume and the summary take about half a second
-            return covid_finding(result, card, volume, lung_card)
+            return covid_finding(result, card, volume, lung_card, absolute=absolute, warnings=warnings)
 
         task = Task(work, f"COVID-19 analysis of {volume.description or 'the series'} ({volume.shape[0]} slices)")
-        task.signals.succeeded.connect(lambda finding: self.found.emit(volume, finding))
+        task.signals.succeeded.connect(lambda finding: self._on_classified(volume, finding))
         task.signals.finished.connect(self.update_controls)
         self.task = task
         self.update_controls()
         return self.start_task(task, task.description + "…")
+
+    def _on_classified(self, volume: Volume, finding: CovidFinding) -> None:
+        self.note.setText("")  # the input's warnings are the finding's now, beside its verdict
+        self.findings.append(finding)
+        if finding.absolute != self.absolute_box.isChecked():  # switched while the model ran
+            self._show_scale(finding, self.absolute_box.isChecked())
+        self.found.emit(volume, finding)
+
+    def rescale_heatmaps(self) -> None:
+        """Show every COVID-19 finding's Grad-CAM on the scale now chosen (its summary and notes with it)."""
+        absolute = self.absolute_box.isChecked()
+        for finding in self.findings:
+            if finding.absolute != absolute:
+                self._show_scale(finding, absolute)
+                self.finding_changed.emit(finding)
+
+    def _show_scale(self, finding: CovidFinding, absolute: bool) -> None:
+        result: CovidResult = finding.result
+        finding.absolute = absolute
+        notes: dict[int, str] = {}
+        layer = finding.heatmap_layer
+        if layer is not None:
+            values = grad_cam_volume(result, absolute)
+            notes = grad_cam_notes(result, values, absolute)
+            settings = dict(values=values, slice_notes=notes, legend=grad_cam_legend(result, absolute))
+            if layer in self.layers.layers:
+                self.layers.update(layer, **settings)
+            else:  # a finding of another series: shown on this scale when it comes back
+                for key, value in settings.items():
+                    setattr(layer, key, value)
+        finding.summary_html = covid_summary_html(
+            result,
+            finding.spacing,
+            healthy=finding.healthy,
+            absolute=absolute,
+            warnings=finding.warnings,
+            grad_cam_notes=notes,
+        )
 
     def chosen_cards(self) -> list[ModelCard]:
         lung_card = self.lung_box.selected_card()
@@ -407,7 +570,5 @@ class CovidRunner(FindingRunner):
 
     def update_controls(self) -> None:
         reason = self.blocked_reason(self.model_box.selected_card(), "COVID-19")
-        self.classify_button.setEnabled(not reason)
-        self.classify_button.setToolTip(
-            reason or "Lung mask, slice elimination, 50-slice groups, CNN + biLSTM per group and the patient vote"
-        )
+        ready = "Lung mask, slice elimination, 50-slice groups, CNN + biLSTM per group and the patient vote"
+        self.show_readiness(self.classify_button, reason, ready)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from medview.engine.api import InferenceService, Provenance
+from medview.engine.api import DEMO_BANNER, InferenceService, Provenance
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
-from medview.ui.provenance import ModelChooserBox
+from medview.ui.provenance import ENGINE_LOADING, ModelChooserBox, validated_line
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task
 
@@ -32,17 +32,32 @@ class Finding:
     kind: str  # "liver", "kidney stone", "COVID-19"
     title: str  # one line for the findings list
     provenance: Provenance
-    summary_html: str  # what was found; the panel adds the provenance below it
+    #: what was found, starting with ``verdict_html`` (the verdict, the model's validated performance under it,
+    #: then the warnings); the panel adds the demo warning above it and the provenance below it
+    summary_html: str
     result: Any  # the engine's result object (SegmentationResult, ...)
     mask_layer: LabelLayer | None = None  # the structure found (liver, lungs) or the region used
     heatmap_layer: HeatmapLayer | None = None  # probability map or Grad-CAM
     other_layers: list[Layer] = field(default_factory=list)
     export_label: str | None = None  # the mask exports as DICOM SEG / NIfTI under this segment label
+    #: why the input may not suit the model (``input_warning``): beside the verdict and in the list's tooltip
+    warnings: tuple[str, ...] = ()
+    #: a long per-slice table, folded under ``more_title`` below the provenance until the reader opens it
+    more_html: str = ""
+    more_title: str = ""
 
     @property
     def layers(self) -> list[Layer]:
         """Every overlay of the finding, bottom first."""
         return [layer for layer in (self.mask_layer, self.heatmap_layer, *self.other_layers) if layer is not None]
+
+
+def finding_tooltip(finding: Finding) -> str:
+    """The findings list entry's tooltip: the whole title, the model's validated performance, the warnings."""
+    lines = [finding.title, validated_line(finding.provenance), *filter(None, finding.warnings)]
+    if finding.provenance.demo:
+        lines.append(DEMO_BANNER.capitalize())
+    return "\n".join(lines)
 
 
 def series_key(volume: Volume | None) -> str:
@@ -81,6 +96,8 @@ class FindingRunner(QtWidgets.QWidget):
     """Controls that run one task's model on the open series; ``found`` carries (volume, Finding)."""
 
     found = QtCore.Signal(object, object)  # Volume, Finding
+    #: a finding this runner made was rewritten in place (its map rescaled, its summary with it)
+    finding_changed = QtCore.Signal(object)  # Finding
     #: the tab title in the findings panel
     title = ""
     #: the chooser of this task's model, made by each runner
@@ -94,13 +111,25 @@ class FindingRunner(QtWidgets.QWidget):
         self.volume: Volume | None = None
         self.volume_complete = False  # every slice decoded: only then can a model run on it
         self.task: Task | None = None
+        self.engine_problem = ""  # why the AI engine did not start, when it failed
         self.note = QtWidgets.QLabel()
         self.note.setWordWrap(True)
+        #: why the run button is greyed, in words under it (a tooltip alone goes unseen)
+        self.blocked_note = QtWidgets.QLabel()
+        self.blocked_note.setObjectName("blocked_reason")
+        self.blocked_note.setWordWrap(True)
+        self.blocked_note.setStyleSheet("font-style: italic;")
 
     def set_engine(self, engine: InferenceService) -> None:
         """The AI engine is ready: list its models of this task."""
-        self.engine = engine
+        self.engine, self.engine_problem = engine, ""
         self.refresh_models()
+
+    def set_engine_problem(self, message: str) -> None:
+        """The AI engine could not start: say so in the model chooser and under the run button."""
+        self.engine_problem = message
+        self.model_box.setPlaceholderText("AI engine unavailable")
+        self.update_controls()
 
     def refresh_models(self) -> None:
         """List the installed bundles again (one was imported or removed)."""
@@ -128,15 +157,28 @@ class FindingRunner(QtWidgets.QWidget):
         """Enable what can run now."""
 
     def blocked_reason(self, card: ModelCard | None, what: str) -> str:
-        """Why the model cannot run now, or empty when it can (shown as the run button's tooltip)."""
+        """Why the model cannot run now, or empty when it can (``show_readiness`` shows it).
+
+        The engine comes first: without it the model chooser is empty too, and
+        the window opens a series (the sample) while the engine still loads.
+        """
+        if self.engine is None:
+            if self.engine_problem:
+                return f"The AI engine did not start: {self.engine_problem}"
+            return ENGINE_LOADING
         if self.volume is None:
             return "Open a CT series first"
         if not self.volume_complete:
             return "The series is still loading"
-        if self.engine is None:
-            return "Waiting for the AI engine to load…"
         if card is None:
             return f"No {what} model installed: add one in Models > Installed models…"
         if self.running():
             return "Running…"
         return ""
+
+    def show_readiness(self, button: QtWidgets.QPushButton, reason: str, ready_tip: str) -> None:
+        """Enable ``button`` when nothing blocks it (``reason`` empty); else grey it and say why, under it."""
+        button.setEnabled(not reason)
+        button.setToolTip(reason or ready_tip)
+        self.blocked_note.setText(reason)
+        self.blocked_note.setVisible(bool(reason))

@@ -16,6 +16,7 @@ mask of an anatomical structure exports it as DICOM SEG or NIfTI.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,11 @@ from medview.io.dicom import dicom_series_uid
 from medview.io.mask_export import write_dicom_seg, write_nifti_mask
 from medview.io.volume import Volume
 from medview.ui.covid_findings import CovidRunner
-from medview.ui.findings import Finding, FindingRunner, StartTask, series_key
+from medview.ui.findings import Finding, FindingRunner, StartTask, finding_tooltip, series_key
 from medview.ui.kidney_findings import KidneyRunner
 from medview.ui.layers import LayerStack
 from medview.ui.liver_findings import LiverRunner
-from medview.ui.provenance import audit_model_run, provenance_html
+from medview.ui.provenance import audit_model_run, demo_warning_html, provenance_table_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import Task
 
@@ -60,11 +61,15 @@ class FindingsPanel(QtWidgets.QWidget):
         for runner in self.runners:
             self.tasks.addTab(runner, runner.title)
             runner.found.connect(self._on_found)
+            runner.finding_changed.connect(self._on_finding_changed)
         self.note = QtWidgets.QLabel()
         self.note.setObjectName("findings_note")
         self.note.setWordWrap(True)
         self.list = QtWidgets.QListWidget()
         self.list.setObjectName("findings_list")
+        # a long name ends in "…" (the whole of it in the entry's tooltip), not behind a horizontal scroll bar
+        self.list.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(QtCore.Qt.TextElideMode.ElideRight)
         self.show_mask = QtWidgets.QCheckBox("Mask")
         self.outline_box = QtWidgets.QCheckBox("Outline only")
         self.outline_box.setToolTip("Draw the mask's border only, so the anatomy under it stays visible")
@@ -80,6 +85,8 @@ class FindingsPanel(QtWidgets.QWidget):
         self.details.setObjectName("findings_details")
         self.details.setOpenLinks(False)
         self.details.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.details.anchorClicked.connect(self._on_details_link)
+        self._more_shown = False  # the selected finding's long table unfolded
 
         overlay = QtWidgets.QHBoxLayout()
         for widget in (self.show_mask, self.outline_box, self.heatmap_box, self.colour_button):
@@ -101,7 +108,7 @@ class FindingsPanel(QtWidgets.QWidget):
         layout.addWidget(self.note)
         layout.addWidget(self.details, stretch=2)
 
-        self.list.currentRowChanged.connect(lambda _row: self._show_selected())
+        self.list.currentRowChanged.connect(lambda _row: self._show_selected(fold=True))
         self.show_mask.toggled.connect(lambda on: self._update_selected(mask=dict(visible=on)))
         self.outline_box.toggled.connect(lambda on: self._update_selected(mask=dict(outline_only=on)))
         self.heatmap_box.toggled.connect(lambda on: self._update_selected(heatmap=dict(visible=on)))
@@ -121,6 +128,11 @@ class FindingsPanel(QtWidgets.QWidget):
         """The AI engine is ready: every task lists its models."""
         for runner in self.runners:
             runner.set_engine(engine)
+
+    def set_engine_problem(self, message: str) -> None:
+        """The AI engine could not start: every task says so, and why, instead of waiting for it."""
+        for runner in self.runners:
+            runner.set_engine_problem(message)
 
     def refresh_models(self) -> None:
         for runner in self.runners:
@@ -166,6 +178,20 @@ class FindingsPanel(QtWidgets.QWidget):
         # finding's overlays, then its long details, took the GUI thread 90-120 ms in one go
         QtCore.QTimer.singleShot(0, self, lambda: self._list_found(finding, shown))
 
+    def _on_finding_changed(self, finding: Finding) -> None:
+        """A runner rewrote a finding (its map on another scale): its entry and details say what it is now."""
+        findings = self.current_findings()
+        if finding not in findings:
+            return
+        item = self.list.item(findings.index(finding))
+        if item is not None:
+            item.setText(finding.title)
+            item.setToolTip(finding_tooltip(finding))
+        if finding is self.selected_finding():
+            scrolled = self.details.verticalScrollBar().value()
+            self._show_selected()
+            self.details.verticalScrollBar().setValue(scrolled)
+
     def _list_found(self, finding: Finding, shown: bool) -> None:
         if shown:
             self._rebuild_list()
@@ -181,18 +207,23 @@ class FindingsPanel(QtWidgets.QWidget):
         self.list.blockSignals(True)  # the details are shown once, below, not again for the row chosen
         self.list.clear()
         for finding in self.current_findings():
-            self.list.addItem(finding.title)
+            item = QtWidgets.QListWidgetItem(finding.title)
+            item.setToolTip(finding_tooltip(finding))
+            self.list.addItem(item)
         if self.list.count():
             self.list.setCurrentRow(self.list.count() - 1)
         self.list.blockSignals(False)
-        self._show_selected()
+        self._show_selected(fold=True)
 
-    def _show_selected(self) -> None:
+    def _show_selected(self, fold: bool = False) -> None:
+        """Show the selected finding's details and overlay settings; ``fold``: its long table folded again."""
         finding = self.selected_finding()
+        if fold:
+            self._more_shown = False
         if finding is None:
             self.details.setHtml("" if self.volume is None else "<i>No AI findings for this series yet.</i>")
         else:
-            self.details.setHtml(finding.summary_html + provenance_html(finding.provenance))
+            self.details.setHtml(self.details_html(finding))
             controls = (self.show_mask, self.outline_box, self.heatmap_box, self.opacity)
             for control in controls:
                 control.blockSignals(True)
@@ -218,6 +249,24 @@ class FindingsPanel(QtWidgets.QWidget):
             if exportable and not from_dicom
             else "The mask as a DICOM Segmentation referencing this series, for PACS and viewers"
         )
+
+    def details_html(self, finding: Finding) -> str:
+        """What the panel says of ``finding``: the demo warning, the summary (warnings, verdict, validated
+        performance, what was found), the provenance, then its long table, folded unless it was opened."""
+        parts = [demo_warning_html(finding.provenance), finding.summary_html, provenance_table_html(finding.provenance)]
+        if finding.more_html:
+            title = html.escape(finding.more_title or "Details")
+            if self._more_shown:
+                parts.append(f"<p><a name='more' href='#fold'>▾ {title}: hide</a></p>{finding.more_html}")
+            else:
+                parts.append(f"<p><a href='#more'>▸ {title}: show</a></p>")
+        return "".join(parts)
+
+    def _on_details_link(self, url: QtCore.QUrl) -> None:
+        self._more_shown = url.fragment() == "more"
+        self._show_selected()
+        if self._more_shown:
+            self.details.scrollToAnchor("more")
 
     def _update_selected(self, mask: dict[str, Any] | None = None, heatmap: dict[str, Any] | None = None) -> None:
         finding = self.selected_finding()

@@ -3,16 +3,22 @@
 The hybrid CNN classifies axial slices with everything outside a kidney region
 of interest masked out.  The radiologist chooses the slices (the whole series
 or the axial slice on screen) and the region: the whole slice (what the demo
-bundle was trained on, the public samples having no kidney masks), a label map
-already over the series (a mask file loaded with Overlay > Load mask, a
-segmentation), or a rectangle/ellipse drawn with the viewer's ROI tools.  A
-drawn ROI is a 2-D shape on one axial slice; it is used as the same shape on
-every slice of the run, and the finding says so.
+bundle was trained on, the public samples having no kidney masks), a kidney
+mask already over the series (a mask file loaded with Overlay > Load mask whose
+segments, or whose file, are named as kidneys: ``kidney_labels``; a liver or
+other organ's mask is not offered), or a rectangle/ellipse drawn with the
+viewer's ROI tools.  A drawn ROI is a 2-D shape on one axial slice; it is used
+as the same shape on every slice of the run, and the finding says so.
 
-The finding draws the region that was used (an outline, so the anatomy under it
-shows), lists the slices at or above the bundle's threshold with their
-probabilities, and carries a Grad-CAM map of the slice on screen (and of the
-positive slices when there are only a few).  *Grad-CAM of this slice* adds the
+The finding's list line names the ROI, so runs in different ROIs are told
+apart.  Its details start with the verdict, with the model's validated
+performance and any warning about the input beside it (``verdict_html``), then
+the ROI and the positive slices; every slice's probability is folded below.  It draws
+the region that was used (an outline, so the anatomy under it shows) and a
+Grad-CAM map of the slice on screen (and of the positive slices when there are
+only a few), kept inside the ROI and the body by the pipeline.  One map is shown
+at a time while a kidney map is among them (``KidneyRunner``): stacked maps
+would share one colour bar.  *Grad-CAM of this slice* adds the
 map of another slice to an existing finding.  The maps are shown each scaled to
 its own maximum (the usual display) or, with *Absolute Grad-CAM scale*, all by
 one scale (the largest value over the explained slices) so slices can be
@@ -22,6 +28,7 @@ compared with each other.
 from __future__ import annotations
 
 import html
+import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +42,7 @@ from medview.io.volume import Volume
 from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning, series_key
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.planes import plane_spacing
-from medview.ui.provenance import ModelChooserBox
+from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
 from medview.ui.slice_view import Measurement
 from medview.ui.workers import Task
@@ -47,6 +54,10 @@ GRAD_CAM_THRESHOLD = 0.1
 #: the positive slices are explained too when there are at most this many
 FEW_POSITIVES = 5
 WHOLE_SLICE = "whole slice (no kidney mask: the model saw the entire slice)"
+#: the whole slice, as a finding's list line names it
+WHOLE_SLICE_NAME = "whole slice"
+#: words in a segment's (or a mask file's) name that make it a kidney ROI; "adrenal" is a word of its own
+KIDNEY_WORDS = frozenset({"kidney", "kidneys", "renal"})
 
 
 @dataclass(eq=False)
@@ -58,20 +69,53 @@ class KidneyFinding(Finding):
     heatmaps: dict[int, Heatmap] = field(default_factory=dict)  # Grad-CAM by slice index
     scope: str = ""  # which slices were run, in words
     series_key: str = ""
+    roi_name: str = ""  # the ROI in a few words, as the list line names it ("ROI rectangle 1 (slice 12)")
+
+
+ROI_TOOLTIP = (
+    "Where the model looks: the whole slice, a kidney mask over this series (Overlay > Load mask…; its "
+    "segments or its file named as kidneys), or a rectangle/ellipse drawn on an axial slice (used on every "
+    "slice run)"
+)
 
 
 @dataclass(frozen=True, eq=False)
 class RoiSource:
-    """One entry of the ROI chooser: the whole slice, a label map (or one of its labels), or a drawn shape."""
+    """One entry of the ROI chooser: the whole slice, a kidney mask (or some of its labels), or a drawn shape.
+
+    ``text`` is the chooser's entry, ``name`` the few words the finding's list line names it by.
+    """
 
     text: str
+    name: str = WHOLE_SLICE_NAME
     layer: LabelLayer | None = None
-    label: int | None = None  # one label of a multi-label map; None: every label > 0
+    labels: tuple[int, ...] | None = None  # the kidney labels of a label map; None: every label > 0
     drawn: Measurement | None = None
 
     @property
-    def key(self) -> tuple[int, int | None, int]:
-        return (id(self.layer), self.label, id(self.drawn))
+    def key(self) -> tuple[int, tuple[int, ...] | None, int]:
+        return (id(self.layer), self.labels, id(self.drawn))
+
+
+def _names_kidney(text: str) -> bool:
+    return not KIDNEY_WORDS.isdisjoint(re.findall(r"[a-z]+", text.lower()))
+
+
+def kidney_labels(layer: LabelLayer) -> tuple[int, ...]:
+    """The labels of ``layer`` that are kidneys, by name; empty when the mask is not a kidney mask.
+
+    A label counts when its segment name says kidney or renal ("kidney_left", "Right kidney", "kidney_cyst_left";
+    not "adrenal_gland").  A mask whose segments carry no names of their own (a NIfTI file: "label 1") counts
+    as a whole when its layer name, which holds the file name, says so ("label 1 [kidney_mask.nii.gz]").
+    """
+    named = {value: name for value, name in layer.names.items() if value > 0}
+    kidneys = tuple(sorted(value for value, name in named.items() if _names_kidney(name)))
+    if kidneys:
+        return kidneys
+    unnamed = all(re.fullmatch(r"\s*(label\s*\d+)?\s*", name, re.IGNORECASE) for name in named.values())
+    if unnamed and _names_kidney(layer.name):
+        return tuple(sorted(named)) or tuple(range(1, int(layer.labels.max(initial=0)) + 1))
+    return ()
 
 
 def shape_mask(
@@ -125,25 +169,58 @@ def _slice_list(indices: Sequence[int], probabilities: Mapping[int, float]) -> s
     return ", ".join(f"{index + 1} ({probabilities[index]:.2f})" for index in indices) or "none"
 
 
+def grad_cam_legend(positive_class: str, roi_name: str, absolute: bool) -> str:
+    """What the kidney map's colour bar shows: Grad-CAM of which class, on which scale, where."""
+    scale = "one scale for the explained slices" if absolute else "each slice by its own maximum"
+    where = "the body" if roi_name == WHOLE_SLICE_NAME else f"{roi_name}, in the body"
+    return f"Grad-CAM, {positive_class} class, {scale}\ninside {where}"
+
+
 def kidney_summary(
-    result: SliceClassificationResult, heatmaps: Mapping[int, Heatmap], scope: str, absolute: bool
+    result: SliceClassificationResult,
+    heatmaps: Mapping[int, Heatmap],
+    scope: str,
+    absolute: bool,
+    warnings: Sequence[str] = (),
 ) -> str:
-    """The finding's HTML: the positive slices, the ROI, the slices run, every slice's probability, Grad-CAM."""
+    """The finding's HTML: the verdict with the model's validated performance and the warnings beside it
+    (``verdict_html``), then the ROI, the slices run, Grad-CAM and the positive slices.  Every slice's
+    probability is the finding's folded ``more_html`` (``every_slice_html``)."""
     threshold = result.provenance.threshold if result.provenance.threshold is not None else 0.5
     probabilities = {index: float(p) for index, p in zip(result.slice_indices, result.probabilities, strict=True)}
     positives = result.positive_slices()
     count = len(result.slice_indices)
     explained = ", ".join(str(index + 1) for index in sorted(heatmaps)) or "none"
     scale = "one scale for all explained slices" if absolute else "each slice scaled to its own maximum"
-    return (
-        f"<p><b>{result.positive_class.capitalize()} probability ≥ {threshold:g} on {len(positives)} of {count} "
-        f"slice{'s' if count != 1 else ''}</b><br>"
-        f"Slices at or above the threshold: {_slice_list(positives, probabilities)}</p>"
-        f"<p>Kidney ROI: {html.escape(result.roi)}<br>"
-        f"Slices run: {count} ({html.escape(scope)})</p>"
-        f"<p>Every slice run: {_slice_list(result.slice_indices, probabilities)}</p>"
-        f"<p>Grad-CAM of slice(s) {explained} ({scale})</p>"
+    verdict = (
+        f"{result.positive_class.capitalize()} probability ≥ {threshold:g} on {len(positives)} of {count} "
+        f"slice{'s' if count != 1 else ''}"
     )
+    return (
+        verdict_html(verdict, result.provenance, warnings) + f"<p>Kidney ROI: {html.escape(result.roi)}<br>"
+        f"Slices run: {count} ({html.escape(scope)})<br>"
+        f"Grad-CAM of slice(s) {explained} ({scale}), shown inside the ROI and the body only</p>"
+        f"<p>Slices at or above the threshold: {_slice_list(positives, probabilities)}</p>"
+    )
+
+
+def every_slice_html(result: SliceClassificationResult) -> str:
+    """Every slice run with its probability, the finding's long list (folded in the panel, not printed)."""
+    probabilities = {index: float(p) for index, p in zip(result.slice_indices, result.probabilities, strict=True)}
+    return f"<p>Every slice run: {_slice_list(result.slice_indices, probabilities)}</p>"
+
+
+def kidney_title(result: SliceClassificationResult, roi_name: str) -> str:
+    """The list line: the ROI first (what tells runs apart), then the count, then the model."""
+    threshold = result.provenance.threshold if result.provenance.threshold is not None else 0.5
+    positives, count = len(result.positive_slices()), len(result.slice_indices)
+    counted = (
+        f"{positives} of 1 slice (slice {result.slice_indices[0] + 1})"
+        if count == 1
+        else f"{positives} of {count} slices"
+    )
+    demo = " (demo)" if result.provenance.demo else ""
+    return f"Kidney stone · {roi_name} · {counted} ≥ {threshold:g} · {result.provenance.label}{demo}"
 
 
 def kidney_finding(
@@ -156,24 +233,24 @@ def kidney_finding(
     scope: str = "whole series",
     absolute: bool = False,
     series_key: str = "",
+    roi_name: str = WHOLE_SLICE_NAME,
+    warnings: Sequence[str] = (),
 ) -> KidneyFinding:
     """The finding of a kidney-stone run: the summary, the ROI drawn as an outline and the Grad-CAM map.
 
     ``roi`` is what the pipeline got (None: the whole slice, then there is no
     ROI layer: the summary says the whole slice was used).  It is drawn on the
-    slices that were run only: a 2-D drawn shape on each of them.
+    slices that were run only: a 2-D drawn shape on each of them.  ``roi_name``
+    names it in the list line and the layers; ``warnings`` (``input_warning``)
+    are set beside the verdict.
     """
-    threshold = result.provenance.threshold if result.provenance.threshold is not None else 0.5
-    positives = result.positive_slices()
-    count = len(result.slice_indices)
-    demo = " (demo)" if result.provenance.demo else ""
     mask_layer = None
     if roi is not None:
         labels = np.zeros(volume_shape, np.uint8)
         run = list(result.slice_indices)
         labels[run] = roi[run] if roi.ndim == 3 else roi
         mask_layer = LabelLayer(
-            name=f"Kidney ROI: {result.roi} [{card.label}]",
+            name=f"Kidney ROI: {roi_name} [{card.label}]",
             labels=labels,
             names={1: "kidney ROI"},
             colours={1: ROI_COLOUR},
@@ -182,29 +259,33 @@ def kidney_finding(
             demo=card.is_demo,
         )
     explained = dict(heatmaps)
+    warnings = tuple(warning for warning in warnings if warning)
+    heatmap_layer = HeatmapLayer(
+        name=f"Kidney stone Grad-CAM · {roi_name} [{card.label}]",
+        values=grad_cam_values(volume_shape, explained, absolute),
+        levels=(0.0, 1.0),
+        threshold=GRAD_CAM_THRESHOLD,
+        opacity=0.5,
+        demo=card.is_demo,
+        legend=grad_cam_legend(result.positive_class, roi_name, absolute),
+    )
     return KidneyFinding(
         kind="kidney stone",
-        title=(
-            f"Kidney stone: {len(positives)} of {count} slice{'s' if count != 1 else ''} ≥ {threshold:g}: "
-            f"{result.provenance.label}{demo}"
-        ),
+        title=kidney_title(result, roi_name),
         provenance=result.provenance,
-        summary_html=kidney_summary(result, explained, scope, absolute),
+        summary_html=kidney_summary(result, explained, scope, absolute, warnings),
         result=result,
         mask_layer=mask_layer,
-        heatmap_layer=HeatmapLayer(
-            name=f"Kidney stone Grad-CAM [{card.label}]",
-            values=grad_cam_values(volume_shape, explained, absolute),
-            levels=(0.0, 1.0),
-            threshold=GRAD_CAM_THRESHOLD,
-            opacity=0.5,
-            demo=card.is_demo,
-        ),
+        heatmap_layer=heatmap_layer,
         card=card,
         roi=roi,
         heatmaps=explained,
         scope=scope,
         series_key=series_key,
+        warnings=warnings,
+        more_html=every_slice_html(result),
+        more_title=f"Every slice run ({len(result.slice_indices)}): {result.positive_class} probability",
+        roi_name=roi_name,
     )
 
 
@@ -249,6 +330,10 @@ class KidneyRunner(FindingRunner):
     measurements drawn on the axial view, ``selected_finding`` the finding
     selected in the panel (*Grad-CAM of this slice* acts on it when it is a
     kidney-stone finding; else on this series' newest one).
+
+    While a kidney Grad-CAM map is among the maps shown, one map is shown at a
+    time: the one shown last (a new finding's, or one switched on in the panel or
+    the layer list) hides the others, whose colour bars would otherwise be one.
     """
 
     title = "Kidney stone"
@@ -269,15 +354,14 @@ class KidneyRunner(FindingRunner):
         self.selected_finding = selected_finding
         self.findings: list[KidneyFinding] = []  # made by this runner, every series
         self._roi_layers: weakref.WeakSet[LabelLayer] = weakref.WeakSet()  # never offered as a kidney ROI
+        self._maps_shown: weakref.WeakSet[HeatmapLayer] = weakref.WeakSet()  # visible at the last change
+        self._hiding_maps = False
 
         self.model_box = ModelChooserBox()
         self.scope_box = QtWidgets.QComboBox()
         self.scope_box.addItems(["Whole series", "Current axial slice only"])
         self.roi_box = RoiChooserBox(self.refresh_rois)
-        self.roi_box.setToolTip(
-            "Where the model looks: the whole slice, a label map over this series (Overlay > Load mask…), "
-            "or a rectangle/ellipse drawn on an axial slice (used on every slice run)"
-        )
+        self.roi_box.setToolTip(ROI_TOOLTIP)
         self.absolute_box = QtWidgets.QCheckBox("Absolute Grad-CAM scale")
         self.absolute_box.setToolTip(
             "On: one scale for every explained slice, so their maps compare. Off: each slice by its own maximum"
@@ -289,6 +373,7 @@ class KidneyRunner(FindingRunner):
         layout.addRow("Slices", self.scope_box)
         layout.addRow("Kidney ROI", self.roi_box)
         layout.addRow(self.run_button)
+        layout.addRow(self.blocked_note)
         layout.addRow(self.absolute_box)
         layout.addRow(self.explain_button)
         layout.addRow(self.note)
@@ -298,6 +383,7 @@ class KidneyRunner(FindingRunner):
         self.absolute_box.toggled.connect(lambda _on: self.rescale_heatmaps())
         self.model_box.currentIndexChanged.connect(lambda _i: self.update_controls())
         self.layers.changed.connect(self.refresh_rois)
+        self.layers.changed.connect(self._show_one_map)
         self.refresh_rois()
         self.update_controls()
 
@@ -313,43 +399,72 @@ class KidneyRunner(FindingRunner):
         self.refresh_rois()
 
     def refresh_rois(self) -> None:
-        """Offer the whole slice, the label maps over this series and the shapes drawn on axial slices."""
+        """Offer the whole slice, the kidney masks over this series and the shapes drawn on axial slices.
+
+        A label map that is not a kidney mask (a liver mask, an unnamed mask file) is not offered; the
+        chooser's tooltip names it and says why.
+        """
         volume = self.volume
         sources = [RoiSource("Whole slice (no kidney mask)")]
+        refused = []
         if volume is not None:
             for layer in self.layers.layers:
                 if not isinstance(layer, LabelLayer) or layer in self._roi_layers or layer.labels.shape != volume.shape:
                     continue
-                sources.append(RoiSource(f"Mask: {layer.name}", layer=layer))
-                if len(layer.names) > 1:  # a multi-label map (kidney left/right, ...): each label on its own
+                kidneys = kidney_labels(layer)
+                if not kidneys:
+                    refused.append(layer.name)
+                    continue
+                named = [layer.names[value] for value in kidneys if value in layer.names]
+                whole = set(kidneys) >= {value for value in layer.names if value > 0}
+                segments = " + ".join(named) if named and not whole else layer.name
+                sources.append(
+                    RoiSource(f"Kidney mask: {segments}", f"mask {segments}", layer, None if whole else kidneys)
+                )
+                if len(kidneys) > 1:  # left and right: each kidney on its own too
                     sources.extend(
-                        RoiSource(f"Mask: {layer.name}, label {value} {name}", layer=layer, label=value)
-                        for value, name in sorted(layer.names.items())
+                        RoiSource(
+                            f"Kidney mask: {layer.names.get(value, f'label {value}')}",
+                            f"mask {layer.names.get(value, f'label {value}')}",
+                            layer,
+                            (value,),
+                        )
+                        for value in kidneys
                     )
+            numbers: dict[str, int] = {}
             for measurement in self.drawn_rois() if self.drawn_rois is not None else ():
                 if measurement.plane == "axial" and measurement.kind in ("rectangle", "ellipse"):
+                    numbers[measurement.kind] = number = numbers.get(measurement.kind, 0) + 1
                     size = measurement.roi.size()
+                    name = f"ROI {measurement.kind} {number}"
                     sources.append(
                         RoiSource(
-                            f"Drawn {measurement.kind} on axial slice {measurement.index + 1} "
-                            f"({size.x():.0f} x {size.y():.0f} mm)",
+                            f"{name} on axial slice {measurement.index + 1} ({size.x():.0f} x {size.y():.0f} mm)",
+                            f"{name} (slice {measurement.index + 1})",
                             drawn=measurement,
                         )
                     )
         self.roi_box.set_sources(sources)
+        not_offered = "".join(f"\n  {name}" for name in refused)
+        self.roi_box.setToolTip(
+            ROI_TOOLTIP
+            + (f"\nNot offered, their segments and file not named as kidneys:{not_offered}" if refused else "")
+        )
 
     def _resolve_roi(self, source: RoiSource, volume: Volume) -> tuple[np.ndarray | None, str]:
-        """The ROI mask the pipeline gets and how the finding names it."""
+        """The ROI mask the pipeline gets and how the finding's details name it."""
         if source.layer is not None:
             labels = source.layer.labels
-            mask = labels == source.label if source.label is not None else labels > 0
-            which = f", label {source.label} {source.layer.names.get(source.label, '')}" if source.label else ""
-            return mask, f"mask {source.layer.name}{which.rstrip()}"
+            if source.labels is None:
+                return labels > 0, f"mask {source.layer.name}"
+            which = ", ".join(f"{value} {source.layer.names.get(value, '')}".rstrip() for value in source.labels)
+            plural = "s" if len(source.labels) > 1 else ""
+            return np.isin(labels, source.labels), f"mask {source.layer.name}, label{plural} {which}"
         if source.drawn is not None:
             drawn, size = source.drawn, source.drawn.roi.size()
             return drawn_roi_mask(drawn, volume), (
-                f"{drawn.kind} drawn on axial slice {drawn.index + 1} ({size.x():.0f} x {size.y():.0f} mm), "
-                "the same region on every slice run"
+                f"{source.name}: {drawn.kind} drawn on axial slice {drawn.index + 1} "
+                f"({size.x():.0f} x {size.y():.0f} mm), the same region on every slice run"
             )
         return None, WHOLE_SLICE
 
@@ -371,29 +486,28 @@ class KidneyRunner(FindingRunner):
         series = self.scope_box.currentIndex() == 0
         slices = list(range(volume.shape[0])) if series else [current]
         scope = "whole series" if series else f"axial slice {current + 1} only"
-        notes = [input_warning(card, volume)]
+        # the warning goes beside the finding's verdict, where it has room; this note is for what stops a run
+        warning = input_warning(card, volume)
         if roi is not None and not roi.any():
-            self.note.setText(" ".join(filter(None, [*notes, f"The kidney ROI ({roi_text}) holds no pixel."])))
+            self.note.setText(f"The kidney ROI ({roi_text}) holds no pixel.")
             return None
         if roi is not None and roi.ndim == 3:  # a slice without ROI voxels would be a black image: not run
             empty = [index for index in slices if not roi[index].any()]
             slices = [index for index in slices if roi[index].any()]
             if not slices:
-                self.note.setText(
-                    " ".join(filter(None, [*notes, f"The kidney ROI has no voxel on axial slice {current + 1}."]))
-                )
+                self.note.setText(f"The kidney ROI has no voxel on axial slice {current + 1}.")
                 return None
             if empty:
-                notes.append(f"{len(empty)} slice(s) without ROI voxels were not run.")
                 scope += f", {len(empty)} slice(s) without ROI voxels left out"
-        self.note.setText(" ".join(filter(None, notes)))
+        self.note.setText("")
         explain = [current] if current in slices else []
+        named = (source.name, warning)
 
         def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
             return classify_and_explain(engine, card, volume, slices, roi, roi_text, explain, progress, cancelled)
 
         task = Task(work, f"Kidney stone: {len(slices)} slice(s) of {volume.description or 'the series'}")
-        task.signals.succeeded.connect(lambda outcome: self._on_classified(volume, card, roi, scope, *outcome))
+        task.signals.succeeded.connect(lambda outcome: self._on_classified(volume, card, roi, scope, named, *outcome))
         task.signals.finished.connect(self.update_controls)
         self.task = task
         self.update_controls()
@@ -405,6 +519,7 @@ class KidneyRunner(FindingRunner):
         card: ModelCard,
         roi: np.ndarray | None,
         scope: str,
+        named: tuple[str, str],
         result: SliceClassificationResult,
         heatmaps: dict[int, Heatmap],
     ) -> None:
@@ -417,6 +532,8 @@ class KidneyRunner(FindingRunner):
             scope=scope,
             absolute=self.absolute_box.isChecked(),  # the scale on screen now, switched during the run or not
             series_key=series_key(volume),
+            roi_name=named[0],
+            warnings=(named[1],),
         )
         if finding.mask_layer is not None:
             self._roi_layers.add(finding.mask_layer)
@@ -484,21 +601,40 @@ class KidneyRunner(FindingRunner):
             return
         absolute = self.absolute_box.isChecked()
         values = grad_cam_values(layer.values.shape, finding.heatmaps, absolute)
-        finding.summary_html = kidney_summary(finding.result, finding.heatmaps, finding.scope, absolute)
+        finding.summary_html = kidney_summary(
+            finding.result, finding.heatmaps, finding.scope, absolute, finding.warnings
+        )
+        legend = grad_cam_legend(finding.result.positive_class, finding.roi_name, absolute)
         if layer in self.layers.layers:
-            self.layers.update(layer, values=values)
-        else:
-            layer.values = values  # a finding of another series: shown with this scale when it comes back
+            self.layers.update(layer, values=values, legend=legend)
+        else:  # a finding of another series: shown with this scale when it comes back
+            layer.values, layer.legend = values, legend
+        self.finding_changed.emit(finding)
+
+    def _show_one_map(self) -> None:
+        """While a kidney Grad-CAM map is among the visible maps, keep only the one shown last visible."""
+        if self._hiding_maps:
+            return
+        visible = [layer for layer in self.layers.layers if isinstance(layer, HeatmapLayer) and layer.visible]
+        kidney_maps = {id(finding.heatmap_layer) for finding in self.findings}
+        new = [layer for layer in visible if layer not in self._maps_shown]
+        if new and len(visible) > 1 and any(id(layer) in kidney_maps for layer in visible):
+            self._hiding_maps = True
+            try:
+                for layer in visible:
+                    if layer is not new[-1]:
+                        self.layers.update(layer, visible=False)
+            finally:
+                self._hiding_maps = False
+            visible = new[-1:]
+        self._maps_shown = weakref.WeakSet(visible)
 
     # ------------------------------------------------------------------ state
 
     def update_controls(self) -> None:
         card = self.model_box.selected_card()
-        reason = self.blocked_reason(card, "kidney stone")
-        self.run_button.setEnabled(not reason)
-        self.run_button.setToolTip(
-            reason or "Stone probability of each slice chosen, inside the kidney ROI, with Grad-CAM of this slice"
-        )
+        ready = "Stone probability of each slice chosen, inside the kidney ROI, with Grad-CAM of this slice"
+        self.show_readiness(self.run_button, self.blocked_reason(card, "kidney stone"), ready)
         target = self.target_finding()
         reason = (
             self.blocked_reason(target.card if target is not None else card, "kidney stone")

@@ -8,6 +8,7 @@ so overlays cannot be misregistered against the anatomy.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,6 +79,15 @@ class HeatmapLayer(Layer):
     colormap: str = "inferno"
     #: values below this are transparent so the anatomy shows through
     threshold: float | None = None
+    #: what the map shows and on which scale, the colour bar's label: "liver probability 0-1",
+    #: "Grad-CAM, covid pneumonia class, one scale for the volume"; empty: the layer's name
+    legend: str = ""
+
+    @property
+    def bar_label(self) -> str:
+        """The colour bar's label, as the HTML it is drawn from: the legend (a new line where it has one), or
+        the layer's name."""
+        return html.escape(self.legend or self.name).replace("\n", "<br>")
 
     def lookup_table(self) -> np.ndarray:
         """RGBA table of 256 entries from the colour map."""

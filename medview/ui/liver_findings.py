@@ -9,7 +9,7 @@ asked for).  A cancelled or failed run leaves no half mask behind.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
-from medview.ui.provenance import ModelChooserBox
+from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task
 
@@ -27,22 +27,39 @@ LIVER_COLOUR = (255, 140, 40)
 PAINT_INTERVAL_MS = 150  # redraw of the growing mask while a run goes on
 
 
-def liver_finding(result: SegmentationResult, card: ModelCard, slice_count: int) -> Finding:
+def liver_finding(
+    result: SegmentationResult, card: ModelCard, slice_count: int, warnings: Sequence[str] = ()
+) -> Finding:
     """The finding of a liver segmentation: volume, slice range, mask and probability layers.
 
-    Built on the worker: the sums over a 148-slice mask and the layers' label range cost ~80 ms the GUI thread
-    would stall for.
+    A mask on the first or last slice of the series means the liver goes on
+    beyond the scan: the volume is then a lower bound, and says so.  Built on
+    the worker: the sums over a 148-slice mask and the layers' label range cost
+    ~80 ms the GUI thread would stall for.
     """
     slices, volume_ml, voxels = result.slice_range, result.volume_ml, int(result.mask.sum())
-    extent = f"slices {slices[0] + 1}-{slices[1] + 1} of {slice_count}" if slices else "no liver voxels found"
+    extent = f"Liver on slices {slices[0] + 1}-{slices[1] + 1} of {slice_count}" if slices else "No liver voxels found"
     spacing = " x ".join(f"{value:.2f}" for value in result.spacing)
     demo = " (demo)" if result.provenance.demo else ""
+    cut = cut_ends(slices, slice_count)
+    if cut:
+        headline = f"Liver volume {volume_ml:,.1f} mL, a lower bound: the liver continues beyond the scanned range"
+        title = f"Liver ≥ {volume_ml:,.0f} mL (continues beyond the scan): {result.provenance.label}{demo}"
+        beyond = (
+            f"<p>The mask reaches the {cut} of the series: part of the liver lies outside the scan, "
+            "so its whole volume is larger than this.</p>"
+        )
+    else:
+        headline = f"Liver volume {volume_ml:,.1f} mL"
+        title = f"Liver {volume_ml:,.0f} mL: {result.provenance.label}{demo}"
+        beyond = ""
     return Finding(
         kind="liver",
-        title=f"Liver {volume_ml:,.0f} mL: {result.provenance.label}{demo}",
+        title=title,
         provenance=result.provenance,
         summary_html=(
-            f"<p><b>Liver volume {volume_ml:,.1f} mL</b>, {extent}<br>{voxels:,} voxels of {spacing} mm (z, y, x)</p>"
+            verdict_html(headline, result.provenance, warnings)
+            + f"<p>{extent}<br>{voxels:,} voxels of {spacing} mm (z, y, x)</p>{beyond}"
         ),
         result=result,
         mask_layer=LabelLayer(
@@ -61,9 +78,22 @@ def liver_finding(result: SegmentationResult, card: ModelCard, slice_count: int)
             opacity=0.6,
             visible=False,
             demo=card.is_demo,
+            legend="liver probability 0-1",
         ),
         export_label="Liver",
+        warnings=tuple(warning for warning in warnings if warning),
     )
+
+
+def cut_ends(slices: tuple[int, int] | None, slice_count: int) -> str:
+    """Which ends of the scan a structure spanning ``slices`` touches, in words ("first and last slice");
+    empty when it lies inside the scan.  A structure touching an end may go on beyond it."""
+    if slices is None:
+        return ""
+    first, last = slices[0] == 0, slices[1] == slice_count - 1
+    if first and last:
+        return "first and last slice"
+    return "first slice" if first else "last slice" if last else ""
 
 
 class LiverRunner(FindingRunner):
@@ -81,6 +111,7 @@ class LiverRunner(FindingRunner):
         layout = QtWidgets.QFormLayout(self)
         layout.addRow("Model", self.model_box)
         layout.addRow(self.segment_button)
+        layout.addRow(self.blocked_note)
         layout.addRow(self.note)
         self.segment_button.clicked.connect(lambda: self.run())
         self.model_box.currentIndexChanged.connect(lambda _i: self.update_controls())
@@ -96,7 +127,8 @@ class LiverRunner(FindingRunner):
         volume, card, engine = self.volume, self.model_box.selected_card(), self.engine
         if self.blocked_reason(card, "liver") or volume is None or card is None or engine is None:
             return None
-        self.note.setText(input_warning(card, volume))
+        warning = input_warning(card, volume)
+        self.note.setText(warning)
         # the engine writes the mask into this array as batches arrive, and it becomes the finding's mask: the
         # running layer shows it as it fills, and no copy of a whole series' mask is ever made
         mask = np.zeros(volume.shape, bool)
@@ -119,7 +151,7 @@ class LiverRunner(FindingRunner):
                 progress=lambda done, total, _text: progress(done, total),
                 cancelled=cancelled,
             )
-            return liver_finding(result, card, volume.shape[0])
+            return liver_finding(result, card, volume.shape[0], [warning])
 
         task = Task(work, f"Segmenting the liver of {volume.description or 'the series'} ({volume.shape[0]} slices)")
         task.signals.succeeded.connect(lambda finding: self._on_segmented(live, volume, finding))
@@ -131,6 +163,7 @@ class LiverRunner(FindingRunner):
 
     def _on_segmented(self, live: LabelLayer, volume: Volume, finding: Finding) -> None:
         self._drop(live)  # the finding's own mask takes its place
+        self.note.setText("")  # the input's warning is the finding's now, beside its verdict
         self.found.emit(volume, finding)
 
     def _paint_live(self) -> None:
@@ -152,5 +185,5 @@ class LiverRunner(FindingRunner):
 
     def update_controls(self) -> None:
         reason = self.blocked_reason(self.model_box.selected_card(), "liver")
-        self.segment_button.setEnabled(not reason)
-        self.segment_button.setToolTip(reason or "Run the liver segmentation model over every slice of the series")
+        ready = "Run the liver segmentation model over every slice of the series"
+        self.show_readiness(self.segment_button, reason, ready)

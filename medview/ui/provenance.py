@@ -18,6 +18,10 @@ from medview.engine.manifest import ModelCard
 from medview.ui.qt import QtCore, QtWidgets
 
 DEMO_STYLE = "background: rgba(150, 60, 0, 215); color: white; font-weight: bold; padding: 3px 10px;"
+#: a warning in a result's details: white on dark orange reads on the dark screen and on printed paper alike
+WARNING_STYLE = "background-color: #8a3c00; color: white; font-weight: bold;"
+#: what a model chooser and a task's run button say until the AI engine has loaded (torch loads after the window)
+ENGINE_LOADING = "Loading the AI engine…"
 
 
 def provenance_rows(provenance: Provenance) -> list[tuple[str, str]]:
@@ -36,12 +40,40 @@ def provenance_rows(provenance: Provenance) -> list[tuple[str, str]]:
 
 def provenance_html(provenance: Provenance) -> str:
     """The provenance as a small HTML table, with the demo warning first when the model is a demo."""
-    warning = f"<p style='color:#ffb347'><b>{html.escape(DEMO_BANNER.capitalize())}.</b></p>" if provenance.demo else ""
+    return demo_warning_html(provenance) + provenance_table_html(provenance)
+
+
+def demo_warning_html(provenance: Provenance) -> str:
+    """ "Demo model: not for diagnosis." as a paragraph when the model is a demo, else nothing."""
+    return f"<p style='color:#ffb347'><b>{html.escape(DEMO_BANNER.capitalize())}.</b></p>" if provenance.demo else ""
+
+
+def provenance_table_html(provenance: Provenance) -> str:
+    """The provenance as a small HTML table (model, training data, metrics, threshold, device, notes)."""
     body = "".join(
         f"<tr><td><b>{html.escape(name)}</b></td><td>{html.escape(value)}</td></tr>"
         for name, value in provenance_rows(provenance)
     )
-    return f"{warning}<table cellspacing='2'>{body}</table>"
+    return f"<table cellspacing='2'>{body}</table>"
+
+
+def validated_line(provenance: Provenance) -> str:
+    """The model's validated performance in one line (``Provenance.validated``), or that none is recorded."""
+    return provenance.validated or "Validated performance: not recorded"
+
+
+def verdict_html(verdict: str, provenance: Provenance, warnings: Sequence[str] = ()) -> str:
+    """A result's verdict with what it rests on beside it: the model's validated performance on the line
+    under it, then the warnings (the series may not suit the model).
+
+    Put first in a result's details, before any table, so a reader never sees
+    the verdict without them (a report prints the same HTML).  The verdict
+    comes first so that a long warning cannot push it out of a short panel.
+    """
+    warned = "".join(
+        f"<p style='{WARNING_STYLE}'>&nbsp;⚠ {html.escape(warning)}&nbsp;</p>" for warning in warnings if warning
+    )
+    return f"<p><b>{html.escape(verdict)}</b><br><i>{html.escape(validated_line(provenance))}</i></p>{warned}"
 
 
 def audit_model_run(
@@ -82,17 +114,21 @@ class ModelChooserBox(QtWidgets.QComboBox):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.setMinimumContentsLength(24)
+        self.setPlaceholderText(ENGINE_LOADING)  # shown while the list is empty: until the engine lists bundles
 
     def set_cards(self, cards: Sequence[ModelCard]) -> None:
         """List ``cards``; keep the chosen bundle when it is still installed."""
         chosen = self.selected_card()
         ordered = sorted(cards, key=lambda card: card.is_demo)
+        self.setPlaceholderText("None installed")
         self.clear()
         for card in ordered:
             self.addItem(f"{card.label}{' (demo)' if card.is_demo else ''}", card)
         labels = [card.label for card in ordered]
         if chosen is not None and chosen.label in labels:
             self.setCurrentIndex(labels.index(chosen.label))
+        elif ordered:
+            self.setCurrentIndex(0)  # with a placeholder text set, a combo box selects nothing by itself
 
     def selected_card(self) -> ModelCard | None:
         """The chosen bundle, if any is installed."""

@@ -32,6 +32,10 @@ from medview.ui.planes import (
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 
 Tool = Literal["navigate", "distance", "rectangle", "ellipse"]
+#: a right-drag this many pixels long changes the window by its own width
+WINDOW_DRAG_PIXELS_PER_WIDTH = 400.0
+WINDOW_DRAG_MIN_WIDTH = 20.0  # HU: the smallest step is this width's share
+MEASUREMENT_COLOUR = (0, 255, 160)
 TOOLS: tuple[Tool, ...] = ("navigate", "distance", "rectangle", "ellipse")
 
 
@@ -45,6 +49,40 @@ class Measurement:
     roi: pg.ROI
     label: pg.TextItem
     text: str = ""
+
+
+def voxel_label(z: int, y: int, x: int, slice_count: int) -> str:
+    """Where a voxel is, as every read-out says it: column and row from 0 (as DICOM pixel data counts them),
+    the axial slice from 1 of ``slice_count`` (as the slice counter shows it)."""
+    return f"(x {x}, y {y}, slice {z + 1}/{slice_count})"
+
+
+class CrosshairLine(QtWidgets.QGraphicsLineItem):
+    """One line of the crosshair, drawn across the image only: a pyqtgraph InfiniteLine ran on past the image to
+    the view's edges, lines in the empty space above and below the coronal and sagittal images."""
+
+    def __init__(self, vertical: bool) -> None:
+        super().__init__()
+        pen = pg.mkPen((255, 220, 0, 160), width=1)
+        pen.setCosmetic(True)  # one pixel wide at any zoom
+        self.setPen(pen)
+        self.setZValue(50)
+        self.vertical = vertical
+        self._value = 0.0
+        self.setVisible(False)
+
+    def value(self) -> float:
+        """Where the line is: x (vertical line) or y (horizontal line) in view (mm) coordinates."""
+        return self._value
+
+    def place(self, value: float, extent: float) -> None:
+        """Put the line at ``value`` (mm), from 0 to ``extent`` (mm) along the image, and show it."""
+        self._value = value
+        if self.vertical:
+            self.setLine(value, 0.0, value, extent)
+        else:
+            self.setLine(0.0, value, extent, value)
+        self.setVisible(True)
 
 
 class _SliceViewBox(pg.ViewBox):
@@ -63,7 +101,10 @@ class _SliceViewBox(pg.ViewBox):
         ev.accept()
 
     def mouseClickEvent(self, ev: pg.GraphicsScene.mouseEvents.MouseClickEvent) -> None:
-        if ev.button() == QtCore.Qt.MouseButton.LeftButton:
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton and ev.double():
+            self.owner.enlarge_requested.emit()
+            ev.accept()
+        elif ev.button() == QtCore.Qt.MouseButton.LeftButton:
             self.owner._on_left_click(self.mapSceneToView(ev.scenePos()))
             ev.accept()
         else:
@@ -72,7 +113,9 @@ class _SliceViewBox(pg.ViewBox):
     def mouseDragEvent(self, ev: pg.GraphicsScene.mouseEvents.MouseDragEvent, axis: int | None = None) -> None:
         if ev.button() == QtCore.Qt.MouseButton.RightButton:
             ev.accept()
-            delta = ev.screenPos() - ev.lastScreenPos()
+            if ev.isStart():
+                self.owner.begin_window_drag()
+            delta = ev.screenPos() - ev.buttonDownScreenPos()
             self.owner.drag_window(delta.x(), delta.y())
             return
         if ev.button() == QtCore.Qt.MouseButton.LeftButton and self.owner.tool != "navigate":
@@ -94,6 +137,10 @@ class SliceView(QtWidgets.QWidget):
     hovered = QtCore.Signal(int, int, int, float)
     window_changed = QtCore.Signal(float, float)
     measurements_changed = QtCore.Signal()
+    #: clicked or scrolled: the view the slice keys and F2 go to
+    activated = QtCore.Signal()
+    #: double-clicked: enlarge this view to the whole area, or back to three views
+    enlarge_requested = QtCore.Signal()
 
     def __init__(self, plane: Plane, layers: LayerStack, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -106,7 +153,8 @@ class SliceView(QtWidgets.QWidget):
         self.tool: Tool = "navigate"
         self.measurements: list[Measurement] = []
         self._drawing: Measurement | None = None
-        self._cursor_voxel: tuple[int, int, int] | None = None
+        self._cursor_point: QtCore.QPointF | None = None  # the mouse over the view, in view (mm) coordinates
+        self._window_at_drag_start = self.window
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
@@ -120,14 +168,8 @@ class SliceView(QtWidgets.QWidget):
         # made once the event loop runs, not when the first map is shown: a ColorBarItem is a PlotItem with its
         # menus, 20-35 ms to build, and three of them added to a COVID-19 finding's arrival on the GUI thread
         QtCore.QTimer.singleShot(0, self, self._colour_bar)
-        pen = pg.mkPen((255, 220, 0, 160), width=1)
-        self.crosshair = (
-            pg.InfiniteLine(angle=90, pen=pen, movable=False),
-            pg.InfiniteLine(angle=0, pen=pen, movable=False),
-        )
+        self.crosshair = (CrosshairLine(vertical=True), CrosshairLine(vertical=False))
         for line in self.crosshair:
-            line.setZValue(50)
-            line.setVisible(False)
             self.view_box.addItem(line, ignoreBounds=True)
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.view_box.sigResized.connect(self._place_labels)
@@ -157,6 +199,10 @@ class SliceView(QtWidgets.QWidget):
         """Show ``volume`` (None clears), starting at its middle slice."""
         self.volume = volume
         self.clear_measurements()
+        # nothing read off the previous volume stays: its cursor position may lie outside this one
+        self._cursor_point = None
+        for line in self.crosshair:
+            line.setVisible(False)
         if volume is None:
             self.image_item.clear()
             for label in (*self.corner_labels.values(), *self.edge_labels.values()):
@@ -209,11 +255,20 @@ class SliceView(QtWidgets.QWidget):
         self._update_read_outs()
         self.window_changed.emit(*self.window)
 
+    def begin_window_drag(self) -> None:
+        """A right-drag starts: its changes are measured from the window at this moment."""
+        self._window_at_drag_start = self.window
+
     def drag_window(self, dx: float, dy: float) -> None:
-        """Right-drag: horizontal changes the width, vertical the level, scaled to the width."""
-        center, width = self.window
-        scale = max(width, 50.0) / 256.0
-        self.set_window(center + dy * scale, width + dx * scale * 2)
+        """Right-drag ``dx``, ``dy`` pixels from where it started: right widens the window, down raises the level.
+
+        Each pixel changes the window by a fixed share of the width the drag started from (as OHIF and Weasis
+        scale it), so a narrow brain window moves in small steps and a wide lung window in large ones, and
+        the change does not compound as the width grows during the drag.
+        """
+        center, width = self._window_at_drag_start
+        step = max(width, WINDOW_DRAG_MIN_WIDTH) / WINDOW_DRAG_PIXELS_PER_WIDTH
+        self.set_window(center + dy * step, width + dx * step)
 
     def _levels(self) -> tuple[float, float]:
         center, width = self.window
@@ -286,6 +341,8 @@ class SliceView(QtWidgets.QWidget):
             item.setImage(plane, lut=layer.lookup_table(), levels=layer.levels, autoLevels=False)
 
     def _show_colour_bar(self, layer: HeatmapLayer | None) -> None:
+        """The bar of ``layer``, the topmost map shown, labelled with what it shows and its scale; with other
+        maps shown under it, the label says the bar is the top one's only."""
         if layer is None:
             if self.colour_bar is not None:
                 self.colour_bar.setVisible(False)
@@ -293,7 +350,14 @@ class SliceView(QtWidgets.QWidget):
         colour_bar = self._colour_bar()
         colour_bar.setColorMap(pg.colormap.get(layer.colormap))
         colour_bar.setLevels(layer.levels)
-        colour_bar.setVisible(True)
+        colour_bar.setVisible(True)  # first: a hidden axis sizes itself for no label, which then covers the bar
+        label = layer.bar_label
+        maps = sum(isinstance(each, HeatmapLayer) and each.visible for each in self.layers.layers)
+        if maps > 1:
+            label += f"<br>(the top one of the {maps} maps shown)"
+        axis = colour_bar.getAxis("left")  # where pyqtgraph puts a vertical bar's label
+        if axis.labelText != label:  # laying the label out again costs a few ms on every slice change
+            axis.setLabel(label, **{"font-size": "8pt", "color": axis.textPen().color().name()})
 
     def _colour_bar(self) -> pg.ColorBarItem:
         """The colour bar beside the image, made once, hidden (a hidden bar takes no room in the layout)."""
@@ -311,10 +375,14 @@ class SliceView(QtWidgets.QWidget):
             return
         _, row, col = voxel_to_display(self.volume.shape, self.plane, voxel)
         row_mm, col_mm = plane_spacing(self.volume.spacing, self.plane)
-        self.crosshair[0].setValue((col + 0.5) * col_mm)
-        self.crosshair[1].setValue((row + 0.5) * row_mm)
-        for line in self.crosshair:
-            line.setVisible(True)
+        image = self.image_item.mapRectToParent(self.image_item.boundingRect())
+        self.crosshair[0].place((col + 0.5) * col_mm, image.height())
+        self.crosshair[1].place((row + 0.5) * row_mm, image.width())
+
+    @property
+    def value_unit(self) -> str:
+        """ " HU" for CT (and volumes of unknown modality, read as CT), else nothing."""
+        return " HU" if self.volume is not None and self.volume.modality in ("CT", "") else ""
 
     def _view_to_pixel(self, point: QtCore.QPointF) -> tuple[int, int] | None:
         image = self.current_image()
@@ -333,15 +401,27 @@ class SliceView(QtWidgets.QWidget):
             return None
         return display_to_voxel(self.volume.shape, self.plane, self.index, *pixel)
 
+    @property
+    def cursor_voxel(self) -> tuple[int, int, int] | None:
+        """The voxel (z, y, x) under the mouse on the slice shown now, or None when the mouse is off the image."""
+        return self.voxel_at(self._cursor_point) if self._cursor_point is not None else None
+
     def _on_mouse_moved(self, scene_pos: QtCore.QPointF) -> None:
-        voxel = self.voxel_at(self.view_box.mapSceneToView(scene_pos))
-        self._cursor_voxel = voxel
+        self._cursor_point = self.view_box.mapSceneToView(scene_pos)
         self._update_read_outs()
+        voxel = self.cursor_voxel
         if voxel is not None and self.volume is not None:
             self.hovered.emit(*voxel, float(self.volume.voxels[voxel]))
 
+    def leaveEvent(self, event: QtCore.QEvent) -> None:
+        """The mouse left the view: its read-out goes (a stale value would read as this slice's)."""
+        super().leaveEvent(event)
+        self._cursor_point = None
+        self._update_read_outs()
+
     def _on_left_click(self, point: QtCore.QPointF) -> None:
         self.setFocus()
+        self.activated.emit()
         voxel = self.voxel_at(point)
         if voxel is not None and self.tool == "navigate":
             self.position_picked.emit(*voxel)
@@ -364,11 +444,12 @@ class SliceView(QtWidgets.QWidget):
         self.corner_labels["bottom_left"].setText(
             "\n".join([*notes, f"{self.plane.capitalize()} {self.index + 1}/{self.slice_count}{position}"])
         )
-        if self._cursor_voxel is not None:
-            z, y, x = self._cursor_voxel
-            value = volume.voxels[z, y, x]
-            unit = " HU" if volume.modality in ("CT", "") else ""
-            self.corner_labels["bottom_right"].setText(f"{value:.0f}{unit}  (x {x}, y {y}, z {z})")
+        voxel = self.cursor_voxel  # recomputed: after a scroll the mouse is over another voxel
+        if voxel is not None:
+            z, y, x = voxel
+            self.corner_labels["bottom_right"].setText(
+                f"{volume.voxels[z, y, x]:.0f}{self.value_unit}  {voxel_label(z, y, x, volume.shape[0])}"
+            )
         else:
             self.corner_labels["bottom_right"].setText("")
         missing = self.plane == "axial" and self.index in volume.missing_slices
@@ -433,7 +514,7 @@ class SliceView(QtWidgets.QWidget):
 
     def add_measurement(self, kind: Tool, start: QtCore.QPointF, end: QtCore.QPointF) -> Measurement:
         """Create a measurement between two points in view (mm) coordinates."""
-        pen = pg.mkPen((0, 255, 160), width=2)
+        pen = pg.mkPen(MEASUREMENT_COLOUR, width=2)
         if kind == "distance":
             roi: pg.ROI = pg.LineSegmentROI([start, end], pen=pen)
         else:
@@ -443,7 +524,8 @@ class SliceView(QtWidgets.QWidget):
             for handle in list(roi.getHandles()):
                 if handle.typ == "r":  # statistics assume an axis-aligned region
                     roi.removeHandle(handle)
-        label = pg.TextItem(color=(0, 255, 160), anchor=(0, 1))
+        # on a dark backing, above the crosshair: mint text alone vanished over bright lung and bone
+        label = pg.TextItem(color=MEASUREMENT_COLOUR, anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 190))
         label.setZValue(60)
         self.view_box.addItem(roi)
         self.view_box.addItem(label)
@@ -488,7 +570,10 @@ class SliceView(QtWidgets.QWidget):
             if stats is None:
                 measurement.text = "too small"
             else:
-                measurement.text = f"mean {stats.mean:.1f}  SD {stats.std:.1f}\narea {stats.area_mm2:.1f} mm²"
+                unit = self.value_unit
+                measurement.text = (
+                    f"mean {stats.mean:.1f}{unit}  SD {stats.std:.1f}{unit}\narea {stats.area_mm2:.1f} mm²"
+                )
             anchor = QtCore.QPointF(position.x(), position.y())
         measurement.label.setText(measurement.text)
         measurement.label.setPos(anchor)

@@ -6,6 +6,7 @@ Grad-CAM, so it is made once and every check of the finding is made on it.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import time
@@ -15,11 +16,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medview.engine.api import CovidResult
-from medview.ui.covid_findings import GRAD_CAM_THRESHOLD, describe_group
+from medview.engine.api import CovidResult, Heatmap, Provenance
+from medview.ui.covid_findings import (
+    GRAD_CAM_THRESHOLD,
+    NO_MAP_FAINT_ABSOLUTE,
+    NO_MAP_ZERO,
+    covid_finding,
+    describe_group,
+)
+from medview.ui.findings import input_warning
 from medview.ui.layers import HeatmapLayer, LabelLayer
-from medview.ui.provenance import provenance_html
-from medview.ui.qt import QtCore
+from medview.ui.qt import QtCore, QtGui
 
 from .conftest import COVID_P001, make_volume, open_and_wait, wait_until_settled
 
@@ -111,7 +118,16 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     shown = panel.details.toPlainText()
     assert f"Verdict: {result.verdict}" in shown
     assert "Every slice" in shown
-    details = finding.summary_html + provenance_html(finding.provenance)  # what the panel shows, as HTML
+    # the model's validated performance on the line under the verdict, before any table; every slice folded
+    lines = shown.splitlines()
+    assert lines[lines.index(f"Verdict: {result.verdict}") + 1] == finding.provenance.validated
+    assert finding.provenance.validated.startswith("Validated: sensitivity")
+    assert shown.index(finding.provenance.validated) < shown.index("Left out because") < shown.index("Trained on")
+    assert "kept: lung area" not in shown  # the reason of every slice: folded
+    tip = panel.list.item(0).toolTip()
+    assert title in tip
+    assert finding.provenance.validated in tip
+    details = panel.details_html(finding)  # what the panel shows, as HTML
     assert f"Verdict: {result.verdict}</b>" in details
     assert html.escape(result.reason) in details
     for name in result.class_names:
@@ -142,7 +158,7 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
         assert f"padded with {50 - remainder} black slices to 50" in details
     elif remainder:
         assert "resampled to 50 by interpolation" in details
-    assert details.count("<tr><td align='right'>") >= volume.shape[0]  # every slice's reason, at the end
+    assert finding.more_html.count("<tr><td align='right'>") == volume.shape[0]  # every slice's reason, apart
     for field in ("Trained on", "Ran on", "lung mask: classical method", finding.provenance.label):
         assert field in details
 
@@ -154,16 +170,19 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     assert finding.export_label is None
     assert not panel.seg_button.isEnabled()
 
-    # Grad-CAM on the volume grid, drawn on the axial view with its colour bar
+    # Grad-CAM on the volume grid, on one scale for the whole volume, drawn on the axial view with its colour bar
     assert isinstance(heatmap_layer, HeatmapLayer)
     assert heatmap_layer.values.shape == volume.shape
     assert set(result.heatmaps) <= set(result.kept_slices)
     assert window.layers.layers[-2:] == [mask_layer, heatmap_layer]
-    explained = [index for index, heatmap in result.heatmaps.items() if heatmap.values.any()]
+    assert runner.absolute_box.isChecked()
+    inside = {index: heatmap.values * result.lung_mask[index] for index, heatmap in result.heatmaps.items()}
+    scale = max(float(values.max()) for values in inside.values())
+    explained = [index for index, values in inside.items() if values.max() >= GRAD_CAM_THRESHOLD * scale]
     z = max(explained, key=lambda index: int(result.lung_mask[index].sum()))
-    relative = result.heatmaps[z].relative()  # scaled to the slice's own maximum, drawn in the lungs only
-    assert np.allclose(heatmap_layer.values[z], relative * result.lung_mask[z], atol=1e-3)
-    assert heatmap_layer.values[z].max() > 0.5
+    for index in (z, *explained[:3]):  # every slice by the same scale, drawn in the lungs only
+        assert np.allclose(heatmap_layer.values[index], inside[index] / scale, atol=1e-3)
+    assert float(max(heatmap_layer.values[index].max() for index in result.heatmaps)) == pytest.approx(1.0)
     assert not heatmap_layer.values[z][~result.lung_mask[z]].any()
     assert not heatmap_layer.values[[i for i in range(volume.shape[0]) if i not in result.heatmaps]].any()
     axial = window.mpr.axial
@@ -177,6 +196,14 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     assert axial.colour_bar is not None
     assert axial.colour_bar.isVisible()
     assert axial.colour_bar.levels() == pytest.approx((0.0, 1.0))
+    bar_label = axial.colour_bar.getAxis("left").labelText
+    assert bar_label == "Grad-CAM, covid pneumonia class<br>one scale for the volume"
+    # a kept slice without a map to show says so on the image
+    blank = [index for index in result.kept_slices if float(heatmap_layer.values[index].max()) < GRAD_CAM_THRESHOLD]
+    assert blank  # P001: slice 75's map is zero in the lungs, slice 76's faint
+    axial.set_index(blank[0])
+    assert "No Grad-CAM map on this slice (" in axial.corner_labels["bottom_left"].text()
+    axial.set_index(z)
 
     # the axial view says, on each slice, whether it was kept and into which group, or why it was left out
     read_out = axial.corner_labels["bottom_left"]
@@ -200,6 +227,13 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     assert mask_layer.demo
     assert heatmap_layer.demo
     assert window.mpr.banner.isVisible()
+
+    # each slice by its own maximum, when asked: the map, the bar's label and the summary say so
+    runner.absolute_box.click()
+    relative = result.heatmaps[z].relative()
+    assert np.allclose(heatmap_layer.values[z], relative * result.lung_mask[z], atol=1e-3)
+    assert axial.colour_bar.getAxis("left").labelText.endswith("each slice by its own max")
+    assert "each slice scaled to its own maximum" in panel.details.toPlainText()
 
 
 def test_a_short_series_with_the_lung_unet_gets_one_padded_group_as_the_paper_does(
@@ -281,9 +315,17 @@ def test_a_series_without_lungs_of_another_modality_gets_a_note_and_a_message_no
     assert runner.classify_button.isEnabled()
 
 
-def synthetic_result(kept: int, probabilities: list[list[float]], *, verdict: str, switched: bool, reason: str) -> Any:
+def synthetic_result(
+    kept: int,
+    probabilities: list[list[float]],
+    *,
+    verdict: str,
+    switched: bool,
+    reason: str,
+    provenance: Any = None,
+) -> Any:
     """A CovidResult of ``kept`` kept slices (from slice 10 of 200) grouped like the pipeline does."""
-    from medview.engine.api import ClassScores, GroupScore, Provenance
+    from medview.engine.api import ClassScores, GroupScore
     from medview.preprocess.chest import group_slices
 
     names = ("covid_pneumonia", "non_covid_pneumonia", "healthy")
@@ -298,7 +340,10 @@ def synthetic_result(kept: int, probabilities: list[list[float]], *, verdict: st
     reasons = ["no lung"] * 200
     for index in indices:
         reasons[index] = "kept: lung area 0.95 of max >= 0.9 (lower end)"
-    provenance = Provenance("covid-cnn-bilstm", "1.0.0", "covid_ct", "covid_cnn_bilstm", False, "x", {}, 0.9, "CPU", 1)
+    if provenance is None:
+        provenance = Provenance(
+            "covid-cnn-bilstm", "1.0.0", "covid_ct", "covid_cnn_bilstm", False, "x", {}, 0.9, "CPU", 1
+        )
     mask = np.zeros((200, 8, 8), bool)
     mask[indices, 2:6, 2:6] = True
     return CovidResult(
@@ -308,8 +353,6 @@ def synthetic_result(kept: int, probabilities: list[list[float]], *, verdict: st
 
 
 def test_a_healthy_majority_switched_by_the_09_rule_and_a_resampled_group_are_spelled_out(engine: Any) -> None:
-    from medview.ui.covid_findings import covid_finding
-
     card = engine.cards("covid_ct")[0]
     reason = (
         "majority vote: healthy in 2 of 3 groups; group 3 predicts covid_pneumonia with probability 0.950 > 0.9, "
@@ -335,3 +378,157 @@ def test_a_healthy_majority_switched_by_the_09_rule_and_a_resampled_group_are_sp
     assert text in details
     assert "<td>no lung</td><td align='right'>40</td><td>1-10, 171-200</td>" in details
     assert "resampled" in section(details, "<b>Groups</b>").split("<tr>")[-1]
+
+
+def grad_cam_result(engine: Any) -> tuple[Any, CovidResult]:
+    """The shipped COVID-19 card and a run of it on 50 kept slices (11-60 of 200) with Grad-CAM whose strength
+    alternates from slice to slice (1 and 2), zero on slice 21 and faint (0.01) on slice 22."""
+    card = engine.cards("covid_ct")[0]
+    provenance = Provenance.of(card, threshold=0.9, device="CPU", seconds=1.0)
+    reason = "majority vote: covid_pneumonia in 1 of 1 groups"
+    result = synthetic_result(
+        50, [[0.8, 0.1, 0.1]], verdict="covid_pneumonia", switched=False, reason=reason, provenance=provenance
+    )
+    strengths = {index: 2.0 if index % 2 else 1.0 for index in result.kept_slices}
+    strengths.update({20: 0.0, 21: 0.01})
+    heatmaps = {
+        index: Heatmap(np.full((8, 8), value, np.float32), "covid_pneumonia", "cnn")
+        for index, value in strengths.items()
+    }
+    return card, dataclasses.replace(result, heatmaps=heatmaps)
+
+
+def show_found(qtbot: Any, window: Any, volume: Any, finding: Any) -> None:
+    """Hand ``finding`` to the COVID-19 runner as a finished run does, and wait until the panel lists it."""
+    with qtbot.waitSignal(window.findings.finding_added, timeout=5000):
+        window.findings.covid._on_classified(volume, finding)
+
+
+def drawn(view: Any, layer: Any) -> np.ndarray:
+    """What ``view`` draws of ``layer`` on its slice now (NaN where transparent)."""
+    visible = [each for each in view.layers.layers if each.visible]
+    return view.overlay_items[visible.index(layer)].image
+
+
+def click_text(qtbot: Any, browser: Any, text: str) -> None:
+    """Click on ``text`` in a text browser (a link), scrolled into view first."""
+    found = browser.document().find(text)
+    assert not found.isNull(), text
+    cursor = QtGui.QTextCursor(found)
+    cursor.setPosition(found.selectionStart() + 2)
+    browser.setTextCursor(cursor)
+    browser.ensureCursorVisible()
+    qtbot.mouseClick(browser.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=browser.cursorRect(cursor).center())
+
+
+def test_grad_cam_is_on_one_scale_for_the_volume_by_default_and_a_slice_without_a_map_says_so(
+    qtbot: Any, window: Any, engine: Any
+) -> None:
+    card, result = grad_cam_result(engine)
+    volume = make_volume(np.zeros((200, 8, 8), np.int16), series_uid="1.2.3.9")
+    window._on_volume_loaded(volume)
+    runner, panel = window.findings.covid, window.findings
+    assert runner.absolute_box.isChecked()  # the default
+    finding = covid_finding(result, card, volume, absolute=runner.absolute_box.isChecked())
+    show_found(qtbot, window, volume, finding)
+    layer, lungs = finding.heatmap_layer, result.lung_mask
+
+    # one scale: the weaker slices look weaker, and a cut across the slices shows both strengths, not stripes
+    # of each slice's own maximum
+    assert layer.values[11][lungs[11]] == pytest.approx(1.0)
+    assert layer.values[10][lungs[10]] == pytest.approx(0.5)
+    coronal = window.mpr.views["coronal"]
+    coronal.set_index(4)  # through the lungs (rows 2-5 of each slice)
+    cut = drawn(coronal, layer)
+    assert sorted(np.unique(np.round(cut[np.isfinite(cut)], 3))) == [0.5, 1.0]
+
+    # the colour bar says what it shows and on which scale
+    axial = window.mpr.axial
+    axial.set_index(11)
+    assert axial.colour_bar.isVisible()
+    assert axial.colour_bar.getAxis("left").labelText == "Grad-CAM, covid pneumonia class<br>one scale for the volume"
+    assert "on one scale for the whole volume" in panel.details.toPlainText()
+
+    # a kept slice without a map to show says so on the image
+    read_out = axial.corner_labels["bottom_left"]
+    assert "No Grad-CAM" not in read_out.text()
+    axial.set_index(20)
+    assert NO_MAP_ZERO in read_out.text()
+    axial.set_index(21)
+    assert NO_MAP_FAINT_ABSOLUTE in read_out.text()
+    assert not np.isfinite(drawn(axial, layer)).any()
+    assert "No map is drawn on 1 slice with a map that is zero inside the lungs; 1 slice with the map below 0.1" in (
+        panel.details.toPlainText()
+    )
+
+    # each slice by its own maximum, when asked: every slice at 1, the faint one drawn, the bar and summary say so
+    runner.absolute_box.click()
+    assert layer.values[10][lungs[10]] == pytest.approx(1.0)
+    assert np.isfinite(drawn(axial, layer)).any()
+    assert "No Grad-CAM" not in read_out.text()
+    assert axial.colour_bar.getAxis("left").labelText.endswith("<br>each slice by its own max")
+    assert "each slice scaled to its own maximum" in panel.details.toPlainText()
+    axial.set_index(20)
+    assert NO_MAP_ZERO in read_out.text()
+
+
+def test_with_two_maps_shown_the_colour_bar_is_the_top_ones_and_says_so(qtbot: Any, window: Any, engine: Any) -> None:
+    card, result = grad_cam_result(engine)
+    volume = make_volume(np.zeros((200, 8, 8), np.int16), series_uid="1.2.3.10")
+    window._on_volume_loaded(volume)
+    probability = HeatmapLayer(
+        name="Liver probability [x]", values=np.full(volume.shape, 0.7, np.float32), legend="liver probability 0-1"
+    )
+    window.layers.add(probability)
+    axial = window.mpr.axial
+    axial.set_index(11)
+    label = axial.colour_bar.getAxis("left")
+    assert label.labelText == "liver probability 0-1"
+
+    show_found(qtbot, window, volume, covid_finding(result, card, volume))
+    assert label.labelText == (
+        "Grad-CAM, covid pneumonia class<br>one scale for the volume<br>(the top one of the 2 maps shown)"
+    )
+    window.findings.heatmap_box.click()  # the Grad-CAM off: the bar is the probability's again
+    assert label.labelText == "liver probability 0-1"
+
+
+def test_the_verdict_has_the_validated_performance_and_the_warnings_beside_it_and_every_slice_folds_away(
+    qtbot: Any, window: Any, engine: Any
+) -> None:
+    card, result = grad_cam_result(engine)
+    volume = make_volume(np.zeros((200, 8, 8), np.int16), series_uid="1.2.3.11", modality="MR")
+    window._on_volume_loaded(volume)
+    warning = input_warning(card, volume)
+    assert "this series is MR" in warning
+    finding = covid_finding(result, card, volume, warnings=[warning])
+    show_found(qtbot, window, volume, finding)
+    panel = window.findings
+    validated = finding.provenance.validated
+    assert validated.startswith("Validated: sensitivity 0.00, specificity 0.00 for covid pneumonia")
+
+    # the demo warning above the verdict, the validated performance under it, the input warning next
+    text = panel.details.toPlainText()
+    lines = text.splitlines()
+    verdict = lines.index("Verdict: covid_pneumonia")
+    assert "Demo model: not for diagnosis." in lines[:verdict]
+    assert lines[verdict + 1] == validated
+    assert warning in lines[verdict + 2]
+    # then the vote and the tables; the provenance before the reason of every slice, which is folded
+    assert text.index(warning) < text.index("Group votes") < text.index("Left out because") < text.index("Trained on")
+    assert "kept: lung area" not in text
+    click_text(qtbot, panel.details, "Every slice (200)")
+    text = panel.details.toPlainText()
+    assert text.count("kept: lung area 0.95 of max >= 0.9 (lower end)") == 50
+    assert text.index("Trained on") < text.index("kept: lung area")
+    assert text.index("Verdict: covid_pneumonia") < text.index(validated) < text.index("Group votes")
+
+    # the list entry: the whole name in its tooltip with the validated performance and the warnings, elided
+    # where the panel is narrow instead of scrolled sideways
+    item = panel.list.item(0)
+    for line in (finding.title, validated, warning, "Demo model: not for diagnosis"):
+        assert line in item.toolTip()
+    panel.list.setFixedWidth(200)
+    qtbot.wait(10)
+    assert panel.list.fontMetrics().horizontalAdvance(finding.title) > panel.list.viewport().width()
+    assert not panel.list.horizontalScrollBar().isVisible()

@@ -90,10 +90,13 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     # the finding and where it came from
     panel = window.findings
     assert panel.list.count() == 1
-    assert panel.list.item(0).text().startswith(f"Liver {result.volume_ml:,.0f} mL")
-    details = panel.details.toPlainText()
-    assert f"Liver volume {result.volume_ml:,.1f} mL" in details
+    # the liver of the sample runs through all 20 slices: its volume is a lower bound
     first, last = result.slice_range
+    assert (first, last) == (0, volume.shape[0] - 1)
+    assert panel.list.item(0).text().startswith(f"Liver ≥ {result.volume_ml:,.0f} mL (continues beyond the scan)")
+    details = panel.details.toPlainText()
+    headline = f"Liver volume {result.volume_ml:,.1f} mL, a lower bound: the liver continues beyond the scanned range"
+    assert f"{headline}\n{finding.provenance.validated}\n" in details
     assert f"slices {first + 1}-{last + 1} of {volume.shape[0]}" in details
     for field in ("Trained on", "Validation metrics", "Threshold", "Ran on", finding.provenance.label):
         assert field in details
@@ -221,11 +224,14 @@ def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expec
     window.set_engine(engine)
     voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)
     window._on_volume_loaded(make_volume(voxels, modality="MR", series_uid="1.2.3"))
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as found:
         window.findings.liver.run()
-    note = window.findings.liver.note.text()
-    assert "expects CT images" in note
-    assert "this series is MR" in note
+    (warning,) = found.args[0].warnings
+    assert "expects CT images" in warning
+    assert "this series is MR" in warning
+    # beside the verdict, not in the runner's few lines above the list
+    assert warning in window.findings.details.toPlainText()
+    assert window.findings.liver.note.text() == ""
     assert QtWidgets.QApplication.activeModalWidget() is None
 
 
@@ -238,14 +244,16 @@ def test_a_series_of_another_body_part_gets_a_warning_naming_what_the_model_is_m
     window.set_engine(engine)
     voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)
     window._on_volume_loaded(make_volume(voxels, series_uid="1.2.3", info={"BodyPartExamined": body_part}))
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as found:
         window.findings.liver.run()
-    note = window.findings.liver.note.text()
+    warnings = found.args[0].warnings
     if warned:
-        assert "is meant for CT of the ABDOMEN, LIVER, CHEST" in note
-        assert "recorded as HEAD" in note
+        (warning,) = warnings
+        assert "is meant for CT of the ABDOMEN, LIVER, CHEST" in warning
+        assert "recorded as HEAD" in warning
+        assert warning in window.findings.details.toPlainText()
     else:
-        assert note == ""
+        assert warnings == ()
 
 
 def test_the_finding_exports_as_dicom_seg_and_nifti_that_read_back_onto_the_series(

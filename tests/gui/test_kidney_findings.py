@@ -1,17 +1,22 @@
 """Kidney stone findings (paper 000) on the bundled real abdominal CT, through the window and the shipped demo bundle.
 
 The bundled series has no kidney mask (nor has the shared data: ../shared/data/README.md);
-its liver mask stands in for "a label map loaded over the series" where a mask ROI is tested.
+where a kidney mask ROI is tested, its liver mask stands in for one, loaded from a copy named
+``kidney_mask.nii.gz`` (a kidney mask is recognised by its segments' or its file's name); the liver
+mask under its own name is not offered as a kidney ROI.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from medview.engine.api import Heatmap
 from medview.measure import region_stats
@@ -21,6 +26,7 @@ from medview.ui.kidney_findings import (
     ROI_COLOUR,
     WHOLE_SLICE,
     KidneyRunner,
+    kidney_labels,
     shape_mask,
 )
 from medview.ui.layers import HeatmapLayer, LabelLayer
@@ -106,15 +112,16 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     positives = result.positive_slices()
     assert positives == [index for index in range(count) if result.probabilities[index] >= threshold]
 
-    # the list line and the summary: 1-based slice numbers with their probabilities
-    title = f"Kidney stone: {len(positives)} of {count} slices ≥ {threshold:g}: {finding.provenance.label} (demo)"
+    # the list line names the ROI; the summary: 1-based slice numbers with their probabilities
+    label = finding.provenance.label
+    title = f"Kidney stone · whole slice · {len(positives)} of {count} slices ≥ {threshold:g} · {label} (demo)"
     assert panel.list.count() == 1
     assert panel.list.item(0).text() == title
     summary = finding.summary_html
     assert listed(summary, "Slices at or above the threshold") == [
         (index + 1, f"{result.probabilities[index]:.2f}") for index in positives
     ]
-    assert listed(summary, "Every slice run") == [
+    assert listed(finding.more_html, "Every slice run") == [
         (index + 1, f"{probability:.2f}") for index, probability in enumerate(result.probabilities)
     ]
     assert f"Slices run: {count} (whole series)" in summary
@@ -122,6 +129,25 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     details = panel.details.toPlainText()
     for text in ("Slices at or above the threshold", "Trained on", "Validation metrics", finding.provenance.label):
         assert text in details
+    # the verdict with the validated performance under it and the warning (the sample is recorded as
+    # PARTIALBODY) beside it, in the scrolling details, before the ROI and the slice lists (issue 19, item 5)
+    warning = (
+        f"{label} is meant for CT of the ABDOMEN, KIDNEY, ABDOMENPELVIS, CHESTABDPELVIS, WHOLEBODY; this series "
+        "is recorded as PARTIALBODY: the result may be meaningless."
+    )
+    validated = finding.provenance.validated
+    assert validated.startswith("Validated: sensitivity 1.00, specificity 0.00 at threshold 0.5")
+    verdict = f"Stone probability ≥ {threshold:g} on {len(positives)} of {count} slices"
+    assert details.index(verdict) < details.index(validated)
+    for text in (verdict, validated, warning):
+        assert details.index(text) < details.index("Kidney ROI") < details.index("Slices at or above")
+    assert finding.warnings == (warning,)
+    assert runner.note.text() == ""  # not in the runner's few lines, where it was clipped
+    # every slice's probability is the long list, folded below the provenance until asked for
+    assert "Every slice run:" not in details
+    assert finding.more_title == f"Every slice run ({count}): stone probability"
+    panel.details.anchorClicked.emit(QtCore.QUrl("#more"))
+    assert panel.details.toPlainText().index("Every slice run:") > panel.details.toPlainText().index("Trained on")
     assert finding.mask_layer is None  # the whole slice: no region to outline; the summary says so
 
     # Grad-CAM of the slice on screen (and of the positive slices when only a few)
@@ -133,6 +159,7 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     assert layer.visible
     assert layer.demo
     assert layer.levels == (0.0, 1.0)
+    assert layer.legend == "Grad-CAM, stone class, each slice by its own maximum\ninside the body"
     assert layer.values.shape == volume.shape
     heatmap = finding.heatmaps[7]
     assert heatmap.values.shape == volume.shape[1:]
@@ -141,6 +168,13 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     assert layer.values[7].max() == 1.0
     assert np.count_nonzero(layer.values[7] >= GRAD_CAM_THRESHOLD) > 1000
     assert not layer.values[[index for index in range(count) if index not in explained]].any()
+    # the map lies on the body, not on the air around it (it was brightest in the corners: issue 19, item 6)
+    air, _count = ndimage.label(volume.voxels[7] < -900)
+    outside = np.isin(air, np.unique(np.concatenate([air[0], air[-1], air[:, 0], air[:, -1]]))) & (air > 0)
+    assert outside.mean() > 0.4
+    assert not layer.values[7][outside].any()
+    for corner in (np.s_[:64, :64], np.s_[:64, -64:], np.s_[-64:, :64], np.s_[-64:, -64:]):
+        assert not layer.values[7][corner].any()
 
     # drawn on the axial view, near-zero transparent, with its colour bar; the demo banner on the image
     (drawn,) = shown_overlays(axial)
@@ -174,6 +208,7 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     (drawn,) = shown_overlays(axial)
     np.testing.assert_array_equal(np.nan_to_num(drawn.image), layer.values[12].astype(np.float32))
     assert "one scale for all explained slices" in finding.summary_html
+    assert layer.legend == "Grad-CAM, stone class, one scale for the explained slices\ninside the body"
     runner.absolute_box.click()
     for index, map_ in finding.heatmaps.items():
         np.testing.assert_array_equal(layer.values[index], map_.relative().astype(np.float16))
@@ -196,7 +231,7 @@ def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot
 
     # offered in the chooser as soon as it is drawn
     texts = [runner.roi_box.itemText(i) for i in range(runner.roi_box.count())]
-    offered = [text for text in texts if text.startswith("Drawn rectangle on axial slice 10 (")]
+    offered = [text for text in texts if text.startswith("ROI rectangle 1 on axial slice 10 (")]
     assert len(offered) == 1
     runner.roi_box.setCurrentIndex(texts.index(offered[0]))
     assert runner.roi_box.selected_source().drawn is measurement
@@ -204,7 +239,8 @@ def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot
     finding = run(qtbot, window)
     result = finding.result
     assert result.slice_indices == tuple(range(count))
-    assert result.roi.startswith("rectangle drawn on axial slice 10 (")
+    assert result.roi.startswith("ROI rectangle 1 (slice 10): rectangle drawn on axial slice 10 (")
+    assert finding.title.startswith("Kidney stone · ROI rectangle 1 (slice 10) · ")
     assert result.roi.endswith("the same region on every slice run")
     assert result.roi in finding.summary_html
 
@@ -231,6 +267,10 @@ def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot
     found_rows, found_cols = np.flatnonzero(in_rows), np.flatnonzero(in_cols)
     assert (top, bottom, left, right) == (found_rows[0], found_rows[-1], found_cols[0], found_cols[-1])
     assert np.count_nonzero(outline.image) < expected.sum() / 10
+    # the Grad-CAM lies in the rectangle only (it went on over the whole slice: issue 19, item 6)
+    for index in finding.heatmaps:
+        assert not finding.heatmap_layer.values[index][~expected].any()
+        assert finding.heatmap_layer.values[index][expected].max() == 1.0
 
     # the model saw the rectangle: the same slice in the whole slice scores differently
     runner.scope_box.setCurrentIndex(1)
@@ -241,18 +281,31 @@ def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot
     assert abs(float(whole.probabilities[0]) - float(result.probabilities[9])) > 0.01
 
 
-def test_a_loaded_mask_is_offered_and_used_as_the_roi(qtbot: Any, ct_window: Any) -> None:
+def load_mask(qtbot: Any, window: Any, path: Path) -> Any:
+    """Overlay > Load mask, waiting for its layer."""
+    count = len(window.layers.layers)
+    task = window.load_mask(path)
+    qtbot.waitUntil(lambda: task.done.is_set() and len(window.layers.layers) == count + 1, timeout=30_000)
+    return window.layers.layers[-1]
+
+
+def roi_texts(runner: KidneyRunner) -> list[str]:
+    return [runner.roi_box.itemText(i) for i in range(runner.roi_box.count())]
+
+
+def test_a_loaded_kidney_mask_is_offered_and_used_as_the_roi(qtbot: Any, ct_window: Any, tmp_path: Path) -> None:
     window = ct_window
     runner, volume = window.findings.kidney, window.volume
-    task = window.load_mask(SAMPLE_MASK)
-    qtbot.waitUntil(lambda: task.done.is_set() and len(window.layers.layers) == 1, timeout=30_000)
-    (mask_layer,) = window.layers.layers
+    kidney_file = tmp_path / "kidney_mask.nii.gz"  # the liver mask standing in for a kidney mask
+    shutil.copyfile(SAMPLE_MASK, kidney_file)
+    mask_layer = load_mask(qtbot, window, kidney_file)
+    assert mask_layer.name == "label 1 [kidney_mask.nii.gz]"
     assert (mask_layer.labels > 0).any(axis=(1, 2)).all()  # the liver is on every slice of the sample
     mask_layer.labels[:3] = 0  # a kidney mask covers part of a series: the slices without it are not run
     mask = mask_layer.labels > 0
-    texts = [runner.roi_box.itemText(i) for i in range(runner.roi_box.count())]
-    assert f"Mask: {mask_layer.name}" in texts
-    runner.roi_box.setCurrentIndex(texts.index(f"Mask: {mask_layer.name}"))
+    texts = roi_texts(runner)
+    assert f"Kidney mask: {mask_layer.name}" in texts
+    runner.roi_box.setCurrentIndex(texts.index(f"Kidney mask: {mask_layer.name}"))
     window.mpr.axial.set_index(10)
     assert mask[10].any()
 
@@ -262,18 +315,109 @@ def test_a_loaded_mask_is_offered_and_used_as_the_roi(qtbot: Any, ct_window: Any
     assert with_roi == list(range(3, volume.shape[0]))
     assert result.slice_indices == tuple(with_roi)  # a slice without mask voxels would be a black image
     assert f"Slices run: {len(with_roi)} (whole series, 3 slice(s) without ROI voxels left out)" in finding.summary_html
-    assert "3 slice(s) without ROI voxels were not run" in runner.note.text()
     assert result.roi == f"mask {mask_layer.name}"
     assert f"Kidney ROI: mask {mask_layer.name}" in finding.summary_html
+    assert finding.title.startswith(f"Kidney stone · mask {mask_layer.name} · ")
     np.testing.assert_array_equal(finding.roi, mask)
     roi_layer = finding.mask_layer
     assert roi_layer.outline_only
     np.testing.assert_array_equal(roi_layer.labels > 0, mask)
     assert 10 in finding.heatmaps
+    assert not finding.heatmap_layer.values[10][~mask[10]].any()  # the map stays in the mask
     assert window.layers.layers == [mask_layer, roi_layer, finding.heatmap_layer]
     # the finding's own ROI outline is not offered as a kidney mask
-    texts = [runner.roi_box.itemText(i) for i in range(runner.roi_box.count())]
-    assert texts == ["Whole slice (no kidney mask)", f"Mask: {mask_layer.name}"]
+    assert roi_texts(runner) == ["Whole slice (no kidney mask)", f"Kidney mask: {mask_layer.name}"]
+
+
+def test_only_kidney_masks_are_offered_as_a_kidney_roi(qtbot: Any, ct_window: Any) -> None:
+    window = ct_window
+    runner, volume = window.findings.kidney, window.volume
+    liver = load_mask(qtbot, window, SAMPLE_MASK)
+    assert liver.name == "label 1 [liver_mask.nii.gz]"
+    # the liver mask was offered as a kidney ROI (issue 19, item 6); now the tooltip says why it is not
+    assert roi_texts(runner) == ["Whole slice (no kidney mask)"]
+    assert kidney_labels(liver) == ()
+    assert "Not offered" in runner.roi_box.toolTip()
+    assert liver.name in runner.roi_box.toolTip()
+
+    # a multi-label map with named segments (TotalSegmentator's names; the liver split in halves stands in for
+    # the kidneys): both kidneys together and each alone, never the liver or an adrenal gland
+    labels = np.zeros(volume.shape, np.uint8)
+    inside = liver.labels > 0
+    half = volume.shape[2] // 2
+    labels[:, :, :half][inside[:, :, :half]] = 2
+    labels[:, :, half:][inside[:, :, half:]] = 3
+    labels[:, :40, :40] = 1
+    labels[:, -40:, -40:] = 4
+    names = {1: "liver", 2: "kidney_right", 3: "kidney_left", 4: "adrenal_gland_left"}
+    segments = LabelLayer(name="liver, kidney_right, kidney_left, adrenal_gland_left [ts.nii.gz]", labels=labels)
+    segments.names = names
+    window.layers.add(segments)
+    assert kidney_labels(segments) == (2, 3)
+    assert roi_texts(runner) == [
+        "Whole slice (no kidney mask)",
+        "Kidney mask: kidney_right + kidney_left",
+        "Kidney mask: kidney_right",
+        "Kidney mask: kidney_left",
+    ]
+    runner.roi_box.setCurrentIndex(1)
+    source = runner.roi_box.selected_source()
+    assert source.name == "mask kidney_right + kidney_left"
+    roi, text = runner._resolve_roi(source, volume)
+    np.testing.assert_array_equal(roi, (labels == 2) | (labels == 3))
+    assert text == f"mask {segments.name}, labels 2 kidney_right, 3 kidney_left"
+    runner.roi_box.setCurrentIndex(3)
+    roi, text = runner._resolve_roi(runner.roi_box.selected_source(), volume)
+    np.testing.assert_array_equal(roi, labels == 3)
+    assert text == f"mask {segments.name}, label 3 kidney_left"
+
+
+def test_three_runs_are_told_apart_and_one_map_is_shown_at_a_time(qtbot: Any, ct_window: Any, tmp_path: Path) -> None:
+    window = ct_window
+    panel, runner, axial = window.findings, window.findings.kidney, window.mpr.axial
+    axial.set_index(11)
+    runner.scope_box.setCurrentIndex(1)  # the slice on screen: three quick runs
+    window.mpr.set_tool("rectangle")
+    mouse_drag(
+        axial.graphics.viewport(),
+        viewport_point(axial, QtCore.QPointF(120.0, 220.0)),
+        viewport_point(axial, QtCore.QPointF(280.0, 330.0)),
+    )
+    kidney_file = tmp_path / "kidney_mask.nii.gz"
+    shutil.copyfile(SAMPLE_MASK, kidney_file)
+    mask_layer = load_mask(qtbot, window, kidney_file)
+    texts = roi_texts(runner)
+    findings = []
+    for text in ("Whole slice (no kidney mask)", "ROI rectangle 1 on axial slice 12 (", "Kidney mask: "):
+        runner.roi_box.setCurrentIndex(next(i for i, shown in enumerate(texts) if shown.startswith(text)))
+        findings.append(run(qtbot, window))
+    titles = [panel.list.item(row).text() for row in range(panel.list.count())]
+    assert titles == [finding.title for finding in findings]
+    names = ["whole slice", "ROI rectangle 1 (slice 12)", f"mask {mask_layer.name}"]
+    for title, name, finding in zip(titles, names, findings, strict=True):
+        positive = len(finding.result.positive_slices())
+        assert title.startswith(f"Kidney stone · {name} · {positive} of 1 slice (slice 12) ≥ 0.5 · ")
+        assert name in finding.heatmap_layer.name
+    # the three lines differ within what the list shows of them at its width
+    shown = panel.list.viewport().width() // panel.list.fontMetrics().averageCharWidth()
+    assert len({title[:shown] for title in titles}) == 3
+
+    # the newest map alone is shown: three maps under one colour bar could not be told apart
+    def maps_shown() -> list[Any]:
+        return [layer for layer in window.layers.layers if isinstance(layer, HeatmapLayer) and layer.visible]
+
+    assert maps_shown() == [findings[2].heatmap_layer]
+    # choosing another finding's map in the panel shows it instead
+    panel.list.setCurrentRow(0)
+    assert not panel.heatmap_box.isChecked()
+    panel.heatmap_box.click()
+    assert maps_shown() == [findings[0].heatmap_layer]
+    assert axial.colour_bar is not None
+    assert axial.colour_bar.isVisible()
+    # another task's map switched on over a kidney map (a probability map) hides the kidney map
+    other = HeatmapLayer(name="Liver probability", values=np.zeros(window.volume.shape, np.float16))
+    window.layers.add(other)
+    assert maps_shown() == [other]
 
 
 def test_current_axial_slice_only_runs_that_slice(qtbot: Any, ct_window: Any) -> None:
@@ -286,9 +430,9 @@ def test_current_axial_slice_only_runs_that_slice(qtbot: Any, ct_window: Any) ->
     assert result.slice_indices == (4,)
     assert result.probabilities.shape == (1,)
     positive = len(result.positive_slices())
-    assert finding.title.startswith(f"Kidney stone: {positive} of 1 slice ≥ ")
+    assert finding.title.startswith(f"Kidney stone · whole slice · {positive} of 1 slice (slice 5) ≥ ")
     assert "Slices run: 1 (axial slice 5 only)" in finding.summary_html
-    assert listed(finding.summary_html, "Every slice run") == [(5, f"{result.probabilities[0]:.2f}")]
+    assert listed(finding.more_html, "Every slice run") == [(5, f"{result.probabilities[0]:.2f}")]
     assert set(finding.heatmaps) == {4}
     layer = finding.heatmap_layer
     assert layer.values[4].max() == 1.0
@@ -368,11 +512,13 @@ def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expec
     wire(window)
     voxels = np.random.default_rng(0).integers(0, 400, (3, 64, 64)).astype(np.int16)
     window._on_volume_loaded(make_volume(voxels, modality="MR", series_uid="1.2.3"))
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
         window.findings.kidney.run()
-    note = window.findings.kidney.note.text()
-    assert "expects CT images" in note
-    assert "this series is MR" in note
+    finding = blocker.args[0]
+    assert finding.title.startswith("Kidney stone · whole slice · ")
+    details = window.findings.details.toPlainText()
+    assert "expects CT images; this series is MR: the result may be meaningless." in details
+    assert details.index("expects CT images") < details.index("Kidney ROI")
     assert QtWidgets.QApplication.activeModalWidget() is None
 
 

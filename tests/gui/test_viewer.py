@@ -20,7 +20,7 @@ from medview.ui.planes import extract_plane
 from medview.ui.qt import QtCore, QtGui
 from medview.ui.slice_view import SliceView
 
-from .conftest import Qt, make_volume, mouse_drag, view_point_at, viewport_point
+from .conftest import HANG_TIMEOUT_MS, Qt, make_volume, mouse_drag, view_point_at, viewport_point
 
 AIR, BONE, MARKER = -1000, 1000, 400
 # window so that air is black, BONE white and MARKER a mid grey
@@ -239,7 +239,7 @@ def test_rectangle_statistics(qtbot: Any, measured_view: SliceView) -> None:
     )
     image = extract_plane(view.volume.voxels, "axial", 3)[20:30, 10:26].astype(float)
     assert (image.mean(), image.std()) == (200.0, 100.0)
-    assert measurement.label.toPlainText() == "mean 200.0  SD 100.0\narea 64.0 mm²"
+    assert measurement.label.toPlainText() == "mean 200.0 HU  SD 100.0 HU\narea 64.0 mm²"
     # one pixel further right takes in a column of air: the numbers must move
     shifted = view.add_measurement(
         "rectangle", QtCore.QPointF(11 * col_mm, 20 * row_mm), QtCore.QPointF(27 * col_mm, 30 * row_mm)
@@ -262,7 +262,7 @@ def test_measurement_belongs_to_its_slice_and_delete_removes_it(qtbot: Any, meas
     assert view.index == 3
     assert measurement.roi.isVisible()
     assert measurement.label.isVisible()
-    with qtbot.waitSignal(view.measurements_changed, timeout=1000):
+    with qtbot.waitSignal(view.measurements_changed, timeout=HANG_TIMEOUT_MS):
         qtbot.keyClick(view, Qt.Key.Key_Delete)
     assert view.measurements == []
     assert measurement.roi.scene() is None
