@@ -13,7 +13,7 @@ pools the counts (micro average).  "interior" leaves out the boundaries within
 cycle at 0 and ends its last at the recording's end matches for free.
 "error" is the median absolute time difference of the matched boundaries.
 "time" is ``detect_cycles`` alone (after one warm-up call), the recording
-already in memory; the last line times 10 minutes of noise at 44.1 kHz.
+already in memory; the last lines time 10 minutes of noise and of silence at 44.1 kHz.
 
 The parameters of ``medview.preprocess.cycles`` were chosen on these same
 recordings (9 recordings, 3 patients), so the figures are optimistic.
@@ -145,6 +145,9 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     found = detect_cycles(noise, rate)
     noise_s = time.perf_counter() - start
+    start = time.perf_counter()
+    silent = detect_cycles(np.zeros(600 * rate, dtype=np.float32), rate)
+    silence_s = time.perf_counter() - start
     overall = [
         Row(f"overall: precision ({m} of {d} detected boundaries matched)", p, "precision"),
         Row(f"overall: recall ({m} of {a} annotated boundaries matched)", r, "recall"),
@@ -157,6 +160,7 @@ def main(argv: list[str]) -> int:
         Row(f"median cycle, detected ({len(all_detected)} cycles)", durations(all_detected)),
         Row(f"detect_cycles, all {total_s:.0f} s of recordings", sum(each.seconds for each in detections)),
         Row(f"detect_cycles, 10 min of white noise at 44.1 kHz ({len(found)} cycles found)", noise_s),
+        Row(f"detect_cycles, 10 min of silence at 44.1 kHz ({len(silent)} cycles found)", silence_s),
     ]
     report("cycle_detection", f"{title}: overall (counts pooled)", overall)
     return 0

@@ -7,6 +7,7 @@ import sys
 from importlib import metadata
 
 from medview import __version__
+from medview.config import Settings, cache_dir, config_dir, data_dir
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 
 LIBRARIES = ("PySide6-Essentials", "pyqtgraph", "numpy", "pydicom", "SimpleITK", "highdicom", "pylibjpeg", "torch")
@@ -26,15 +27,38 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def about_text(device: str = "", receiver: str = "") -> str:
+INTENDED_USE = (
+    "Intended use: MedView shows CT series, lung sound recordings and skin lesion photos, and the output of AI "
+    "models beside them, to support trained clinicians reading them. It does not diagnose: every AI result is to "
+    "be checked against the images or sounds by a qualified clinician, and results of demo models (marked so on "
+    "screen) are not for diagnosis. MedView is not cleared as a medical device."
+)
+
+
+def folder_lines(settings: Settings) -> list[str]:
+    """Where MedView keeps what, for IT and for the user: settings, data, audit log, models, cache."""
+    return [
+        f"Settings: {config_dir()}",
+        f"Data (received studies): {data_dir()}",
+        f"Audit log: {data_dir() / 'audit'}",
+        *(f"Model bundles: {folder}" for folder in settings.model_folders()),
+        f"Cache (rebuilt when deleted): {cache_dir()}",
+    ]
+
+
+def about_text(device: str = "", receiver: str = "", settings: Settings | None = None) -> str:
     """The About text; also what the copy button puts on the clipboard."""
     lines = [
         f"MedView {__version__}",
+        INTENDED_USE,
+        "",
         f"Python {platform.python_version()} on {platform.platform()}",
         *(f"{name} {version}" for name, version in library_versions().items()),
         f"Inference device: {device or 'chosen when the first model runs (no model loaded yet)'}",
         "Offline: MedView opens no outgoing connection; patient data stays on this machine.",
         f"DICOM receiver (PACS push to this machine): {receiver or 'off'}",
+        "",
+        *folder_lines(settings or Settings()),
     ]
     return "\n".join(lines)
 
@@ -42,11 +66,19 @@ def about_text(device: str = "", receiver: str = "") -> str:
 class AboutDialog(QtWidgets.QDialog):
     """Versions of the app and its libraries, the device, with copy to clipboard."""
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, device: str = "", receiver: str = "") -> None:
+    def __init__(
+        self,
+        parent: QtWidgets.QWidget | None = None,
+        device: str = "",
+        receiver: str = "",
+        settings: Settings | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("About MedView")
-        self.text = about_text(device, receiver)
+        self.text = about_text(device, receiver, settings)
         label = QtWidgets.QLabel(self.text)
+        label.setWordWrap(True)
+        label.setMinimumWidth(560)
         label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         copy = QtWidgets.QPushButton("Copy to clipboard")
         copy.clicked.connect(lambda: QtWidgets.QApplication.clipboard().setText(self.text))

@@ -38,7 +38,7 @@ from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
 from medview.ui.findings import FindingRunner
 from medview.ui.findings_panel import FindingsPanel
 from medview.ui.layers import LabelLayer, Layer, LayerStack
-from medview.ui.lung_panel import LungSoundPanel
+from medview.ui.lung_panel import AUDIO_FILTER, LungSoundPanel
 from medview.ui.models_dialog import ModelsDialog
 from medview.ui.mpr_view import MprView
 from medview.ui.pacs_ui import PacsReceiver, PacsSettingsDialog
@@ -46,14 +46,40 @@ from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, t
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.query_dialog import PacsQueryDialog
 from medview.ui.report import collect_report, write_pdf
-from medview.ui.skin_panel import SkinPanel
+from medview.ui.skin_panel import PHOTO_FILTER, SkinPanel
+from medview.ui.slice_view import voxel_label
 from medview.ui.workers import Task, TaskRunner
 
 log = logging.getLogger(__name__)
 
 DEFAULT_THUMBNAIL_WINDOW = (40.0, 400.0)  # soft-tissue window for series that suggest none
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: the window's size when it is not maximised, where the screen has room
+PREFERRED_SIZE = QtCore.QSize(1600, 1000)
+#: keys that move through the slices; they reach the axial view whenever the CT workspace is shown
+NAVIGATION_KEYS = frozenset(
+    {
+        QtCore.Qt.Key.Key_Up,
+        QtCore.Qt.Key.Key_Down,
+        QtCore.Qt.Key.Key_PageUp,
+        QtCore.Qt.Key.Key_PageDown,
+        QtCore.Qt.Key.Key_Home,
+        QtCore.Qt.Key.Key_End,
+    }
+)
 MASK_FILTER = "Masks (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.dcm);;All files (*)"
+
+
+#: widgets whose own keys include the slice keys: these keep them while they have the focus
+KEY_USING_WIDGETS = (
+    QtWidgets.QAbstractItemView,
+    QtWidgets.QAbstractSpinBox,
+    QtWidgets.QAbstractSlider,
+    QtWidgets.QLineEdit,
+    QtWidgets.QTextEdit,
+    QtWidgets.QPlainTextEdit,
+    QtWidgets.QComboBox,
+)
 
 
 def is_volume_file(path: Path) -> bool:
@@ -108,6 +134,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workspaces.addTab(self.lung, "Lung sounds")
         self.workspaces.addTab(self.skin, "Skin lesions")
         self.setCentralWidget(self.workspaces)
+        self._size_to_current_workspace()
         self.browser = StudyBrowserPanel()
         self.tags = TagBrowserPanel()
         self.layers_panel = LayersPanel(self.layers)
@@ -161,7 +188,31 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tags_dock.visibilityChanged.connect(lambda visible: visible and self.tag_timer.start())
         for view in self.mpr.views.values():
             view.hovered.connect(self._on_hovered)
-        self.resize(1400, 900)
+        self.mpr.window_changed.connect(self._show_preset_of)
+        QtWidgets.QApplication.instance().installEventFilter(self)  # slice keys, whatever has the focus (eventFilter)
+        self._fit_to_screen()
+
+    def _fit_to_screen(self) -> None:
+        """Open maximised, as reading software does (the views get the whole screen, from 1280x720 laptops to
+        reading-room monitors); restored, the window takes the preferred size, within the screen."""
+        available = self.screen().availableGeometry()
+        self.resize(PREFERRED_SIZE.boundedTo(available.size()))
+        self.move(available.center() - self.rect().center())
+        self.setWindowState(self.windowState() | QtCore.Qt.WindowState.WindowMaximized)
+        # the side panels take what their names need, the views the rest
+        side = max(220, min(320, available.width() // 7))
+        self.resizeDocks(self.ct_docks[:1], [side], QtCore.Qt.Orientation.Horizontal)
+
+    def _size_to_current_workspace(self) -> None:
+        """Only the shown workspace's minimum size counts: a QTabWidget otherwise takes the widest page's, and
+        the lung sound toolbar's width plus the CT docks forced a window 1663 px wide."""
+        current = self.workspaces.currentWidget()
+        ignored, preferred = QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        for index in range(self.workspaces.count()):
+            page = self.workspaces.widget(index)
+            policy = preferred if page is current else ignored
+            page.setSizePolicy(policy, policy)
+        self.workspaces.updateGeometry()
 
     # ------------------------------------------------------------------ building
 
@@ -191,8 +242,8 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addAction(self._action("Open &folder…", self._choose_folder, QtGui.QKeySequence.StandardKey.Open))
         file_menu.addAction(self._action("Open f&iles (DICOM, zip, DICOMDIR)…", self._choose_files, "Ctrl+Shift+O"))
         file_menu.addAction(self._action("Open &volume (NIfTI, NRRD)…", self._choose_volume))
-        file_menu.addAction(self._action("Open lung sound &recording…", self.lung.choose_recording, "Ctrl+Shift+R"))
-        file_menu.addAction(self._action("Open lesion &photos…", self.skin.choose_photos, "Ctrl+Shift+P"))
+        file_menu.addAction(self._action("Open lung sound &recording…", self._choose_recording, "Ctrl+Shift+R"))
+        file_menu.addAction(self._action("Open lesion &photos…", self._choose_photos, "Ctrl+Shift+P"))
         self.recent_menu = file_menu.addMenu("&Recent")
         self._rebuild_recent()
         file_menu.addSeparator()
@@ -226,6 +277,7 @@ class MainWindow(QtWidgets.QMainWindow):
         view_menu = menu.addMenu("&View")
         toolbar = self.addToolBar("Tools")
         toolbar.setObjectName("tools_toolbar")
+        self.ct_toolbar = toolbar
         tools = QtGui.QActionGroup(self)
         for tool, text, key in (
             ("navigate", "Navigate", "Esc"),
@@ -262,9 +314,10 @@ class MainWindow(QtWidgets.QMainWindow):
         toolbar.addWidget(self.cine_fps)
         view_menu.addAction(self.cine_action)
         self.single_action = self._action(
-            "Axial only", lambda checked: self.mpr.set_single(checked), "F2", checkable=True
+            "Enlarge the view under the mouse", lambda checked: self.mpr.set_single(checked), "F2", checkable=True
         )
         view_menu.addAction(self.single_action)
+        self.mpr.enlarged_changed.connect(self.single_action.setChecked)
         view_menu.addAction(
             self._action("Reset zoom", lambda: [v.reset_view() for v in self.mpr.views.values()], "Ctrl+0")
         )
@@ -317,19 +370,18 @@ class MainWindow(QtWidgets.QMainWindow):
         if not paths:
             return None
         self.settings.last_directory = str(paths[0].parent if paths[0].is_file() else paths[0])
-        for path in paths:
-            self.settings.add_recent(path)
-        self._rebuild_recent()
         self.settings.save()
         photos, paths = split_photo_paths(paths)
         if photos:
             self.skin.add_photos(photos)
             self.workspaces.setCurrentWidget(self.skin)
+            self._remember([photo for photo in photos])
         recordings = [path for path in paths if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES]
         if recordings:
             paths = [path for path in paths if path not in recordings]
             self.lung.open(recordings[0])  # one recording at a time: the last dropped ones are not queued
             self.workspaces.setCurrentWidget(self.lung)
+            self._remember(recordings[:1])
             if len(recordings) > 1:
                 self.statusBar().showMessage(f"Opened {recordings[0].name}; one recording is shown at a time", 10000)
         if not paths:
@@ -338,12 +390,34 @@ class MainWindow(QtWidgets.QMainWindow):
         volumes = [p for p in paths if is_volume_file(p)]
         if volumes:
             self._scan_problems = []
+            self._remember(volumes[:1])
             return self.load_volume_file(volumes[0])
         task = Task(lambda progress, cancelled, _partial: scan_paths(paths, progress, cancelled), "Scanning for DICOM")
-        task.signals.succeeded.connect(self._on_scanned)
+        task.signals.succeeded.connect(lambda result: self._on_scanned(result, paths))
         return self._start(task, "Scanning…")
 
-    def _on_scanned(self, result: ScanResult) -> None:
+    def _remember(self, paths: list[Path]) -> None:
+        """Put what opened in File > Recent (what held nothing to open is not offered again)."""
+        for path in reversed(paths[:10]):
+            self.settings.add_recent(path)
+        self._rebuild_recent()
+        self.settings.save()
+
+    def _choose_recording(self) -> None:
+        file, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open a lung sound recording", self.settings.last_directory, AUDIO_FILTER
+        )
+        if file:
+            self.open_paths([Path(file)])  # as a drop: the lung sound tab comes to the front
+
+    def _choose_photos(self) -> None:
+        files, _ = QtWidgets.QFileDialog.getOpenFileNames(
+            self, "Open lesion photos", self.settings.last_directory, PHOTO_FILTER
+        )
+        if files:
+            self.open_paths([Path(file) for file in files])  # as a drop: the skin lesion tab comes to the front
+
+    def _on_scanned(self, result: ScanResult, paths: list[Path] | None = None) -> None:
         self._scan_problems = [str(p) for p in result.problems]
         self.problems = list(self._scan_problems)
         self.browser.add_series(result.series)
@@ -355,9 +429,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(
                 f"{len(result.problems)} file(s) skipped — File > Show problems for the list", 10000
             )
-            if not result.series:
-                self.show_problems()
+        if not result.series:
+            where = ", ".join(str(path) for path in paths or []) or "what was opened"
+            self.statusBar().showMessage(f"No DICOM images found in {where}", 10000)
+            skipped = "\n".join(self.problems[:8]) + ("\n…" if len(self.problems) > 8 else "")
+            text = f"No DICOM images found in {where}." + (f"\n\nFiles skipped:\n{skipped}" if skipped else "")
+            show_message(self, "No DICOM images", text, "\n".join(self.problems))
         if opened is not None:
+            self._remember(paths or [])
             self.load_series(opened)
 
     def _start_thumbnails(self, series_list: list[SeriesInfo]) -> None:
@@ -478,7 +557,9 @@ class MainWindow(QtWidgets.QMainWindow):
         return self._start(task, f"Exporting {series.display_name} anonymised…")
 
     def _choose_report(self, anonymise: bool = False) -> None:
-        name = str(Path(self.settings.last_directory or Path.home()) / "case_report.pdf")
+        # the user's documents, not the study's folder (a PACS import folder, or the app's own resources)
+        documents = QtCore.QStandardPaths.writableLocation(QtCore.QStandardPaths.StandardLocation.DocumentsLocation)
+        name = str(Path(documents or Path.home()) / "case_report.pdf")
         title = "Export anonymised case report" if anonymise else "Export case report"
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, title, name, "PDF (*.pdf)")
         if path:
@@ -730,6 +811,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if not on_ct and self.cine_action.isChecked():
             self.cine_action.trigger()
         self.cine_action.setEnabled(on_ct)
+        self._size_to_current_workspace()
+        self.ct_toolbar.setVisible(on_ct)  # window presets, measurements and cine are CT tools
+        self.cursor_label.setVisible(on_ct)
         if self._on_ct and not on_ct:
             self._ct_docks_shown = [dock for dock in self.ct_docks if not dock.isHidden()]
             for dock in self.ct_docks:
@@ -745,6 +829,11 @@ class MainWindow(QtWidgets.QMainWindow):
         center, width = self.settings.window_presets[name]
         self.mpr.set_window(center, width)
         self.statusBar().showMessage(f"{name} window: W {width:.0f} L {center:.0f}", 3000)
+
+    def _show_preset_of(self, center: float, width: float) -> None:
+        """The preset box names the window shown (keys 1-5 included), or its prompt for a window of one's own."""
+        names = [name for name, window in self.settings.window_presets.items() if window == (center, width)]
+        self.preset_box.setCurrentIndex(self.preset_box.findText(names[0]) if names else 0)
 
     def toggle_cine(self, running: bool) -> None:
         """Play the axial slices in a loop at the chosen frame rate."""
@@ -762,8 +851,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.volume is None:
             return
         lps = self.volume.index_to_lps(z, y, x)
+        unit = self.mpr.axial.value_unit
         self.cursor_label.setText(
-            f"{value:.0f}  voxel ({x}, {y}, {z})  LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm"
+            f"{value:.0f}{unit}  {voxel_label(z, y, x, self.volume.shape[0])}"
+            f"  LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm"
         )
 
     def _update_tags(self) -> None:
@@ -864,6 +955,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def set_engine_problem(self, message: str) -> None:
         """The inference service could not start: the viewer works on, and says why there is no AI."""
         self.engine_problem = message
+        self.findings.set_engine_problem(message)
         self.statusBar().showMessage(f"AI models unavailable: {message}", 15000)
 
     def show_about(self) -> None:
@@ -872,7 +964,27 @@ class MainWindow(QtWidgets.QMainWindow):
             device = self.engine.device_name()
         else:
             device = f"none ({self.engine_problem})" if self.engine_problem else ""
-        AboutDialog(self, device=device, receiver=self.pacs.status if self.pacs.is_running else "").show()
+        receiver = self.pacs.status if self.pacs.is_running else ""
+        AboutDialog(self, device=device, receiver=receiver, settings=self.settings).show()
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        """Slice keys scroll the axial view whenever the CT workspace is shown, unless the focused widget uses
+        them itself (a list, a text or number field, a slider): after a click on a Layers check box its arrow
+        keys moved the focus and Home/End went nowhere."""
+        if (
+            event.type() == QtCore.QEvent.Type.KeyPress
+            and event.key() in NAVIGATION_KEYS
+            and not event.modifiers() & ~QtCore.Qt.KeyboardModifier.KeypadModifier
+            and isinstance(watched, QtWidgets.QWidget)
+            and self.isAncestorOf(watched)  # not watched.window(): SliceView.window is its W/L
+            and self.workspaces.currentWidget() is self.mpr
+            and self.mpr.volume_shown()
+            and watched is QtWidgets.QApplication.focusWidget()  # once, where the key lands first
+            and not isinstance(watched, (*KEY_USING_WIDGETS, type(self.mpr.axial)))
+        ):
+            self.mpr.navigation_target().keyPressEvent(event)
+            return True
+        return super().eventFilter(watched, event)
 
     # ------------------------------------------------------------------ drag and drop, closing
 
@@ -887,6 +999,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.open_paths(paths)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        QtWidgets.QApplication.instance().removeEventFilter(self)
         self.cine_timer.stop()
         self.pacs.shutdown()
         self.lung.shutdown()

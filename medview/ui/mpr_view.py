@@ -15,17 +15,20 @@ BANNER_TOP = 44  # px: below the two lines of study text and the orientation let
 class MprView(QtWidgets.QWidget):
     """Three linked ``SliceView``s: a click in one moves the other two to that point.
 
-    The axial view is the main one (large, left); ``set_single`` hides the other
-    two for a full-size axial reading.
+    The axial view is the main one (large, left); ``set_single`` enlarges one view (the one under the mouse,
+    or the one last clicked) to the whole area for a full-size reading, as a double-click on a view does.
     """
 
     window_changed = QtCore.Signal(float, float)
+    enlarged_changed = QtCore.Signal(bool)  # one view shown alone (True) or all three (False)
 
     def __init__(self, layers: LayerStack, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.layers = layers
         self.views = {plane: SliceView(plane, layers) for plane in PLANES}
         self.position: tuple[int, int, int] | None = None
+        self.enlarged: SliceView | None = None  # the view shown alone, if any
+        self._last_used: SliceView = self.views["axial"]  # the view keys and F2 go to
         side = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         side.addWidget(self.views["coronal"])
         side.addWidget(self.views["sagittal"])
@@ -46,6 +49,8 @@ class MprView(QtWidgets.QWidget):
             view.position_picked.connect(self.set_position)
             view.window_changed.connect(self._on_window_changed)
             view.slice_changed.connect(self._on_slice_changed)
+            view.activated.connect(self._on_view_used)
+            view.enlarge_requested.connect(self._toggle_enlarged)
 
     @property
     def axial(self) -> SliceView:
@@ -119,8 +124,32 @@ class MprView(QtWidgets.QWidget):
             view.set_tool(tool)
 
     def set_single(self, single: bool) -> None:
-        """Axial only (True) or the three-plane layout (False)."""
-        self.side.setVisible(not single)
+        """One view enlarged to the whole area (True: the view under the mouse, else the last one used), or the
+        three-plane layout (False)."""
+        if not single:
+            self.enlarged = None
+        else:
+            under_mouse = [view for view in self.views.values() if view.isVisible() and view.underMouse()]
+            self.enlarged = under_mouse[0] if under_mouse else self._last_used
+        for view in self.views.values():
+            view.setVisible(self.enlarged is None or view is self.enlarged)
+        self.side.setVisible(self.enlarged is None or self.enlarged is not self.axial)
+        self.enlarged_changed.emit(self.enlarged is not None)
+
+    def _toggle_enlarged(self) -> None:
+        self._last_used = self.sender()
+        self.set_single(self.enlarged is None)
+
+    def _on_view_used(self) -> None:
+        self._last_used = self.sender()
+
+    def navigation_target(self) -> SliceView:
+        """The view slice keys scroll when no view has the focus: the enlarged one, else the last one used."""
+        return self.enlarged or self._last_used
+
+    def volume_shown(self) -> bool:
+        """Whether a volume is on screen."""
+        return self.axial.volume is not None
 
     def refresh(self) -> None:
         """Redraw all planes (new slices arrived while loading)."""

@@ -11,6 +11,13 @@ from medview.ui.qt import QtCore, QtGui, QtWidgets
 THUMBNAIL_SIZE = 64
 
 
+def fit_names_to_width(view: QtWidgets.QAbstractItemView) -> None:
+    """Long names are elided in the middle (the full name in each item's tooltip) instead of running behind a
+    horizontal scroll bar: a clinician reads the start and the end of a series or layer name, never scrolls."""
+    view.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
+    view.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+
 def thumbnail_image(plane: np.ndarray, window: tuple[float, float]) -> QtGui.QImage:
     """A windowed 8-bit square thumbnail of a 2-D slice."""
     center, width = window
@@ -38,7 +45,11 @@ class StudyBrowserPanel(QtWidgets.QTreeWidget):
         self.setObjectName("study_browser")
         self.setHeaderLabels(["Patient / study / series", "Modality", "Images"])
         self.setIconSize(QtCore.QSize(THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        self.setColumnWidth(0, 240)
+        fit_names_to_width(self)
+        # modality and image count are read under the series name, beside its thumbnail: as columns they took
+        # a third of a narrow dock and left the name "CT Bo…"; the columns keep them for sorting and scripts
+        self.setColumnHidden(1, True)
+        self.setColumnHidden(2, True)
         self.itemActivated.connect(self._on_item_activated)
         self.itemDoubleClicked.connect(self._on_item_activated)
         self.series_items: dict[int, QtWidgets.QTreeWidgetItem] = {}
@@ -75,10 +86,13 @@ class StudyBrowserPanel(QtWidgets.QTreeWidget):
         return self.series_items[id(series)]
 
     def _fill_series_item(self, item: QtWidgets.QTreeWidgetItem, series: SeriesInfo) -> None:
-        for column, text in enumerate((series.display_name, series.modality, str(series.slice_count))):
+        count = f"{series.slice_count} image{'s' if series.slice_count != 1 else ''}"
+        for column, text in enumerate(
+            (f"{series.display_name}\n{series.modality}, {count}", series.modality, str(series.slice_count))
+        ):
             item.setText(column, text)
         item.setData(0, QtCore.Qt.ItemDataRole.UserRole, series)
-        item.setToolTip(0, "\n".join(series.notes))
+        item.setToolTip(0, "\n".join([series.display_name, f"{series.modality}, {count}", *series.notes]))
         if series.notes:
             item.setForeground(0, QtGui.QBrush(QtGui.QColor("#e0b040")))
         else:
@@ -95,6 +109,7 @@ class StudyBrowserPanel(QtWidgets.QTreeWidget):
             if parent.child(index).text(0) == text:
                 return parent.child(index)
         item = QtWidgets.QTreeWidgetItem([text])
+        item.setToolTip(0, text)
         parent.addChild(item)
         return item
 
@@ -181,6 +196,7 @@ class LayersPanel(QtWidgets.QWidget):
         self.setObjectName("layers_panel")
         self.layers = layers
         self.list = QtWidgets.QListWidget()
+        fit_names_to_width(self.list)
         self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.outline = QtWidgets.QCheckBox("Outline only")
@@ -214,6 +230,7 @@ class LayersPanel(QtWidgets.QWidget):
                 "mask" if isinstance(layer, LabelLayer) else "heatmap" if isinstance(layer, HeatmapLayer) else "layer"
             )
             item = QtWidgets.QListWidgetItem(f"{layer.name} ({kind})")
+            item.setToolTip(item.text())
             item.setFlags(item.flags() | QtCore.Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(QtCore.Qt.CheckState.Checked if layer.visible else QtCore.Qt.CheckState.Unchecked)
             self.list.addItem(item)

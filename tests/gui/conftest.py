@@ -25,6 +25,9 @@ from medview.io.volume import Volume
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 
 LOAD_TIMEOUT_MS = 30_000
+#: how long a wait for something quick may take before it counts as a hang (a busy 2-core CI machine is slow,
+#: never this slow); timings themselves are measured in bench/
+HANG_TIMEOUT_MS = 30_000
 #: between synthetic mouse moves; pyqtgraph ignores moves closer than 10 ms apart
 MOVE_INTERVAL_S = 0.015
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "samples" / "totalsegmentator_ct"
@@ -33,6 +36,16 @@ SAMPLE_MASK = SAMPLE_DIR / "liver_mask.nii.gz"
 COVID_P001 = Path("covid_ct") / "COVID-CT-MD" / "COVID-19" / "P001"
 
 Qt = QtCore.Qt
+
+
+@pytest.fixture(scope="session", autouse=True)
+def app_theme(qapp: QtWidgets.QApplication) -> QtWidgets.QApplication:
+    """The app's own dark theme, as ``medview.app`` applies it: what is drawn (and printed) is tested in the
+    colours a clinician sees; a report printed in the screen's light text colour passed a test without it."""
+    from medview.ui.theme import apply_dark_theme
+
+    apply_dark_theme(qapp)
+    return qapp
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +74,9 @@ def window(qtbot: Any) -> Iterator[Any]:
 
     main = MainWindow()
     qtbot.addWidget(main)
+    # the offscreen screen is 800x600, where the window opens maximised: the tests were drawn at this size
+    main.setWindowState(QtCore.Qt.WindowState.WindowNoState)
+    main.resize(1400, 900)
     main.show()
     qtbot.waitExposed(main)
     yield main

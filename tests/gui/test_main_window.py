@@ -22,9 +22,11 @@ from medview.ui.dialogs import AboutDialog, ShortcutsDialog
 from medview.ui.layers import outline
 from medview.ui.planes import extract_plane
 from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.slice_view import WINDOW_DRAG_PIXELS_PER_WIDTH
 
 from .conftest import (
     COVID_P001,
+    HANG_TIMEOUT_MS,
     LOAD_TIMEOUT_MS,
     SAMPLE_MASK,
     SAMPLE_SERIES,
@@ -201,19 +203,13 @@ def test_right_drag_sets_the_window_and_presets_apply_everywhere(qtbot: Any, sam
     start = viewport.rect().center()
     moves = [QtCore.QPoint(start.x() + 12 * i, start.y() + 6 * i) for i in range(1, 6)]
 
-    with qtbot.waitSignal(window.mpr.window_changed, timeout=1000):
+    with qtbot.waitSignal(window.mpr.window_changed, timeout=HANG_TIMEOUT_MS):
         mouse_drag(viewport, start, moves[-1], Qt.MouseButton.RightButton, steps=5)
 
-    # the same arithmetic as SliceView.drag_window, replayed over the same mouse steps
-    center, width = 40.0, 300.0
-    last = start
-    for point in moves:
-        scale = max(width, 50.0) / 256.0
-        center, width = center + (point.y() - last.y()) * scale, max(1.0, width + (point.x() - last.x()) * scale * 2)
-        last = point
+    # the whole drag (60 px right, 30 px down) changes the window by shares of the width it started from
+    step = 300.0 / WINDOW_DRAG_PIXELS_PER_WIDTH
+    center, width = 40.0 + 30 * step, 300.0 + 60 * step
     assert axial.window == pytest.approx((center, width))
-    assert width > 300
-    assert center > 40
     text = f"W {width:.0f}  L {center:.0f}"
     for view in window.mpr.views.values():
         assert view.corner_labels["top_right"].text() == text
@@ -363,9 +359,11 @@ def test_folder_without_dicom_lists_problems_and_stays_usable(qtbot: Any, window
     assert any("notes.txt" in p for p in window.problems)
     assert any("empty.dcm" in p for p in window.problems)
     boxes = window.findChildren(QtWidgets.QMessageBox)
-    shown = [box for box in boxes if box.isVisible() and box.windowTitle() == "Problems while opening"]
+    shown = [box for box in boxes if box.isVisible() and box.windowTitle() == "No DICOM images"]
     assert shown
+    assert f"No DICOM images found in {folder}" in shown[-1].text()
     assert "photo.dcm" in shown[-1].text()
+    assert str(folder) not in window.settings.recent_paths
     assert not shown[-1].isModal()
 
     # still responsive: the next open works
@@ -406,11 +404,10 @@ def test_cancel_right_after_the_first_slice(
     watch_tasks(monkeypatch, window, hook)
     window.open_paths([p001])
     qtbot.waitUntil(lambda: any(name == "cancel" for name, _ in events), timeout=LOAD_TIMEOUT_MS)
-    qtbot.waitUntil(lambda: any(name == "cancelled" for name, _ in events), timeout=2000)
-    times = dict(events)
-    assert times["cancelled"] - times["cancel"] < 2.0
-    assert "succeeded" not in times
-    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=2000)
+    # generous: these catch a hang, not a slow machine (bench.responsiveness times cancel latency)
+    qtbot.waitUntil(lambda: any(name == "cancelled" for name, _ in events), timeout=HANG_TIMEOUT_MS)
+    assert "succeeded" not in dict(events)
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=HANG_TIMEOUT_MS)
     assert "cancelled" in window.statusBar().currentMessage()
     assert window.volume is not None
     assert window.mpr.axial.volume is window.volume
@@ -502,7 +499,7 @@ def test_first_slice_is_shown_before_the_series_finishes(
         assert window.mpr.axial.volume is shown_early
 
     # volume_loaded fires inside the window's slot; this test's own slot is the next queued call
-    qtbot.waitUntil(lambda: any(name == "succeeded" for name, _, _ in events), timeout=2000)
+    qtbot.waitUntil(lambda: any(name == "succeeded" for name, _, _ in events), timeout=HANG_TIMEOUT_MS)
     names = [name for name, _, _ in events]
     assert names[0] == "partial"
     assert names[-1] == "succeeded"
