@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from medview.engine.api import CovidResult
+from medview.engine.fitness import padding_warnings
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
-from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning
+from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
@@ -87,7 +88,8 @@ def covid_finding(
     votes = f"{result.votes.get(result.verdict, 0)}/{groups} group{'s' if groups != 1 else ''}"
     if result.switched:
         votes += f", {_switch_threshold(result):g} rule"
-    warnings = tuple(warning for warning in warnings if warning)
+    # the groups read off padding are said of the result itself: the input's warnings cannot know them
+    warnings = tuple(warning for warning in (*warnings, *padding_warnings(result.groups)) if warning)
     heatmap_layer = None
     notes: dict[int, str] = {}
     if result.heatmaps:
@@ -504,8 +506,9 @@ class CovidRunner(FindingRunner):
             return None
         lung_card, explain = self.lung_box.selected_card(), self.grad_cam_box.isChecked()
         absolute = self.absolute_box.isChecked()
-        warnings = list(dict.fromkeys(input_warning(each, volume) for each in (card, lung_card) if each is not None))
-        self.note.setText(" ".join(warning for warning in warnings if warning))
+        cards = (card, lung_card) if lung_card is not None else (card,)
+        warnings = list(dict.fromkeys(warning for each in cards for warning in input_warnings(each, volume)))
+        self.note.setText(" ".join(warnings))
 
         def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Finding:
             result = engine.classify_covid(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medview.engine.api import DEMO_BANNER, InferenceService, Provenance
+from medview.engine.fitness import volume_fitness
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
@@ -90,6 +91,13 @@ def input_warning(card: ModelCard, volume: Volume) -> str:
             f"recorded as {body_part}: the result may be meaningless."
         )
     return ""
+
+
+def input_warnings(card: ModelCard, volume: Volume) -> list[str]:
+    """Everything about ``volume`` that ``card`` was not validated on: modality and body part
+    (``input_warning``), then a blank series, a slice spacing or slice count outside its data's
+    (``medview.engine.fitness``). Shown beside the model's verdict."""
+    return [warning for warning in (input_warning(card, volume), *volume_fitness(card, volume)) if warning]
 
 
 class FindingRunner(QtWidgets.QWidget):

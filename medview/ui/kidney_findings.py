@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from medview.engine.api import Heatmap, InferenceService, SliceClassificationResult
+from medview.engine.fitness import is_uniform
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
-from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning, series_key
+from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings, series_key
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.planes import plane_spacing
 from medview.ui.provenance import ModelChooserBox, verdict_html
@@ -241,7 +242,7 @@ def kidney_finding(
     ``roi`` is what the pipeline got (None: the whole slice, then there is no
     ROI layer: the summary says the whole slice was used).  It is drawn on the
     slices that were run only: a 2-D drawn shape on each of them.  ``roi_name``
-    names it in the list line and the layers; ``warnings`` (``input_warning``)
+    names it in the list line and the layers; ``warnings`` (``input_warnings``)
     are set beside the verdict.
     """
     mask_layer = None
@@ -487,7 +488,7 @@ class KidneyRunner(FindingRunner):
         slices = list(range(volume.shape[0])) if series else [current]
         scope = "whole series" if series else f"axial slice {current + 1} only"
         # the warning goes beside the finding's verdict, where it has room; this note is for what stops a run
-        warning = input_warning(card, volume)
+        warnings = input_warnings(card, volume)
         if roi is not None and not roi.any():
             self.note.setText(f"The kidney ROI ({roi_text}) holds no pixel.")
             return None
@@ -500,8 +501,14 @@ class KidneyRunner(FindingRunner):
             if empty:
                 scope += f", {len(empty)} slice(s) without ROI voxels left out"
         self.note.setText("")
+        blank = [index + 1 for index in slices if is_uniform(volume.voxels[index])]
+        if blank and len(blank) < volume.shape[0]:  # a blank series is said of the whole series already
+            shown = ", ".join(map(str, blank[:10])) + (", …" if len(blank) > 10 else "")
+            warnings.append(
+                f"{len(blank)} slice(s) run are uniform (blank: {shown}): their probabilities mean nothing."
+            )
         explain = [current] if current in slices else []
-        named = (source.name, warning)
+        named = (source.name, tuple(warnings))
 
         def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
             return classify_and_explain(engine, card, volume, slices, roi, roi_text, explain, progress, cancelled)
@@ -519,7 +526,7 @@ class KidneyRunner(FindingRunner):
         card: ModelCard,
         roi: np.ndarray | None,
         scope: str,
-        named: tuple[str, str],
+        named: tuple[str, tuple[str, ...]],
         result: SliceClassificationResult,
         heatmaps: dict[int, Heatmap],
     ) -> None:
@@ -533,7 +540,7 @@ class KidneyRunner(FindingRunner):
             absolute=self.absolute_box.isChecked(),  # the scale on screen now, switched during the run or not
             series_key=series_key(volume),
             roi_name=named[0],
-            warnings=(named[1],),
+            warnings=named[1],
         )
         if finding.mask_layer is not None:
             self._roi_layers.add(finding.mask_layer)

@@ -17,7 +17,7 @@ import numpy as np
 from medview.engine.api import SegmentationResult
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
-from medview.ui.findings import Finding, FindingRunner, StartTask, input_warning
+from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtCore, QtWidgets
@@ -49,6 +49,10 @@ def liver_finding(
             f"<p>The mask reaches the {cut} of the series: part of the liver lies outside the scan, "
             "so its whole volume is larger than this.</p>"
         )
+    elif not slices:  # "0.0 mL" would read as a measured liver
+        headline = "No liver found in this series"
+        title = f"No liver found: {result.provenance.label}{demo}"
+        beyond = ""
     else:
         headline = f"Liver volume {volume_ml:,.1f} mL"
         title = f"Liver {volume_ml:,.0f} mL: {result.provenance.label}{demo}"
@@ -127,8 +131,8 @@ class LiverRunner(FindingRunner):
         volume, card, engine = self.volume, self.model_box.selected_card(), self.engine
         if self.blocked_reason(card, "liver") or volume is None or card is None or engine is None:
             return None
-        warning = input_warning(card, volume)
-        self.note.setText(warning)
+        warnings = input_warnings(card, volume)
+        self.note.setText(" ".join(warnings))
         # the engine writes the mask into this array as batches arrive, and it becomes the finding's mask: the
         # running layer shows it as it fills, and no copy of a whole series' mask is ever made
         mask = np.zeros(volume.shape, bool)
@@ -151,7 +155,7 @@ class LiverRunner(FindingRunner):
                 progress=lambda done, total, _text: progress(done, total),
                 cancelled=cancelled,
             )
-            return liver_finding(result, card, volume.shape[0], [warning])
+            return liver_finding(result, card, volume.shape[0], warnings)
 
         task = Task(work, f"Segmenting the liver of {volume.description or 'the series'} ({volume.shape[0]} slices)")
         task.signals.succeeded.connect(lambda finding: self._on_segmented(live, volume, finding))
