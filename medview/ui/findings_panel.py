@@ -108,7 +108,9 @@ class FindingsPanel(QtWidgets.QWidget):
         layout.addWidget(self.note)
         layout.addWidget(self.details, stretch=2)
 
-        self.list.currentRowChanged.connect(lambda _row: self._show_selected(fold=True))
+        self.list.currentRowChanged.connect(lambda _row: self._on_row_chosen())
+        # a map hidden in the Layers dock, or by a kidney run's one-map rule, unticks its box here too
+        layers.changed.connect(self._sync_overlay_controls)
         self.show_mask.toggled.connect(lambda on: self._update_selected(mask=dict(visible=on)))
         self.outline_box.toggled.connect(lambda on: self._update_selected(mask=dict(outline_only=on)))
         self.heatmap_box.toggled.connect(lambda on: self._update_selected(heatmap=dict(visible=on)))
@@ -215,6 +217,39 @@ class FindingsPanel(QtWidgets.QWidget):
         self.list.blockSignals(False)
         self._show_selected(fold=True)
 
+    def _on_row_chosen(self) -> None:
+        """A finding chosen in the list: while maps are shown, the map shown is the chosen finding's (two maps
+        under one colour bar read as one), then its details."""
+        chosen = self.selected_finding()
+        if chosen is not None and chosen.heatmap_layer is not None:
+            others = [
+                f.heatmap_layer
+                for f in self.current_findings()
+                if f is not chosen and f.heatmap_layer is not None and f.heatmap_layer.visible
+            ]
+            if others:
+                for layer in others:
+                    self.layers.update(layer, visible=False)
+                self.layers.update(chosen.heatmap_layer, visible=True)
+        self._show_selected(fold=True)
+
+    def _sync_overlay_controls(self) -> None:
+        """The overlay boxes and opacity say what the selected finding's layers are now."""
+        finding = self.selected_finding()
+        if finding is None:
+            return
+        controls = (self.show_mask, self.outline_box, self.heatmap_box, self.opacity)
+        for control in controls:
+            control.blockSignals(True)
+        mask, heatmap = finding.mask_layer, finding.heatmap_layer
+        self.show_mask.setChecked(mask is not None and mask.visible)
+        self.outline_box.setChecked(mask is not None and mask.outline_only)
+        self.heatmap_box.setChecked(heatmap is not None and heatmap.visible)
+        shown = mask or heatmap
+        self.opacity.setValue(round(shown.opacity * 100) if shown is not None else 50)
+        for control in controls:
+            control.blockSignals(False)
+
     def _show_selected(self, fold: bool = False) -> None:
         """Show the selected finding's details and overlay settings; ``fold``: its long table folded again."""
         finding = self.selected_finding()
@@ -224,17 +259,7 @@ class FindingsPanel(QtWidgets.QWidget):
             self.details.setHtml("" if self.volume is None else "<i>No AI findings for this series yet.</i>")
         else:
             self.details.setHtml(self.details_html(finding))
-            controls = (self.show_mask, self.outline_box, self.heatmap_box, self.opacity)
-            for control in controls:
-                control.blockSignals(True)
-            mask, heatmap = finding.mask_layer, finding.heatmap_layer
-            self.show_mask.setChecked(mask is not None and mask.visible)
-            self.outline_box.setChecked(mask is not None and mask.outline_only)
-            self.heatmap_box.setChecked(heatmap is not None and heatmap.visible)
-            shown = mask or heatmap
-            self.opacity.setValue(round(shown.opacity * 100) if shown is not None else 50)
-            for control in controls:
-                control.blockSignals(False)
+            self._sync_overlay_controls()
         has_mask = finding is not None and finding.mask_layer is not None
         for control in (self.show_mask, self.outline_box, self.colour_button):
             control.setEnabled(has_mask)

@@ -407,8 +407,12 @@ def test_three_runs_are_told_apart_and_one_map_is_shown_at_a_time(qtbot: Any, ct
         return [layer for layer in window.layers.layers if isinstance(layer, HeatmapLayer) and layer.visible]
 
     assert maps_shown() == [findings[2].heatmap_layer]
-    # choosing another finding's map in the panel shows it instead
+    # choosing another finding in the list shows its map instead, and the boxes say so
     panel.list.setCurrentRow(0)
+    assert maps_shown() == [findings[0].heatmap_layer]
+    assert panel.heatmap_box.isChecked()
+    # a map hidden elsewhere (the Layers dock) unticks its box here
+    window.layers.update(findings[0].heatmap_layer, visible=False)
     assert not panel.heatmap_box.isChecked()
     panel.heatmap_box.click()
     assert maps_shown() == [findings[0].heatmap_layer]
