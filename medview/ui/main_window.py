@@ -200,7 +200,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.move(available.center() - self.rect().center())
         self.setWindowState(self.windowState() | QtCore.Qt.WindowState.WindowMaximized)
         # the side panels take what their names need, the views the rest
-        side = max(220, min(320, available.width() // 7))
+        side = max(240, min(320, available.width() // 7))
         self.resizeDocks(self.ct_docks[:1], [side], QtCore.Qt.Orientation.Horizontal)
 
     def _size_to_current_workspace(self) -> None:

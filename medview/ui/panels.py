@@ -50,6 +50,7 @@ class StudyBrowserPanel(QtWidgets.QTreeWidget):
         # a third of a narrow dock and left the name "CT Bo…"; the columns keep them for sorting and scripts
         self.setColumnHidden(1, True)
         self.setColumnHidden(2, True)
+        self.setIndentation(12)  # three levels at the default 20 px took a fifth of a 220 px dock
         self.itemActivated.connect(self._on_item_activated)
         self.itemDoubleClicked.connect(self._on_item_activated)
         self.series_items: dict[int, QtWidgets.QTreeWidgetItem] = {}
