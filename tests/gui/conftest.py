@@ -206,6 +206,23 @@ def mouse_drag(
     app.processEvents()
 
 
+def image_pixel(view: Any, fraction_x: float, fraction_y: float) -> QtCore.QPoint:
+    """The viewport pixel of a SliceView at the given fractions of its image's width and height."""
+    rect = view.image_item.mapRectToParent(view.image_item.boundingRect())
+    return viewport_point(view, QtCore.QPointF(rect.width() * fraction_x, rect.height() * fraction_y))
+
+
+def mouse_move(view: Any, pixel: QtCore.QPoint) -> None:
+    """The mouse moves (no button held) to ``pixel`` of a SliceView's viewport: what hovering sends."""
+    time.sleep(MOVE_INTERVAL_S)  # pyqtgraph drops moves closer than 10 ms apart
+    viewport = view.graphics.viewport()
+    no_button = Qt.MouseButton.NoButton
+    QtWidgets.QApplication.sendEvent(
+        viewport, _mouse_event(QtCore.QEvent.Type.MouseMove, viewport, pixel, no_button, no_button)
+    )
+    QtWidgets.QApplication.instance().processEvents()
+
+
 def mouse_click(
     widget: QtWidgets.QWidget, pos: QtCore.QPoint, button: Qt.MouseButton = Qt.MouseButton.LeftButton
 ) -> None:

@@ -5,7 +5,6 @@ Each test stands for an item of the review (issue 19) that a clinician ran into 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,14 @@ from medview.ui import main_window as main_window_module
 from medview.ui.dialogs import AboutDialog
 from medview.ui.qt import QtCore, QtWidgets
 from tests.gui.conftest import (
-    MOVE_INTERVAL_S,
     SAMPLE_SERIES,
     Qt,
     _mouse_event,
+    image_pixel,
     mouse_click,
     mouse_drag,
+    mouse_move,
     open_and_wait,
-    viewport_point,
 )
 
 SMALLEST_SCREEN = QtCore.QSize(1280, 720)
@@ -32,22 +31,6 @@ SMALLEST_SCREEN = QtCore.QSize(1280, 720)
 def sample_window(qtbot: Any, window: Any) -> Any:
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     return window
-
-
-def image_point(view: Any, fraction_x: float, fraction_y: float) -> QtCore.QPoint:
-    """The viewport pixel at the given fractions of the view's image."""
-    rect = view.image_item.mapRectToParent(view.image_item.boundingRect())
-    return viewport_point(view, QtCore.QPointF(rect.width() * fraction_x, rect.height() * fraction_y))
-
-
-def hover(view: Any, pixel: QtCore.QPoint) -> None:
-    time.sleep(MOVE_INTERVAL_S)
-    viewport = view.graphics.viewport()
-    event = _mouse_event(
-        QtCore.QEvent.Type.MouseMove, viewport, pixel, Qt.MouseButton.NoButton, Qt.MouseButton.NoButton
-    )
-    QtWidgets.QApplication.sendEvent(viewport, event)
-    QtWidgets.QApplication.instance().processEvents()
 
 
 # --------------------------------------------------------------------------- 2: the window fits common screens
@@ -159,7 +142,7 @@ def test_window_drag_is_proportional_and_the_preset_box_names_the_window(qtbot: 
 def test_roi_statistics_carry_their_unit_on_a_dark_backing(qtbot: Any, sample_window: Any) -> None:
     axial = sample_window.mpr.axial
     sample_window.mpr.set_tool("rectangle")
-    mouse_drag(axial.graphics.viewport(), image_point(axial, 0.4, 0.4), image_point(axial, 0.6, 0.6))
+    mouse_drag(axial.graphics.viewport(), image_pixel(axial, 0.4, 0.4), image_pixel(axial, 0.6, 0.6))
     (measurement,) = axial.measurements
     assert "HU" in measurement.text
     assert measurement.text.count(" HU") == 2  # mean and SD
@@ -170,8 +153,8 @@ def test_roi_statistics_carry_their_unit_on_a_dark_backing(qtbot: Any, sample_wi
 def test_the_hover_read_out_follows_the_slice_and_counts_like_the_slice_counter(qtbot: Any, sample_window: Any) -> None:
     axial = sample_window.mpr.axial
     axial.set_index(5)
-    pixel = image_point(axial, 0.5, 0.5)
-    hover(axial, pixel)
+    pixel = image_pixel(axial, 0.5, 0.5)
+    mouse_move(axial, pixel)
     assert "slice 6/20" in axial.corner_labels["bottom_right"].text()
     assert axial.corner_labels["bottom_left"].text().splitlines()[-1].startswith("Axial 6/20")
     assert "slice 6/20" in sample_window.cursor_label.text()
@@ -237,7 +220,7 @@ def test_about_names_the_folders_and_the_intended_use(qtbot: Any, window: Any, d
 def test_any_view_can_be_enlarged(qtbot: Any, sample_window: Any) -> None:
     mpr = sample_window.mpr
     coronal = mpr.views["coronal"]
-    mouse_click(coronal.graphics.viewport(), image_point(coronal, 0.5, 0.5))
+    mouse_click(coronal.graphics.viewport(), image_pixel(coronal, 0.5, 0.5))
     sample_window.single_action.trigger()  # F2
     assert mpr.enlarged is coronal
     assert coronal.isVisible()
@@ -246,7 +229,7 @@ def test_any_view_can_be_enlarged(qtbot: Any, sample_window: Any) -> None:
     sample_window.single_action.trigger()
     assert all(view.isVisible() for view in mpr.views.values())
     sagittal = mpr.views["sagittal"]
-    double = image_point(sagittal, 0.5, 0.5)
+    double = image_pixel(sagittal, 0.5, 0.5)
     viewport = sagittal.graphics.viewport()
     QtWidgets.QApplication.sendEvent(
         viewport,

@@ -7,7 +7,6 @@ once the second shows, whatever their sizes: a long series after a short one and
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +14,21 @@ import numpy as np
 import pytest
 
 from medview.ui.planes import extract_plane
-from medview.ui.qt import QtCore, QtWidgets
 from tests.gui.conftest import (
     COVID_P001,
-    MOVE_INTERVAL_S,
     SAMPLE_SERIES,
     Qt,
-    _mouse_event,
+    image_pixel,
     mouse_click,
     mouse_drag,
+    mouse_move,
     open_and_wait,
-    viewport_point,
 )
 
 
 def hover(view: Any, fraction_x: float, fraction_y: float) -> None:
     """Move the mouse over ``view`` to a point at the given fractions of its image (a real move event)."""
-    point = viewport_point(view, QtCore.QPointF(*_image_point(view, fraction_x, fraction_y)))
-    time.sleep(MOVE_INTERVAL_S)  # pyqtgraph drops moves closer than 10 ms apart
-    viewport = view.graphics.viewport()
-    move = _mouse_event(QtCore.QEvent.Type.MouseMove, viewport, point, Qt.MouseButton.NoButton, Qt.MouseButton.NoButton)
-    QtWidgets.QApplication.sendEvent(viewport, move)
-    QtWidgets.QApplication.instance().processEvents()
+    mouse_move(view, image_pixel(view, fraction_x, fraction_y))
 
 
 def read_the_series(qtbot: Any, window: Any) -> None:
@@ -44,11 +36,9 @@ def read_the_series(qtbot: Any, window: Any) -> None:
     axial = window.mpr.axial
     hover(axial, 0.5, 0.75)
     assert axial.corner_labels["bottom_right"].text(), "hovering shows the voxel read-out"
-    mouse_click(axial.graphics.viewport(), viewport_point(axial, QtCore.QPointF(*_image_point(axial, 0.4, 0.6))))
+    mouse_click(axial.graphics.viewport(), image_pixel(axial, 0.4, 0.6))
     window.mpr.set_tool("distance")
-    start = viewport_point(axial, QtCore.QPointF(*_image_point(axial, 0.3, 0.3)))
-    end = viewport_point(axial, QtCore.QPointF(*_image_point(axial, 0.6, 0.5)))
-    mouse_drag(axial.graphics.viewport(), start, end)
+    mouse_drag(axial.graphics.viewport(), image_pixel(axial, 0.3, 0.3), image_pixel(axial, 0.6, 0.5))
     window.mpr.set_tool("navigate")
     assert axial.measurements, "the distance was drawn"
     labels = np.zeros(window.volume.shape, dtype=np.uint8)
@@ -57,11 +47,6 @@ def read_the_series(qtbot: Any, window: Any) -> None:
 
     window.layers.add(LabelLayer(name=f"mask of {window.volume.description}", labels=labels, names={1: "box"}))
     hover(axial, 0.5, 0.75)
-
-
-def _image_point(view: Any, fraction_x: float, fraction_y: float) -> tuple[float, float]:
-    rect = view.image_item.mapRectToParent(view.image_item.boundingRect())
-    return rect.width() * fraction_x, rect.height() * fraction_y
 
 
 def assert_only(window: Any, volume: Any) -> None:
@@ -110,7 +95,7 @@ def test_long_then_short_then_long_leaves_nothing_of_the_first(
     hover(window.mpr.axial, 0.5, 0.5)
     assert window.mpr.axial.corner_labels["bottom_right"].text()
     coronal = window.mpr.views["coronal"]
-    mouse_click(coronal.graphics.viewport(), viewport_point(coronal, QtCore.QPointF(*_image_point(coronal, 0.5, 0.5))))
+    mouse_click(coronal.graphics.viewport(), image_pixel(coronal, 0.5, 0.5))
     read_the_series(qtbot, window)
     liver = window.findings.liver
 
