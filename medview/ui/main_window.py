@@ -375,7 +375,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if photos:
             self.skin.add_photos(photos)
             self.workspaces.setCurrentWidget(self.skin)
-            self._remember([photo for photo in photos])
+            self._remember(photos)
         recordings = [path for path in paths if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES]
         if recordings:
             paths = [path for path in paths if path not in recordings]
