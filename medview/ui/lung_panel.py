@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import functools
 import html
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,6 +62,7 @@ from medview.ui.provenance import (
     ModelChooserBox,
     audit_model_run,
     provenance_html,
+    verdict_html,
 )
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import Task
@@ -988,6 +990,10 @@ class LungSoundPanel(QtWidgets.QWidget):
             parts.append(f"<p style='{WARNING_STYLE}'>&nbsp;⚠ {html.escape(opened.truncation_note)}&nbsp;</p>")
         parts.append(f"<p>{html.escape(opened.cycles_note)}</p>")
         if result is not None:
+            # the cycles' verdicts in one line, with the model's validated performance right under it
+            counts = Counter(scores.label for scores in result.scores).most_common()
+            verdict = f"{len(result.scores)} cycles: " + ", ".join(f"{label} {count}" for label, count in counts)
+            parts.append(verdict_html(verdict, result.provenance))
             parts.append(
                 f"<p>Ensemble of {result.snapshots} snapshots; each cycle's chunks and snapshots averaged.</p>"
             )

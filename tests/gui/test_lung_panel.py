@@ -87,6 +87,10 @@ def test_a_recording_opens_with_its_annotated_cycles_classified(
         )
     assert lung.banner.isVisible()
     assert "lung-sound" in lung.details.text()
+    # the cycles' verdicts, then the model's validated performance under them, before the model's table
+    details = lung.details.text()
+    assert f"{len(result.scores)} cycles: " in details
+    assert details.index(f"{len(result.scores)} cycles: ") < details.index("Validated: ") < details.index("<table")
 
     # the waveform and spectrogram cover the whole recording
     times, _values = lung.wave_curve.getData()
