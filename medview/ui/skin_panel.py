@@ -8,11 +8,22 @@ starts reading the first.  The gallery is sorted by malignant probability, most
 suspicious first.  A photo that cannot be read stays in the list with the reason,
 named by its file.
 
-The saliency map shown over a photo explains the CNN part of the model only:
-where the photo drives the CNN features that the forest relies on most
-(Grad-CAM of their magnitudes, weighted by the forest's feature importances;
-``medview.engine.pipelines.skin``).  It does not say which way the features
-pushed the vote, and the panel says so beside it.
+The saliency map explains the CNN part of the model only: where the photo's
+pixels drive the CNN features that the forest relies on most (integrated
+gradients from a featureless photo of the same mean colour, weighted by the
+forest's feature importances; ``medview.engine.pipelines.skin``).  It does not
+say which way the features pushed the vote, and the panel says so beside it.
+It is off until asked for, since a map over the photo hides the lesion's own
+border and colours; when shown, a colour bar beside the photo names it and its
+scale (relative: 1 is the photo's own peak, so colours do not compare photos).
+
+After each sort the gallery scrolls to its top, where the most suspicious
+photo is: the selection stays where it was, shown in the view, but the list
+does not follow it down.
+
+A second batch of photos (drop, Open photos…, Open folder…) is added to the
+list, not in place of it: a photo already listed is not added twice, the
+selected photo and its view stay as they were, and Remove takes photos out.
 """
 
 from __future__ import annotations
@@ -111,11 +122,25 @@ def rgb_image(rgb: np.ndarray) -> QtGui.QImage:
     return image.copy()  # detach from the numpy buffer
 
 
+SALIENCY_SCALE = "Saliency, relative: 1 = this photo's peak"
+
+
 def saliency_lookup_table() -> np.ndarray:
     """Inferno colours whose opacity rises with the value, so the lesion shows through where saliency is low."""
     table = pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=True)
     table[:, 3] = np.linspace(0, 255, 256).astype(np.uint8)
     return table
+
+
+def saliency_colour_bar() -> pg.ColorBarItem:
+    """The saliency overlay's colour bar: its colours and opacity ramp over 0-1, labelled with what 1 means."""
+    table = saliency_lookup_table()
+    colour_map = pg.ColorMap(np.linspace(0.0, 1.0, len(table)), table)
+    bar = pg.ColorBarItem(
+        values=(0.0, 1.0), width=16, colorMap=colour_map, label=SALIENCY_SCALE, interactive=False, colorMapMenu=False
+    )
+    bar.axis.setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")]])
+    return bar
 
 
 class LesionView(QtWidgets.QWidget):
@@ -132,6 +157,9 @@ class LesionView(QtWidgets.QWidget):
         self.saliency_item.setZValue(1)
         self.view_box.addItem(self.photo_item)
         self.view_box.addItem(self.saliency_item)
+        self.colour_bar = saliency_colour_bar()
+        self.graphics.addItem(self.colour_bar, row=0, col=1)
+        self._saliency_wanted = False
         self.banner = DemoBannerLabel()
         self.verdict = QtWidgets.QLabel()
         self.verdict.setObjectName("verdict")
@@ -176,14 +204,22 @@ class LesionView(QtWidgets.QWidget):
                 self.saliency_item.clear()
             else:
                 self.saliency_item.setImage(saliency.relative(), levels=(0.0, 1.0))
+            self._show_saliency_layers()
         self.banner.setVisible(result is not None and result.provenance.demo)
         self.verdict.setText(self._verdict_html(entry))
         self.details.setText(self._details_html(entry))
 
     def set_saliency(self, visible: bool, opacity: float) -> None:
-        """Show or hide the saliency map, at ``opacity`` (0-1)."""
-        self.saliency_item.setVisible(visible)
+        """Show or hide the saliency map and its colour bar, the map at ``opacity`` (0-1)."""
+        self._saliency_wanted = visible
         self.saliency_item.setOpacity(opacity)
+        self._show_saliency_layers()
+
+    def _show_saliency_layers(self) -> None:
+        # the colour bar only beside a map: a photo without one (not classified, unreadable) gets none
+        shown = self._saliency_wanted and self._shown_saliency is not None
+        self.saliency_item.setVisible(shown)
+        self.colour_bar.setVisible(shown)
 
     @staticmethod
     def _verdict_html(entry: LesionEntry | None) -> str:
@@ -212,10 +248,12 @@ class LesionView(QtWidgets.QWidget):
         trees = sum(result.votes.values())
         votes = ", ".join(f"{count} of {trees} trees vote {html.escape(name)}" for name, count in result.votes.items())
         saliency = (
-            "Saliency: where the photo drives the CNN features the forest relies on most; "
-            "it does not show which way they pushed the vote."
+            "Saliency (shown with the Saliency box): where the photo's pixels drive the CNN features the forest "
+            "relies on most, compared with a featureless photo of the same mean colour (integrated gradients); "
+            "relative to this photo's peak, so its colours do not compare photos. "
+            "It does not show which way the features pushed the vote."
             if result.saliency is not None
-            else "No saliency map: the bundle names no layer to explain."
+            else "No saliency map for this photo."
         )
         photo = entry.photo
         size = f"{photo.original_size[0]}x{photo.original_size[1]} pixels" if photo is not None else ""
@@ -243,10 +281,12 @@ class SkinPanel(QtWidgets.QWidget):
         self.classify_button = QtWidgets.QPushButton("Classify")
         self.classify_button.setToolTip("Classify every photo that has no result from the chosen model yet")
         self.saliency_box = QtWidgets.QCheckBox("Saliency")
-        self.saliency_box.setChecked(True)
+        self.saliency_box.setChecked(False)  # off until asked for: the map hides the lesion's border and colours
+        self.saliency_box.setToolTip("Where the photo drives the CNN features the forest relies on most")
         self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
-        self.opacity.setValue(60)
+        self.opacity.setValue(50)
+        self.opacity.setToolTip("Opacity of the saliency map")
         self.opacity.setMaximumWidth(120)
         self.compare_box = QtWidgets.QCheckBox("Compare two")
         self.compare_box.setToolTip("Select two photos in the list to see them side by side")
@@ -459,8 +499,7 @@ class SkinPanel(QtWidgets.QWidget):
 
     def _sort(self) -> None:
         self.gallery.sortItems(QtCore.Qt.SortOrder.AscendingOrder)
-        if self.gallery.selectedItems():
-            self.gallery.scrollToItem(self.gallery.selectedItems()[0])
+        self.gallery.scrollToTop()  # the most suspicious photo in sight, wherever the selection went
 
     def _show_selection(self) -> None:
         selected = [item.entry for item in self.items() if item.isSelected()]  # in gallery order
@@ -472,6 +511,7 @@ class SkinPanel(QtWidgets.QWidget):
         self._apply_saliency()
 
     def _apply_saliency(self) -> None:
+        self.opacity.setEnabled(self.saliency_box.isChecked())
         for view in self.views:
             view.set_saliency(self.saliency_box.isChecked(), self.opacity.value() / 100)
 

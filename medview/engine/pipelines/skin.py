@@ -6,13 +6,26 @@ and the forest gives each class's probability (the mean of its trees' leaf
 distributions: the vote share for fully grown trees, whose leaves are pure).
 
 The saliency map explains the CNN part only, since the decision is the
-forest's: it is the Grad-CAM of the feature vector's magnitudes weighted by the
-forest's feature importances (the score ``sum_i importance_i * |feature_i|``),
-i.e. where in the photo the CNN finds the features the forest relies on most.
-Magnitudes, because a tree splits on a feature being high or low: with the
-signed sum the ReLU of Grad-CAM left the map empty on 49 of 60 ISIC photos
-(the weighted logits fall wherever the image is), with magnitudes on none.  It
-does not say which way those features pushed the vote.
+forest's (paper 003 has no saliency map: it is MedView's, computed beside the
+paper's resize, min-max, CNN features and forest, which it leaves untouched).
+Its score is how far the photo's 1000 features lie from those of a
+featureless photo (the photo's own mean colour, flat, in the network's input
+space), weighted by the forest's feature importances: ``sum_i importance_i *
+|feature_i - reference_i|``, i.e. how much the photo shows of what the forest
+relies on.  Distances, because a tree splits on a feature being high or low:
+with the signed sum the map was empty on 49 of 60 ISIC photos.
+
+The map is the integrated gradients of that score from the featureless photo
+to the photo, per 8x8 pixel block (``medview.explain.integrated_gradients``),
+not Grad-CAM of the bundle's ``target_layer``: EfficientNet-Lite0's last map
+is 7x7, and its cells next to the image border answer to the zero padding of
+the convolutions whatever the photo shows, so Grad-CAM drew the same square
+frame, one cell in from the edges, on every photo (and on a flat skin-coloured
+image), beside or across the lesion.  On 61 ISIC photos (tests/gui/test_skin_panel
+measures a few), the frame ring (10-30% in from the edges, 48% of the area) held
+56% of the Grad-CAM saliency and the lesion 1.25x the skin's saliency per pixel;
+with integrated gradients the ring holds 39% and the lesion 2.1x the skin's.
+It does not say which way those features pushed the vote.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import torch
 from medview.engine.api import ClassScores, Heatmap, PhotoResult
 from medview.engine.pipelines.context import RunContext
 from medview.errors import ModelError
-from medview.explain import grad_cam
+from medview.explain import integrated_gradients
 from medview.preprocess.image import photo_batch, resize_back
 
 if TYPE_CHECKING:  # scikit-learn loads with the first forest (Engine.forest), not with the engine
@@ -55,11 +68,20 @@ def classify_photo(
     votes = {name: int((tree_votes == index).sum()) for index, name in enumerate(names)}
 
     saliency = None
-    if explain and card.target_layer:
+    if explain:
         context.step(1, 2, "saliency map")
+        reference = batch.mean(dim=(2, 3), keepdim=True).expand_as(batch).contiguous()  # featureless: mean colour
+        with torch.no_grad():
+            reference_features = network(reference).float()
         importances = torch.as_tensor(forest.feature_importances_, dtype=torch.float32, device=context.device)
-        maps = grad_cam(network, batch, card.target_layer, lambda output: output.float().abs() @ importances)
-        saliency = Heatmap(resize_back(maps, rgb.shape[:2])[0], target_class="forest evidence", layer=card.target_layer)
+        maps = integrated_gradients(
+            network, batch, reference, lambda output: (output.float() - reference_features).abs() @ importances
+        )
+        saliency = Heatmap(
+            resize_back(maps, rgb.shape[:2])[0],
+            target_class="forest evidence",
+            layer="input pixels (integrated gradients)",
+        )
     context.step(1, 1, "done")
     return PhotoResult(
         provenance=context.provenance(threshold=context.threshold(positive)),
