@@ -41,7 +41,13 @@ from medview.engine.api import Heatmap, InferenceService, PhotoResult
 from medview.engine.manifest import ModelCard
 from medview.errors import InputError
 from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
-from medview.ui.provenance import DemoBannerLabel, ModelChooserBox, audit_model_run, provenance_html
+from medview.ui.provenance import (
+    DemoBannerLabel,
+    ModelChooserBox,
+    audit_model_run,
+    provenance_html,
+    validated_line,
+)
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import Task
 
@@ -238,6 +244,7 @@ class LesionView(QtWidgets.QWidget):
             f"<b>{name}</b><br><span style='font-size:15pt; color:{colour}'><b>{html.escape(result.label)}</b></span>"
             f"&nbsp;&nbsp;{html.escape(positive)} probability <b>{entry.positive_probability:.0%}</b>"
             f" (called {html.escape(positive)} at ≥ {threshold:.0%})"
+            f"<br><i>{html.escape(validated_line(result.provenance))}</i>"  # what the verdict rests on, beside it
         )
 
     @staticmethod

@@ -110,6 +110,9 @@ def test_dropped_photos_are_classified_and_sorted_most_suspicious_first(
     assert view.banner.isVisible()
     assert entry.path.name in view.verdict.text()
     assert entry.result.label in view.verdict.text()
+    # the model's validated performance right under the verdict, not below the details
+    assert "Validated: " in view.verdict.text()
+    assert view.verdict.text().index(entry.result.label) < view.verdict.text().index("Validated: ")
     assert "trees vote" in view.details.text()
     assert "skin-efficientnet-lite0-rf" in view.details.text()
 
