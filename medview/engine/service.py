@@ -143,6 +143,8 @@ class Engine:
                 segmentation.prepare(context)
             elif card.task == "covid_ct":
                 covid.prepare(context)
+            elif card.task == "kidney_stone":
+                kidney.prepare(context)
             elif card.task == "skin_lesion":
                 self._skin_forest(card)
 

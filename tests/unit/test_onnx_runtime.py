@@ -272,13 +272,14 @@ def test_prepare_sets_up_each_shipped_models_first_run(tmp_path: Path, exports: 
         engine.prepare(card)
     assert len(engine._networks) == len(engine.cards())  # every network loaded
     assert len(engine._forests) == len(engine.cards("skin_lesion")) == 1
-    # the graphs the runs will ask for: the segmentation U-Nets' slices and the COVID model's slice groups
+    # the graphs the runs will ask for: the segmentation U-Nets' and the kidney network's slices, the COVID
+    # model's slice groups
     covid_card = engine.cards("covid_ct")[0]
     graphs = [(covid_card, covid.network_input_shape(covid_card))] + [
         (card, default_sample_shape(card))
-        for task in ("liver_segmentation", "lung_segmentation")
+        for task in ("liver_segmentation", "lung_segmentation", "kidney_stone")
         for card in engine.cards(task)
     ]
     made = sorted(path.name for path in tmp_path.glob("*.onnx"))
     assert made == sorted(graph_path(card, 0, tmp_path, shape).name for card, shape in graphs)
-    assert len(exports) == len(made) == 3
+    assert len(exports) == len(made) == 4
