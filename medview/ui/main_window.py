@@ -9,6 +9,7 @@ sounds, the rest to DICOM and volume reading.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,7 @@ from medview.ui.models_dialog import ModelsDialog
 from medview.ui.mpr_view import MprView
 from medview.ui.pacs_ui import PacsReceiver, PacsSettingsDialog
 from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
-from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.qt import GarbageCollector, QtCore, QtGui, QtWidgets
 from medview.ui.query_dialog import PacsQueryDialog
 from medview.ui.report import collect_report, write_pdf
 from medview.ui.skin_panel import PHOTO_FILTER, SkinPanel
@@ -107,6 +108,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setObjectName("main_window")
         self.setWindowTitle("MedView")
         self.setAcceptDrops(True)
+        # Python's cycle collector runs on the GUI thread only, on a timer (pyqtgraph's GarbageCollector): run by
+        # an allocation on a worker (an import while exporting a DICOM SEG), it freed a closed widget's wrapper
+        # there, whose QObject lock the GUI thread held while waiting for the GIL the worker held: a deadlock
+        self._garbage_collector = GarbageCollector(interval=1.0)
         self.settings = settings or Settings.load()
         self.tasks = TaskRunner(self)
         self._prepared: set[tuple[str, tuple[str, ...]]] = set()  # identity of each model prepare_models loaded
@@ -1000,6 +1005,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         QtWidgets.QApplication.instance().removeEventFilter(self)
+        self._garbage_collector.timer.stop()
+        gc.enable()  # the collector's timer stops with the window
         self.cine_timer.stop()
         self.pacs.shutdown()
         self.lung.shutdown()

@@ -11,7 +11,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 # isort: split
 import pyqtgraph as pg
+from pyqtgraph.util.garbage_collector import GarbageCollector
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="k", foreground="#d0d0d0")
 
-__all__ = ["QtCore", "QtGui", "QtWidgets", "pg"]
+__all__ = ["GarbageCollector", "QtCore", "QtGui", "QtWidgets", "pg"]

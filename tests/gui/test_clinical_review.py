@@ -257,3 +257,49 @@ def test_the_report_is_offered_in_the_documents_folder(
     documents = QtCore.QStandardPaths.writableLocation(QtCore.QStandardPaths.StandardLocation.DocumentsLocation)
     assert offered == [str(Path(documents) / "case_report.pdf")]
     assert "resources" not in offered[0]
+
+
+# --------------------------------------------------------------------------- cycles collected on the GUI thread
+
+
+def test_cycles_are_collected_on_the_gui_thread_only(qtbot: Any, window: Any) -> None:
+    """A collection run by a worker's allocations freed closed widgets' wrappers there and deadlocked with the
+    GUI thread (Qt's object lock against the GIL): with a window open, only the GUI thread collects."""
+    import gc
+    import threading
+    import weakref
+
+    from medview.ui.workers import Task
+
+    collected_on: list[str] = []
+
+    def record(phase: str, _info: dict) -> None:
+        if phase == "start":
+            collected_on.append(threading.current_thread().name)
+
+    class Node:
+        pass
+
+    gc.callbacks.append(record)
+    try:
+        assert not gc.isenabled()
+
+        def make_cycles(*_args: Any) -> int:
+            nodes = [Node() for _ in range(20_000)]
+            for node in nodes:
+                node.me = node  # type: ignore[attr-defined]
+            return len(nodes)
+
+        task = window.tasks.start(Task(make_cycles, "allocating cycles", background=True))
+        qtbot.waitUntil(task.done.is_set, timeout=30_000)
+        cycle = Node()
+        cycle.me = cycle  # type: ignore[attr-defined]
+        gone = weakref.ref(cycle)
+        del cycle
+        qtbot.waitUntil(lambda: gone() is None, timeout=10_000)  # the collector's timer found it
+        assert collected_on
+        assert set(collected_on) == {threading.main_thread().name}
+    finally:
+        gc.callbacks.remove(record)
+    window.close()
+    assert gc.isenabled()
