@@ -18,17 +18,21 @@ RESOURCES = REPO_ROOT / "resources"
 _SESSION_CACHE: list[str] = []
 
 
+#: the caches tests write to go to folders of this test session, never the user's: the ONNX graphs the engines
+#: export (MEDVIEW_CACHE_DIR) and the CNN features training computes (MEDVIEW_TRAIN_CACHE)
+SESSION_CACHES = ("MEDVIEW_CACHE_DIR", "MEDVIEW_TRAIN_CACHE")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """The ONNX graphs the tests' engines export go to a folder of this session, not to the user's cache."""
-    if "MEDVIEW_CACHE_DIR" not in os.environ:
-        _SESSION_CACHE.append(tempfile.mkdtemp(prefix="medview-test-cache-"))
-        os.environ["MEDVIEW_CACHE_DIR"] = _SESSION_CACHE[0]
+    for variable in SESSION_CACHES:
+        if variable not in os.environ:
+            _SESSION_CACHE.append(variable)
+            os.environ[variable] = tempfile.mkdtemp(prefix=f"medview-test-{variable.lower()}-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for folder in _SESSION_CACHE:
-        os.environ.pop("MEDVIEW_CACHE_DIR", None)
-        shutil.rmtree(folder, ignore_errors=True)
+    for variable in _SESSION_CACHE:
+        shutil.rmtree(os.environ.pop(variable), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

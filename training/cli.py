@@ -65,9 +65,26 @@ TASKS = {
     "skin": Task(
         "skin",
         "paper 003: ImageNet CNN features + random forest (benign / malignant)",
-        "skin/isic_uda1_250px",
+        "skin",
         "skin-demo",
         {},
+        settings="SkinSettings",
+        arguments=(
+            (
+                "--paper-forest",
+                {"action": "store_true", "help": "only the paper's forest (50 trees, majority vote), no variants"},
+            ),
+            (
+                "--target-sensitivity",
+                {"type": float, "default": 0.9, "help": "the operating point chosen on the validation photos"},
+            ),
+            ("--cache", {"type": Path, "help": "feature cache folder (default ~/.cache/medview-train)"}),
+            ("--no-cache", {"action": "store_true", "help": "compute every CNN feature afresh, store none"}),
+            (
+                "--compare-bundle",
+                {"type": Path, "help": "a previous skin bundle to evaluate on the same test photos"},
+            ),
+        ),
         imagenet=True,
     ),
     "kidney": Task(

@@ -79,11 +79,17 @@ class Provenance:
 
 def validated_summary(card: ModelCard, threshold: float | None = None) -> str:
     """One line of what the bundle's validation showed: sensitivity and specificity (or Dice, or the ICBHI
-    score) at its threshold, and on how much held-out data; shown beside every verdict of the model."""
+    score) at its threshold, their 95% intervals when the bundle records them, and on how much held-out
+    data; shown beside every verdict of the model."""
     metrics, counts = card.metrics, card.trained_on.counts
     positive = card.class_names[0] if card.class_names else ""
     sensitivity = metrics.get("sensitivity", metrics.get(f"sensitivity/{positive}"))
     specificity = metrics.get("specificity", metrics.get(f"specificity/{positive}"))
+    suffix = "" if "sensitivity" in metrics else f"/{positive}"
+    intervals = [
+        (name, metrics.get(f"{name}_ci_low{suffix}"), metrics.get(f"{name}_ci_high{suffix}"))
+        for name in ("sensitivity", "specificity")
+    ]
     parts = []
     if "score" in metrics:
         parts.append(f"ICBHI score {metrics['score']:.2f}")
@@ -98,6 +104,8 @@ def validated_summary(card: ModelCard, threshold: float | None = None) -> str:
         return "Validated performance: none recorded in the bundle"
     if threshold is not None and sensitivity is not None:
         parts[-1] += f" at threshold {threshold:g}"
+    if sensitivity is not None and specificity is not None and all(None not in pair[1:] for pair in intervals):
+        parts[-1] += " (95% CI: " + ", ".join(f"{name} {low:.2f}–{high:.2f}" for name, low, high in intervals) + ")"
     held_out = counts.get("test", counts.get("test_volumes"))
     if held_out is not None:
         unit = next(

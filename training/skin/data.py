@@ -9,19 +9,38 @@
 - Folders per class: ``benign/`` and ``malignant/``, optionally under ``train/``
   and ``test/`` (the Kaggle "Skin Cancer: Malignant vs. Benign" layout that
   paper 003 used, whose own split is then kept).
+
+A table's images may sit beside it or in an ``images/`` folder next to it (as
+in ../shared/data/skin/isic2017_256px).  A folder with none of these layouts
+whose subfolders have one (../shared/data/skin holds two ISIC sets) is read as
+several sources, each keeping its own layout: ``read_skin_sources``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from medview.errors import InputError
 from training.common.datasets import ImageItem, LabelledImages, class_folder_items, images_in, require_classes
 
 CLASS_NAMES = ("benign", "malignant")
-_IMAGE_COLUMNS = ("isic_id", "image", "image_name", "file", "filename")
+_IMAGE_COLUMNS = ("isic_id", "image_id", "image", "image_name", "file", "filename")
+_IMAGE_FOLDERS = ("", "images")  # where a table's images may be, relative to the table
+
+
+@dataclass(frozen=True)
+class SkinSources:
+    """The images of one or more skin datasets read together; ``sources[i]`` names item ``i``'s dataset."""
+
+    dataset: LabelledImages
+    sources: tuple[str, ...]
+
+    def names(self) -> list[str]:
+        """The sources in the order they were read."""
+        return list(dict.fromkeys(self.sources))
 
 
 def read_skin_dataset(root: Path) -> LabelledImages:
@@ -29,13 +48,53 @@ def read_skin_dataset(root: Path) -> LabelledImages:
     root = Path(root)
     if not root.is_dir():
         raise InputError("not a folder", path=root)
+    found = _one_layout(root)
+    if found is not None:
+        items, layout = found
+        require_classes(items, CLASS_NAMES, root)
+        return LabelledImages(tuple(items), CLASS_NAMES, layout, root)
+    raise _no_dataset(root)
+
+
+def read_skin_sources(root: Path) -> SkinSources:
+    """``root`` as one dataset when it has a known layout, else every subfolder that has one, as sources.
+
+    Image ids are relative to ``root`` (``isic2017_256px/images/ISIC_0000550.jpg``),
+    so they stay unique across sources; ``InputError`` when neither finds images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("not a folder", path=root)
+    found = _one_layout(root)
+    if found is not None:
+        require_classes(found[0], CLASS_NAMES, root)
+        return SkinSources(LabelledImages(tuple(found[0]), CLASS_NAMES, found[1], root), (root.name,) * len(found[0]))
+    items: list[ImageItem] = []
+    sources: list[str] = []
+    layouts = []
+    for folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        part = _one_layout(folder)
+        if part is None:
+            continue
+        items.extend(part[0])
+        sources.extend([folder.name] * len(part[0]))
+        layouts.append(f"{folder.name}: {part[1]}")
+    if not items:
+        raise _no_dataset(root)
+    require_classes(items, CLASS_NAMES, root)
+    return SkinSources(LabelledImages(tuple(items), CLASS_NAMES, "; ".join(layouts), root), tuple(sources))
+
+
+def _one_layout(root: Path) -> tuple[list[ImageItem], str] | None:
     for reader in (_from_table, _from_sidecars, _from_folders):
         found = reader(root)
         if found is not None:
-            items, layout = found
-            require_classes(items, CLASS_NAMES, root)
-            return LabelledImages(tuple(items), CLASS_NAMES, layout, root)
-    raise InputError(
+            return found
+    return None
+
+
+def _no_dataset(root: Path) -> InputError:
+    return InputError(
         "no skin-lesion dataset found: expected an ISIC metadata CSV (image id + benign_malignant), "
         "ISIC JSON sidecars, or benign/ and malignant/ folders",
         path=root,
@@ -73,12 +132,12 @@ def _from_table(root: Path) -> tuple[list[ImageItem], str] | None:
 
 
 def _image_file(root: Path, name: str) -> Path | None:
-    candidate = root / name
-    if candidate.is_file():
-        return candidate
-    for suffix in (".jpg", ".jpeg", ".png"):
-        if (root / f"{name}{suffix}").is_file():
-            return root / f"{name}{suffix}"
+    for folder in (root / sub if sub else root for sub in _IMAGE_FOLDERS):
+        if (folder / name).is_file():
+            return folder / name
+        for suffix in (".jpg", ".jpeg", ".png"):
+            if (folder / f"{name}{suffix}").is_file():
+                return folder / f"{name}{suffix}"
     return None
 
 

@@ -1,0 +1,72 @@
+"""Operating points chosen on validation data, and the 95% intervals of the rates measured at them.
+
+MODELS.md: a shipped bundle's threshold is chosen on validation patients for a
+stated operating point (sensitivity 0.9 unless a section says otherwise), and
+its manifest carries the sensitivity and specificity measured on held-out
+patients with 95% intervals and the counts behind them.  Wilson score
+intervals, because they stay inside [0, 1] and keep a sensible width at the
+small counts (tens of positives) these samples have.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / total`` (95% by default); (0, 1) when total is 0."""
+    if total < 0 or not 0 <= successes <= max(total, 0):
+        raise ValueError(f"wilson_interval: expected 0 <= successes <= total, got {successes} of {total}")
+    if total == 0:
+        return 0.0, 1.0
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, not 1 - 1e-16
+    high = 1.0 if successes == total else min(1.0, centre + half)
+    return low, high
+
+
+def threshold_for_sensitivity(truth: ArrayLike, scores: ArrayLike, target: float) -> float:
+    """The highest threshold ``t`` whose rule ``score >= t`` reaches sensitivity ``target`` on these positives.
+
+    The highest such threshold keeps the most specificity; with tied scores the
+    sensitivity reached can exceed the target (the closest achievable at or
+    above it).  ``truth`` is boolean (True = positive).
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity: expected 0 < target <= 1, got {target}")
+    positive = np.sort(np.asarray(scores, dtype=float)[np.asarray(truth, dtype=bool)])[::-1]
+    if positive.size == 0:
+        raise ValueError("threshold_for_sensitivity: the validation data has no positives")
+    needed = math.ceil(target * positive.size - 1e-9)  # positives that must score at or above t
+    return float(positive[needed - 1])
+
+
+def rates_with_intervals(truth: ArrayLike, predicted: ArrayLike) -> dict[str, float]:
+    """Sensitivity and specificity of boolean predictions with their 95% Wilson intervals, and the counts."""
+    truth_array = np.asarray(truth, dtype=bool)
+    predicted_array = np.asarray(predicted, dtype=bool)
+    if truth_array.shape != predicted_array.shape:
+        raise ValueError(f"{truth_array.size} labels but {predicted_array.size} predictions")
+    positives, negatives = int(truth_array.sum()), int((~truth_array).sum())
+    true_positives = int((truth_array & predicted_array).sum())
+    true_negatives = int((~truth_array & ~predicted_array).sum())
+    sensitivity_low, sensitivity_high = wilson_interval(true_positives, positives)
+    specificity_low, specificity_high = wilson_interval(true_negatives, negatives)
+    return {
+        "sensitivity": true_positives / positives if positives else 0.0,
+        "sensitivity_ci_low": sensitivity_low,
+        "sensitivity_ci_high": sensitivity_high,
+        "specificity": true_negatives / negatives if negatives else 0.0,
+        "specificity_ci_low": specificity_low,
+        "specificity_ci_high": specificity_high,
+        "positives": positives,
+        "negatives": negatives,
+    }
