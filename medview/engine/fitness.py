@@ -74,6 +74,25 @@ def is_uniform(values: np.ndarray) -> bool:
     return float(np.ptp(sample)) < UNIFORM_RANGE_HU and float(np.ptp(values)) < UNIFORM_RANGE_HU
 
 
+def photo_fitness(card: ModelCard, rgb: np.ndarray) -> list[str]:
+    """What about a photo lies outside what ``card`` was validated on: a blank (uniform) photo, or one with
+    fewer pixels on a side than the network's input, which is then enlarged and shows no more detail."""
+    warnings = []
+    if all(is_uniform(rgb[..., channel]) for channel in range(rgb.shape[-1])):  # one colour, any colour
+        warnings.append(
+            f"The photo is uniform (one colour throughout): there is no lesion in it for {card.label} to read, "
+            "and its output on it means nothing."
+        )
+    side = min(rgb.shape[:2])
+    needed = min(card.input.size) if card.input.size else 0
+    if side < needed:
+        warnings.append(
+            f"The photo is {rgb.shape[1]}x{rgb.shape[0]} pixels, smaller than the {needed} pixels a side "
+            f"{card.label} reads: it was enlarged, and the result on so little detail is untested."
+        )
+    return warnings
+
+
 def padding_warnings(groups: Sequence[GroupScore]) -> list[str]:
     """COVID-19 groups made mostly of black padding slots: their probabilities were read off padding."""
     warnings = []

@@ -38,10 +38,12 @@ import numpy as np
 
 from medview.audit import Outcome, audit_log
 from medview.engine.api import Heatmap, InferenceService, PhotoResult
+from medview.engine.fitness import photo_fitness
 from medview.engine.manifest import ModelCard
 from medview.errors import InputError
 from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
 from medview.ui.provenance import (
+    WARNING_STYLE,
     DemoBannerLabel,
     ModelChooserBox,
     audit_model_run,
@@ -71,6 +73,7 @@ class LesionEntry:
     result: PhotoResult | None = None
     problem: str = ""  # why the photo could not be read or classified
     status: str = "reading…"  # what is happening to it while it has no result
+    warnings: tuple[str, ...] = ()  # what about the photo the model was not validated on (shown with the verdict)
 
     @property
     def positive_probability(self) -> float | None:
@@ -245,6 +248,10 @@ class LesionView(QtWidgets.QWidget):
             f"&nbsp;&nbsp;{html.escape(positive)} probability <b>{entry.positive_probability:.0%}</b>"
             f" (called {html.escape(positive)} at ≥ {threshold:.0%})"
             f"<br><i>{html.escape(validated_line(result.provenance))}</i>"  # what the verdict rests on, beside it
+            + "".join(
+                f"<br><span style='{WARNING_STYLE}'>&nbsp;⚠ {html.escape(warning)}&nbsp;</span>"
+                for warning in entry.warnings
+            )
         )
 
     @staticmethod
@@ -454,7 +461,7 @@ class SkinPanel(QtWidgets.QWidget):
                 if engine is not None and card is not None:
                     result = engine.classify_skin(card, photo.rgb, explain=True)
                     audit_model_run(result.provenance, target=entry.path)
-                    partial((entry, {"result": result}))
+                    partial((entry, {"result": result, "warnings": tuple(photo_fitness(card, photo.rgb))}))
             progress(len(entries), len(entries))
 
         task = Task(work, f"Classifying {len(entries)} photo(s)" if card is not None else "Reading photos")

@@ -113,3 +113,28 @@ def test_covid_on_a_sparse_series_says_so_beside_the_verdict(qtbot: Any, ct_wind
     assert any("padding" in warning and "say little about this patient" in warning for warning in finding.warnings)
     details = window_details(ct_window)
     assert details.index("Verdict:") < details.index("16.0 mm apart") < details.index("padding")
+
+
+def test_skin_on_a_blank_photo_and_a_tiny_one_says_so_beside_the_verdict(
+    qtbot: Any, window: Any, shipped_engine: Any, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    blank, tiny = tmp_path / "blank.png", tmp_path / "tiny.png"
+    Image.new("RGB", (300, 300), (200, 150, 140)).save(blank)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(tiny)
+    window.set_engine(shipped_engine)
+    window.open_paths([blank, tiny])
+    skin = window.skin
+    qtbot.waitUntil(
+        lambda: len(skin.entries) == 2 and all(e.result for e in skin.entries) and not skin.running, timeout=120_000
+    )
+    by_name = {entry.path.name: entry for entry in skin.entries}
+    assert any("The photo is uniform" in warning for warning in by_name["blank.png"].warnings)
+    assert any("32x24 pixels, smaller than the 224 pixels" in warning for warning in by_name["tiny.png"].warnings)
+    for item in skin.items():
+        skin.gallery.clearSelection()
+        item.setSelected(True)
+        verdict = skin.views[0].verdict.text()
+        assert verdict.index("Validated: ") < verdict.index("⚠")  # under the verdict and its validated line
