@@ -1,6 +1,7 @@
 """Run every benchmark that reports through ``bench.results`` and print one table of targets and measured values.
 
-Run: ``.venv/bin/python -m bench.summary [--only NAME ...] [--skip NAME ...] [--quick] [--timeout S] [--logs DIR]``.
+Run: ``.venv/bin/python -m bench.summary [--only NAME ...] [--skip NAME ...] [--quick] [--timeout S] [--logs DIR]
+[--contention N]``.
 
 A benchmark is any ``bench/*.py`` module run as ``python -m bench.NAME`` that imports
 ``bench.results``: a new one is picked up without changing this file.  Each runs in
@@ -8,6 +9,12 @@ a subprocess of its own (its own process group, killed whole at its time limit)
 with ``MEDVIEW_BENCH_JSON`` naming a temporary file, where ``bench.results.report``
 appends its rows.  ``--quick`` passes each benchmark's fast options (fewer repeats,
 smaller inputs; listed in ``QUICK_ARGS``), so its figures are rougher than a full run's.
+
+``--contention N`` runs every benchmark twice: quiet, then beside N competitor processes
+(``bench.competitor``: torch matrix products with the default thread count, what a busy
+workstation runs beside MedView; stopped when the run ends, and by their own time limit),
+and prints a second table of each timing's slowdown against the quiet run of the same
+invocation, with the target that no figure slows more than ``MAX_SLOWDOWN`` times.
 
 The exit status is 0 even when targets are missed (this is a report), 1 when a
 benchmark crashed: died of a signal or exited with a non-zero status (a traceback,
@@ -50,6 +57,8 @@ QUICK_TIMEOUT_S = 1200
 LONG_TIMEOUT_S = {"scale": 4 * 3600, "fuzz_loaders": 4 * 3600}
 LONG_QUICK_TIMEOUT_S = {"scale": 2400, "responsiveness": 2400}  # every task through the real window, child processes
 STDERR_LINES = 12
+#: the most a timing may slow beside the competitors of ``--contention`` (issue 23: two competitors on 2 cores)
+MAX_SLOWDOWN = 3.0
 
 
 @dataclass
@@ -122,6 +131,44 @@ def run_benchmark(name: str, args: list[str], timeout_s: float, folder: Path) ->
     if rows_file.exists():
         run.rows, run.unreadable_lines = read_rows(rows_file)
     return run
+
+
+def start_competitors(count: int, limit_s: float, folder: Path) -> list[subprocess.Popen]:
+    """``count`` competitor processes (``bench.competitor``), each stopping by itself after ``limit_s``."""
+    competitors = []
+    for index in range(count):
+        with open(folder / f"competitor-{index}.out", "w") as out:
+            competitors.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.competitor", "--seconds", str(limit_s)],
+                    cwd=REPO,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    time.sleep(2.0)  # torch imported and the loops running before the benchmark starts
+    return competitors
+
+
+def slowdowns(quiet: list[Run], contended: list[Run]) -> list[str]:
+    """The markdown lines of the contention table: each timing quiet and contended, and the slowdown."""
+    lines = [
+        "| benchmark | case | quiet (s) | contended (s) | slowdown | target | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    quiet_rows = {(benchmark, row.case): row for run in quiet for benchmark, row in run.rows if row.unit == "s"}
+    for run in contended:
+        for benchmark, row in run.rows:
+            before = quiet_rows.get((benchmark, row.case))
+            if before is None or before.median <= 0:
+                continue
+            factor = row.median / before.median
+            verdict = "meets" if factor <= MAX_SLOWDOWN else "misses"
+            cells = [benchmark, row.case, number(before.median), number(row.median), f"{factor:.2f}x"]
+            cells += [f"≤ {MAX_SLOWDOWN:g}x", verdict]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return lines
 
 
 def _stop(process: subprocess.Popen) -> int:
@@ -212,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, help="seconds per benchmark (default: 3600, 1200 with --quick; more for scale)"
     )
     parser.add_argument("--logs", type=Path, help="keep each benchmark's stdout and stderr in this folder")
+    parser.add_argument(
+        "--contention",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run each benchmark again beside N multi-threaded competitor processes and report the slowdowns",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.only + args.skip) - set(available))
     if unknown:
@@ -222,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(f"load average at start: {load_average()}")
     started = time.perf_counter()
-    runs = []
+    runs: list[Run] = []
+    contended: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="medview-bench-summary-") as temporary:
         folder = args.logs or Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
@@ -236,10 +291,21 @@ def main(argv: list[str] | None = None) -> int:
             ended = "timed out" if run.timed_out else f"exit {run.exit_code}"
             print(f"    {ended} after {run.seconds:.0f} s, {len(run.rows)} rows", file=sys.stderr, flush=True)
             runs.append(run)
+            if args.contention:
+                print(f"    again beside {args.contention} competitor(s)", file=sys.stderr, flush=True)
+                competitors = start_competitors(args.contention, timeout_s + 60, folder)
+                try:
+                    contended.append(run_benchmark(name, options, timeout_s, folder))
+                finally:
+                    for competitor in competitors:
+                        _stop(competitor)
     wall = time.perf_counter() - started
 
     print()
     print("\n".join(table(runs)))
+    if args.contention:
+        print(f"\nbeside {args.contention} competitor process(es) (bench.competitor), against the quiet run above:\n")
+        print("\n".join(slowdowns(runs, contended)))
     rows = [row for run in runs for _, row in run.rows]
     verdicts = [row.verdict for row in rows]
     print(
@@ -259,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(f"    {line}" for line in run.stderr_tail) or "    (nothing)")
     print(f"\nload average at end: {load_average()}")
     print(f"wall time: {wall:.0f} s" + (f"; logs in {args.logs}" if args.logs else ""))
-    return 1 if any(run.crashed for run in runs) else 0
+    return 1 if any(run.crashed for run in runs + contended) else 0
 
 
 if __name__ == "__main__":

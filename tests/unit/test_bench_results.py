@@ -89,3 +89,36 @@ def test_bench_summary_reads_back_the_rows_that_report_wrote(monkeypatch: pytest
     assert read[0][1] == rows[0]
     assert math.isnan(read[1][1].median)
     assert unreadable == 1
+
+
+def test_contention_slowdowns_compare_each_timing_with_its_quiet_run() -> None:
+    from bench.summary import MAX_SLOWDOWN, Run, slowdowns
+
+    quiet = Run(
+        "inference", [], rows=[("inference", Row("kidney per slice", 0.06)), ("inference", Row("peak", 900, "MB"))]
+    )
+    busy = Run(
+        "inference", [], rows=[("inference", Row("kidney per slice", 0.24)), ("inference", Row("peak", 950, "MB"))]
+    )
+    lines = slowdowns([quiet], [busy])
+    assert len(lines) == 3  # the header, its rule and the one timing: a memory row has no slowdown
+    assert lines[2] == f"| inference | kidney per slice | 0.06 | 0.24 | 4.00x | ≤ {MAX_SLOWDOWN:g}x | misses |"
+    busy.rows[0] = ("inference", Row("kidney per slice", 0.09))
+    assert slowdowns([quiet], [busy])[2].endswith("| 1.50x | ≤ 3x | meets |")
+
+
+def test_a_competitor_stops_by_itself() -> None:
+    import subprocess
+    import sys
+
+    from bench.summary import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.competitor", "--seconds", "1", "--size", "64"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "products of 64x64 float32 in 1 s" in done.stdout
