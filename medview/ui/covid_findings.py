@@ -50,9 +50,6 @@ NO_MAP_INTERPOLATED = "No Grad-CAM map on this slice (only in interpolated slots
 NO_MAP_ZERO = "No Grad-CAM map on this slice (zero inside the lungs)"
 NO_MAP_FAINT_ABSOLUTE = f"No Grad-CAM map on this slice (below {GRAD_CAM_THRESHOLD:g} of the volume's largest value)"
 NO_MAP_FAINT_RELATIVE = f"No Grad-CAM map on this slice (below {GRAD_CAM_THRESHOLD:g} of its own maximum)"
-#: once started the summary's last part, the reason of every slice; that table is now the finding's
-#: ``more_html``, which a printed report leaves out (kept for the report, which splits the summary at it)
-EVERY_SLICE_HEADING = "<p><b>Every slice</b></p>"
 
 _AREA_REASON = re.compile(r"lung area [\d.]+ of max < ([\d.]+) \((.+)\)")
 

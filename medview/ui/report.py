@@ -34,7 +34,6 @@ from medview.engine.api import DEMO_BANNER, CovidResult, Provenance, Segmentatio
 from medview.errors import ExportError
 from medview.io.audio import ICBHI_CLASSES
 from medview.io.volume import Volume
-from medview.ui.covid_findings import EVERY_SLICE_HEADING
 from medview.ui.findings import Finding
 from medview.ui.layers import HeatmapLayer, Layer, LayerStack
 from medview.ui.mpr_view import BANNER_TOP
@@ -269,12 +268,11 @@ def _series_section(window: MainWindow, volume: Volume, anonymise: bool) -> Seri
         index, reason = key_slice(finding, current)
         image = render_key_image(shown, index, axial.window, finding.layers, reason)
         provenance = finding.provenance
-        summary = finding.summary_html.split(EVERY_SLICE_HEADING)[0]
         findings.append(
             FindingSection(
                 kind=finding.kind,
                 title=finding.title,
-                summary_html=summary,
+                summary_html=finding.summary_html,  # the every-slice tables are in more_html: not printed
                 provenance=tuple(provenance_rows(provenance)),
                 model=provenance.label,
                 demo=_is_demo(provenance, finding.layers),
