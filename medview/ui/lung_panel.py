@@ -5,8 +5,10 @@ cycles come from the ICBHI annotation file next to it (same name, ``.txt``).
 Each cycle is a band over the waveform and spectrogram, coloured by the class
 the snapshot ensemble gives it once classified, with the probabilities in the
 table below; a band's edges can be dragged to correct a cycle, which clears its
-result until it is classified again.  The table exports as CSV, the cycles with
-their predicted flags in the ICBHI format.
+result until it is classified again.  Beside the cycles' verdict the details say
+what about the recording its model was not validated on (``engine.fitness.audio_fitness``:
+a low sample rate, cycles too short or too long, silence, clipping).  The table
+exports as CSV, the cycles with their predicted flags in the ICBHI format.
 
 Playback goes through ``io.playback.AudioPlayer``: play/pause (Space), stop,
 a selection (Shift+drag over the plots, or a row of the table) that plays
@@ -38,6 +40,7 @@ import numpy as np
 
 from medview.audit import Outcome, audit_log
 from medview.engine.api import InferenceService, LungSoundResult
+from medview.engine.fitness import audio_fitness
 from medview.engine.manifest import ModelCard
 from medview.errors import MedviewError, PlaybackError
 from medview.io.audio import (
@@ -98,6 +101,7 @@ EDGE_ALPHA, EDGE_WIDTH, HOVER_EDGE_WIDTH = 150, 1, 3
 PREDICTED_COLUMN = 4
 #: the cycle table's columns fit the rows in view and this many more (Qt's default, 1,000, made every row's text)
 SIZED_ROWS = 100
+BOTTOM_MIN_HEIGHT = 220  # px: the cycle table and the verdict pane under the plots
 StartTask = Callable[[Task, str], Task]
 
 #: the columns of the cycle table (CSV export, case report)
@@ -455,6 +459,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.opened_recording: OpenedRecording | None = None
         self.cycles: list[Cycle] = []
         self.result: LungSoundResult | None = None
+        #: what about the recording and its classified cycles the model was not validated on (beside the verdict)
+        self.fitness_warnings: tuple[str, ...] = ()
         self.stale: set[int] = set()  # cycles edited since they were classified
         #: each cycle's draggable bands (waveform, spectrogram), made the first time the cycle is shown in detail
         self.regions: list[tuple[CycleRegion, CycleRegion] | None] = []
@@ -607,6 +613,9 @@ class LungSoundPanel(QtWidgets.QWidget):
         bottom.addWidget(details_scroll)
         bottom.setStretchFactor(0, 3)
         bottom.setStretchFactor(1, 2)
+        # the verdict, its validated line and the input warnings live here: on a 720-line screen the plots'
+        # own minimum left it ~120 px, two lines of the verdict (issue 20: the warning where the verdict is)
+        bottom.setMinimumHeight(BOTTOM_MIN_HEIGHT)
         split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         split.addWidget(plots_widget)
         split.addWidget(bottom)
@@ -757,6 +766,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.opened_recording = opened
         self.cycles = list(opened.cycles)
         self.result = None
+        self.fitness_warnings = ()
         self.stale = set()
         self.pending_note = ""
         recording = opened.recording
@@ -809,13 +819,14 @@ class LungSoundPanel(QtWidgets.QWidget):
         spans = [(cycle.start_s, cycle.end_s) for cycle in self.cycles]
 
         def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
-            return engine.classify_lung_sound(
+            result = engine.classify_lung_sound(
                 card, recording, spans, progress=lambda done, total, _text: progress(done, total), cancelled=cancelled
             )
+            return result, tuple(audio_fitness(card, recording, spans))  # off the GUI thread: it reads every sample
 
         task = Task(work, f"Classifying {len(spans)} cycles of {recording.path.name}")
         task.signals.succeeded.connect(
-            lambda result: self._on_classified(result) if self.opened_recording is opened else None
+            lambda classified: self._on_classified(*classified) if self.opened_recording is opened else None
         )
         # failed or cancelled: "Classifying…" must not stay in the details
         task.signals.finished.connect(lambda: self._show_pending("") if self.task is task else None)
@@ -823,10 +834,11 @@ class LungSoundPanel(QtWidgets.QWidget):
         self._show_pending(f"<i>Classifying {len(spans)} cycles…</i>")
         return self.start_task(task, task.description + "…")
 
-    def _on_classified(self, result: LungSoundResult) -> None:
+    def _on_classified(self, result: LungSoundResult, warnings: tuple[str, ...] = ()) -> None:
         if self.opened_recording is not None:
             audit_model_run(result.provenance, target=self.opened_recording.recording.path)
         self.result = result
+        self.fitness_warnings = warnings
         self.pending_note = ""
         self.stale = {i for i, cycle in enumerate(self.cycles) if (cycle.start_s, cycle.end_s) != result.cycles[i]}
         self._show_result()
@@ -981,7 +993,8 @@ class LungSoundPanel(QtWidgets.QWidget):
 
     def _show_details(self) -> None:
         """The details beside the table, all of the open recording: a truncation warning, where its cycles come
-        from, then the result's model and provenance or what the result waits for."""
+        from, then the result's verdict with what it rests on and the recording's fitness warnings, the model and
+        provenance; or what the result waits for."""
         opened, result = self.opened_recording, self.result
         if opened is None:
             return
@@ -990,10 +1003,11 @@ class LungSoundPanel(QtWidgets.QWidget):
             parts.append(f"<p style='{WARNING_STYLE}'>&nbsp;⚠ {html.escape(opened.truncation_note)}&nbsp;</p>")
         parts.append(f"<p>{html.escape(opened.cycles_note)}</p>")
         if result is not None:
-            # the cycles' verdicts in one line, with the model's validated performance right under it
+            # the cycles' verdicts in one line, with the model's validated performance right under it, then what
+            # about this recording the model was not validated on (medview.engine.fitness)
             counts = Counter(scores.label for scores in result.scores).most_common()
             verdict = f"{len(result.scores)} cycles: " + ", ".join(f"{label} {count}" for label, count in counts)
-            parts.append(verdict_html(verdict, result.provenance))
+            parts.append(verdict_html(verdict, result.provenance, self.fitness_warnings))
             parts.append(
                 f"<p>Ensemble of {result.snapshots} snapshots; each cycle's chunks and snapshots averaged.</p>"
             )
