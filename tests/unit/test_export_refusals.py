@@ -98,6 +98,19 @@ def test_a_validation_set_without_one_class_cannot_show_anything() -> None:
         check_responsive(ResponseEvidence(probabilities, np.zeros(10, dtype=int), np.array([0.5, 0.5])), CLASSES)
 
 
+def test_a_class_the_data_lack_is_left_out_of_the_shares_when_two_or_more_remain() -> None:
+    """ICBHI cycles of 3 patients have no "both" cycle: the 4-class check weighs the 3 classes there are."""
+    names = ("normal", "crackle", "wheeze", "both")
+    labels = np.repeat([0, 1, 2], 10)
+    probabilities = np.full((30, 4), 0.02)
+    probabilities[np.arange(30), labels] = 0.94  # right every time
+    measures = check_responsive(ResponseEvidence(probabilities, labels, np.array([0.7, 0.1, 0.1, 0.1])), names)
+    assert measures["largest_class_share"] == pytest.approx(1 / 3)
+    always_normal = np.tile([0.94, 0.02, 0.02, 0.02], (30, 1)) + np.linspace(0, 0.3, 30)[:, None] * [-1, 1, 0, 0]
+    with pytest.raises(ModelError, match=r"decides normal on 100\.0%"):
+        check_responsive(ResponseEvidence(always_normal, labels, np.array([0.25] * 4)), names)
+
+
 def test_export_refuses_before_writing_a_file(tmp_path: Path) -> None:
     network = create_model("skin_cnn_features", backbone="efficientnet_lite0")
     labels = _labels(100)
