@@ -186,8 +186,13 @@ class KidneyHybrid(nn.Module):
         """Load ImageNet weights into the frozen branch (``load_imagenet_weights``); returns the tensor count."""
         return load_imagenet_weights(self.backbone, self.backbone_name, checkpoint)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pretrained = self.backbone(x)
+    def forward(self, x: torch.Tensor, frozen: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``x``; ``frozen``: the frozen branch's maps of ``x`` when already computed.
+
+        Training passes ``frozen`` from a cache: the branch never changes, so
+        running it every epoch would only repeat the same numbers.
+        """
+        pretrained = self.backbone(x) if frozen is None else frozen.to(dtype=x.dtype)
         custom = self.custom(x)
         if pretrained.shape[-2:] != custom.shape[-2:]:
             raise ValueError(

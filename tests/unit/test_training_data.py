@@ -15,12 +15,13 @@ from training.common.splits import (
     Split,
     cross_validation_folds,
     holdout,
+    holdout_per_class_of_patients,
     official_split,
     patient_split,
     random_patient_splits,
 )
 from training.covid.data import read_covid_dataset
-from training.kidney.data import consecutive_runs, read_kidney_dataset
+from training.kidney.data import CLASS_NAMES, consecutive_runs, read_kidney_dataset
 from training.liver.data import read_liver_dataset
 from training.lung.data import OFFICIAL_SPLIT_FILE, read_icbhi_dataset
 from training.skin.data import read_skin_dataset
@@ -154,6 +155,26 @@ def test_consecutive_runs_break_where_the_image_changes(tmp_path: Path) -> None:
     assert consecutive_runs(paths) == [0, 0, 0, 0, 0, 1, 3, 2]  # numbers 1-5 | 6 | 20 (after 8) | 8
 
 
+def test_kidney_reader_reads_both_kaggle_folders_as_one_numbering(shared_data: Path, tmp_path: Path) -> None:
+    dataset = read_kidney_dataset(shared_data / "kidney_ct", shared_data / "kidney_ct_kaggle")
+    counts = dataset.counts()
+    assert (counts["images"], counts["normal"], counts["stone"]) == (1851, 1175, 676)
+    assert len(set(dataset.ids)) == 1851
+    assert "kidney_ct_kaggle/Stone/Stone-1003.jpg" in dataset.ids
+    assert all(item.patient.startswith(CLASS_NAMES[item.label]) for item in dataset.items)
+    # a scan whose slices 1-3 sit in one folder and 4-5 in the next is one patient, not two
+    rng = np.random.default_rng(1)
+    scan = rng.integers(0, 255, (64, 64)).astype(np.float32)
+    for folder, numbers in (("first", (1, 2, 3)), ("second", (4, 5))):
+        for label in ("Normal", "Stone"):
+            (tmp_path / folder / label).mkdir(parents=True, exist_ok=True)
+            for number in numbers:
+                image = np.clip(scan + rng.normal(0, 3, scan.shape), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(tmp_path / folder / label / f"{label}-{number}.png"), image)
+    joined = read_kidney_dataset(tmp_path / "first", tmp_path / "second")
+    assert sorted(set(joined.patients)) == ["normal-run001", "stone-run001"]
+
+
 def test_kidney_reader_patients_table(shared_data: Path, tmp_path: Path) -> None:
     for label in ("Normal", "Stone"):
         (tmp_path / label).mkdir()
@@ -250,6 +271,22 @@ def test_covid_reader_index_and_class_folders(shared_data: Path, tmp_path: Path)
     (tmp_path / "Index.csv").write_text("Label Index,Diagnosis,Relative Path,Folder/ID\n0,CAP,./COVID/,y1\n")
     with pytest.raises(InputError, match="gives y1 the diagnosis non_covid_pneumonia, its folder says covid_pneumonia"):
         read_covid_dataset(tmp_path)
+
+
+def test_holdout_per_class_of_patients_balances_patients_not_items() -> None:
+    # 3 big normal scans and 10 small stone runs: a fifth of each class's patients, whatever their sizes
+    groups = [f"n{i}" for i in range(3) for _ in range(100)] + [f"s{i}" for i in range(10) for _ in range(3)]
+    labels = [0] * 300 + [1] * 30
+    for seed in range(4):
+        kept, held = holdout_per_class_of_patients(labels, groups, 0.2, seed)
+        held_patients = {groups[i] for i in held}
+        assert sum(p.startswith("n") for p in held_patients) == 1  # round(0.6), at least one
+        assert sum(p.startswith("s") for p in held_patients) == 2
+        assert not held_patients & {groups[i] for i in kept}
+        assert sorted([*kept, *held]) == list(range(330))
+    assert holdout_per_class_of_patients(labels, groups, 0.2, 0)[1].tolist() != (
+        holdout_per_class_of_patients(labels, groups, 0.2, 1)[1].tolist()
+    )
 
 
 def test_holdout_holds_out_every_class_when_one_class_has_few_patients() -> None:

@@ -118,3 +118,51 @@ def plot_history(path: Path, history: Sequence[Mapping[str, float]], title: str)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def comparison_table(
+    title: str,
+    columns: Mapping[str, Mapping[str, float]],
+    paper: tuple[str, Mapping[str, float]],
+    *,
+    positive: str,
+    unit: str,
+) -> str:
+    """Previous bundle | this run | the paper on the same test items, rates with their 95% intervals, as text.
+
+    Each column's metrics carry ``n`` (test items) and ``positives``; ``paper``
+    is the paper's name and whatever of these metrics it reports.
+    """
+    rows = [
+        ("AUC", "auc", False),
+        (f"sensitivity ({positive})", "sensitivity", True),
+        (f"specificity ({positive})", "specificity", True),
+        ("balanced accuracy", "balanced_accuracy", False),
+        ("accuracy", "accuracy", False),
+        (f"threshold ({positive})", "threshold", False),
+        (f"test {unit} ({positive})", "n", False),
+    ]
+    header = ["", *columns, paper[0]]
+    lines = [header]
+    for label, key, interval in rows:
+        line = [label]
+        for metrics in [*columns.values(), paper[1]]:
+            value = metrics.get(key)
+            if value is None:
+                line.append("-")
+            elif key == "n":
+                line.append(f"{int(value)} ({int(metrics['positives'])})")
+            elif interval and f"{key}_ci_low" in metrics:
+                line.append(f"{value:.3f} ({metrics[f'{key}_ci_low']:.3f}-{metrics[f'{key}_ci_high']:.3f})")
+            else:
+                line.append(f"{value:.3f}")
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([title, rule, text[0], rule, *text[1:], rule])

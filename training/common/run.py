@@ -125,3 +125,10 @@ def finish_report(run_dir: Path, title: str, rows: Sequence[PaperRow], metrics: 
 def manifest_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """Metrics as the manifest keeps them (4 decimals)."""
     return {key: round(value, 4) for key, value in metrics.items()}
+
+
+def machine_description() -> str:
+    """The training machine in a few words for a manifest's notes: the GPU, or the CPU threads."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{torch.get_num_threads()} CPU threads, no GPU"

@@ -117,6 +117,33 @@ def holdout(labels: Sequence[int], groups: Sequence[str], fraction: float, seed:
     return np.sort(kept), np.sort(held)
 
 
+def holdout_per_class_of_patients(
+    labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): ``fraction`` of each class's patients held out (at least one each), drawn with ``seed``.
+
+    A patient's class is the most common label of its items.  Unlike
+    :func:`holdout`, whose folds balance the items, this balances patients: where
+    patients differ a lot in size (runs of 1 to 150 slices), item-balanced folds
+    can hold out 3 patients, and a test set of one stone scan says little.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"held-out fraction: expected 0 < fraction < 1, got {fraction}")
+    label_array, group_array = np.asarray(labels), np.asarray(groups)
+    patients = sorted(set(group_array.tolist()))
+    if len(patients) < 2:
+        raise ValueError(f"a patient-level split needs at least 2 patients, the data has {len(patients)}")
+    patient_class = {patient: int(np.bincount(label_array[group_array == patient]).argmax()) for patient in patients}
+    rng = np.random.default_rng(seed)
+    held: set[str] = set()
+    for label in sorted(set(patient_class.values())):
+        members = [patient for patient in patients if patient_class[patient] == label]
+        count = min(len(members) - 1, max(1, round(fraction * len(members)))) if len(members) > 1 else 0
+        held.update(rng.permutation(members)[:count].tolist())
+    mask = np.isin(group_array, sorted(held))
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
 def patient_split(
     labels: Sequence[int],
     groups: Sequence[str],

@@ -40,7 +40,7 @@ from medview.io.volume import Volume
 from medview.io.volume_files import read_label_map, read_volume
 from medview.models.kidney import INPUT_SIZE
 from medview.preprocess.image import resize_stack, window_to_unit
-from training.common.datasets import ImageItem, LabelledImages, class_folder_items, relative_id, require_classes
+from training.common.datasets import ImageItem, LabelledImages, class_folder_items, require_classes
 
 CLASS_NAMES = ("normal", "stone")
 CASES_FILE = "cases.csv"
@@ -105,39 +105,51 @@ def _patients_table(root: Path) -> dict[str, str] | None:
         return {row["file"].strip(): row["patient"].strip() for row in reader}
 
 
-def read_kidney_dataset(root: Path) -> LabelledImages:
-    """All stone / normal slices under ``root`` with their patients; ``InputError`` when none are found."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError("not a folder", path=root)
-    items = class_folder_items(root, {name: index for index, name in enumerate(CLASS_NAMES)})
-    if not items:
-        raise InputError("no kidney dataset found: expected Normal/ and Stone/ folders of slices", path=root)
-    require_classes(items, CLASS_NAMES, root)
-    named = _patients_table(root)
+def read_kidney_dataset(root: Path, *more: Path) -> LabelledImages:
+    """All stone / normal slices under ``root`` (and the ``more`` folders) with their patients.
+
+    Folders given together are one numbering: the Kaggle set's later indices
+    (``kidney_ct_kaggle/``) continue the first 500 (``kidney_ct/``), so a run of
+    neighbouring slices may cross from one folder into the next and is found
+    over the class's slices of every folder at once.  Image ids are relative to
+    ``root``'s parent when several folders are read, so they stay unique.
+    ``InputError`` when a folder holds no slices.
+    """
+    roots = [Path(folder) for folder in (root, *more)]
+    items: list[ImageItem] = []
+    for folder in roots:
+        if not folder.is_dir():
+            raise InputError("not a folder", path=folder)
+        found = class_folder_items(folder, {name: index for index, name in enumerate(CLASS_NAMES)})
+        if not found:
+            raise InputError("no kidney dataset found: expected Normal/ and Stone/ folders of slices", path=folder)
+        items.extend(found)
+    base = roots[0] if len(roots) == 1 else roots[0].parent
+    require_classes(items, CLASS_NAMES, base)
+    named = _patients_table(roots[0]) if len(roots) == 1 else None
     if named is not None:
         missing = [item.path.name for item in items if item.path.name not in named]
         if missing:
             raise InputError(
-                f"no patient given for {len(missing)} images, e.g. {missing[0]}", path=root / "patients.csv"
+                f"no patient given for {len(missing)} images, e.g. {missing[0]}", path=roots[0] / "patients.csv"
             )
         patients = [named[item.path.name] for item in items]
         layout = "folders per class, patients from patients.csv"
     else:
         patients = [""] * len(items)
-        by_folder: dict[Path, list[int]] = {}
-        for index, item in enumerate(items):
-            by_folder.setdefault(item.path.parent, []).append(index)
-        for folder, indices in by_folder.items():
+        for label, name in enumerate(CLASS_NAMES):
+            indices = [index for index, item in enumerate(items) if item.label == label]
             runs = consecutive_runs([items[i].path for i in indices])
             for index, run in zip(indices, runs, strict=True):
-                patients[index] = f"{relative_id(folder, root)}-run{run + 1:03d}"
+                patients[index] = f"{name}-run{run + 1:03d}"
         layout = "folders per class, patients = runs of consecutive similar slices"
+        if len(roots) > 1:
+            layout += f" across {', '.join(folder.name for folder in roots)}"
     labelled = tuple(
         ImageItem(item.path, item.label, patient, item.official_side)
         for item, patient in zip(items, patients, strict=True)
     )
-    return LabelledImages(labelled, CLASS_NAMES, layout, root)
+    return LabelledImages(labelled, CLASS_NAMES, layout, base)
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,8 +270,11 @@ def kidney_set_from_cases(cases: Sequence[KidneyCase], layout: str) -> KidneySet
     )
 
 
-def load_kidney_data(root: Path, cases_table: Path | None = None) -> KidneySet:
-    """The training slices under ``root``: the cases of ``cases_table`` (or ``root/cases.csv``), else class folders."""
+def load_kidney_data(root: Path, cases_table: Path | None = None, more: Sequence[Path] = ()) -> KidneySet:
+    """The training slices under ``root``: the cases of ``cases_table`` (or ``root/cases.csv``), else class folders.
+
+    ``more``: further class folders of the same numbering, read with ``root`` (:func:`read_kidney_dataset`).
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError("not a folder", path=root)
@@ -270,4 +285,4 @@ def load_kidney_data(root: Path, cases_table: Path | None = None) -> KidneySet:
         if missing:
             raise InputError(f"no slice of class {', '.join(missing)} in the cases", path=table)
         return dataset
-    return kidney_set_from_images(read_kidney_dataset(root))
+    return kidney_set_from_images(read_kidney_dataset(root, *more))

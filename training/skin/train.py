@@ -54,7 +54,7 @@ from medview.preprocess.image import photo_batch
 from training.common.feature_cache import cached_network_features, default_cache_dir
 from training.common.metrics import binary_metrics, normalised_confusion, roc_points
 from training.common.operating_point import rates_with_intervals, threshold_for_sensitivity
-from training.common.report import PaperRow, plot_confusion, plot_roc
+from training.common.report import PaperRow, comparison_table, plot_confusion, plot_roc
 from training.common.run import (
     RunOptions,
     TaskOutcome,
@@ -324,42 +324,6 @@ def evaluate_bundle(
     return metrics, threshold, card.label
 
 
-def comparison_table(title: str, columns: dict[str, dict[str, float]], paper: dict[str, float]) -> str:
-    """Previous bundle | this run | paper on the same test photos, with the 95% intervals, as plain text."""
-    rows = [
-        ("AUC", "auc", False),
-        ("sensitivity (malignant)", "sensitivity", True),
-        ("specificity (malignant)", "specificity", True),
-        ("accuracy", "accuracy", False),
-        ("threshold (malignant)", "threshold", False),
-        ("test photos (malignant)", "n", False),
-    ]
-    header = ["", *columns, "paper 003 (ResNet18 + RF)"]
-    lines = [header]
-    for label, key, interval in rows:
-        line = [label]
-        for metrics in [*columns.values(), paper]:
-            value = metrics.get(key)
-            if value is None:
-                line.append("-")
-            elif key == "n":
-                line.append(f"{int(value)} ({int(metrics['positives'])})")
-            elif interval and f"{key}_ci_low" in metrics:
-                line.append(f"{value:.3f} ({metrics[f'{key}_ci_low']:.3f}-{metrics[f'{key}_ci_high']:.3f})")
-            else:
-                line.append(f"{value:.3f}")
-        lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    ]
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([title, rule, text[0], rule, *text[1:], rule])
-
-
 def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> TaskOutcome:
     """Train, evaluate and (with ``options.bundle_dir``) export a skin-lesion bundle."""
     settings = settings or SkinSettings()
@@ -449,7 +413,9 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
     comparison = comparison_table(
         f"Skin lesions on the same {len(split.test)} held-out photos ({positives} malignant)",
         columns,
-        {"accuracy": 0.8285, "threshold": 0.5},
+        ("paper 003 (ResNet18 + RF)", {"accuracy": 0.8285, "threshold": 0.5}),
+        positive="malignant",
+        unit="photos",
     )
     log.info("\n%s", comparison)
     (options.run_dir / "comparison.txt").write_text(comparison + "\n", encoding="utf-8")
