@@ -29,13 +29,31 @@
   mean group probabilities; the U-Net's Dice against the classical masks.
 - Two bundles: the COVID model (``bundle_dir``) and the lung U-Net
   (``bundle_dir`` + ``-lung-unet``), which the app uses together.
+
+Slice-level labels (the default; ``--paper`` gives every slice its patient's
+label, as the paper does).  Where the data carry the radiologists' slice
+infection labels (COVID-CT-MD's), stage 1 learns an infected slice as its
+patient's class and an uninfected one as healthy: a COVID-19 patient's clear
+slices look healthy, and teaching them as COVID-19 teaches the CNN the patient,
+not the disease.  Stage 1's probability of "not healthy" is then a slice-level
+infection score, and its AUC is measured on patients left out of its training
+(leave-one-patient-out over the patients with infected and clear slices).
+
+Too few patients for a held-out verdict (a class would have no training
+patient left): all patients train every stage, and the report says so; the
+verdict is then shown on each training series, on the same series with every
+8th slice, on a blank series and on a series whose lung pixels are shuffled,
+so a reader sees whether the output moves with the input.  Training time goes
+into the manifest.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +85,18 @@ from training.common.loop import FitConfig, Validate, fit
 from training.common.losses import classification_step, cross_entropy, dice_ce_loss, segmentation_step
 from training.common.metrics import dice_score, multiclass_metrics, normalised_confusion, roc_points
 from training.common.report import PaperRow, plot_confusion, plot_history, plot_roc
-from training.common.run import RunOptions, TaskOutcome, finish_report, manifest_metrics, start_run
+from training.common.run import (
+    RunOptions,
+    TaskOutcome,
+    finish_report,
+    machine_description,
+    manifest_metrics,
+    start_run,
+)
 from training.common.seeding import seed_everything
 from training.common.splits import Split, patient_split
 from training.covid.data import CovidPatient, read_covid_dataset
-from training.export import as_shipped, export_bundle
+from training.export import ResponseEvidence, as_shipped, export_bundle
 
 log = logging.getLogger("training.covid")
 
@@ -81,6 +106,8 @@ BODY_PARTS = ("CHEST", "LUNG", "CHESTABDOMEN", "CHESTABDPELVIS", "WHOLEBODY")
 CNN_LR, UNET_LR = 1e-4, 1e-3
 MIN_PATIENTS_FOR_VALIDATION = 10
 _SHORT = {"covid_pneumonia": "CP", "non_covid_pneumonia": "NCP", "healthy": "healthy"}
+HEALTHY = CLASS_NAMES.index("healthy")
+SPARSE_EVERY = 8  # the sparse copy of a series the verdict table shows: every 8th slice (16 mm for 2 mm slices)
 
 #: paper 002, Tables 1-2 (per patient)
 PAPER_ROWS = (
@@ -110,6 +137,7 @@ class CovidSettings:
     lstm_epochs: int = 200
     patience: int = 25
     unet_every: int = 1  # train the U-Net on every Nth slice (neighbouring slices are nearly alike)
+    paper: bool = False  # every slice carries its patient's label, as in the paper (no slice-level labels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +149,24 @@ class PreparedPatient:
     lung: np.ndarray
     kept: tuple[int, ...]
     slices: np.ndarray  # (len(kept), 256, 256) masked lung-window slices in [0, 1]
+
+    def infected(self) -> np.ndarray | None:
+        """The radiologists' infection label of each kept slice, or None where a kept slice has none."""
+        files = self.volume.slice_files
+        if not self.patient.infection or len(files) != self.volume.shape[0]:
+            return None
+        names = [Path(files[z]).name for z in self.kept]
+        if any(name not in self.patient.infection for name in names):
+            return None
+        return np.array([self.patient.infection[name] for name in names])
+
+    def slice_targets(self, paper: bool) -> np.ndarray:
+        """Stage 1's class of each kept slice: the patient's, or healthy for a clear slice (module docstring)."""
+        infected = None if paper else self.infected()
+        targets = np.full(len(self.kept), self.patient.label, dtype=np.int64)
+        if infected is not None:
+            targets[~infected] = HEALTHY
+        return targets
 
 
 def prepare_patient(
@@ -252,50 +298,23 @@ def patient_verdicts(
     return verdicts, np.stack(means)
 
 
-def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> TaskOutcome:
-    """The three stages, the per-patient evaluation and (with ``bundle_dir``) the two bundles."""
-    settings = settings or CovidSettings()
-    start_run(options, "covid")
-    patients = read_covid_dataset(options.data)
-    names = [p.name for p in patients]
-    split = patient_split(
-        [p.label for p in patients],
-        names,
-        test_fraction=0.2,
-        validation_fraction=0.1,
-        seed=options.seed,
-        min_validation_patients=MIN_PATIENTS_FOR_VALIDATION,
-    )
-    split.save(options.run_dir / "split.json", names, names, [CLASS_NAMES[p.label] for p in patients])
-    prepared = [prepare_patient(patient) for patient in patients]
-    for item in prepared:
-        log.info(
-            "%s (%s): %d slices, %d kept",
-            item.patient.name,
-            CLASS_NAMES[item.patient.label],
-            item.volume.shape[0],
-            len(item.kept),
-        )
-    train = [prepared[i] for i in split.train]
-    validation = [prepared[i] for i in split.validation]
-    test = [prepared[i] for i in split.test]
-    device = options.torch_device()
-
-    unet, unet_history = train_lung_unet(options, settings, train)
-    plot_history(options.run_dir / "history-lung-unet.png", unet_history, "stage 0: lung U-Net")
-    shipped_unet = as_shipped(unet, options.half).to(device)
-    unet_masks = [unet_lung_mask(shipped_unet, p.volume, device) for p in test]
-    lung_dice = float(np.mean([dice_score(mask, p.lung) for mask, p in zip(unet_masks, test, strict=True)]))
-
-    identity: dict[str, Any] = {"split": split.digest(names)}
+def train_slice_cnn(
+    options: RunOptions,
+    settings: CovidSettings,
+    train: Sequence[PreparedPatient],
+    validation: Sequence[PreparedPatient],
+    identity: dict[str, Any],
+    stage: str,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Stage 1 on ``train``'s kept slices with their slice targets (:meth:`PreparedPatient.slice_targets`)."""
     slices = np.concatenate([p.slices for p in train])
-    slice_labels = np.concatenate([[p.patient.label] * len(p.slices) for p in train])
+    slice_labels = np.concatenate([p.slice_targets(settings.paper) for p in train])
     stage1 = AugmentedSlices(slices, slice_labels, options.seed)
-    validate1 = None
+    validate = None
     if validation:
         inputs = torch.from_numpy(np.concatenate([p.slices for p in validation])[:, None])
-        labels = torch.from_numpy(np.concatenate([[p.patient.label] * len(p.slices) for p in validation]))
-        validate1 = _loss_validator(inputs, labels)
+        labels = torch.from_numpy(np.concatenate([p.slice_targets(settings.paper) for p in validation]))
+        validate = _loss_validator(inputs, labels)
     generator = seed_everything(options.seed)
     cnn = create_model("covid_slice_cnn")
     result = fit(
@@ -305,20 +324,113 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> T
         classification_step(cross_entropy),
         _stage_config(
             options,
-            "slice-cnn",
-            identity,
+            stage,
+            {**identity, "patients": [p.patient.name for p in train], "paper": settings.paper},
             options.epochs or settings.cnn_epochs,
             32,
             settings.patience,
             bool(validation),
         ),
-        device=device,
-        validate=validate1,
+        device=options.torch_device(),
+        validate=validate,
         generator=generator,
         on_epoch_start=stage1.set_epoch,
     )
     cnn.load_state_dict(result.best_state)
-    plot_history(options.run_dir / "history-slice-cnn.png", result.history, "stage 1: slice CNN")
+    return cnn, result.history
+
+
+@torch.no_grad()
+def infection_auc(cnn: nn.Module, prepared: PreparedPatient, device: torch.device) -> float:
+    """The AUC of stage 1's P(not healthy) against the radiologists' infection labels of a patient's kept slices.
+
+    NaN when the patient has no labels or only one kind of slice.
+    """
+    infected = prepared.infected()
+    if infected is None or infected.all() or not infected.any():
+        return math.nan
+    cnn.eval()
+    healthy = []
+    for start in range(0, len(prepared.slices), 32):
+        inputs = torch.from_numpy(prepared.slices[start : start + 32, None]).to(device)
+        healthy.append(torch.softmax(cnn(inputs).float(), 1)[:, HEALTHY].cpu().numpy())
+    return roc_points(infected, 1 - np.concatenate(healthy))[2]
+
+
+def _held_out_split(patients: Sequence[CovidPatient], seed: int) -> tuple[Split, bool]:
+    """The patient split, and whether it holds out test patients while every class keeps a training patient."""
+    names = [p.name for p in patients]
+    labels = [p.label for p in patients]
+    split = patient_split(
+        labels,
+        names,
+        test_fraction=0.2,
+        validation_fraction=0.1,
+        seed=seed,
+        min_validation_patients=MIN_PATIENTS_FOR_VALIDATION,
+    )
+    if len(split.test) and {labels[i] for i in split.train} == set(labels):
+        return split, True
+    everyone = np.arange(len(patients))
+    nothing = np.zeros(0, dtype=int)
+    described = (
+        "all patients train every stage: with one patient of a class, holding it out leaves the class untrained, "
+        "so no patient is held out for the verdict"
+    )
+    return Split(everyone, nothing, nothing, described), False
+
+
+def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> TaskOutcome:
+    """The three stages, the evaluation and (with ``bundle_dir``) the two bundles."""
+    settings = settings or CovidSettings()
+    started = time.perf_counter()
+    start_run(options, "covid")
+    patients = read_covid_dataset(options.data)
+    names = [p.name for p in patients]
+    split, held_out = _held_out_split(patients, options.seed)
+    split.save(options.run_dir / "split.json", names, names, [CLASS_NAMES[p.label] for p in patients])
+    prepared = [prepare_patient(patient) for patient in patients]
+    for item in prepared:
+        infected = item.infected()
+        log.info(
+            "%s (%s): %d slices, %d kept%s",
+            item.patient.name,
+            CLASS_NAMES[item.patient.label],
+            item.volume.shape[0],
+            len(item.kept),
+            "" if infected is None else f", {int(infected.sum())} of them infected",
+        )
+    train = [prepared[i] for i in split.train]
+    validation = [prepared[i] for i in split.validation]
+    test = [prepared[i] for i in split.test]
+    device = options.torch_device()
+
+    unet, unet_history = train_lung_unet(options, settings, train)
+    plot_history(options.run_dir / "history-lung-unet.png", unet_history, "stage 0: lung U-Net")
+    shipped_unet = as_shipped(unet, options.half).to(device)
+    dice_on = test if held_out else train
+    unet_masks = [unet_lung_mask(shipped_unet, p.volume, device) for p in dice_on]
+    lung_dice = float(np.mean([dice_score(mask, p.lung) for mask, p in zip(unet_masks, dice_on, strict=True)]))
+
+    identity: dict[str, Any] = {"split": split.digest(names)}
+    metrics: dict[str, float] = {}
+    if not settings.paper and not held_out:  # the slice CNN's infection score on patients it has not seen
+        for patient in train:
+            if not math.isnan(infection_auc(create_model("covid_slice_cnn"), patient, device)):
+                others = [p for p in train if p is not patient]
+                without, _ = train_slice_cnn(
+                    options, settings, others, [], identity, f"slice-cnn-without-{patient.patient.name}"
+                )
+                metrics[f"infection_auc/{patient.patient.name}"] = infection_auc(without, patient, device)
+    cnn, history = train_slice_cnn(options, settings, train, validation, identity, "slice-cnn")
+    plot_history(options.run_dir / "history-slice-cnn.png", history, "stage 1: slice CNN")
+    for patient in test:
+        auc = infection_auc(cnn, patient, device)
+        if not math.isnan(auc):
+            metrics[f"infection_auc/{patient.patient.name}"] = auc
+    aucs = [value for key, value in metrics.items() if key.startswith("infection_auc/")]
+    if aucs:
+        metrics["infection_auc"] = float(np.mean(aucs))
 
     groups, group_labels = patient_groups(train)
     validate2 = None
@@ -348,24 +460,71 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> T
     )
     model.load_state_dict(result.best_state)
     plot_history(options.run_dir / "history-cnn-bilstm.png", result.history, "stage 2: CNN + biLSTM")
-
-    # the chain the app runs with both bundles installed: the trained U-Net's masks, not the classical ones
-    # (a patient in whom the U-Net finds no lung gets no verdict, as in the app, and is counted)
     shipped = as_shipped(model, options.half).to(device)
+    metrics["lung_dice"] = lung_dice
+
+    if held_out:
+        table = _held_out_report(options, shipped, test, unet_masks, metrics, device)
+    else:
+        checks = verdict_checks(shipped, train, device)
+        (options.run_dir / "verdicts.txt").write_text(checks + "\n", encoding="utf-8")
+        rows = [
+            PaperRow(key, f"slice infection AUC, {key.split('/', 1)[1]} held out of stage 1", None, unit="")
+            for key in metrics
+            if key.startswith("infection_auc/")
+        ]
+        rows += [
+            PaperRow("infection_auc", "slice infection AUC, mean over held-out patients", None, unit=""),
+            PaperRow("lung_dice", "lung U-Net Dice on its training series (vs classical masks)", None),
+        ]
+        title = f"COVID-19 CT, {len(train)} patients, none held out for the verdict ({split.description})"
+        table = finish_report(options.run_dir, title, rows, metrics, "paper 002") + "\n\n" + checks
+        log.info("\n%s", checks)
+    metrics["training_seconds"] = time.perf_counter() - started
+
+    card = lung_card = None
+    if options.bundle_dir is not None:
+        blank = torch.zeros((1, GROUP_SLICES, 1, *SIZE), device=device)
+        with torch.no_grad():
+            blank_probabilities = torch.softmax(shipped(blank).float(), 1)[0].cpu().numpy()
+            group_probabilities = np.concatenate(
+                [torch.softmax(shipped(g[None].to(device)).float(), 1).cpu().numpy() for g in groups]
+            )
+        evidence = ResponseEvidence(
+            probabilities=group_probabilities, labels=group_labels.numpy(), blank=blank_probabilities
+        )
+        spacings = [float(p.volume.spacing[0]) for p in prepared]
+        card, lung_card = _export(
+            options, settings, split, patients, model, unet, metrics, held_out, evidence, spacings
+        )
+    log.info("training took %.0f s", metrics["training_seconds"])
+    return TaskOutcome(metrics, table, card, (lung_card,) if lung_card is not None else ())
+
+
+def _held_out_report(
+    options: RunOptions,
+    shipped: nn.Module,
+    test: Sequence[PreparedPatient],
+    unet_masks: Sequence[np.ndarray],
+    metrics: dict[str, float],
+    device: torch.device,
+) -> str:
+    """Paper 002's per-patient table on the test patients, through the trained U-Net's masks as the app runs."""
+    # a patient in whom the U-Net finds no lung gets no verdict, as in the app, and is counted
     as_run = [prepare_patient(p.patient, p.volume, mask) for p, mask in zip(test, unet_masks, strict=True)]
     found = [p for p in as_run if p.kept]
     truth = [p.patient.label for p in found]
     if not found:
         raise ValueError("the lung U-Net found no lung in any test patient: train it longer (--unet-epochs)")
     verdicts, mean_probabilities = patient_verdicts(shipped, found, device)
-    metrics = multiclass_metrics(truth, verdicts, mean_probabilities, CLASS_NAMES)
-    metrics["lung_dice"] = lung_dice
+    metrics.update(multiclass_metrics(truth, verdicts, mean_probabilities, CLASS_NAMES))
     metrics["patients_without_lung_found"] = float(len(as_run) - len(found))
     classical_verdicts, _ = patient_verdicts(shipped, test, device)
     correct = np.asarray(classical_verdicts) == np.asarray([p.patient.label for p in test])
     metrics["accuracy_classical_masks"] = float(np.mean(correct))
     title = f"COVID-19 CT, per patient, {len(test)} held-out patient(s), lung masks by the trained U-Net"
-    table = finish_report(options.run_dir, title, PAPER_ROWS, metrics, "paper 002")
+    rows = (*PAPER_ROWS, PaperRow("infection_auc", "slice infection AUC (held-out patients)", None, unit=""))
+    table = finish_report(options.run_dir, title, rows, metrics, "paper 002")
     plot_confusion(
         options.run_dir / "confusion.png",
         normalised_confusion(truth, verdicts, len(CLASS_NAMES)),
@@ -379,11 +538,71 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> T
             curves[name] = roc_points(positives, mean_probabilities[:, index])
     if curves:
         plot_roc(options.run_dir / "roc.png", curves, "COVID-19 CT, per patient")
+    return table
 
-    card = lung_card = None
-    if options.bundle_dir is not None:
-        card, lung_card = _export(options, settings, split, patients, model, unet, metrics)
-    return TaskOutcome(metrics, table, card, (lung_card,) if lung_card is not None else ())
+
+def _variants(prepared: PreparedPatient, seed: int) -> list[tuple[str, PreparedPatient | None]]:
+    """The series as trained, every 8th slice of it, and its kept slices with their lung pixels shuffled."""
+    volume = prepared.volume
+    sparse_volume = replace(
+        volume,
+        voxels=volume.voxels[::SPARSE_EVERY],
+        spacing=(volume.spacing[0] * SPARSE_EVERY, *volume.spacing[1:]),
+        slice_files=volume.slice_files[::SPARSE_EVERY],
+        slice_uids=volume.slice_uids[::SPARSE_EVERY],
+        missing_slices=frozenset(),
+    )
+    sparse = prepare_patient(prepared.patient, sparse_volume, prepared.lung[::SPARSE_EVERY])
+    rng = np.random.default_rng(seed)
+    shuffled_slices = prepared.slices.copy()
+    for image in shuffled_slices:
+        inside = image > 0
+        image[inside] = rng.permutation(image[inside])
+    shuffled = replace(prepared, slices=shuffled_slices)
+    name = prepared.patient.name
+    return [
+        (f"{name} (training series)", prepared),
+        (f"{name}, every {SPARSE_EVERY}th slice", sparse if sparse.kept else None),
+        (f"{name}, lung pixels shuffled", shuffled),
+    ]
+
+
+def verdict_checks(model: nn.Module, patients: Sequence[PreparedPatient], device: torch.device, seed: int = 0) -> str:
+    """Whether the output moves with the input: the verdict on each series, a sparse copy, a shuffled copy,
+    and a blank series, with the mean group probabilities and how much of the groups is padding."""
+    header = ("series", "truth", "verdict", *(_SHORT[name] for name in CLASS_NAMES), "groups (padding)")
+    lines = [header]
+    blank_volume = replace(patients[0].volume, voxels=np.full_like(patients[0].volume.voxels, -1000))
+    blank_lung = classical_lung_mask(blank_volume.voxels, spacing=blank_volume.spacing)
+    candidates: list[tuple[str, int | None, PreparedPatient | None]] = []
+    for prepared in patients:
+        for name, variant in _variants(prepared, seed):
+            candidates.append((name, None if "shuffled" in name else prepared.patient.label, variant))
+    blank = prepare_patient(patients[0].patient, blank_volume, blank_lung)
+    candidates.append(("blank series (air)", None, blank if blank.kept else None))
+    for name, truth, variant in candidates:
+        truth_text = _SHORT[CLASS_NAMES[truth]] if truth is not None else "-"
+        if variant is None:
+            lines.append((name, truth_text, "no verdict: no lung found", "-", "-", "-", "-"))
+            continue
+        [verdict], [mean] = patient_verdicts(model, [variant], device)
+        padding = [
+            sum(source is None for source in group.sources) / len(group.sources)
+            for group in group_slices(variant.slices, variant.kept, group_size=GROUP_SLICES)
+        ]
+        lines.append(
+            (
+                name,
+                truth_text,
+                _SHORT[CLASS_NAMES[verdict]],
+                *(f"{value:.2f}" for value in mean),
+                f"{len(padding)} ({max(padding):.0%} max)",
+            )
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    rule = "  ".join("-" * w for w in widths)
+    text = ["  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines]
+    return "\n".join(["Verdicts: does the output move with the input?", rule, text[0], rule, *text[1:], rule])
 
 
 def lung_bundle_dir(bundle_dir: Path) -> Path:
@@ -399,17 +618,29 @@ def _export(
     model: nn.Module,
     unet: nn.Module,
     metrics: dict[str, float],
+    held_out: bool,
+    evidence: ResponseEvidence,
+    spacings: Sequence[float],
 ) -> tuple[ModelCard, ModelCard]:
     assert options.bundle_dir is not None
     names = [p.name for p in patients]
     counts = {name: sum(p.label == i for p in patients) for i, name in enumerate(CLASS_NAMES)}
+    labelled = sum(bool(p.infection) for p in patients)
     provenance = {
         "dataset": f"{options.data.name} (COVID-CT-MD layout)",
         "split": split.provenance(names),
-        "counts": {"patients": len(patients), **counts, "train": len(split.train), "test": len(split.test)},
+        "counts": {
+            "patients": len(patients),
+            **counts,
+            "train": len(split.train),
+            "test": len(split.test),
+            "slice_labelled_patients": labelled,
+        },
         "demo": options.demo,
     }
     demo = f"demo model trained on {len(split.train)} public patients: not for diagnosis" if options.demo else ""
+    minutes = f"training took {metrics['training_seconds'] / 60:.0f} min on {machine_description()}"
+    dice_note = "" if held_out else "Dice measured on its training series (no patient held out)"
     lung_card = export_bundle(
         [unet],
         lung_bundle_dir(options.bundle_dir),
@@ -425,13 +656,29 @@ def _export(
             notes="; ".join(
                 filter(
                     None,
-                    [f"{settings.unet_epochs} epochs on classical lung masks (pseudo-labels, no manual masks)", demo],
+                    [
+                        f"{settings.unet_epochs} epochs on classical lung masks (pseudo-labels, no manual masks)",
+                        dice_note,
+                        demo,
+                    ],
                 )
             ),
         ),
         metrics={"dice_vs_classical_masks": round(metrics["lung_dice"], 4)},
         thresholds={"lung": 0.5},
         half=options.half,
+    )
+    labels_note = (
+        "every slice carries its patient's label (the paper's setting, --paper)"
+        if settings.paper or not labelled
+        else "stage 1 learns infected slices as the patient's class and clear slices as healthy "
+        "(radiologists' slice labels; the paper gives every slice its patient's label)"
+    )
+    verdict_note = (
+        ""
+        if held_out
+        else f"no patient held out for the verdict ({len(split.train)} patients, one or fewer per class): the "
+        "verdict is untested on unseen patients; slice infection AUC measured leaving each patient out of stage 1"
     )
     card = export_bundle(
         [model],
@@ -446,7 +693,11 @@ def _export(
             size=SIZE,
             channels=1,
             hu_window=LUNG_WINDOW,
-            extra={"healthy_class": "healthy"},
+            extra={
+                "healthy_class": "healthy",
+                "slice_spacing_mm": list(_validated_spacing(spacings)),
+                "min_slices": GROUP_SLICES,
+            },
             body_parts=BODY_PARTS,
         ),
         class_names=CLASS_NAMES,
@@ -456,8 +707,11 @@ def _export(
                 filter(
                     None,
                     [
-                        "slices selected and masked with the classical lung mask; slice labels = patient labels",
+                        "slices selected and masked with the classical lung mask",
+                        labels_note,
                         f"early stopping patience {settings.patience}",
+                        verdict_note,
+                        minutes,
                         demo,
                     ],
                 )
@@ -466,5 +720,11 @@ def _export(
         metrics=manifest_metrics(metrics),
         thresholds={"switch": SWITCH_THRESHOLD},
         half=options.half,
+        evidence=evidence,
     )
     return card, lung_card
+
+
+def _validated_spacing(spacings: Sequence[float]) -> tuple[float, float]:
+    """The slice spacing range (mm) of the training series, widened to the 0.5-3 mm of thin-slice chest CT."""
+    return min(0.5, min(spacings)), max(3.0, max(spacings))
