@@ -55,7 +55,17 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -
     return functional.cross_entropy(logits.float(), target) + (1 - dice)
 
 
-def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Mean focal loss (Lin et al. 2017) without class weights: -(1 - p_t)^gamma * log(p_t)."""
+def focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, gamma: float, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean focal loss (Lin et al. 2017): -alpha_t (1 - p_t)^gamma log(p_t); alpha_t = ``weights[label]`` or 1.
+
+    With weights the mean is over the weights (as cross-entropy's weighted mean), so the
+    loss keeps its scale whatever the class mix of a batch.
+    """
     log_p = functional.log_softmax(logits.float(), dim=1).gather(1, labels[:, None])[:, 0]
-    return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
+    losses = -((1 - log_p.exp()) ** gamma) * log_p
+    if weights is None:
+        return losses.mean()
+    alpha = weights.to(losses.device)[labels]
+    return (alpha * losses).sum() / alpha.sum()
