@@ -50,6 +50,7 @@ class Task:
     arguments: tuple[tuple[str, dict[str, Any]], ...] = ()  # its command-line flags (dest = a settings field)
     demo_settings: dict[str, Any] = field(default_factory=dict)
     imagenet: bool = False  # the task has an ImageNet backbone to choose and load
+    demo_more_data: tuple[str, ...] = ()  # further sample folders the demo reads with demo_data (more_data)
 
     def run(self, options: Any, values: dict[str, Any]) -> Any:
         from importlib import import_module
@@ -92,7 +93,7 @@ TASKS = {
         "paper 000: hybrid CNN (frozen ImageNet branch + custom CNN), stone / no stone",
         "kidney_ct",
         "kidney-demo",
-        {"epochs": 4},
+        {},
         settings="KidneySettings",
         arguments=(
             ("--baseline", {"action": "store_true", "help": "train the transfer-learning baseline instead"}),
@@ -102,10 +103,35 @@ TASKS = {
             ),
             ("--search-epochs", {"type": int, "default": 5, "help": "epochs per search trial"}),
             ("--cv", {"action": "store_true", "help": "also run the 5 cross-validation folds (CV5)"}),
-            ("--every", {"type": int, "default": 1, "help": "keep every Nth slice of each patient"}),
+            (
+                "--every",
+                {"type": int, "help": "train on every Nth slice of each scan (default 2; 1 with --paper)"},
+            ),
             ("--cases", {"help": "CSV of CT volumes + kidney masks, paths relative to --data (default: cases.csv)"}),
+            (
+                "--paper",
+                {
+                    "action": "store_true",
+                    "help": "the paper's exact setting (custom branch 128-32-96-64-256-224, Adam 1e-4, 50 epochs) "
+                    "instead of the shipped narrow-branch variant",
+                },
+            ),
+            (
+                "--more-data",
+                {
+                    "type": Path,
+                    "action": "append",
+                    "default": [],
+                    "help": "another folder of Normal/ and Stone/ slices of the same numbering (repeatable)",
+                },
+            ),
+            (
+                "--target-sensitivity",
+                {"type": float, "default": 0.9, "help": "the operating point chosen on the validation scans"},
+            ),
+            ("--compare-bundle", {"type": Path, "help": "a previous kidney bundle to evaluate on the same slices"}),
         ),
-        demo_settings={"every": 3},
+        demo_more_data=("kidney_ct_kaggle",),
         imagenet=True,
     ),
     "lung": Task(
@@ -119,8 +145,13 @@ TASKS = {
             ("--cycles", {"type": int, "default": 8, "help": "snapshots M (paper: 8)"}),
             ("--epochs-per-cycle", {"type": int, "default": 20, "help": "epochs per annealing cycle (paper: 20)"}),
             ("--repeats", {"type": int, "default": 10, "help": "random 80/20 patient splits (paper: 10)"}),
+            (
+                "--lopo",
+                {"action": "store_true", "help": "leave-one-patient-out scores; the bundle trains on every patient"},
+            ),
+            ("--paper", {"action": "store_true", "help": "the paper's unweighted focal loss (no class weights)"}),
         ),
-        demo_settings={"cycles": 4, "epochs_per_cycle": 10, "repeats": 1},
+        demo_settings={"cycles": 4, "epochs_per_cycle": 10, "lopo": True},
     ),
     "liver": Task(
         "liver",
@@ -139,7 +170,7 @@ TASKS = {
     "covid": Task(
         "covid",
         "paper 002: lung U-Net, slice CNN, CNN + biLSTM, patient vote (COVID / other pneumonia / healthy)",
-        "covid_ct/COVID-CT-MD",
+        "covid_ct",
         "covid-demo",
         {},
         settings="CovidSettings",
@@ -149,6 +180,13 @@ TASKS = {
             ("--lstm-epochs", {"type": int, "default": 200, "help": "CNN + biLSTM epochs (paper: 200)"}),
             ("--patience", {"type": int, "default": 25, "help": "early stopping patience (paper: 25)"}),
             ("--unet-every", {"type": int, "default": 1, "help": "train the U-Net on every Nth slice"}),
+            (
+                "--paper",
+                {
+                    "action": "store_true",
+                    "help": "every slice carries its patient's label (the paper), not the slice-level infection labels",
+                },
+            ),
         ),
         demo_settings={"unet_epochs": 4, "unet_every": 2, "cnn_epochs": 30, "lstm_epochs": 30},
     ),
@@ -190,6 +228,8 @@ def _train(name: str, args: argparse.Namespace) -> int:
         bundle_dir = bundle_dir or REPO_ROOT / "resources" / "models" / task.demo_bundle
         settings = dict(task.demo_options)
         values |= task.demo_settings
+        if task.demo_more_data and not values.get("more_data"):
+            values["more_data"] = [sample_data_root() / folder for folder in task.demo_more_data]
     if data is None:
         print(f"medview-train {name}: give the dataset with --data DIR (or --demo for the public samples)")
         return 2
@@ -283,6 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare.add_argument("--bundle", type=Path, help="liver bundle folder (default: the one in resources/models)")
     compare.add_argument("--limit", type=int, help="only the first N cases")
     compare.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    evaluate = commands.add_parser(
+        "evaluate", help="a bundle on a labelled folder of the task's layout, through the app's engine: the paper table"
+    )
+    evaluate.add_argument("bundle", type=Path, help="bundle folder (holding manifest.json)")
+    evaluate.add_argument("--data", type=Path, required=True, help="labelled folder in the task's public layout")
+    evaluate.add_argument("--output", type=Path, help="also write the table to this file")
+    evaluate.add_argument("--items", type=Path, help="write each item's result (class, probabilities) to this CSV")
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     for name, task in TASKS.items():
         command = commands.add_parser(name, help=task.help)
         command.add_argument("--data", type=Path, help="dataset folder in the task's public layout")
@@ -307,6 +356,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _verify(args.bundles)
     if args.command == "liver-compare":
         return _liver_compare(args)
+    if args.command == "evaluate":
+        from training.evaluate import run_evaluate
+
+        return run_evaluate(
+            args.bundle, args.data, device=args.device, output=args.output, items=args.items, progress=not args.quiet
+        )
     return _train(args.command, args)
 
 
