@@ -93,6 +93,8 @@ def validated_summary(card: ModelCard, threshold: float | None = None) -> str:
     parts = []
     if "score" in metrics:
         parts.append(f"ICBHI score {metrics['score']:.2f}")
+    if "infection_auc" in metrics:
+        parts.append(f"slice infection AUC {metrics['infection_auc']:.2f} on patients left out of training")
     if "dice" in metrics:
         parts.append(f"Dice {metrics['dice']:.2f}")
     if sensitivity is not None and specificity is not None:
@@ -100,18 +102,22 @@ def validated_summary(card: ModelCard, threshold: float | None = None) -> str:
         parts.append(f"sensitivity {sensitivity:.2f}, specificity {specificity:.2f}{of_class}")
     elif "auc" in metrics:
         parts.append(f"AUC {metrics['auc']:.2f}")
-    if not parts:
+    held_out = counts.get("test", counts.get("test_volumes"))
+    if not parts and held_out != 0:
         return "Validated performance: none recorded in the bundle"
     if threshold is not None and sensitivity is not None:
         parts[-1] += f" at threshold {threshold:g}"
     if sensitivity is not None and specificity is not None and all(None not in pair[1:] for pair in intervals):
         parts[-1] += " (95% CI: " + ", ".join(f"{name} {low:.2f}–{high:.2f}" for name, low, high in intervals) + ")"
-    held_out = counts.get("test", counts.get("test_volumes"))
-    if held_out is not None:
+    if held_out == 0:
+        parts.append("no patient held out for the verdict: untested on unseen patients")
+    elif held_out is not None:
         unit = next(
             (name for name in ("images", "cycles", "volumes") if name in counts or f"test_{name}" in counts), "patients"
         )
         parts.append(f"on {held_out} held-out {unit[:-1] if held_out == 1 else unit}")
+        if counts.get("test_patients") and unit != "patients":
+            parts[-1] += f" of {counts['test_patients']} patients"
     elif "patients" in counts:
         parts.append(f"from {counts['patients']} patients in all")
     return "Validated: " + "; ".join(parts)

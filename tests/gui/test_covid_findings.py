@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medview.engine.api import CovidResult, Heatmap, Provenance
+from medview.engine.api import CovidResult, Heatmap, Provenance, validated_summary
 from medview.ui.covid_findings import (
     GRAD_CAM_THRESHOLD,
     NO_MAP_FAINT_ABSOLUTE,
@@ -121,7 +121,8 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     # the model's validated performance on the line under the verdict, before any table; every slice folded
     lines = shown.splitlines()
     assert lines[lines.index(f"Verdict: {result.verdict}") + 1] == finding.provenance.validated
-    assert finding.provenance.validated.startswith("Validated: sensitivity")
+    assert finding.provenance.validated.startswith("Validated: ")
+    assert finding.provenance.validated == validated_summary(runner.model_box.selected_card())
     assert shown.index(finding.provenance.validated) < shown.index("Left out because") < shown.index("Trained on")
     assert "kept: lung area" not in shown  # the reason of every slice: folded
     tip = panel.list.item(0).toolTip()
@@ -505,7 +506,7 @@ def test_the_verdict_has_the_validated_performance_and_the_warnings_beside_it_an
     show_found(qtbot, window, volume, finding)
     panel = window.findings
     validated = finding.provenance.validated
-    assert validated.startswith("Validated: sensitivity 0.00, specificity 0.00 for covid pneumonia")
+    assert validated == validated_summary(card)  # the bundle's own recorded validation
 
     # the demo warning above the verdict, the validated performance under it, the input warning next
     text = panel.details.toPlainText()

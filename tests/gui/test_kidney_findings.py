@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medview.engine.api import Heatmap
+from medview.engine.api import Heatmap, validated_summary
 from medview.measure import region_stats
 from medview.ui.kidney_findings import (
     FEW_POSITIVES,
@@ -136,7 +136,9 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
         "is recorded as PARTIALBODY: the result may be meaningless."
     )
     validated = finding.provenance.validated
-    assert validated.startswith("Validated: sensitivity 1.00, specificity 0.00 at threshold 0.5")
+    assert validated == validated_summary(card, threshold)  # the bundle's own recorded validation
+    assert validated.startswith("Validated: sensitivity ")
+    assert f" at threshold {threshold:g}" in validated
     verdict = f"Stone probability ≥ {threshold:g} on {len(positives)} of {count} slices"
     assert details.index(verdict) < details.index(validated)
     for text in (verdict, validated, warning):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from medview.config import resources_dir
 from medview.engine.api import validated_summary
 from medview.engine.manifest import load_manifest
 from training.common.feature_cache import FeatureCache, cached_network_features, network_digest
@@ -132,7 +133,6 @@ def test_the_feature_cache_computes_each_photo_once_per_network_and_variant(shar
 
 
 def test_the_validated_line_carries_the_95_percent_intervals_when_the_bundle_records_them() -> None:
-    from medview.config import resources_dir
 
     shipped = load_manifest(resources_dir() / "models" / "skin-demo")
     metrics = {
@@ -155,3 +155,23 @@ def test_the_validated_line_carries_the_95_percent_intervals_when_the_bundle_rec
     assert validated_summary(replace(card, metrics=plain), 0.1) == (
         "Validated: sensitivity 0.96, specificity 0.29 at threshold 0.1; on 380 held-out images"
     )
+
+
+def test_validated_line_names_the_held_out_patients_and_says_when_none_was_held_out() -> None:
+    shipped = load_manifest(resources_dir() / "models" / "skin-demo")
+    metrics = {"sensitivity": 0.9, "specificity": 0.8}
+    counts = {"images": 1851, "test": 583, "test_patients": 10}
+    card = replace(shipped, metrics=metrics, trained_on=replace(shipped.trained_on, counts=counts))
+    assert validated_summary(card, 0.25).endswith("; on 583 held-out images of 10 patients")
+    # COVID-19 from one patient per class: the slice score held out, the verdict on nobody unseen
+    covid = replace(
+        card,
+        metrics={"infection_auc": 0.81},
+        trained_on=replace(shipped.trained_on, counts={"patients": 3, "test": 0}),
+    )
+    assert validated_summary(covid) == (
+        "Validated: slice infection AUC 0.81 on patients left out of training; "
+        "no patient held out for the verdict: untested on unseen patients"
+    )
+    nothing = replace(covid, metrics={})
+    assert validated_summary(nothing) == ("Validated: no patient held out for the verdict: untested on unseen patients")
