@@ -25,6 +25,7 @@ from medview.engine.weights import load_networks
 from medview.io.audio import read_icbhi_annotations, read_recording
 from medview.io.photo import read_photo
 from medview.io.volume import Volume
+from medview.models import create_model
 from training import export
 from training.cli import main as train_cli
 from training.common.loop import FitConfig, fit
@@ -408,3 +409,26 @@ def test_kidney_cases_become_roi_slices_the_engine_prepares_the_same_way(shared_
     )
     np.testing.assert_allclose(result.probabilities, expected, rtol=1e-4, atol=1e-5)
     assert result.roi == "kidney mask"
+
+
+def test_kidney_calibration_folds_platt_scaling_into_the_last_layer_and_keeps_the_ranking(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from training.kidney.train import calibrate_stone_probability
+
+    dataset = load_kidney_data(_kidney_sample(shared_data, tmp_path))
+    torch.manual_seed(0)
+    model = create_model("kidney_hybrid", filters=[8, 8, 8, 8, 8], dense_units=6).eval()
+    slices = KidneySlices(dataset, model.mean, model.std)
+    everything = np.arange(len(dataset.labels))
+    with torch.no_grad():
+        logits = model(slices.inputs(everything)).numpy()
+    margin = logits[:, 1] - logits[:, 0]
+    # labels that follow the margin, with noise: the fit must find a positive slope
+    noise = np.random.default_rng(0).normal(0, margin.std(), margin.size)
+    slices.labels = (margin + noise > np.median(margin)).astype(np.int64)
+    slope, intercept = calibrate_stone_probability(model, slices, everything, torch.device("cpu"))
+    after = stone_probability(model, slices, everything, torch.device("cpu"))
+    assert slope > 0
+    np.testing.assert_allclose(after, 1 / (1 + np.exp(-(slope * margin + intercept))), rtol=1e-4, atol=1e-6)
+    assert np.all(np.diff(after[np.argsort(margin)]) >= -1e-6)  # the ranking, so every operating point, is kept

@@ -16,7 +16,12 @@ from medview.config import resources_dir
 from medview.engine.api import validated_summary
 from medview.engine.manifest import load_manifest
 from training.common.feature_cache import FeatureCache, cached_network_features, network_digest
-from training.common.operating_point import rates_with_intervals, threshold_for_sensitivity, wilson_interval
+from training.common.operating_point import (
+    floor_significant,
+    rates_with_intervals,
+    threshold_for_sensitivity,
+    wilson_interval,
+)
 from training.common.splits import Split
 from training.skin.data import read_skin_dataset, read_skin_sources
 from training.skin.train import skin_split
@@ -175,3 +180,12 @@ def test_validated_line_names_the_held_out_patients_and_says_when_none_was_held_
     )
     nothing = replace(covid, metrics={})
     assert validated_summary(nothing) == ("Validated: no patient held out for the verdict: untested on unseen patients")
+
+
+def test_a_shown_threshold_is_cut_to_significant_digits_never_rounded_up_or_to_zero() -> None:
+    assert floor_significant(0.123456) == 0.1234
+    assert floor_significant(3.14159e-6) == 3.141e-6  # 4 decimals made this 0.0: every slice a stone
+    assert floor_significant(0.99999) == 0.9999
+    assert floor_significant(0.0) == 0.0
+    scores = np.array([2.5e-6, 3.14159e-6, 0.2, 0.9])
+    assert (scores >= floor_significant(3.14159e-6)).sum() == 3  # every item the exact threshold calls stays called

@@ -47,6 +47,11 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return functional.cross_entropy(logits.float(), labels)
 
 
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with a weight per class (inverse frequencies, for a minority class to count)."""
+    return functional.cross_entropy(logits.float(), labels, weight=weights.to(logits.device))
+
+
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """Cross-entropy + soft Dice loss of class 1 (liver, lung), smoothed by ``eps`` so an empty slice stays finite."""
     probability = torch.softmax(logits.float(), dim=1)[:, 1]

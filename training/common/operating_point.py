@@ -49,6 +49,19 @@ def threshold_for_sensitivity(truth: ArrayLike, scores: ArrayLike, target: float
     return float(positive[needed - 1])
 
 
+def floor_significant(value: float, digits: int = 4) -> float:
+    """``value`` cut (never rounded up) to ``digits`` significant digits, for a threshold shown on screen.
+
+    Cutting keeps every item the exact threshold calls positive still positive.  A fixed
+    number of decimals cannot: an overconfident network's stone threshold of 3e-6
+    became 0.0000, which calls every slice a stone.
+    """
+    if value <= 0:
+        return 0.0
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(value)))
+    return math.floor(value * scale) / scale
+
+
 def rates_with_intervals(truth: ArrayLike, predicted: ArrayLike) -> dict[str, float]:
     """Sensitivity and specificity of boolean predictions with their 95% Wilson intervals, and the counts."""
     truth_array = np.asarray(truth, dtype=bool)

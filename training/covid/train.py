@@ -35,7 +35,9 @@ label, as the paper does).  Where the data carry the radiologists' slice
 infection labels (COVID-CT-MD's), stage 1 learns an infected slice as its
 patient's class and an uninfected one as healthy: a COVID-19 patient's clear
 slices look healthy, and teaching them as COVID-19 teaches the CNN the patient,
-not the disease.  Stage 1's probability of "not healthy" is then a slice-level
+not the disease.  Stage 1 then weighs the classes by inverse frequency and
+learns at 1e-3 (the paper's 1e-4 left a 30-epoch demo run calling every slice
+healthy).  Its probability of "not healthy" is a slice-level
 infection score, and its AUC is measured on patients left out of its training
 (leave-one-patient-out over the patients with infected and clear slices).
 
@@ -54,6 +56,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +85,13 @@ from medview.preprocess.chest import (
 from medview.preprocess.image import resize_stack, segmentation_inputs
 from training.common.datasets import EpochAugmented
 from training.common.loop import FitConfig, Validate, fit
-from training.common.losses import classification_step, cross_entropy, dice_ce_loss, segmentation_step
+from training.common.losses import (
+    classification_step,
+    cross_entropy,
+    dice_ce_loss,
+    segmentation_step,
+    weighted_cross_entropy,
+)
 from training.common.metrics import dice_score, multiclass_metrics, normalised_confusion, roc_points
 from training.common.report import PaperRow, plot_confusion, plot_history, plot_roc
 from training.common.run import (
@@ -104,6 +113,8 @@ SIZE = (SLICE_SIZE, SLICE_SIZE)
 #: Body Part Examined terms of the chest CT series the paper classifies
 BODY_PARTS = ("CHEST", "LUNG", "CHESTABDOMEN", "CHESTABDPELVIS", "WHOLEBODY")
 CNN_LR, UNET_LR = 1e-4, 1e-3
+#: stage 1's rate with slice labels: 30 demo epochs are ~200 steps, too few for 1e-4 to leave the majority class
+SLICE_LABELLED_LR = 1e-3
 MIN_PATIENTS_FOR_VALIDATION = 10
 _SHORT = {"covid_pneumonia": "CP", "non_covid_pneumonia": "NCP", "healthy": "healthy"}
 HEALTHY = CLASS_NAMES.index("healthy")
@@ -310,6 +321,14 @@ def train_slice_cnn(
     slices = np.concatenate([p.slices for p in train])
     slice_labels = np.concatenate([p.slice_targets(settings.paper) for p in train])
     stage1 = AugmentedSlices(slices, slice_labels, options.seed)
+    loss = cross_entropy
+    if not settings.paper:  # inverse class frequencies: 116 clear slices against 30 CAP ones taught "healthy"
+        counts = np.bincount(slice_labels, minlength=len(CLASS_NAMES)).astype(np.float64)
+        weights = torch.tensor(
+            np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(int((counts > 0).sum()), 1), 0.0),
+            dtype=torch.float32,
+        )
+        loss = partial(weighted_cross_entropy, weights=weights)
     validate = None
     if validation:
         inputs = torch.from_numpy(np.concatenate([p.slices for p in validation])[:, None])
@@ -319,9 +338,9 @@ def train_slice_cnn(
     cnn = create_model("covid_slice_cnn")
     result = fit(
         cnn,
-        torch.optim.Adam(cnn.parameters(), lr=CNN_LR),
+        torch.optim.Adam(cnn.parameters(), lr=CNN_LR if settings.paper else SLICE_LABELLED_LR),
         stage1,
-        classification_step(cross_entropy),
+        classification_step(loss),
         _stage_config(
             options,
             stage,

@@ -65,7 +65,7 @@ from medview.preprocess.image import grey_batch
 from training.common.loop import fit
 from training.common.losses import classification_step, cross_entropy
 from training.common.metrics import binary_metrics, normalised_confusion, roc_points
-from training.common.operating_point import rates_with_intervals, threshold_for_sensitivity
+from training.common.operating_point import floor_significant, rates_with_intervals, threshold_for_sensitivity
 from training.common.report import PaperRow, comparison_table, plot_confusion, plot_history, plot_roc
 from training.common.run import (
     RunOptions,
@@ -442,6 +442,10 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
     plot_history(options.run_dir / "history.png", history, "kidney: hold-out training")
 
     device = options.torch_device()
+    calibration = None
+    if settings.light and len(set(labels[validation].tolist())) == 2:
+        calibration = calibrate_stone_probability(model.to(device), slices, validation, device)
+        log.info("Platt calibration on the validation scans: P(stone) = sigmoid(%.4g * margin + %.4g)", *calibration)
     shipped = as_shipped(model, options.half).to(device)
     validation_probability = stone_probability(shipped, slices, validation, device)
     threshold = 0.5
@@ -449,12 +453,12 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         threshold = threshold_for_sensitivity(
             labels[validation] == POSITIVE, validation_probability, settings.target_sensitivity
         )
-        threshold = math.floor(threshold * 1e4) / 1e4  # 4 decimals for the manifest and the screen
+        threshold = floor_significant(threshold)  # 4 significant digits for the manifest and the screen
     else:
         log.warning("no stone slice among the validation scans: the threshold stays 0.5")
     validated = evaluate(labels[validation], validation_probability, threshold) if len(validation) else {}
     log.info(
-        "threshold %.4f for sensitivity %.2f on %d validation slices (reached %.3f, specificity %.3f)",
+        "threshold %.4g for sensitivity %.2f on %d validation slices (reached %.3f, specificity %.3f)",
         threshold,
         settings.target_sensitivity,
         len(validation),
@@ -544,6 +548,11 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
             "operating_point_sensitivity_target": settings.target_sensitivity,
             **{f"validation_{key}": value for key, value in validated.items() if key in VALIDATION_KEYS},
             "training_seconds": training_seconds,
+            **(
+                {"calibration_slope": calibration[0], "calibration_intercept": calibration[1]}
+                if calibration is not None
+                else {}
+            ),
         }
         card = export_bundle(
             [model],
@@ -593,6 +602,44 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
     return TaskOutcome(metrics, table, card)
 
 
+@torch.no_grad()
+def calibrate_stone_probability(
+    model: nn.Module, slices: KidneySlices, validation: np.ndarray, device: torch.device
+) -> tuple[float, float]:
+    """Platt scaling on the validation scans, folded into the network's last layer; returns (slope, intercept).
+
+    The narrow hybrid trains to 100% on its training slices and comes out so sure
+    of itself that a stone on an unseen scan gets P(stone) 1e-5: the ranking is
+    right (validation AUC 0.99) but the probability means nothing, and export
+    rightly refuses outputs that barely move.  A logistic fit of the stone-minus-
+    normal logit margin on the validation slices (Platt 1999; scikit-learn's
+    "sigmoid" calibration) gives probabilities that do; written into the output
+    layer as logits (0, slope * margin + intercept), the app runs it unchanged.
+    The ranking, and so every sensitivity/specificity pair, stays the same.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    model.eval()
+    margins = []
+    for start in range(0, len(validation), BATCH):
+        picks = validation[start : start + BATCH]
+        frozen = slices.frozen[picks].to(device) if slices.frozen is not None else None
+        logits = model(slices.inputs(picks).to(device), frozen=frozen).float()
+        margins.append((logits[:, POSITIVE] - logits[:, 1 - POSITIVE]).cpu().numpy())
+    margin = np.concatenate(margins)[:, None]
+    fitted = LogisticRegression(C=1e4).fit(margin, slices.labels[validation] == POSITIVE)
+    slope, intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+    output = model.head.output
+    weight, bias = output.weight.data, output.bias.data
+    stone_weight = slope * (weight[POSITIVE] - weight[1 - POSITIVE])
+    stone_bias = slope * (bias[POSITIVE] - bias[1 - POSITIVE]) + intercept
+    weight[1 - POSITIVE].zero_()
+    bias[1 - POSITIVE].zero_()
+    weight[POSITIVE].copy_(stone_weight)
+    bias[POSITIVE].copy_(stone_bias)
+    return slope, intercept
+
+
 def blank_probability(model: nn.Module, mean: Sequence[float], std: Sequence[float], device: torch.device) -> float:
     """P(stone) of a slice of air (every pixel below the window), prepared as the app prepares a slice."""
     air = KidneySet(
@@ -634,6 +681,8 @@ def _notes(
     parts.append(f"{epochs} epochs" + ("" if epochs == EPOCHS else f" (paper: {EPOCHS})"))
     if settings.training_every() > 1:
         parts.append(f"trained on 1 in {settings.training_every()} slices of each scan")
+    if settings.light:
+        parts.append("probabilities Platt-calibrated on the validation scans (folded into the last layer)")
     parts.append(
         f"stone threshold chosen on the validation scans for sensitivity {settings.target_sensitivity:g}; "
         "patients = runs of neighbouring slices (the public copies carry no patient ids)"

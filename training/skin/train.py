@@ -30,7 +30,6 @@ with 95% Wilson intervals, and the AUC.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from medview.models.skin import DEFAULT_BACKBONE, FOREST_TREES
 from medview.preprocess.image import photo_batch
 from training.common.feature_cache import cached_network_features, default_cache_dir
 from training.common.metrics import binary_metrics, normalised_confusion, roc_points
-from training.common.operating_point import rates_with_intervals, threshold_for_sensitivity
+from training.common.operating_point import floor_significant, rates_with_intervals, threshold_for_sensitivity
 from training.common.report import PaperRow, comparison_table, plot_confusion, plot_roc
 from training.common.run import (
     RunOptions,
@@ -377,7 +376,7 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
     threshold = threshold_for_sensitivity(
         labels[split.validation] == POSITIVE, validation_scores[:, POSITIVE], settings.target_sensitivity
     )
-    threshold = math.floor(threshold * 1e4) / 1e4  # 4 decimals for the manifest and the screen; never fewer calls
+    threshold = floor_significant(threshold)  # 4 significant digits for the manifest and the screen; never fewer calls
     validation = evaluate(labels[split.validation], validation_scores, threshold)
     log.info(
         "forest %s; threshold %.3f for sensitivity %.2f on %d validation photos (reached %.3f, specificity %.3f)",
