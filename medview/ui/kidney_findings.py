@@ -192,6 +192,7 @@ def kidney_summary(
     positives = result.positive_slices()
     count = len(result.slice_indices)
     explained = ", ".join(str(index + 1) for index in sorted(heatmaps)) or "none"
+    empty = [index + 1 for index in sorted(heatmaps) if not heatmaps[index].values.any()]
     scale = "one scale for all explained slices" if absolute else "each slice scaled to its own maximum"
     verdict = (
         f"{result.positive_class.capitalize()} probability ≥ {threshold:g} on {len(positives)} of {count} "
@@ -200,7 +201,14 @@ def kidney_summary(
     return (
         verdict_html(verdict, result.provenance, warnings) + f"<p>Kidney ROI: {html.escape(result.roi)}<br>"
         f"Slices run: {count} ({html.escape(scope)})<br>"
-        f"Grad-CAM of slice(s) {explained} ({scale}), shown inside the ROI and the body only</p>"
+        f"Grad-CAM of slice(s) {explained} ({scale}), shown inside the ROI and the body only"
+        + (
+            f"<br>No region raises the {html.escape(result.positive_class)} score on slice(s) "
+            f"{', '.join(map(str, empty))}: their maps are empty"
+            if empty
+            else ""
+        )
+        + "</p>"
         f"<p>Slices at or above the threshold: {_slice_list(positives, probabilities)}</p>"
     )
 

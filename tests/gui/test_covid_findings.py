@@ -212,10 +212,14 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     label = first_group.scores.label
     assert read_out.text().startswith(f"COVID-19: {result.slice_reasons[z]}; group ")
     axial.set_index(result.kept_slices[0])
-    assert read_out.text().startswith(
-        f"COVID-19: {result.slice_reasons[result.kept_slices[0]]}; group 1/{len(result.groups)} votes {label} "
-        f"({first_group.scores.probabilities[label]:.2f})\nAxial {result.kept_slices[0] + 1}/"
+    first = result.kept_slices[0]
+    lines = read_out.text().split("\n")
+    assert lines[0] == (
+        f"COVID-19: {result.slice_reasons[first]}; group 1/{len(result.groups)} votes {label} "
+        f"({first_group.scores.probabilities[label]:.2f})"
     )
+    mapped = float(heatmap_layer.values[first].max()) >= GRAD_CAM_THRESHOLD
+    assert lines[1].startswith(f"Axial {first + 1}/" if mapped else "No Grad-CAM map on this slice (")
     left = next(index for index, reason in enumerate(result.slice_reasons) if not reason.startswith("kept"))
     axial.set_index(left)
     assert read_out.text().startswith(f"COVID-19: {result.slice_reasons[left]}\nAxial {left + 1}/")

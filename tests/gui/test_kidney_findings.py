@@ -4,6 +4,11 @@ The bundled series has no kidney mask (nor has the shared data: ../shared/data/R
 where a kidney mask ROI is tested, its liver mask stands in for one, loaded from a copy named
 ``kidney_mask.nii.gz`` (a kidney mask is recognised by its segments' or its file's name); the liver
 mask under its own name is not offered as a kidney ROI.
+
+The sample series shows no kidney stone, and a model that finds none there leaves its Grad-CAM maps
+empty.  Where a test is about what a map does (kept inside a drawn ROI, scaled, shown for the positive
+slices) it runs on a series of real stone and normal slices of the Kaggle kidney CT set instead
+(``stone_series``), where the model finds the stones.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from medview.ui.kidney_findings import (
 )
 from medview.ui.layers import HeatmapLayer, LabelLayer
 from medview.ui.qt import QtCore, QtWidgets
+from tests.kidney_slices import KAGGLE_KIDNEY, STONE_SLICES, kaggle_slice_hu
 
 from .conftest import (
     SAMPLE_MASK,
@@ -68,6 +74,61 @@ def ct_window(qtbot: Any, window: Any, engine: Any) -> Any:
     wire(window)
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     return window
+
+
+#: real slices with a stone (Kaggle kidney CT) that the shipped model calls a stone with a non-empty Grad-CAM
+#: map, by where they go in ``stone_series``; every other slice there is a normal one
+def stone_series(
+    shared_data: Path, engine: Any, count: int = 20, size: int = 512, stones: dict[int, str] | None = None
+) -> Any:
+    """A CT volume of ``count`` real kidney slices: the stone slices ``stones`` (default ``STONE_SLICES``)
+    where they go, normal slices of the Kaggle set elsewhere; 0.7 mm pixels at 512 x 512."""
+    (card,) = engine.cards("kidney_stone")
+    folder = shared_data / KAGGLE_KIDNEY
+    placed = STONE_SLICES if stones is None else stones
+    normals = iter(sorted((folder / "Normal").glob("*.jpg")))
+    paths = [folder / placed[index] if index in placed else next(normals) for index in range(count)]
+    voxels = np.stack([kaggle_slice_hu(path, size, card.input.hu_window) for path in paths])
+    return make_volume(voxels, spacing=(2.0, 0.7 * 512 / size, 0.7 * 512 / size), series_uid=f"kidney.stones.{size}")
+
+
+@pytest.fixture
+def stone_window(qtbot: Any, window: Any, engine: Any, shared_data: Path) -> Any:
+    """The window with the engine and ``stone_series`` loaded."""
+    window.set_engine(engine)
+    wire(window)
+    window._on_volume_loaded(stone_series(shared_data, engine))
+    return window
+
+
+def empty_maps_named(summary: str) -> list[int]:
+    """The slice numbers the summary names as having an empty Grad-CAM map ("No region raises ...")."""
+    found = re.search(r"No region raises the \w+ score on slice\(s\) ([\d, ]+): their maps are empty", summary)
+    return [int(number) for number in found.group(1).split(", ")] if found else []
+
+
+def assert_map_shown_or_said_empty(finding: Any, index: int) -> None:
+    """A non-empty map is shown scaled to its own maximum; an empty one leaves the layer at zero there, and
+    the summary names the slice as empty."""
+    values = finding.heatmap_layer.values[index]
+    empty = [number + 1 for number in sorted(finding.heatmaps) if not finding.heatmaps[number].values.any()]
+    assert empty_maps_named(finding.summary_html) == empty
+    if finding.heatmaps[index].values.any():
+        assert values.max() == 1.0
+    else:
+        assert not values.any()
+        assert index + 1 in empty
+
+
+def assert_on_the_body(values: np.ndarray, slice_hu: np.ndarray) -> None:
+    """The map lies on the body, not on the air around it nor in the corners (it was brightest in the
+    corners: issue 19, item 6)."""
+    air, _count = ndimage.label(slice_hu < -900)
+    outside = np.isin(air, np.unique(np.concatenate([air[0], air[-1], air[:, 0], air[:, -1]]))) & (air > 0)
+    assert outside.mean() > 0.4
+    assert not values[outside].any()
+    for corner in (np.s_[:64, :64], np.s_[:64, -64:], np.s_[-64:, :64], np.s_[-64:, -64:]):
+        assert not values[corner].any()
 
 
 def run(qtbot: Any, window: Any) -> Any:
@@ -167,17 +228,15 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     assert heatmap.values.shape == volume.shape[1:]
     assert heatmap.target_class == "stone"
     np.testing.assert_array_equal(layer.values[7], heatmap.relative().astype(np.float16))
-    assert layer.values[7].max() == 1.0
-    assert np.count_nonzero(layer.values[7] >= GRAD_CAM_THRESHOLD) > 1000
     assert not layer.values[[index for index in range(count) if index not in explained]].any()
-    # the map lies on the body, not on the air around it (it was brightest in the corners: issue 19, item 6)
-    air, _count = ndimage.label(volume.voxels[7] < -900)
-    outside = np.isin(air, np.unique(np.concatenate([air[0], air[-1], air[:, 0], air[:, -1]]))) & (air > 0)
-    assert outside.mean() > 0.4
-    assert not layer.values[7][outside].any()
-    for corner in (np.s_[:64, :64], np.s_[:64, -64:], np.s_[-64:, :64], np.s_[-64:, -64:]):
-        assert not layer.values[7][corner].any()
-
+    # a map is shown scaled to its own maximum; an empty one (nothing on the slice raises the stone score: the
+    # sample shows no stone) is all zero, and the summary says so
+    assert_map_shown_or_said_empty(finding, 7)
+    if heatmap.values.any():
+        assert np.count_nonzero(layer.values[7] >= GRAD_CAM_THRESHOLD) > 1000
+        assert_on_the_body(layer.values[7], volume.voxels[7])
+    else:
+        assert "No region raises the stone score on slice(s) 8" in panel.details.toPlainText()
     # drawn on the axial view, near-zero transparent, with its colour bar; the demo banner on the image
     (drawn,) = shown_overlays(axial)
     values = layer.values[7].astype(np.float32)
@@ -194,19 +253,25 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     qtbot.waitUntil(lambda: 12 in finding.heatmaps and not runner.running(), timeout=RUN_TIMEOUT_MS)
     assert set(finding.heatmaps) == explained | {12}
     np.testing.assert_array_equal(layer.values[12], finding.heatmaps[12].relative().astype(np.float16))
+    assert_map_shown_or_said_empty(finding, 12)
     (drawn,) = shown_overlays(axial)
-    assert np.nanmax(drawn.image) == 1.0
+    np.testing.assert_array_equal(
+        np.nan_to_num(drawn.image), np.where(layer.values[12] >= GRAD_CAM_THRESHOLD, layer.values[12], 0)
+    )
     assert panel.list.count() == 1  # the same finding, not a new one
 
-    # absolute scale: one scale (the largest peak over the explained slices) for all of them.  The demo
-    # bundle's maps are nearly the same on every slice (peaks equal to 1e-4), so here the switch is checked
-    # for exactness; test_current_axial_slice_only_runs_that_slice checks it on maps of different strength
+    # absolute scale: one scale (the largest peak over the explained slices) for all of them; all zero when
+    # every map is empty.  Checked here for exactness; test_current_axial_slice_only_runs_that_slice checks
+    # it on maps of different strength
     scale = max(float(map_.values.max()) for map_ in finding.heatmaps.values())
     runner.absolute_box.click()
     assert finding.heatmap_layer is layer
     for index, map_ in finding.heatmaps.items():
-        np.testing.assert_array_equal(layer.values[index], map_.absolute(scale).astype(np.float16))
-        assert float(layer.values[index].max()) == pytest.approx(float(map_.values.max()) / scale, abs=1e-3)
+        if scale > 0:
+            np.testing.assert_array_equal(layer.values[index], map_.absolute(scale).astype(np.float16))
+            assert float(layer.values[index].max()) == pytest.approx(float(map_.values.max()) / scale, abs=1e-3)
+        else:
+            assert not layer.values[index].any()
     (drawn,) = shown_overlays(axial)
     np.testing.assert_array_equal(np.nan_to_num(drawn.image), layer.values[12].astype(np.float32))
     assert "one scale for all explained slices" in finding.summary_html
@@ -217,14 +282,16 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     assert "each slice scaled to its own maximum" in finding.summary_html
 
 
-def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot: Any, ct_window: Any) -> None:
-    window = ct_window
+def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot: Any, stone_window: Any) -> None:
+    window = stone_window
     runner, axial, volume = window.findings.kidney, window.mpr.axial, window.volume
     count = volume.shape[0]
-    axial.set_index(9)
+    axial.set_index(9)  # a stone slice
     window.mpr.set_tool("rectangle")
-    start = viewport_point(axial, QtCore.QPointF(120.0, 220.0))
-    end = viewport_point(axial, QtCore.QPointF(280.0, 330.0))
+    # over the kidneys, leaving out the spine, the lower kidney's edge and the flanks, where the whole slice's
+    # map reaches
+    start = viewport_point(axial, QtCore.QPointF(42.0, 105.0))
+    end = viewport_point(axial, QtCore.QPointF(280.0, 280.0))
     mouse_drag(axial.graphics.viewport(), start, end, Qt.MouseButton.LeftButton)
     assert [m.kind for m in axial.measurements] == ["rectangle"]
     measurement = axial.measurements[0]
@@ -252,7 +319,7 @@ def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot
     in_rows = (rows >= min(p0.y(), p1.y()) / row_mm) & (rows < max(p0.y(), p1.y()) / row_mm)
     in_cols = (cols >= min(p0.x(), p1.x()) / col_mm) & (cols < max(p0.x(), p1.x()) / col_mm)
     expected = in_rows[:, None] & in_cols[None, :]
-    assert 100 * 100 < expected.sum() < 200 * 200
+    assert 200 * 200 < expected.sum() < 300 * 300
     np.testing.assert_array_equal(finding.roi, expected)  # what the pipeline got
     roi_layer = finding.mask_layer
     assert isinstance(roi_layer, LabelLayer)
@@ -270,17 +337,21 @@ def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot
     assert (top, bottom, left, right) == (found_rows[0], found_rows[-1], found_cols[0], found_cols[-1])
     assert np.count_nonzero(outline.image) < expected.sum() / 10
     # the Grad-CAM lies in the rectangle only (it went on over the whole slice: issue 19, item 6)
+    assert 9 in finding.heatmaps
+    assert finding.heatmaps[9].values.any()  # the model finds something of the stone in the rectangle
     for index in finding.heatmaps:
         assert not finding.heatmap_layer.values[index][~expected].any()
-        assert finding.heatmap_layer.values[index][expected].max() == 1.0
+        assert_map_shown_or_said_empty(finding, index)
 
-    # the model saw the rectangle: the same slice in the whole slice scores differently
+    # the model saw the rectangle: the same slice in the whole slice scores differently, and its map (the
+    # whole slice's) reaches out of the rectangle
     runner.scope_box.setCurrentIndex(1)
     runner.roi_box.setCurrentIndex(0)
-    whole = run(qtbot, window).result
-    assert whole.slice_indices == (9,)
-    assert whole.roi == WHOLE_SLICE
-    assert abs(float(whole.probabilities[0]) - float(result.probabilities[9])) > 0.01
+    whole = run(qtbot, window)
+    assert whole.result.slice_indices == (9,)
+    assert whole.result.roi == WHOLE_SLICE
+    assert abs(float(whole.result.probabilities[0]) - float(result.probabilities[9])) > 0.01
+    assert whole.heatmap_layer.values[9][~expected].any()
 
 
 def load_mask(qtbot: Any, window: Any, path: Path) -> Any:
@@ -396,10 +467,18 @@ def test_three_runs_are_told_apart_and_one_map_is_shown_at_a_time(qtbot: Any, ct
     titles = [panel.list.item(row).text() for row in range(panel.list.count())]
     assert titles == [finding.title for finding in findings]
     names = ["whole slice", "ROI rectangle 1 (slice 12)", f"mask {mask_layer.name}"]
+    threshold = runner.model_box.selected_card().thresholds["stone"]
     for title, name, finding in zip(titles, names, findings, strict=True):
         positive = len(finding.result.positive_slices())
-        assert title.startswith(f"Kidney stone · {name} · {positive} of 1 slice (slice 12) ≥ 0.5 · ")
+        assert finding.provenance.threshold == threshold
+        assert title.startswith(f"Kidney stone · {name} · {positive} of 1 slice (slice 12) ≥ {threshold:g} · ")
         assert name in finding.heatmap_layer.name
+        # each finding has its own map layer, holding its own slice's map (or zeros where it is empty)
+        np.testing.assert_array_equal(
+            finding.heatmap_layer.values[11], finding.heatmaps[11].relative().astype(np.float16)
+        )
+        assert_map_shown_or_said_empty(finding, 11)
+    assert len({id(finding.heatmap_layer) for finding in findings}) == 3
     # the three lines differ within what the list shows of them at its width
     shown = panel.list.viewport().width() // panel.list.fontMetrics().averageCharWidth()
     assert len({title[:shown] for title in titles}) == 3
@@ -426,10 +505,10 @@ def test_three_runs_are_told_apart_and_one_map_is_shown_at_a_time(qtbot: Any, ct
     assert maps_shown() == [other]
 
 
-def test_current_axial_slice_only_runs_that_slice(qtbot: Any, ct_window: Any) -> None:
-    window = ct_window
+def test_current_axial_slice_only_runs_that_slice(qtbot: Any, stone_window: Any) -> None:
+    window = stone_window
     runner = window.findings.kidney
-    window.mpr.axial.set_index(4)
+    window.mpr.axial.set_index(4)  # a stone slice
     runner.scope_box.setCurrentIndex(1)
     finding = run(qtbot, window)
     result = finding.result
@@ -440,8 +519,12 @@ def test_current_axial_slice_only_runs_that_slice(qtbot: Any, ct_window: Any) ->
     assert "Slices run: 1 (axial slice 5 only)" in finding.summary_html
     assert listed(finding.more_html, "Every slice run") == [(5, f"{result.probabilities[0]:.2f}")]
     assert set(finding.heatmaps) == {4}
+    assert result.probabilities[0] >= finding.provenance.threshold  # the model finds the stone
     layer = finding.heatmap_layer
+    assert finding.heatmaps[4].values.any()
     assert layer.values[4].max() == 1.0
+    assert empty_maps_named(finding.summary_html) == []
+    assert_on_the_body(layer.values[4], window.volume.voxels[4])
 
     # the scale switch on maps of different strength: the real map of slice 5 and half of it on slice 8
     real = finding.heatmaps[4]
@@ -456,8 +539,8 @@ def test_current_axial_slice_only_runs_that_slice(qtbot: Any, ct_window: Any) ->
 
 
 class FewPositives:
-    """The real engine, with the threshold read so that exactly ``count`` slices are positive (the demo
-    bundle calls nearly every slice a stone), to exercise the Grad-CAM of few positive slices."""
+    """The real engine, with the threshold read so that exactly ``count`` slices are positive (the highest
+    ``count`` probabilities, whatever the bundle's threshold), to exercise the Grad-CAM of few positive slices."""
 
     def __init__(self, engine: Any, count: int) -> None:
         self.engine, self.count = engine, count
@@ -475,11 +558,13 @@ class FewPositives:
         return dataclasses.replace(result, provenance=dataclasses.replace(result.provenance, threshold=self.threshold))
 
 
-def test_a_few_positive_slices_get_their_grad_cam_too(qtbot: Any, ct_window: Any, engine: Any) -> None:
+def test_a_few_positive_slices_get_their_grad_cam_too(
+    qtbot: Any, ct_window: Any, engine: Any, shared_data: Path
+) -> None:
     window = ct_window
     runner = window.findings.kidney
-    sample = window.volume
-    small = make_volume(sample.voxels[:, ::4, ::4].copy(), spacing=(2.0, 3.9, 3.9), series_uid="kidney.small")
+    # two stone slices among normal ones, at the Kaggle images' own 256 x 256, away from the slice on screen
+    small = stone_series(shared_data, engine, 10, 256, {1: STONE_SLICES[4], 8: STONE_SLICES[9]})
     window._on_volume_loaded(small)
     wrapped = FewPositives(engine, 2)
     runner.set_engine(wrapped)
@@ -490,9 +575,12 @@ def test_a_few_positive_slices_get_their_grad_cam_too(qtbot: Any, ct_window: Any
     assert len(positives) == 2
     missing = [index for index in positives if index != current]
     assert wrapped.calls == [(list(range(small.shape[0])), [current]), (missing, missing)]
+    assert positives == [1, 8]  # the stones
     assert set(finding.heatmaps) == {current, *positives}
+    for index in positives:  # a map where the model finds a stone
+        assert finding.heatmaps[index].values.any()
     for index in finding.heatmaps:
-        assert finding.heatmap_layer.values[index].max() == 1.0
+        assert_map_shown_or_said_empty(finding, index)
     assert listed(finding.summary_html, "Slices at or above the threshold") == [
         (index + 1, f"{finding.result.probabilities[index]:.2f}") for index in positives
     ]

@@ -17,6 +17,7 @@ from medview.engine.service import Engine
 from medview.io.dicom import load_dicom
 from medview.io.volume import Volume
 from tests.conftest import RESOURCES
+from tests.kidney_slices import KAGGLE_KIDNEY, STONE_SLICES, kaggle_slice_hu
 
 #: the slice of the sample explained below (the arms lie apart from the trunk on every slice)
 SLICE = 11
@@ -76,24 +77,36 @@ def test_the_grad_cam_region_is_the_roi_inside_the_body(sample_volume: Volume) -
     np.testing.assert_array_equal(grad_cam_region(air, roi), roi)
 
 
-def test_the_whole_slice_map_lies_in_the_body_only(sample_volume: Volume, engine: Engine) -> None:
+@pytest.fixture(scope="module")
+def stone_volume(shared_data: Path, engine: Engine) -> Volume:
+    """Two real stone slices of the Kaggle set as CT in HU: the model finds their stones, so their maps show."""
     (card,) = engine.cards("kidney_stone")
-    result = engine.classify_kidney_slices(card, sample_volume, [SLICE], explain_slices=[SLICE])
-    values = result.heatmaps[SLICE].values
-    body = body_mask(sample_volume.voxels[SLICE])
+    voxels = [kaggle_slice_hu(shared_data / KAGGLE_KIDNEY / name, 512, card.input.hu_window) for name in STONES]
+    return Volume(voxels=np.stack(voxels), spacing=(2.0, 0.7, 0.7), modality="CT")
+
+
+STONES = [STONE_SLICES[4], STONE_SLICES[9]]
+
+
+def test_the_whole_slice_map_lies_in_the_body_only(stone_volume: Volume, engine: Engine) -> None:
+    (card,) = engine.cards("kidney_stone")
+    result = engine.classify_kidney_slices(card, stone_volume, [0], explain_slices=[0])
+    assert result.probabilities[0] >= card.thresholds["stone"]
+    values = result.heatmaps[0].values
+    body = body_mask(stone_volume.voxels[0])
     assert values.shape == body.shape
     assert not values[~body].any()  # before: the map was brightest in the corners, in the air
     assert values[body].max() > 0
     assert np.count_nonzero(values[body] >= 0.1 * values.max()) > 1000
 
 
-def test_a_roi_map_lies_in_the_roi_only(sample_volume: Volume, engine: Engine) -> None:
+def test_a_roi_map_lies_in_the_roi_only(stone_volume: Volume, engine: Engine) -> None:
     (card,) = engine.cards("kidney_stone")
-    roi = np.zeros(sample_volume.shape[1:], bool)
-    roi[220:340, 120:290] = True  # a rectangle over the right kidney's region, inside the body
+    roi = np.zeros(stone_volume.shape[1:], bool)
+    roi[150:400, 60:400] = True  # a rectangle over the kidneys, inside the body
     result = engine.classify_kidney_slices(
-        card, sample_volume, [SLICE], roi=roi, roi_source="drawn rectangle", explain_slices=[SLICE]
+        card, stone_volume, [1], roi=roi, roi_source="drawn rectangle", explain_slices=[1]
     )
-    values = result.heatmaps[SLICE].values
+    values = result.heatmaps[1].values
     assert not values[~roi].any()  # before: the map went on over the whole slice
     assert values[roi].max() > 0
