@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from medview.config import resources_dir
-from medview.engine.manifest import TASKS
+from medview.engine.manifest import TASKS, load_manifest
 from training.export import check_bundle
 
 SHIPPED = resources_dir() / "models"
@@ -29,6 +29,26 @@ def test_shipped_bundle_is_a_labelled_demo_with_its_validation_metrics(folder: P
     assert card.metrics
     assert card.trained_on.counts
     assert "digest" in card.trained_on.split
+
+
+@pytest.mark.parametrize("task", ["skin_lesion", "kidney_stone", "lung_sound", "covid_ct"])
+def test_every_shipped_classifier_was_checked_to_respond_to_its_input_and_timed(task: str) -> None:
+    """Issue 20: export measured that the model's outputs move with its input, and recorded the training time."""
+    [card] = [check_bundle(folder) for folder in BUNDLES if load_manifest(folder).task == task]
+    for measure in ("validation_output_spread", "validation_largest_class_share", "validation_blank_like_share"):
+        assert measure in card.metrics, f"{card.label}: export was given no validation evidence ({measure})"
+    assert card.metrics["training_seconds"] > 0
+    assert "training took" in card.trained_on.notes
+
+
+@pytest.mark.parametrize(("task", "positive"), [("skin_lesion", "malignant"), ("kidney_stone", "stone")])
+def test_binary_bundles_ship_a_validated_operating_point_with_intervals(task: str, positive: str) -> None:
+    [card] = [load_manifest(folder) for folder in BUNDLES if load_manifest(folder).task == task]
+    assert card.metrics["operating_point_sensitivity_target"] == 0.9
+    assert 0 < card.thresholds[positive] < 1
+    for rate in ("sensitivity", "specificity"):
+        assert card.metrics[f"{rate}_ci_low"] <= card.metrics[rate] <= card.metrics[f"{rate}_ci_high"]
+    assert "validation_sensitivity" in card.metrics
 
 
 def test_shipped_skin_bundle_gives_a_saliency_map_on_every_sample_photo() -> None:
