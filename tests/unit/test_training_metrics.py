@@ -363,3 +363,14 @@ def test_mask_volume_ml_by_hand() -> None:
         mask_volume_ml(mask, (1.0, 1.0))
     with pytest.raises(ValueError, match="spacing"):
         mask_volume_ml(mask, (1.0, 0.0, 1.0))
+
+
+def test_inverse_frequency_weights_make_each_present_class_weigh_the_same_and_skip_absent_ones() -> None:
+    from training.common.losses import inverse_frequency_weights
+
+    labels = [0] * 60 + [1] * 9 + [2] * 17  # ICBHI sample: no "both" cycle
+    weights = inverse_frequency_weights(labels, 4).numpy()
+    per_class = [weights[k] * labels.count(k) for k in range(3)]
+    np.testing.assert_allclose(per_class, [len(labels) / 3] * 3, rtol=1e-6)
+    assert weights[3] == 0.0
+    np.testing.assert_allclose(weights[np.asarray(labels)].mean(), 1.0, rtol=1e-6)

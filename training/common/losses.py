@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
@@ -45,6 +46,19 @@ def segmentation_step(loss: Loss) -> LossStep:
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Categorical cross-entropy in float32 (mixed-precision logits included)."""
     return functional.cross_entropy(logits.float(), labels)
+
+
+def inverse_frequency_weights(labels: Sequence[int] | np.ndarray, classes: int) -> torch.Tensor:
+    """A weight per class: inverse frequency over the classes present (absent ones 0), a mean of 1 per item.
+
+    So a minority class counts as much as the majority in the loss (60 normal against 9 crackle
+    cycles, 116 clear against 30 CAP slices); scikit-learn's ``class_weight="balanced"``.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=classes).astype(np.float64)
+    present = max(int((counts > 0).sum()), 1)
+    return torch.tensor(
+        np.where(counts > 0, counts.sum() / (present * np.maximum(counts, 1)), 0.0), dtype=torch.float32
+    )
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

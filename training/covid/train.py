@@ -89,6 +89,7 @@ from training.common.losses import (
     classification_step,
     cross_entropy,
     dice_ce_loss,
+    inverse_frequency_weights,
     segmentation_step,
     weighted_cross_entropy,
 )
@@ -323,12 +324,7 @@ def train_slice_cnn(
     stage1 = AugmentedSlices(slices, slice_labels, options.seed)
     loss = cross_entropy
     if not settings.paper:  # inverse class frequencies: 116 clear slices against 30 CAP ones taught "healthy"
-        counts = np.bincount(slice_labels, minlength=len(CLASS_NAMES)).astype(np.float64)
-        weights = torch.tensor(
-            np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(int((counts > 0).sum()), 1), 0.0),
-            dtype=torch.float32,
-        )
-        loss = partial(weighted_cross_entropy, weights=weights)
+        loss = partial(weighted_cross_entropy, weights=inverse_frequency_weights(slice_labels, len(CLASS_NAMES)))
     validate = None
     if validation:
         inputs = torch.from_numpy(np.concatenate([p.slices for p in validation])[:, None])

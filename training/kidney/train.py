@@ -63,7 +63,7 @@ from medview.models.backbones import backbone_spec
 from medview.models.kidney import DEFAULT_BACKBONE, DENSE_UNITS, FILTERS, INPUT_SIZE
 from medview.preprocess.image import grey_batch
 from training.common.loop import fit
-from training.common.losses import classification_step, cross_entropy
+from training.common.losses import classification_step, cross_entropy, inverse_frequency_weights
 from training.common.metrics import binary_metrics, normalised_confusion, roc_points
 from training.common.operating_point import floor_significant, rates_with_intervals, threshold_for_sensitivity
 from training.common.report import PaperRow, comparison_table, plot_confusion, plot_history, plot_roc
@@ -242,12 +242,6 @@ def _optimizer(model: nn.Module, settings: KidneySettings) -> torch.optim.Optimi
     return torch.optim.Adam(list(model.trainable_parameters()), lr=rate)
 
 
-def _class_weights(labels: np.ndarray) -> torch.Tensor:
-    """Inverse class frequencies, scaled so a balanced set gets weights of 1."""
-    counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(np.float64)
-    return torch.tensor(len(labels) / (len(CLASS_NAMES) * np.maximum(counts, 1)), dtype=torch.float32)
-
-
 def _train_one(
     options: RunOptions,
     settings: KidneySettings,
@@ -266,7 +260,7 @@ def _train_one(
     if cached and slices.frozen is None:  # the same maps serve every model of the run (one backbone)
         slices.frozen = frozen_maps(model.to(device), slices, device)
     step = (
-        cached_step(_class_weights(slices.labels[train]) if settings.light else None)
+        cached_step(inverse_frequency_weights(slices.labels[train], len(CLASS_NAMES)) if settings.light else None)
         if cached
         else classification_step(cross_entropy)
     )

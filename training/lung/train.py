@@ -66,7 +66,7 @@ from medview.preprocess.audio import (
     split_chunks,
 )
 from training.common.loop import fit
-from training.common.losses import classification_step, focal_loss
+from training.common.losses import classification_step, focal_loss, inverse_frequency_weights
 from training.common.metrics import icbhi_scores, normalised_confusion
 from training.common.report import PaperRow, plot_confusion, plot_history
 from training.common.run import (
@@ -183,19 +183,14 @@ def _epochs_per_cycle(options: RunOptions, settings: LungSettings) -> int:
     return options.epochs // settings.cycles
 
 
-def class_weights(labels: Sequence[int]) -> torch.Tensor:
-    """Inverse class frequencies over the classes present (absent ones get 0), scaled to a mean of 1 per cycle."""
-    counts = np.bincount(np.asarray(labels, dtype=int), minlength=len(ICBHI_CLASSES)).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(int((counts > 0).sum()), 1), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
 def _train_ensemble(
     options: RunOptions, settings: LungSettings, cycles: Sequence[LabelledCycle], name: str
 ) -> tuple[list[nn.Module], list[dict[str, float]]]:
     generator = seed_everything(options.seed)
     data = AugmentedChunks(cycles, options.seed)
-    weights = None if settings.paper else class_weights(data.labels)  # the stretched copies included
+    weights = (
+        None if settings.paper else inverse_frequency_weights(data.labels, len(ICBHI_CLASSES))
+    )  # the stretched copies included
     model = create_model("lung_sound_cnn", num_classes=len(ICBHI_CLASSES))
     epochs_per_cycle = _epochs_per_cycle(options, settings)
 
