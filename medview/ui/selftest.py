@@ -31,6 +31,7 @@ with no network interface.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import sys
@@ -300,7 +301,9 @@ class SelfTest:
             timer.stop()
             signal.disconnect(done)
             for error_signal in errored:
-                error_signal.disconnect(failed)
+                # a finished task's signals object may be deleted already (deleteLater ran in the loop above)
+                with contextlib.suppress(RuntimeError):
+                    error_signal.disconnect(failed)
         if "error" in outcome:
             raise StepFailed(outcome["error"])
         return outcome["result"]
