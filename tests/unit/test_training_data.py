@@ -273,6 +273,26 @@ def test_covid_reader_index_and_class_folders(shared_data: Path, tmp_path: Path)
         read_covid_dataset(tmp_path)
 
 
+def test_covid_reader_joins_the_datasets_of_a_folder_keeping_the_full_series_and_the_slice_labels(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    patients = {p.name: p for p in read_covid_dataset(shared_data / "covid_ct")}
+    assert sorted(patients) == ["P001", "cap001", "normal001"]
+    # the full series supersede the every-8th-slice copies of COVID-CT-MD/
+    assert patients["cap001"].folder == shared_data / "covid_ct" / "COVID-CT-MD_full" / "CAP" / "cap001"
+    assert patients["normal001"].folder.parent.parent.name == "COVID-CT-MD_full"
+    # the radiologists' slice labels (slices.csv): 80 of P001's 148 slices and 30 of cap001's 168 infected
+    infected = {name: (len(p.infection), sum(p.infection.values())) for name, p in patients.items()}
+    assert infected == {"P001": (148, 80), "cap001": (168, 30), "normal001": (154, 0)}
+    # a bad slice label names the table and the row
+    (tmp_path / "one" / "CAP" / "c1").mkdir(parents=True)
+    (tmp_path / "one" / "slices.csv").write_text(
+        "patient,file,slice_infection_label_updated1\nc1,a.dcm,1\nc1,b.dcm,yes\n"
+    )
+    with pytest.raises(InputError, match="row 3: slice_infection_label_updated1 must be 0 or 1, got 'yes'"):
+        read_covid_dataset(tmp_path)
+
+
 def test_holdout_per_class_of_patients_balances_patients_not_items() -> None:
     # 3 big normal scans and 10 small stone runs: a fifth of each class's patients, whatever their sizes
     groups = [f"n{i}" for i in range(3) for _ in range(100)] + [f"s{i}" for i in range(10) for _ in range(3)]

@@ -172,6 +172,11 @@ class PreparedPatient:
             return None
         return np.array([self.patient.infection[name] for name in names])
 
+    def has_infected_and_clear_slices(self) -> bool:
+        """Whether the kept slices carry both infection labels: what an infection AUC needs."""
+        infected = self.infected()
+        return infected is not None and bool(infected.any()) and not bool(infected.all())
+
     def slice_targets(self, paper: bool) -> np.ndarray:
         """Stage 1's class of each kept slice: the patient's, or healthy for a clear slice (module docstring)."""
         infected = None if paper else self.infected()
@@ -361,9 +366,9 @@ def infection_auc(cnn: nn.Module, prepared: PreparedPatient, device: torch.devic
 
     NaN when the patient has no labels or only one kind of slice.
     """
-    infected = prepared.infected()
-    if infected is None or infected.all() or not infected.any():
+    if not prepared.has_infected_and_clear_slices():
         return math.nan
+    infected = prepared.infected()
     cnn.eval()
     healthy = []
     for start in range(0, len(prepared.slices), 32):
@@ -431,7 +436,7 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> T
     metrics: dict[str, float] = {}
     if not settings.paper and not held_out:  # the slice CNN's infection score on patients it has not seen
         for patient in train:
-            if not math.isnan(infection_auc(create_model("covid_slice_cnn"), patient, device)):
+            if patient.has_infected_and_clear_slices():
                 others = [p for p in train if p is not patient]
                 without, _ = train_slice_cnn(
                     options, settings, others, [], identity, f"slice-cnn-without-{patient.patient.name}"
