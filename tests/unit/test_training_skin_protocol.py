@@ -49,16 +49,29 @@ def test_threshold_for_sensitivity_keeps_the_most_specificity_at_or_above_the_ta
     truth = np.array([1] * 10 + [0] * 10, dtype=bool)
     scores = np.r_[np.linspace(0.95, 0.5, 10), np.linspace(0.6, 0.0, 10)]
     threshold = threshold_for_sensitivity(truth, scores, 0.9)
-    assert threshold == pytest.approx(scores[8])  # 9 of 10 positives at or above it, no higher threshold does
+    # 9 of 10 positives reach 0.55, no higher threshold does; the next negative below is 0.533: the middle of the gap
+    assert scores[10 + 1] < threshold < scores[8]
     rates = rates_with_intervals(truth, scores >= threshold)
     assert rates["sensitivity"] == pytest.approx(0.9)
     assert rates["specificity"] == pytest.approx(0.9)  # only the negative at 0.6 is called positive
     assert rates["sensitivity_ci_low"] < 0.9 < rates["sensitivity_ci_high"]
-    # tied scores: the closest achievable sensitivity at or above the target
+    # tied scores: the sensitivity reached can exceed the target
     tied = np.array([0.8, 0.8, 0.8, 0.8, 0.2, 0.1])
-    assert threshold_for_sensitivity(np.array([1, 1, 1, 1, 0, 0], dtype=bool), tied, 0.6) == 0.8
+    assert threshold_for_sensitivity(np.array([1, 1, 1, 1, 0, 0], dtype=bool), tied, 0.6) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no positives"):
         threshold_for_sensitivity(np.zeros(3, dtype=bool), np.ones(3), 0.9)
+
+
+def test_threshold_of_separated_validation_scores_sits_mid_gap_in_log_odds() -> None:
+    """Stones at 0.99-1.0 and normal slices at 0.001-0.01: not 0.99 (the stones' edge), but half-way in log-odds."""
+    truth = np.array([1, 1, 1, 0, 0], dtype=bool)
+    scores = np.array([1.0, 0.999, 0.99, 0.01, 0.001])
+    threshold = threshold_for_sensitivity(truth, scores, 0.9)
+    assert threshold == pytest.approx(0.5)
+    odds = np.sqrt((0.01 / 0.99) * (0.999 / 0.001))  # the geometric mean of the odds at 0.01 and 0.999
+    assert threshold_for_sensitivity(truth, scores, 0.6) == pytest.approx(odds / (1 + odds))
+    # every negative at or above the target's threshold: nothing to place it between, it stays
+    assert threshold_for_sensitivity(np.array([1, 0], dtype=bool), np.array([0.3, 0.9]), 1.0) == pytest.approx(0.3)
 
 
 # ------------------------------------------------------------------ data and split

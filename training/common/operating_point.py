@@ -34,19 +34,40 @@ def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float,
 
 
 def threshold_for_sensitivity(truth: ArrayLike, scores: ArrayLike, target: float) -> float:
-    """The highest threshold ``t`` whose rule ``score >= t`` reaches sensitivity ``target`` on these positives.
+    """A threshold ``t`` whose rule ``score >= t`` reaches sensitivity ``target`` on these validation items, placed
+    mid-way in the gap in which the validation specificity stays the most the target allows.
 
-    The highest such threshold keeps the most specificity; with tied scores the
-    sensitivity reached can exceed the target (the closest achievable at or
-    above it).  ``truth`` is boolean (True = positive).
+    The highest threshold that reaches the target keeps the most specificity.
+    Every lower threshold down to the highest negative score below it keeps that
+    specificity too (only positives lie in between, so the sensitivity can only
+    rise).  The highest one sits on the positives' edge, the lowest on the
+    negatives': a network that separates its validation scans (stones at 0.9999,
+    normal slices below 0.01) put its threshold at 0.9999, where unseen stones at
+    0.6-0.99 were missed.  So the threshold is the middle of that gap in log-odds
+    (scores are probabilities or vote shares in [0, 1]): a maximum-margin choice
+    that no held-out item influences.  With tied scores the sensitivity reached
+    can exceed the target.  ``truth`` is boolean (True = positive).
     """
     if not 0 < target <= 1:
         raise ValueError(f"target sensitivity: expected 0 < target <= 1, got {target}")
-    positive = np.sort(np.asarray(scores, dtype=float)[np.asarray(truth, dtype=bool)])[::-1]
+    score_array, truth_array = np.asarray(scores, dtype=float), np.asarray(truth, dtype=bool)
+    positive = np.sort(score_array[truth_array])[::-1]
     if positive.size == 0:
         raise ValueError("threshold_for_sensitivity: the validation data has no positives")
     needed = math.ceil(target * positive.size - 1e-9)  # positives that must score at or above t
-    return float(positive[needed - 1])
+    highest = float(positive[needed - 1])
+    below = score_array[~truth_array & (score_array < highest)]
+    if below.size == 0:
+        return highest
+    return _log_odds_midpoint(float(below.max()), highest)
+
+
+def _log_odds_midpoint(low: float, high: float) -> float:
+    """The point half-way between two probabilities in log-odds, strictly between them (never ``low`` itself)."""
+    eps = 1e-12
+    logit = [math.log(max(eps, v) / max(eps, 1 - v)) for v in (low, high)]
+    middle = 1 / (1 + math.exp(-(logit[0] + logit[1]) / 2))
+    return middle if low < middle <= high else high
 
 
 def floor_significant(value: float, digits: int = 4) -> float:
