@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,27 @@ class FitConfig:
     num_workers: int = 0
     progress: bool = True
     description: str = "training"
+
+
+class RestoredTime:
+    """The seconds that epochs restored from checkpoints took in the earlier runs that trained them.
+
+    A run resumed with ``--resume`` skips those epochs, so its own clock would
+    record only the rest: a manifest's training time must count them too.  Each
+    epoch's record carries its ``seconds``; ``fit`` adds those of the epochs it
+    restores here, and ``training.common.run.start_run`` resets it for each
+    task's run.  (Checkpoints written before epochs carried ``seconds`` count 0.)
+    """
+
+    seconds = 0.0
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.seconds = 0.0
+
+    @classmethod
+    def add(cls, history: Iterable[Mapping[str, float]]) -> None:
+        cls.seconds += sum(float(record.get("seconds", 0.0)) for record in history)
 
 
 @dataclass
@@ -174,6 +196,7 @@ def fit(
     scheduler = scheduler_factory(optimizer, len(loader)) if scheduler_factory is not None else None
     if resuming:
         start_epoch = _restore(state, optimizer, scheduler, generator, result)
+        RestoredTime.add(result.history)
         if distributed.main:
             log.info("resumed %s at epoch %d from %s", config.description, start_epoch, config.checkpoint)
     since_best = 0 if not result.history else int(result.history[-1].get("epochs_since_best", 0))
@@ -185,6 +208,7 @@ def fit(
             sampler.set_epoch(epoch)
         if on_epoch_start is not None:
             on_epoch_start(epoch)
+        epoch_started = time.perf_counter()
         trained.train()
         total_loss, correct, seen = 0.0, 0.0, 0
         bar: Iterable[Any] = tqdm(
@@ -233,6 +257,7 @@ def fit(
         if config.snapshot_every and epoch % config.snapshot_every == 0:
             result.snapshots.append(_cpu_state(model))
         record["epochs_since_best"] = float(since_best)
+        record["seconds"] = time.perf_counter() - epoch_started
         result.history.append(record)
         if config.patience is not None and since_best >= config.patience:
             result.stopped_early = True

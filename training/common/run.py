@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from medview.engine.device import choose_device
 from medview.engine.manifest import ModelCard
 from medview.models.backbones import efficientnet_lite0_checkpoint
-from training.common.loop import FitConfig
+from training.common.loop import FitConfig, RestoredTime
 from training.common.report import PaperRow, paper_table, write_report
 
 log = logging.getLogger("training")
@@ -75,8 +76,14 @@ class TaskOutcome:
     extra_cards: tuple[ModelCard, ...] = ()
 
 
+def elapsed_training_seconds(started: float) -> float:
+    """Seconds since ``started`` (``time.perf_counter``), plus what the epochs resumed from checkpoints took."""
+    return time.perf_counter() - started + RestoredTime.seconds
+
+
 def start_run(options: RunOptions, task: str) -> None:
     """Create the run folder, log to ``train.log`` there as well as stderr, save the options."""
+    RestoredTime.reset()
     options.run_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("training")
     root.setLevel(logging.INFO)

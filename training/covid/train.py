@@ -98,6 +98,7 @@ from training.common.report import PaperRow, plot_confusion, plot_history, plot_
 from training.common.run import (
     RunOptions,
     TaskOutcome,
+    elapsed_training_seconds,
     finish_report,
     machine_description,
     manifest_metrics,
@@ -500,7 +501,7 @@ def train_covid(options: RunOptions, settings: CovidSettings | None = None) -> T
         title = f"COVID-19 CT, {len(train)} patients, none held out for the verdict ({split.description})"
         table = finish_report(options.run_dir, title, rows, metrics, "paper 002") + "\n\n" + checks
         log.info("\n%s", checks)
-    metrics["training_seconds"] = time.perf_counter() - started
+    metrics["training_seconds"] = elapsed_training_seconds(started)
 
     card = lung_card = None
     if options.bundle_dir is not None:

@@ -72,6 +72,7 @@ from training.common.report import PaperRow, plot_confusion, plot_history
 from training.common.run import (
     RunOptions,
     TaskOutcome,
+    elapsed_training_seconds,
     finish_report,
     machine_description,
     manifest_metrics,
@@ -331,7 +332,7 @@ def train_lung(options: RunOptions, settings: LungSettings | None = None) -> Tas
         PaperRow("predicted_classes", "classes predicted", None, unit=""),
     )
     table = finish_report(options.run_dir, title, rows, metrics, "paper 004 (SE-8cycle)")
-    metrics["training_seconds"] = time.perf_counter() - started
+    metrics["training_seconds"] = elapsed_training_seconds(started)
 
     card = None
     if options.bundle_dir is not None:
