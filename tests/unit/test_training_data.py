@@ -21,7 +21,14 @@ from training.common.splits import (
     random_patient_splits,
 )
 from training.covid.data import read_covid_dataset
-from training.kidney.data import CLASS_NAMES, consecutive_runs, read_kidney_dataset
+from training.kidney.data import (
+    CLASS_NAMES,
+    NOT_AXIAL_ASPECT,
+    body_aspect,
+    consecutive_runs,
+    kidney_set_from_images,
+    read_kidney_dataset,
+)
 from training.liver.data import read_liver_dataset
 from training.lung.data import OFFICIAL_SPLIT_FILE, read_icbhi_dataset
 from training.skin.data import read_skin_dataset
@@ -173,6 +180,20 @@ def test_kidney_reader_reads_both_kaggle_folders_as_one_numbering(shared_data: P
                 cv2.imwrite(str(tmp_path / folder / label / f"{label}-{number}.png"), image)
     joined = read_kidney_dataset(tmp_path / "first", tmp_path / "second")
     assert sorted(set(joined.patients)) == ["normal-run001", "stone-run001"]
+
+
+def test_coronal_kidney_runs_are_told_from_axial_ones(shared_data: Path, tmp_path: Path) -> None:
+    """The Kaggle set mixes coronal scans in among axial ones; the app classifies axial slices only."""
+    for label, numbers in (("Normal", (1, 2, 3)), ("Stone", (64, 65, 66))):  # Stone 64-125: a coronal scan
+        (tmp_path / label).mkdir()
+        for number in numbers:
+            shutil.copy(shared_data / "kidney_ct" / label / f"{label}- ({number}).jpg", tmp_path / label)
+    dataset = kidney_set_from_images(read_kidney_dataset(tmp_path))
+    aspects = {identifier: body_aspect(unit) for identifier, unit in zip(dataset.ids, dataset.unit, strict=True)}
+    assert all(aspect < NOT_AXIAL_ASPECT for identifier, aspect in aspects.items() if "Normal" in identifier)
+    assert all(aspect > NOT_AXIAL_ASPECT for identifier, aspect in aspects.items() if "Stone" in identifier)
+    assert dataset.axial_patients() == {"normal-run001"}
+    assert body_aspect(np.zeros((32, 32), np.float32)) == 0.0  # no body at all: not taken for a coronal scan
 
 
 def test_kidney_reader_patients_table(shared_data: Path, tmp_path: Path) -> None:

@@ -51,6 +51,12 @@ HU_WINDOW = (-160.0, 240.0)
 #: ../shared/data/kidney_ct: neighbours within a scan correlate at 0.99+ (1st percentile 0.996), the
 #: breaks between scans fall below 0.7.
 RUN_BREAK_CORRELATION = 0.9
+#: a run whose body is taller than wide (median bounding-box height / width above this) is not axial.
+#: Measured on the 50 runs of ../shared/data/kidney_ct + kidney_ct_kaggle: axial runs 0.54-0.94,
+#: coronal ones 1.22-2.00 (the Kaggle set mixes 13 coronal runs in among its axial ones).
+NOT_AXIAL_ASPECT = 1.1
+#: a unit-image pixel above this is body (soft tissue through the window), below it air
+_BODY_LEVEL = 20 / 255
 _THUMBNAIL = 64
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
@@ -152,6 +158,20 @@ def read_kidney_dataset(root: Path, *more: Path) -> LabelledImages:
     return LabelledImages(labelled, CLASS_NAMES, layout, base)
 
 
+def body_aspect(unit: np.ndarray) -> float:
+    """Height / width of the bounding box of the largest body region of one unit image (y, x).
+
+    An axial abdominal slice shows a body wider than deep (about 0.7); a
+    coronal or sagittal one shows a body taller than wide (1.2 to 2).
+    """
+    body = (unit > _BODY_LEVEL).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(body)
+    if count < 2:
+        return 0.0
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return float(stats[largest, cv2.CC_STAT_HEIGHT] / stats[largest, cv2.CC_STAT_WIDTH])
+
+
 @dataclass(frozen=True, eq=False)
 class KidneySet:
     """Training slices ready for the network's resize: unit images in [0, 1] at 224x224 with labels and patients."""
@@ -166,6 +186,19 @@ class KidneySet:
     def counts(self) -> dict[str, int]:
         per_class = {name: int((self.labels == index).sum()) for index, name in enumerate(CLASS_NAMES)}
         return {"images": len(self.labels), "patients": len(set(self.patients)), **per_class}
+
+    def axial_patients(self) -> set[str]:
+        """The patients (runs) whose slices are axial: median :func:`body_aspect` up to ``NOT_AXIAL_ASPECT``.
+
+        The app classifies axial slices only, so the slices it is measured on must be axial too.
+        """
+        aspects = np.asarray([body_aspect(unit) for unit in self.unit])
+        patients = np.asarray(self.patients)
+        return {
+            patient
+            for patient in set(self.patients)
+            if float(np.median(aspects[patients == patient])) <= NOT_AXIAL_ASPECT
+        }
 
     def subset(self, indices: Sequence[int], layout: str) -> KidneySet:
         picks = np.asarray(indices, dtype=int)
