@@ -215,8 +215,9 @@ class PhotoResult:
     provenance: Provenance
     scores: ClassScores
     positive_class: str
-    votes: Mapping[str, int]  # trees voting for each class
+    votes: Mapping[str, int]  # tree votes for each class, summed over the views
     saliency: Heatmap | None
+    views: int = 1  # the photo alone, or with its mirror images (every tree votes once per view)
 
     @property
     def label(self) -> str:
@@ -225,6 +226,15 @@ class PhotoResult:
         if self.scores.probabilities[self.positive_class] >= threshold:
             return self.positive_class
         return next(name for name in self.scores.probabilities if name != self.positive_class)
+
+    def votes_text(self) -> str:
+        """The forest's votes in words, e.g. "12 of 50 trees vote malignant, 38 of 50 trees vote benign"."""
+        total = sum(self.votes.values())
+        if self.views == 1:
+            return ", ".join(f"{count} of {total} trees vote {name}" for name, count in self.votes.items())
+        trees = total // self.views
+        counted = ", ".join(f"{count} of {total} votes for {name}" for name, count in self.votes.items())
+        return f"{counted} ({trees} trees, each voting on the photo and its {self.views - 1} mirror images)"
 
 
 @dataclass(frozen=True)

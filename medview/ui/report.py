@@ -428,8 +428,7 @@ def _photo_row(entry: LesionEntry, saliency_shown: bool, opacity: float) -> Phot
         overlay = _saliency_over(rgb_image(photo.rgb), result.saliency.relative(), opacity)
     if result is None:
         return PhotoRow(entry.path.name, picture, None, "", "", None, 0.5, "", "", False, entry.problem or entry.status)
-    trees = sum(result.votes.values())
-    votes = ", ".join(f"{count} of {trees} trees vote {name}" for name, count in result.votes.items())
+    votes = result.votes_text()
     provenance = result.provenance
     return PhotoRow(
         file=entry.path.name,

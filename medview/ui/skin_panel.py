@@ -259,8 +259,7 @@ class LesionView(QtWidgets.QWidget):
         if entry is None or entry.result is None:
             return ""
         result = entry.result
-        trees = sum(result.votes.values())
-        votes = ", ".join(f"{count} of {trees} trees vote {html.escape(name)}" for name, count in result.votes.items())
+        votes = html.escape(result.votes_text())
         saliency = (
             "Saliency (shown with the Saliency box): where the photo's pixels drive the CNN features the forest "
             "relies on most, compared with a featureless photo of the same mean colour (integrated gradients); "

@@ -113,7 +113,8 @@ def test_dropped_photos_are_classified_and_sorted_most_suspicious_first(
     # the model's validated performance right under the verdict, not below the details
     assert "Validated: " in view.verdict.text()
     assert view.verdict.text().index(entry.result.label) < view.verdict.text().index("Validated: ")
-    assert "trees vote" in view.details.text()
+    assert entry.result.votes_text() in view.details.text()
+    assert " trees" in entry.result.votes_text()
     assert "skin-efficientnet-lite0-rf" in view.details.text()
 
     skin.opacity.setValue(25)

@@ -11,6 +11,7 @@ from PIL import Image
 from sklearn.ensemble import RandomForestClassifier
 
 from medview.engine.manifest import ARCHITECTURES, DataProvenance, InputSpec
+from medview.engine.pipelines.skin import MIRROR_VOTES
 from medview.engine.service import Engine
 from medview.errors import InputError, ModelError
 from medview.io.dicom import load_dicom
@@ -139,16 +140,15 @@ def test_liver_pipeline_refuses_an_unknown_structure(engine: Engine, sample_volu
 # --------------------------------------------------------------------------- skin
 
 
-@pytest.fixture(scope="module")
-def skin_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("skin-models")
+def _skin_bundle(folder: Path, name: str, **extra: object) -> None:
+    """A random-weight skin bundle whose forest of 50 trees was fitted on random features."""
     torch.manual_seed(0)
     network = create_model("skin_cnn_features", backbone="efficientnet_lite0").eval()
     rng = np.random.default_rng(0)
     forest = RandomForestClassifier(n_estimators=50, random_state=0).fit(rng.random((60, 1000)), np.arange(60) % 2)
     _random_bundle(
         folder,
-        "skin-random",
+        name,
         "skin_cnn_features",
         {"backbone": "efficientnet_lite0"},
         InputSpec(
@@ -156,13 +156,19 @@ def skin_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
             size=(224, 224),
             channels=3,
             normalisation="minmax",
-            extra={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "positive_class": "malignant"},
+            extra={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "positive_class": "malignant", **extra},
         ),
         ("benign", "malignant"),
         network=network,
         thresholds={"malignant": 0.5},
         forest=forest,
     )
+
+
+@pytest.fixture(scope="module")
+def skin_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("skin-models")
+    _skin_bundle(folder, "skin-random")
     return folder
 
 
@@ -183,6 +189,28 @@ def test_skin_pipeline_votes_and_saliency_on_a_real_photo(skin_models: Path, sha
     assert result.saliency is not None
     assert result.saliency.values.shape == rgb.shape[:2]
     assert result.saliency.values.max() > 0
+
+
+def test_mirror_votes_average_the_photo_and_its_three_mirror_images(
+    skin_models: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """A ``mirror_votes`` bundle gives what the plain one gives, averaged over the four mirrored photos."""
+    _skin_bundle(tmp_path, "skin-mirrors", **{MIRROR_VOTES: True})
+    plain_engine, mirror_engine = Engine([skin_models], "cpu"), Engine([tmp_path], "cpu")
+    (plain,), (mirrors,) = plain_engine.cards("skin_lesion"), mirror_engine.cards("skin_lesion")
+    rgb = _isic_photo(shared_data)
+    result = mirror_engine.classify_skin(mirrors, rgb, explain=False)
+    views = (rgb, rgb[:, ::-1], rgb[::-1], rgb[::-1, ::-1])
+    each = [plain_engine.classify_skin(plain, np.ascontiguousarray(view), explain=False) for view in views]
+    assert len({one.votes["malignant"] for one in each}) > 1  # the mirror images vote differently: the test can fail
+    assert result.views == 4
+    assert sum(result.votes.values()) == 4 * 50
+    assert result.votes["malignant"] == sum(one.votes["malignant"] for one in each)
+    assert result.scores.probabilities["malignant"] == pytest.approx(
+        np.mean([one.scores.probabilities["malignant"] for one in each])
+    )
+    assert "50 trees, each voting on the photo and its 3 mirror images" in result.votes_text()
+    assert each[0].votes_text().startswith(f"{each[0].votes['benign']} of 50 trees vote benign")
 
 
 def test_a_forest_with_out_of_range_nodes_is_refused(skin_models: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from medview.engine.api import validated_summary
 from medview.engine.forest import load_forest
+from medview.engine.pipelines.skin import MIRROR_VOTES
 from medview.engine.service import Engine
 from medview.engine.weights import load_networks
 from medview.io.audio import read_icbhi_annotations, read_recording
@@ -28,7 +29,7 @@ from medview.io.volume import Volume
 from medview.models import create_model
 from training import export
 from training.cli import main as train_cli
-from training.common.loop import FitConfig, fit
+from training.common.loop import FitConfig, RestoredTime, fit
 from training.common.run import RunOptions
 from training.covid.data import read_covid_dataset
 from training.covid.train import (
@@ -45,7 +46,7 @@ from training.liver.data import read_liver_dataset
 from training.liver.train import LiverSettings, _augment, liver_probability, train_liver
 from training.lung.data import read_icbhi_dataset
 from training.lung.train import LungSettings, ensemble_probabilities, train_lung
-from training.skin.train import photo_features, train_skin
+from training.skin.train import FLIPS, photo_features, train_skin
 
 
 @pytest.fixture
@@ -78,6 +79,8 @@ def _kidney_sample(shared_data: Path, tmp_path: Path) -> Path:
 
 
 def test_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    histories: list[list[dict[str, float]]] = []
+
     def run(epochs: int, checkpoint: Path, *, resume: bool = False, fingerprint: str = "a") -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -110,12 +113,19 @@ def test_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
         )
         assert len(result.history) == epochs
         assert len(result.snapshots) == epochs // 2
+        histories.append(result.history)
         return {key: value.clone() for key, value in model.state_dict().items()}
 
     straight = run(4, tmp_path / "straight.pt")
     run(2, tmp_path / "resumed.pt")
+    RestoredTime.reset()
     resumed = run(4, tmp_path / "resumed.pt", resume=True)  # picks up at epoch 3 from the 2-epoch run's checkpoint
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    # the training time counts the 2 restored epochs as they took in the run that trained them
+    earlier = sum(record["seconds"] for record in histories[1])
+    assert earlier > 0
+    assert RestoredTime.seconds == pytest.approx(earlier)
+    assert histories[2][:2] == histories[1]
     with pytest.raises(ValueError, match="belongs to another run"):
         run(4, tmp_path / "resumed.pt", resume=True, fingerprint="b")
 
@@ -150,9 +160,19 @@ def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Pa
     photo = read_photo(data / chosen[0]["file"])
     result = engine.classify_skin(found, photo.rgb, explain=True)
     network = load_networks(found)[0]
-    expected = load_forest(found, 1000).predict_proba(photo_features(network, [photo.path], torch.device("cpu")))[0]
-    assert result.scores.probabilities["malignant"] == pytest.approx(expected[1])
-    assert sum(result.votes.values()) == 50
+    forest = load_forest(found, 1000)
+    # the variant chosen on 30 photos may let the mirror images vote: training's route to each view's features
+    views = ("photo", *FLIPS) if found.input.extra.get(MIRROR_VOTES) else ("photo",)
+    expected = np.mean(
+        [
+            forest.predict_proba(photo_features(network, [photo.path], torch.device("cpu"), variant=view))[0]
+            for view in views
+        ],
+        axis=0,
+    )
+    assert result.scores.probabilities["malignant"] == pytest.approx(expected[1], abs=1e-6)
+    assert result.views == len(views)
+    assert sum(result.votes.values()) == forest.n_estimators * len(views)
     assert result.provenance.demo
     assert result.saliency is not None
 

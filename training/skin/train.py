@@ -21,7 +21,10 @@ trees with a minimum leaf size, the training photos' mirror images as extra
 rows) are compared by their mean AUC over 5 stratified folds of the training +
 validation photos, the paper's winning ties; the winner is fitted on the
 training photos and ships, and the manifest's notes say which ran and every
-candidate's AUC.  The threshold is the malignant vote share that reaches the
+candidate's AUC.  Some variants also let the photo's three mirror images
+vote (test-time augmentation of the features: the vote share is the mean over
+the four; the bundle's input spec says ``mirror_votes`` and the app's pipeline
+does the same).  The threshold is the malignant vote share that reaches the
 target sensitivity (0.9, MODELS.md) on the validation photos, never chosen on
 the test photos; the test photos give the shipped sensitivity and specificity
 with 95% Wilson intervals, and the AUC.
@@ -45,6 +48,7 @@ from tqdm import tqdm
 
 from medview.engine.forest import load_forest
 from medview.engine.manifest import DataProvenance, InputSpec, load_manifest
+from medview.engine.pipelines.skin import MIRROR_VOTES
 from medview.engine.weights import load_networks
 from medview.io.photo import read_photo
 from medview.models import create_model
@@ -104,6 +108,7 @@ class ForestSetting:
     min_samples_leaf: int = 1  # 1: fully grown trees, whose leaves are pure (the paper's vote share)
     max_features: str | float = "sqrt"
     flips: bool = False  # the training photos' mirror images join the training rows
+    mirror_votes: bool = False  # a photo's vote share is the mean over it and its 3 mirror images (MIRROR_VOTES)
 
     def forest(self, seed: int) -> RandomForestClassifier:
         return RandomForestClassifier(
@@ -125,6 +130,8 @@ class ForestSetting:
             parts.append(f"max_features={self.max_features}")
         if self.flips:
             parts.append("training photos + their 3 mirror images")
+        if self.mirror_votes:
+            parts.append("vote share averaged over the photo and its 3 mirror images")
         return f"{self.name} ({', '.join(parts)})"
 
 
@@ -136,6 +143,15 @@ FOREST_VARIANTS = (
     ForestSetting("flips", flips=True),
     ForestSetting("balanced-flips", class_weight="balanced_subsample", flips=True),
     ForestSetting("balanced-300-leaf5", trees=300, class_weight="balanced_subsample", min_samples_leaf=5),
+    ForestSetting("balanced-flips-mirrors", class_weight="balanced_subsample", flips=True, mirror_votes=True),
+    ForestSetting(
+        "balanced-300-leaf3-flips-mirrors",
+        trees=300,
+        class_weight="balanced_subsample",
+        min_samples_leaf=3,
+        flips=True,
+        mirror_votes=True,
+    ),
 )
 SELECTION_FOLDS = 5  # the variant is chosen by its mean AUC over these folds of the training + validation photos
 
@@ -251,6 +267,15 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float) ->
     return metrics
 
 
+def forest_scores(
+    forest: RandomForestClassifier, setting: ForestSetting, features: dict[str, np.ndarray], rows: np.ndarray
+) -> np.ndarray:
+    """Class probabilities of the photos ``rows``: the forest's vote share, averaged over the mirror images with
+    ``setting.mirror_votes`` (test-time augmentation of the features, as the app's pipeline does it)."""
+    variants = ("photo", *FLIPS) if setting.mirror_votes else ("photo",)
+    return np.mean([forest.predict_proba(features[variant][rows]) for variant in variants], axis=0)
+
+
 def _fit(
     setting: ForestSetting, features: dict[str, np.ndarray], train: np.ndarray, labels: np.ndarray, seed: int
 ) -> RandomForestClassifier:
@@ -289,7 +314,7 @@ def choose_forest(
         fold_aucs = []
         for kept, held in folds.split(pool, labels[pool]):
             forest = _fit(setting, features, pool[kept], labels, seed)
-            scores = forest.predict_proba(features["photo"][pool[held]])[:, POSITIVE]
+            scores = forest_scores(forest, setting, features, pool[held])[:, POSITIVE]
             fold_aucs.append(roc_points(labels[pool[held]] == POSITIVE, scores)[2])
         aucs[setting.name] = float(np.mean(fold_aucs))
         log.info(
@@ -308,18 +333,25 @@ def evaluate_bundle(
     """
     card = load_manifest(bundle)
     network = load_networks(card)[0].eval()
-    features = cached_network_features(
-        network,
-        card.arch_args.get("backbone", DEFAULT_BACKBONE),
-        cache,
-        paths,
-        "photo",
-        lambda missing: photo_features(network, missing, torch.device("cpu"), progress=progress),
-    )
-    forest = load_forest(card, features.shape[1])
+    mirror_votes = bool(card.input.extra.get(MIRROR_VOTES, False))
+    features = {
+        variant: cached_network_features(
+            network,
+            card.arch_args.get("backbone", DEFAULT_BACKBONE),
+            cache,
+            paths,
+            variant,
+            lambda missing, variant=variant: photo_features(
+                network, missing, torch.device("cpu"), progress=progress, variant=variant
+            ),
+        )
+        for variant in (("photo", *FLIPS) if mirror_votes else ("photo",))
+    }
+    forest = load_forest(card, features["photo"].shape[1])
     positive = str(card.input.extra.get("positive_class", card.class_names[-1]))
     threshold = float(card.thresholds.get(positive, 0.5))
-    metrics = evaluate(labels, forest.predict_proba(features), threshold)
+    setting = ForestSetting(card.label, mirror_votes=mirror_votes)
+    metrics = evaluate(labels, forest_scores(forest, setting, features, np.arange(len(paths))), threshold)
     return metrics, threshold, card.label
 
 
@@ -345,10 +377,10 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
         log.info("loaded %d ImageNet tensors into %s", network.load_backbone_weights(checkpoint), backbone)
     device = options.torch_device()
     shipped = as_shipped(network, options.half).to(device).eval()  # features as the bundle's weights compute them
-    cache = None if settings.no_cache else (settings.cache or default_cache_dir())
     paths = [item.path for item in dataset.items]
     labels = np.asarray(dataset.labels)
     candidates = (PAPER_FOREST,) if settings.paper_forest else FOREST_VARIANTS
+    cache = None if settings.no_cache else (settings.cache or default_cache_dir())
 
     def features_of(chosen: Sequence[Path], variant: str) -> np.ndarray:
         return cached_network_features(
@@ -361,18 +393,23 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
         )
 
     features = {"photo": features_of(paths, "photo")}
-    if any(setting.flips for setting in candidates):  # mirror images of the photos a forest may train on
-        pool = np.concatenate([split.train, split.validation])
+    if any(setting.mirror_votes for setting in candidates):  # every photo's mirror images may vote
+        mirrored = np.arange(len(paths))
+    elif any(setting.flips for setting in candidates):  # mirror images of the photos a forest may train on
+        mirrored = np.concatenate([split.train, split.validation])
+    else:
+        mirrored = np.zeros(0, dtype=int)
+    if len(mirrored):
         for variant in FLIPS:
             features[variant] = np.full_like(features["photo"], np.nan)
-            features[variant][pool] = features_of([paths[index] for index in pool], variant)
+            features[variant][mirrored] = features_of([paths[index] for index in mirrored], variant)
 
     feature_seconds = time.perf_counter() - started
     fitting = time.perf_counter()
     setting, selection_aucs = choose_forest(candidates, features, split, labels, options.seed)
     forest = _fit(setting, features, split.train, labels, options.seed)
     fit_seconds = time.perf_counter() - fitting
-    validation_scores = forest.predict_proba(features["photo"][split.validation])
+    validation_scores = forest_scores(forest, setting, features, split.validation)
     threshold = threshold_for_sensitivity(
         labels[split.validation] == POSITIVE, validation_scores[:, POSITIVE], settings.target_sensitivity
     )
@@ -388,7 +425,7 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
         validation["specificity"],
     )
 
-    probabilities = forest.predict_proba(features["photo"][split.test])
+    probabilities = forest_scores(forest, setting, features, split.test)
     test_labels = labels[split.test]
     metrics = evaluate(test_labels, probabilities, threshold)
     training_seconds = time.perf_counter() - started
@@ -463,7 +500,12 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
                 size=(network.input_size, network.input_size),
                 channels=3,
                 normalisation="minmax",
-                extra={"mean": list(network.mean), "std": list(network.std), "positive_class": "malignant"},
+                extra={
+                    "mean": list(network.mean),
+                    "std": list(network.std),
+                    "positive_class": "malignant",
+                    **({MIRROR_VOTES: True} if setting.mirror_votes else {}),
+                },
             ),
             class_names=CLASS_NAMES,
             trained_on=DataProvenance(
@@ -515,7 +557,8 @@ def _notes(
         f"metrics on {len(split.test)} held-out photos (sensitivity/specificity with 95% Wilson intervals)",
         f"forest: {setting.describe()}{chosen}; fitted on the {len(split.train)} training photos",
         f"threshold: malignant vote share for sensitivity {settings.target_sensitivity:g} on "
-        f"{len(split.validation)} validation photos (the paper's majority vote is 0.5)",
+        f"{len(split.validation)} validation photos, mid-way in log-odds to the next benign photo's below it "
+        "(the paper's majority vote is 0.5)",
         f"training took {seconds:.0f} s",
     ]
     if imagenet is None:

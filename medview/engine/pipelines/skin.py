@@ -26,6 +26,12 @@ measures a few), the frame ring (10-30% in from the edges, 48% of the area) held
 56% of the Grad-CAM saliency and the lesion 1.25x the skin's saliency per pixel;
 with integrated gradients the ring holds 39% and the lesion 2.1x the skin's.
 It does not say which way those features pushed the vote.
+
+A bundle whose input spec sets ``mirror_votes`` (test-time augmentation of the
+features, chosen in training by cross-validated AUC) has the forest vote on the
+photo and its horizontal, vertical and double mirror images (a dermoscopy photo
+has no up or left), and the class probabilities are the mean of the four.  The
+saliency map stays the photo's own.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ from medview.engine.pipelines.context import RunContext
 from medview.errors import ModelError
 from medview.explain import integrated_gradients
 from medview.preprocess.image import photo_batch, resize_back
+
+#: input-spec key: the bundle's forest votes on the photo and its 3 mirror images, and the vote shares are averaged
+MIRROR_VOTES = "mirror_votes"
 
 if TYPE_CHECKING:  # scikit-learn loads with the first forest (Engine.forest), not with the engine
     from sklearn.ensemble import RandomForestClassifier
@@ -59,10 +68,15 @@ def classify_photo(
     network = context.networks[0]
     context.step(0, 2 if explain else 1, "computing CNN features")
     batch = context.tensor(photo_batch(rgb, (card.input.size[0], card.input.size[1]), mean, std))
+    views = batch
+    if card.input.extra.get(MIRROR_VOTES):
+        # mirroring the prepared tensor equals preparing the mirrored photo (resize and min-max commute with it),
+        # which is how training computed the mirror images' features
+        views = torch.cat([batch, batch.flip(-1), batch.flip(-2), batch.flip(-2, -1)])
     with torch.no_grad():
-        features = network(batch).float().cpu().numpy()
-    probabilities = forest.predict_proba(features)[0]
-    tree_votes = np.array([tree.predict(features)[0] for tree in forest.estimators_], dtype=int)
+        features = network(views).float().cpu().numpy()
+    probabilities = forest.predict_proba(features).mean(axis=0)
+    tree_votes = np.stack([tree.predict(features) for tree in forest.estimators_]).astype(int)
     names = [card.class_names[int(label)] for label in forest.classes_]
     scores = ClassScores(dict(zip(names, probabilities.tolist(), strict=True)))
     votes = {name: int((tree_votes == index).sum()) for index, name in enumerate(names)}
@@ -89,4 +103,5 @@ def classify_photo(
         positive_class=positive,
         votes=votes,
         saliency=saliency,
+        views=len(views),
     )
