@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from bench.results import JSON_ENV, Row
+from medview.config import LIBGOMP_DEFAULT_SPINCOUNT
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -59,6 +60,11 @@ LONG_QUICK_TIMEOUT_S = {"scale": 2400, "responsiveness": 2400}  # every task thr
 STDERR_LINES = 12
 #: the most a timing may slow beside the competitors of ``--contention`` (issue 23: two competitors on 2 cores)
 MAX_SLOWDOWN = 3.0
+#: a competitor is what other software runs: OpenMP as torch leaves it, not the passive waits MedView sets
+COMPETITOR_ENVIRONMENT = {
+    **{name: value for name, value in os.environ.items() if name != "OMP_WAIT_POLICY"},
+    "GOMP_SPINCOUNT": LIBGOMP_DEFAULT_SPINCOUNT,
+}
 
 
 @dataclass
@@ -102,12 +108,17 @@ def _imports_results(tree: ast.AST) -> bool:
     return False
 
 
-def run_benchmark(name: str, args: list[str], timeout_s: float, folder: Path) -> Run:
-    """``python -m bench.NAME ARGS`` with its rows sent to a file in ``folder``; stdout and stderr kept there too."""
+def run_benchmark(
+    name: str, args: list[str], timeout_s: float, folder: Path, environment: dict[str, str] | None = None
+) -> Run:
+    """``python -m bench.NAME ARGS`` with its rows sent to a file in ``folder``; stdout and stderr kept there too.
+
+    ``environment``: variables set for this run only (a thread policy), beside this process's.
+    """
     run = Run(name, args)
     rows_file = folder / f"{name}.jsonl"
     rows_file.unlink(missing_ok=True)
-    env = dict(os.environ, **{JSON_ENV: str(rows_file)})
+    env = dict(os.environ, **(environment or {}), **{JSON_ENV: str(rows_file)})
     start = time.perf_counter()
     with open(folder / f"{name}.out", "w") as stdout, open(folder / f"{name}.err", "w") as stderr:
         process = subprocess.Popen(
@@ -142,6 +153,7 @@ def start_competitors(count: int, limit_s: float, folder: Path) -> list[subproce
                 subprocess.Popen(
                     [sys.executable, "-m", "bench.competitor", "--seconds", str(limit_s)],
                     cwd=REPO,
+                    env=COMPETITOR_ENVIRONMENT,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,

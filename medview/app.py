@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medview import __version__
-from medview.config import resources_dir
+from medview.config import prepare_compute_environment, resources_dir
 
 if TYPE_CHECKING:
     from medview.ui.main_window import MainWindow
@@ -71,8 +70,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Start the GUI; returns the exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # onnxruntime's telemetry off before anything can load it (medview.engine.onnx_runtime explains)
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    prepare_compute_environment()  # before anything can load torch or onnxruntime
     self_test = None
     if args.self_test:
         from medview.ui.selftest import SelfTest
@@ -117,7 +115,9 @@ def start_engine(window: MainWindow) -> Task:
     def work(_progress: object, _cancelled: object, _partial: object) -> object:
         from medview.engine.service import Engine
 
-        return Engine(settings.model_folders(), device_preference=settings.device)
+        return Engine(
+            settings.model_folders(), device_preference=settings.device, compute_threads=settings.compute_threads
+        )
 
     task = Task(work, "Loading the AI engine", background=True)
     task.signals.succeeded.connect(window.set_engine)

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MAX_RECENT = 10
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+MAX_COMPUTE_THREADS = 256
+#: libgomp's own spin count when OMP_WAIT_POLICY is unset (its documentation): how long an idle OpenMP thread spins
+LIBGOMP_DEFAULT_SPINCOUNT = "300000"
 
 #: (center, width) in HU, the usual CT windows; users may change them in the settings file
 DEFAULT_WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -60,6 +63,8 @@ class Settings:
     last_directory: str = ""
     #: where models run: "auto" (CUDA, then MPS, then CPU), "cuda", "mps" or "cpu"
     device: str = "auto"
+    #: CPU threads of the AI engine; 0 = the measured default (``medview.engine.device.default_compute_threads``)
+    compute_threads: int = 0
     #: the user's model folder (bundles imported by the Models dialog); "" = the default per-user folder
     model_folder: str = ""
     #: DICOM C-STORE receiver (PACS push to this workstation): off until the user enables it
@@ -109,6 +114,9 @@ class Settings:
         settings.last_directory = str(raw.get("last_directory", ""))
         if raw.get("device") in DEVICE_CHOICES:
             settings.device = raw["device"]
+        threads = raw.get("compute_threads")
+        if isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= MAX_COMPUTE_THREADS:
+            settings.compute_threads = threads
         settings.model_folder = str(raw.get("model_folder", ""))
         settings.pacs_enabled = raw.get("pacs_enabled") is True
         title = raw.get("pacs_ae_title")
@@ -148,6 +156,22 @@ class Settings:
             os.replace(temporary, path)
         except OSError as error:
             log.warning("could not save settings to %s: %s", path, error)
+
+
+def prepare_compute_environment() -> None:
+    """Set what the numerical libraries read once, when they load: call before torch or ONNX Runtime is imported.
+
+    OpenMP threads that wait sleep (``OMP_WAIT_POLICY=PASSIVE``) instead of
+    spinning: beside two busy processes on 2 cores, torch's default spin-then-
+    sleep made a Grad-CAM 13x and a skin photo 54x slower than the quiet run,
+    passive waits 1.0-1.2x that of the best policy, quiet within 10%
+    (``bench.thread_policy``, issue 23).  A process whose environment already
+    chooses (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) keeps its choice.
+    ONNX Runtime's telemetry is off (``medview.engine.onnx_runtime`` explains).
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def resources_dir() -> Path:

@@ -8,6 +8,7 @@ small GPU still gets its result, slower, with a note in the result's provenance.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,6 +21,41 @@ log = logging.getLogger(__name__)
 
 PREFERENCES = DEVICE_CHOICES
 T = TypeVar("T")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a container's share), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def default_compute_threads(cores: int | None = None) -> int:
+    """The engine's CPU threads when the settings leave it to MedView (``compute_threads`` 0): one per core.
+
+    Measured with ``bench.thread_policy`` (every pipeline, quiet and beside two
+    multi-threaded competitors, OpenMP waits passive as the app sets them) on the
+    2-core reference machine: one thread per core was the fastest quiet (one
+    thread took 1.2-1.9x as long) and within 1.0-1.2x of one thread under
+    contention, except the COVID-19 group (1.9x); with torch's default spinning
+    waits two threads collapsed instead (``medview.config.prepare_compute_environment``).
+    """
+    return cores if cores is not None else usable_cores()
+
+
+def set_compute_threads(threads: int = 0) -> int:
+    """Use ``threads`` CPU threads for torch and the ONNX Runtime sessions made after this (0 = the default).
+
+    Returns the count in use.  Sessions take ``torch.get_num_threads()`` when created, so this is called
+    before the engine makes any (``Engine.__init__``).
+    """
+    if threads < 0:
+        raise ModelError(f"compute threads: expected 0 (the default) or more, got {threads}")
+    chosen = threads or default_compute_threads()
+    if torch.get_num_threads() != chosen:
+        torch.set_num_threads(chosen)
+        log.info("compute threads: %d", chosen)
+    return chosen
 
 
 def available_devices() -> list[str]:

@@ -58,6 +58,9 @@ class Engine:
     ``onnx_runtime``: forward-only passes of the segmentation networks on the
     CPU through ONNX Runtime, graphs cached in ``onnx_cache`` (default: the
     user's cache folder, ``onnx``); False keeps every pass on torch.
+    ``compute_threads``: CPU threads of torch and ONNX Runtime (0: the measured
+    default, ``device.default_compute_threads``; None: leave torch's as they
+    are, as the benchmarks and tests that set them do).
     """
 
     def __init__(
@@ -67,7 +70,10 @@ class Engine:
         *,
         onnx_runtime: bool = True,
         onnx_cache: Path | str | None = None,
+        compute_threads: int | None = None,
     ) -> None:
+        if compute_threads is not None:
+            devices.set_compute_threads(compute_threads)
         self.model_folders = [Path(folder) for folder in model_folders]
         self.device = devices.choose_device(device_preference)
         self.onnx = OnnxSessions(Path(onnx_cache) if onnx_cache else cache_dir() / "onnx") if onnx_runtime else None

@@ -122,3 +122,21 @@ def test_a_competitor_stops_by_itself() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "products of 64x64 float32 in 1 s" in done.stdout
+
+
+def test_thread_policies_name_a_thread_count_and_the_openmp_wait() -> None:
+    import argparse
+
+    from bench.summary import COMPETITOR_ENVIRONMENT
+    from bench.thread_policy import default_policies, parse_policy
+
+    assert default_policies(2) == ["1", "2", "2:passive"]
+    assert default_policies(8) == ["1", "4", "4:passive", "8", "8:passive"]
+    assert parse_policy("2:passive") == (2, {"OMP_WAIT_POLICY": "PASSIVE"})
+    assert parse_policy("1") == (1, {"GOMP_SPINCOUNT": "300000"})  # libgomp's default spin
+    for bad in ("0", "two", "2:active"):
+        with pytest.raises(argparse.ArgumentTypeError, match="policy"):
+            parse_policy(bad)
+    # the competitors run OpenMP as torch leaves it, whatever MedView sets for itself
+    assert "OMP_WAIT_POLICY" not in COMPETITOR_ENVIRONMENT
+    assert COMPETITOR_ENVIRONMENT["GOMP_SPINCOUNT"] == "300000"

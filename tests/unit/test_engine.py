@@ -38,6 +38,20 @@ def test_choose_device_auto_and_override() -> None:
             devices.choose_device("cuda")
 
 
+def test_compute_threads_setting_reaches_torch_and_zero_means_the_default(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        Engine([tmp_path], device_preference="cpu", compute_threads=1)
+        assert torch.get_num_threads() == 1
+        assert devices.set_compute_threads(0) == devices.default_compute_threads() == torch.get_num_threads()
+        Engine([tmp_path], device_preference="cpu")  # None: the caller's threads stay
+        assert torch.get_num_threads() == devices.default_compute_threads()
+        with pytest.raises(ModelError, match="compute threads"):
+            devices.set_compute_threads(-1)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cuda_out_of_memory_runs_again_on_the_cpu_once() -> None:
     calls: list[tuple[str, str]] = []
 

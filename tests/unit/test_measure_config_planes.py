@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medview.config import DEFAULT_WINDOW_PRESETS, MAX_RECENT, SCHEMA_VERSION, Settings
+from medview.config import (
+    DEFAULT_WINDOW_PRESETS,
+    MAX_RECENT,
+    SCHEMA_VERSION,
+    Settings,
+    prepare_compute_environment,
+)
 from medview.io.volume import axis_letters, canonical_axes, reorient_array, reorient_geometry
 from medview.measure import distance_mm, region_stats
 
@@ -55,6 +62,31 @@ def test_settings_round_trip_and_recent_order(tmp_path: Path) -> None:
     assert loaded.recent_paths.count("/data/5") == 1
     assert loaded.window_presets["Mediastinum"] == (50.0, 350.0)
     assert loaded.window_presets["Lung"] == DEFAULT_WINDOW_PRESETS["Lung"]
+    assert loaded.compute_threads == 0  # the measured default
+    settings.compute_threads = 3
+    settings.save(tmp_path)
+    assert Settings.load(tmp_path).compute_threads == 3
+    for unusable in (-1, "2", True, 10_000):  # kept out: the default stays
+        raw = json.loads((tmp_path / "settings.json").read_text())
+        (tmp_path / "settings.json").write_text(json.dumps({**raw, "compute_threads": unusable}))
+        assert Settings.load(tmp_path).compute_threads == 0
+
+
+def test_compute_environment_makes_openmp_waits_passive_unless_the_environment_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "ORT_DISABLE_TELEMETRY"):
+        monkeypatch.delenv(name, raising=False)
+    prepare_compute_environment()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["ORT_DISABLE_TELEMETRY"] == "1"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    prepare_compute_environment()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    prepare_compute_environment()
+    assert "OMP_WAIT_POLICY" not in os.environ
 
 
 @pytest.mark.parametrize(
