@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from medview.ui.workers import Task
 
 SHUTDOWN_WAIT_MS = 15_000
+#: when the engine starts at the latest: with nothing opened, and when what was opened shows no slice
+ENGINE_START_MS = 300
+ENGINE_START_OPENING_MS = 2_000
+ENGINE_AFTER_SLICE_MS = 100
 SAMPLE_SERIES = Path("samples") / "totalsegmentator_ct" / "dicom"
 SAMPLE_MASK = Path("samples") / "totalsegmentator_ct" / "liver_mask.nii.gz"
 SAMPLE_PHOTOS = Path("samples") / "isic_dermoscopy"
@@ -89,13 +93,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     window = MainWindow()
     install_excepthook(lambda: window)
     window.show()
-    engine_task = start_engine(window)
     if self_test is not None:
-        return self_test.run(window, engine_task, args.self_test_recording, hold_s=args.self_test_hold)
+        return self_test.run(window, start_engine(window), args.self_test_recording, hold_s=args.self_test_hold)
     if args.sample:
         open_sample(window)
     elif args.paths:
         window.open_paths(args.paths)
+    start_engine_after_first_frames(window, opening=bool(args.sample or args.paths))
     code = app.exec()
     # a background task that cannot stop mid-step (torch still importing) finishes before Python tears down
     window.tasks.pool.waitForDone(SHUTDOWN_WAIT_MS)
@@ -123,6 +127,28 @@ def start_engine(window: MainWindow) -> Task:
     task.signals.succeeded.connect(window.set_engine)
     task.signals.errored.connect(lambda message, _details: window.set_engine_problem(message))
     return window.tasks.start(task)
+
+
+def start_engine_after_first_frames(window: MainWindow, *, opening: bool) -> None:
+    """Start the engine once the window, and the first slice of a series being opened, are on screen.
+
+    torch's import on the engine's worker holds the GIL for most of a second:
+    started with the window it delayed the window's first frame by 0.4-0.8 s and
+    the sample's first slice as much (``bench.startup``).  A series being opened
+    starts it with its first slice; photos, a recording or a failed load, by a
+    timer.
+    """
+    from medview.ui.qt import QtCore
+
+    started: list[Task] = []
+
+    def start() -> None:
+        if not started:
+            started.append(start_engine(window))
+
+    if opening:  # a moment later, so that the slice is painted before torch's import takes the GIL
+        window.first_slice_shown.connect(lambda: QtCore.QTimer.singleShot(ENGINE_AFTER_SLICE_MS, start))
+    QtCore.QTimer.singleShot(ENGINE_START_OPENING_MS if opening else ENGINE_START_MS, start)
 
 
 def open_sample(window: MainWindow) -> None:

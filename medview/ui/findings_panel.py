@@ -25,7 +25,6 @@ from medview.audit import Outcome, audit_log
 from medview.engine.api import InferenceService
 from medview.engine.manifest import ModelCard
 from medview.io.dicom import dicom_series_uid
-from medview.io.mask_export import write_dicom_seg, write_nifti_mask
 from medview.io.volume import Volume
 from medview.ui.covid_findings import CovidRunner
 from medview.ui.findings import Finding, FindingRunner, StartTask, finding_tooltip, series_key
@@ -321,6 +320,9 @@ class FindingsPanel(QtWidgets.QWidget):
         description = f"{label} AI {provenance.label}" + (" DEMO not for diagnosis" if provenance.demo else "")
 
         def work(_progress: object, _cancelled: object, _partial: object) -> Path:
+            # imported on first export: SimpleITK's import (~0.1 s) is not worth paying at every start-up
+            from medview.io.mask_export import write_dicom_seg
+
             return write_dicom_seg(
                 path,
                 layer.labels > 0,
@@ -343,6 +345,8 @@ class FindingsPanel(QtWidgets.QWidget):
         labels, names = finding.mask_layer.labels > 0, {1: finding.export_label.lower()}
 
         def work(_progress: object, _cancelled: object, _partial: object) -> Path:
+            from medview.io.mask_export import write_nifti_mask  # as in export_seg
+
             return write_nifti_mask(path, labels, volume, label_names=names)
 
         return self._export(work, path, "NIfTI", finding, volume)

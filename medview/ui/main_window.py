@@ -13,6 +13,7 @@ import gc
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,11 +46,12 @@ from medview.ui.mpr_view import MprView
 from medview.ui.pacs_ui import PacsReceiver, PacsSettingsDialog
 from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
 from medview.ui.qt import GarbageCollector, QtCore, QtGui, QtWidgets
-from medview.ui.query_dialog import PacsQueryDialog
-from medview.ui.report import collect_report, write_pdf
 from medview.ui.skin_panel import PHOTO_FILTER, SkinPanel
 from medview.ui.slice_view import voxel_label
 from medview.ui.workers import Task, TaskRunner
+
+if TYPE_CHECKING:
+    from medview.ui.query_dialog import PacsQueryDialog
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class MainWindow(QtWidgets.QMainWindow):
     """Everything a radiologist needs to open and read a CT study."""
 
     volume_loaded = QtCore.Signal(object)  # Volume, once fully decoded
+    first_slice_shown = QtCore.Signal()  # a series being decoded has put its first slice on screen
     engine_ready = QtCore.Signal(object)  # the InferenceService, once torch has loaded (after the window shows)
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -575,6 +578,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         Key images are drawn here, on the GUI thread (widgets draw them); the PDF is written on a worker.
         """
+        from medview.ui.report import collect_report, write_pdf  # on first use: start-up does not pay for it
+
         try:
             report = collect_report(self, anonymise=anonymise)
         except MedviewError as error:
@@ -642,6 +647,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_pacs_query(self) -> PacsQueryDialog:
         """Search a PACS and fetch studies into the received studies; they are listed in the browser as they come."""
+        from medview.ui.query_dialog import PacsQueryDialog  # on first use: the C-FIND/C-GET client's imports
+
         dialog = PacsQueryDialog(self.settings, self.pacs.store, parent=self)
         dialog.series_retrieved.connect(self._on_received_series)
         dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
@@ -762,6 +769,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.findings.set_volume(volume, complete=False)
             _, y, x = (size // 2 for size in volume.shape)
             self.mpr.set_position(z, y, x)  # the slice that just arrived: never an undecoded one
+            self.first_slice_shown.emit()
         elif z == self.mpr.axial.index:
             self.mpr.axial.refresh()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,31 @@ def test_the_engine_loads_after_the_window_and_the_about_dialog_names_its_device
     window.show_about()
     about = next(w for w in window.findChildren(QtWidgets.QDialog) if w.windowTitle() == "About MedView")
     assert "Inference device: CPU" in about.text
+
+
+def test_the_engine_starts_after_the_first_slice_of_what_is_opened_or_by_its_timer(
+    qtbot: Any, window: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medview.app as app
+
+    monkeypatch.setenv("MEDVIEW_MODELS_DIR", str(tmp_path / "user-models"))
+    monkeypatch.setenv("MEDVIEW_RESOURCES", str(tmp_path / "resources"))
+    window.settings.device = "cpu"
+    starts: list[float] = []
+    monkeypatch.setattr(app, "start_engine", lambda _window: starts.append(time.monotonic()))
+    monkeypatch.setattr(app, "ENGINE_START_OPENING_MS", 60_000)  # only the first slice can start it here
+    app.start_engine_after_first_frames(window, opening=True)
+    qtbot.wait(300)
+    assert starts == []  # nothing shown yet: torch's import waits
+    shown = time.monotonic()
+    window.first_slice_shown.emit()
+    window.first_slice_shown.emit()  # a second series' first slice starts nothing more
+    qtbot.waitUntil(lambda: len(starts) == 1, timeout=5_000)
+    assert starts[0] - shown >= app.ENGINE_AFTER_SLICE_MS / 1000 * 0.9
+    qtbot.wait(300)
+    assert len(starts) == 1
+    app.start_engine_after_first_frames(window, opening=False)  # nothing opened: its timer starts it
+    qtbot.waitUntil(lambda: len(starts) == 2, timeout=5_000)
 
 
 def test_a_device_that_is_not_there_leaves_the_viewer_working_and_says_why(qtbot: Any, window: Any) -> None:
