@@ -9,6 +9,12 @@ median of ``--repeats`` runs after one warm-up run; "load" is the first
 
 Inputs: the bundled abdominal CT (20 slices), COVID-CT-MD P001 (148 slices),
 ICBHI recording 104_1b1_Ar (25.6 s, 4 kHz), one ISIC photo.
+
+Beside the times: each network's floating-point operations per input
+(``torch.utils.flop_counter``, a multiply-add counted as 2) and this CPU's
+float32 matrix-product rate with the same threads, the most a dense network
+can reach here: a pipeline close to it is limited by its arithmetic, not by
+how it runs.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from medview.engine.service import Engine
 from medview.io.audio import read_icbhi_annotations, read_recording
 from medview.io.dicom import load_dicom
 from medview.models import create_model
+from medview.models.registry import model_entry
 from medview.preprocess.chest import classical_lung_mask
 from training.export import export_bundle
 
@@ -72,6 +79,23 @@ def build_bundles(folder: Path) -> None:
     _export(folder, "skin", "skin_lesion", "skin_cnn_features", {"backbone": "efficientnet_lite0"},
             InputSpec("photo", (224, 224), 3, None, "minmax", extra={**LITE0, "positive_class": "malignant"}),
             ("benign", "malignant"), forest=forest)  # fmt: skip
+
+
+def network_gflop(network: torch.nn.Module, arch: str) -> float:
+    """GFLOP of one forward pass of ``network`` on one input of its architecture's example shape."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        network(torch.zeros(1, *model_entry(arch).example_input))
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """float32 GFLOP/s of a size x size matrix product with torch's current threads."""
+    left, right = torch.rand(size, size), torch.rand(size, size)
+    seconds = median_seconds(lambda: torch.mm(left, right), repeats)
+    return 2 * size**3 / seconds / 1e9
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -146,6 +170,8 @@ def main() -> None:
         rows.append(Row(f"skin Lite0 + forest, per photo ({photo.shape[1]}x{photo.shape[0]})", skin_t))
         t = median_seconds(lambda: engine.classify_skin(card["skin"], photo, explain=True), args.repeats)
         rows.append(Row("skin saliency, per photo", t - skin_t))
+        architectures = {name: c.arch for name, c in card.items()}
+        networks = {name: engine.networks(c)[0] for name, c in card.items()}
 
     pipelines = {
         "liver": "liver EAS U-Net",
@@ -156,6 +182,13 @@ def main() -> None:
         "skin": "skin Lite0 + forest",
     }
     rows += [Row(f"{label}: load (checksums, weights, network)", loads[name]) for name, label in pipelines.items()]
+    units = {"liver": "slice", "kidney": "slice", "lung-unet": "slice", "covid": "50-slice group",
+             "lung-sound": "chunk, per snapshot", "skin": "photo (one view)"}  # fmt: skip
+    rows += [
+        Row(f"{pipelines[name]}: network, per {unit}", network_gflop(networks[name], architectures[name]), "GFLOP")
+        for name, unit in units.items()
+    ]
+    rows.append(Row("float32 matrix product (2048x2048), this CPU", matmul_gflops(), "GFLOP/s"))
     report(
         "inference",
         f"CPU inference, torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}",
