@@ -14,17 +14,18 @@ import errno
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.dsutils import encode_file_meta
-from pynetdicom.events import Event
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from medview.audit import audit_log
 from medview.errors import DicomError, MedviewError
 from medview.io.local_store import LocalStudyStore, StoredInstance
+
+if TYPE_CHECKING:  # pynetdicom itself loads when the receiver starts or files an instance, not with the window
+    from pynetdicom import AE
+    from pynetdicom.events import Event
+    from pynetdicom.transport import ThreadedAssociationServer
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def store_received_instance(store: LocalStudyStore, event: Event, calling_ae: st
         DicomError: the dataset is not one the store can index.
         OSError: the store cannot be written.
     """
+    from pynetdicom.dsutils import encode_file_meta
+
     meta = event.file_meta
     if calling_ae:
         meta.SourceApplicationEntityTitle = calling_ae
@@ -146,6 +149,9 @@ class StorageServer:
 
     def start(self, ae_title: str, port: int, store: LocalStudyStore, on_stored: StoredCallback | None = None) -> None:
         """Listen for associations to ``ae_title`` on ``port``; raises ``PacsError`` if that cannot be done."""
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
         title = validate_ae_title(ae_title)
         validate_port(port)
         with self._lock:

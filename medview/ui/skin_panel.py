@@ -166,8 +166,7 @@ class LesionView(QtWidgets.QWidget):
         self.saliency_item.setZValue(1)
         self.view_box.addItem(self.photo_item)
         self.view_box.addItem(self.saliency_item)
-        self.colour_bar = saliency_colour_bar()
-        self.graphics.addItem(self.colour_bar, row=0, col=1)
+        self.colour_bar: pg.ColorBarItem | None = None  # built with the first saliency map (~20 ms, not at start-up)
         self._saliency_wanted = False
         self.banner = DemoBannerLabel()
         self.verdict = QtWidgets.QLabel()
@@ -228,7 +227,11 @@ class LesionView(QtWidgets.QWidget):
         # the colour bar only beside a map: a photo without one (not classified, unreadable) gets none
         shown = self._saliency_wanted and self._shown_saliency is not None
         self.saliency_item.setVisible(shown)
-        self.colour_bar.setVisible(shown)
+        if shown and self.colour_bar is None:
+            self.colour_bar = saliency_colour_bar()
+            self.graphics.addItem(self.colour_bar, row=0, col=1)
+        if self.colour_bar is not None:
+            self.colour_bar.setVisible(shown)
 
     @staticmethod
     def _verdict_html(entry: LesionEntry | None) -> str:

@@ -37,6 +37,8 @@ WINDOW_DRAG_PIXELS_PER_WIDTH = 400.0
 WINDOW_DRAG_MIN_WIDTH = 20.0  # HU: the smallest step is this width's share
 MEASUREMENT_COLOUR = (0, 255, 160)
 TOOLS: tuple[Tool, ...] = ("navigate", "distance", "rectangle", "ellipse")
+#: when each view builds its (hidden) colour bar: after start-up's first frames, before a first finding is likely
+COLOUR_BAR_BUILD_MS = 2_000
 
 
 @dataclass(eq=False)
@@ -165,9 +167,10 @@ class SliceView(QtWidgets.QWidget):
         self.overlay_items: list[pg.ImageItem] = []
         self._overlay_drawn: list[tuple[Layer, int, int] | None] = []  # per item: (layer, its revision, slice)
         self.colour_bar: pg.ColorBarItem | None = None
-        # made once the event loop runs, not when the first map is shown: a ColorBarItem is a PlotItem with its
-        # menus, 20-35 ms to build, and three of them added to a COVID-19 finding's arrival on the GUI thread
-        QtCore.QTimer.singleShot(0, self, self._colour_bar)
+        # made after start-up, not when the first map is shown: a ColorBarItem is a PlotItem with its menus,
+        # 20-35 ms to build, and three of them added to a COVID-19 finding's arrival on the GUI thread; made in the
+        # event loop's first pass, they held back the window's first frame (bench.startup)
+        QtCore.QTimer.singleShot(COLOUR_BAR_BUILD_MS, self, self._colour_bar)
         self.crosshair = (CrosshairLine(vertical=True), CrosshairLine(vertical=False))
         for line in self.crosshair:
             self.view_box.addItem(line, ignoreBounds=True)
