@@ -215,10 +215,6 @@ class RetrieveResult:
         return [instance.path for instance in self.instances]
 
     @property
-    def series_uids(self) -> list[str]:
-        return list(dict.fromkeys(instance.series_uid for instance in self.instances))
-
-    @property
     def complete(self) -> bool:
         return not self.missing and not self.refused
 

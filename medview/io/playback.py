@@ -83,11 +83,6 @@ class AudioPlayer:
     def paused(self) -> bool:
         return self._paused_at is not None
 
-    @property
-    def span_s(self) -> tuple[float, float]:
-        """The span being played (or last played), in seconds."""
-        return self._start_frame / self.sample_rate, self._end_frame / self.sample_rate
-
     def position_s(self) -> float:
         """Where the listener is now, in seconds of the recording, from the stream's own timing."""
         if self._paused_at is not None:

@@ -40,7 +40,6 @@ from medview.models.backbones import ImageNetBackbone, build_backbone, load_imag
 from medview.models.registry import register_model
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-PAPER_BACKBONES = ("resnet18", "mobilenetv2", "darknet19")  # paper 003's three, in its order
 FEATURES = 1000
 FOREST_TREES = 50  # paper 003: the random forest's size (built by training, not here)
 

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 #: arrivals within this time are shown together (and a series is re-scanned at most this often)
 BATCH_MS = 250
 STOPPED = "stopped"
-MIN_UNPRIVILEGED_PORT = 1024
 
 SeriesKey = tuple[str, str]  # (study UID, series UID)
 
