@@ -14,6 +14,7 @@ from medview.config import prepare_compute_environment, resources_dir
 
 if TYPE_CHECKING:
     from medview.ui.main_window import MainWindow
+    from medview.ui.selftest import SelfTest
     from medview.ui.workers import Task
 
 SHUTDOWN_WAIT_MS = 15_000
@@ -81,6 +82,18 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         self_test = SelfTest()  # before the window: it watches the whole process for network use
 
+    from medview.audit import audit_log
+
+    audit = audit_log()
+    audit.record_app_start()
+    try:
+        return _run_window(args, self_test)
+    finally:
+        audit.record_app_stop()
+
+
+def _run_window(args: argparse.Namespace, self_test: SelfTest | None) -> int:
+    """Build the window, open what was asked (or run the self-test), run the event loop; the exit code."""
     from medview.ui.dialogs import install_excepthook
     from medview.ui.main_window import MainWindow
     from medview.ui.qt import QtWidgets

@@ -87,6 +87,12 @@ def test_app_starts_on_the_sample_and_exits_cleanly(tmp_path: Path) -> None:
     assert "liver_mask.nii.gz" in result.stdout
     assert "'ISIC_0000155.jpg'" in result.stdout  # the sample photos are listed in the skin workspace
     assert "Traceback" not in result.stderr
+    # the audit log (MEDVIEW_DATA_DIR of this test, inherited) records the app's own start and stop around the rest
+    from medview.audit import audit_log
+
+    events = [event.event_type for event in audit_log().read_events()]
+    assert events[0] == "Application Start", events
+    assert events[-1] == "Application Stop", events
 
 
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (bootstrap installs it)")
