@@ -22,6 +22,7 @@ import numpy as np
 from medview.engine.manifest import ModelCard
 from medview.io.audio import Recording
 from medview.io.volume import Volume
+from medview.tasks import ClinicalTask
 
 DEMO_BANNER = "demo model: not for diagnosis"
 
@@ -271,7 +272,7 @@ class InferenceService(Protocol):
     The ``classify_*`` calls are long: the UI makes them from its workers, never on the GUI thread.
     """
 
-    def cards(self, task: str | None = None) -> Sequence[ModelCard]: ...
+    def cards(self, task: ClinicalTask | None = None) -> Sequence[ModelCard]: ...
 
     def refresh(self) -> object: ...
 

@@ -22,12 +22,13 @@ from medview.engine.manifest import ModelCard
 from medview.io.audio import Recording
 from medview.io.volume import Volume
 from medview.preprocess.audio import SEGMENT_SECONDS
+from medview.tasks import ClinicalTask
 
 #: the slice spacing (mm) of the series a volume task's training and validation data have, where a bundle names
 #: none. Only for models that read several slices together: COVID-19's CNN + biLSTM reads groups of 50
 #: consecutive slices, and COVID-CT-MD's full series are 2 mm apart (a group spans ~10 cm of lung). The liver and
 #: lung U-Nets read one axial slice at a time, which the spacing does not change.
-VALIDATED_SLICE_SPACING_MM: dict[str, tuple[float, float]] = {"covid_ct": (0.5, 3.0)}
+VALIDATED_SLICE_SPACING_MM: dict[str, tuple[float, float]] = {ClinicalTask.COVID_CT: (0.5, 3.0)}
 #: a voxel range below this (HU) over the whole input: nothing for a model to read
 UNIFORM_RANGE_HU = 1.0
 #: a COVID-19 group with more of its slots black than this decides little, whatever its probabilities

@@ -26,27 +26,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medview.errors import ChecksumError, ModelError
+from medview.tasks import ARCHITECTURES, ClinicalTask
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a manifest is a page of JSON; anything larger is not one
 
-#: clinical tasks the engine has a pipeline for
-TASKS = frozenset({"liver_segmentation", "kidney_stone", "lung_segmentation", "covid_ct", "skin_lesion", "lung_sound"})
-
-#: allow-listed architecture ids and the task each serves.  ``medview.models``
-#: registers its constructors under exactly these ids (a test checks both ways).
-ARCHITECTURES: Mapping[str, str] = {
-    "liver_eas_unet": "liver_segmentation",  # paper 001
-    "kidney_hybrid": "kidney_stone",  # paper 000, frozen backbone + custom CNN
-    "kidney_transfer": "kidney_stone",  # paper 000's transfer-learning baseline
-    "lung_unet": "lung_segmentation",  # paper 002, stage 0
-    "covid_slice_cnn": "covid_ct",  # paper 002, stage 1 (slice classifier)
-    "covid_cnn_bilstm": "covid_ct",  # paper 002, stage 2 (frozen CNN + biLSTM over 50 slices)
-    "skin_cnn_features": "skin_lesion",  # paper 003, ImageNet CNN features (the forest is a skops file)
-    "lung_sound_cnn": "lung_sound",  # paper 004
-}
+#: clinical tasks the engine has a pipeline for (the manifest's ``task``)
+TASKS = frozenset(ClinicalTask)
 
 #: what a weights file may be: safetensors tensors or a skops random forest
 WEIGHT_FORMATS = frozenset({"safetensors", "skops"})
@@ -219,12 +207,12 @@ def parse_manifest(data: object, bundle_dir: Path, *, source: Path | None = None
         )
     task = root.text("task")
     if task not in TASKS:
-        raise ModelError(f"task: expected one of {sorted(TASKS)}, got {task!r}", path=path)
+        raise ModelError(f"task: expected one of {sorted(map(str, TASKS))}, got {task!r}", path=path)
     arch = root.text("arch")
     if arch not in ARCHITECTURES:
         raise ModelError(f"arch: expected one of {sorted(ARCHITECTURES)}, got {arch!r}", path=path)
     if ARCHITECTURES[arch] != task:
-        raise ModelError(f"arch: {arch!r} serves task {ARCHITECTURES[arch]!r}, not {task!r}", path=path)
+        raise ModelError(f"arch: {arch!r} serves task {str(ARCHITECTURES[arch])!r}, not {task!r}", path=path)
 
     weights = []
     for index, item in enumerate(root.get("weights", list, "a list of files")):

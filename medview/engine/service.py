@@ -44,6 +44,7 @@ from medview.errors import ModelError
 from medview.io.audio import Recording
 from medview.io.volume import Volume
 from medview.preprocess.chest import classical_lung_mask
+from medview.tasks import ClinicalTask
 
 if TYPE_CHECKING:
     from sklearn.ensemble import RandomForestClassifier
@@ -100,7 +101,7 @@ class Engine:
             self.onnx.retain(self._scan.cards)
         return self._scan
 
-    def cards(self, task: str | None = None) -> list[ModelCard]:
+    def cards(self, task: ClinicalTask | None = None) -> list[ModelCard]:
         """Installed bundles, optionally only those of ``task``."""
         return [card for card in self._scan.cards if task is None or card.task == task]
 
@@ -145,13 +146,13 @@ class Engine:
         """
 
         def pipeline(context: RunContext) -> None:
-            if card.task in ("liver_segmentation", "lung_segmentation"):
+            if card.task in (ClinicalTask.LIVER_SEGMENTATION, ClinicalTask.LUNG_SEGMENTATION):
                 segmentation.prepare(context)
-            elif card.task == "covid_ct":
+            elif card.task == ClinicalTask.COVID_CT:
                 covid.prepare(context)
-            elif card.task == "kidney_stone":
+            elif card.task == ClinicalTask.KIDNEY_STONE:
                 kidney.prepare(context)
-            elif card.task == "skin_lesion":
+            elif card.task == ClinicalTask.SKIN_LESION:
                 self._skin_forest(card)
 
         self._run(card, pipeline, None, None)
@@ -170,7 +171,7 @@ class Engine:
     ) -> SegmentationResult:
         """The liver of ``volume`` by a liver_segmentation bundle; ``mask_out`` (bool, the volume's shape) receives
         the mask batch by batch and becomes the result's mask, so a caller can show it as it fills, without a copy."""
-        self._expect(card, "liver_segmentation")
+        self._expect(card, ClinicalTask.LIVER_SEGMENTATION)
         return self._run(
             card,
             lambda context: segmentation.segment(
@@ -190,7 +191,7 @@ class Engine:
         cancelled: CancelCheck | None = None,
     ) -> LungSoundResult:
         """Class probabilities of each breathing cycle of ``recording`` by a lung_sound bundle."""
-        self._expect(card, "lung_sound")
+        self._expect(card, ClinicalTask.LUNG_SOUND)
         return self._run(
             card, lambda context: lung_sound.classify_cycles(context, recording, cycles), progress, cancelled
         )
@@ -208,7 +209,7 @@ class Engine:
         cancelled: CancelCheck | None = None,
     ) -> SliceClassificationResult:
         """Stone probability per slice (in ``roi`` when given), Grad-CAM of ``explain_slices``."""
-        self._expect(card, "kidney_stone")
+        self._expect(card, ClinicalTask.KIDNEY_STONE)
         return self._run(
             card,
             lambda context: kidney.classify_slices(
@@ -228,7 +229,7 @@ class Engine:
         cancelled: CancelCheck | None = None,
     ) -> PhotoResult:
         """Benign / malignant of an RGB photo (h, w, 3) by a skin_lesion bundle (CNN features + forest)."""
-        self._expect(card, "skin_lesion")
+        self._expect(card, ClinicalTask.SKIN_LESION)
         forest = self._skin_forest(card)
         return self._run(
             card, lambda context: skin.classify_photo(context, forest, rgb, explain=explain), progress, cancelled
@@ -245,9 +246,9 @@ class Engine:
         cancelled: CancelCheck | None = None,
     ) -> CovidResult:
         """Paper 002's patient verdict for a chest CT; the lung mask from ``lung_card`` or the classical method."""
-        self._expect(card, "covid_ct")
+        self._expect(card, ClinicalTask.COVID_CT)
         if lung_card is not None:
-            self._expect(lung_card, "lung_segmentation")
+            self._expect(lung_card, ClinicalTask.LUNG_SEGMENTATION)
 
         def pipeline(context: RunContext) -> CovidResult:
             if lung_card is not None:
@@ -270,9 +271,9 @@ class Engine:
     # ------------------------------------------------------------------ plumbing
 
     @staticmethod
-    def _expect(card: ModelCard, task: str) -> None:
+    def _expect(card: ModelCard, task: ClinicalTask) -> None:
         if card.task != task:
-            raise ModelError(f"bundle {card.label} is a {card.task!r} model, expected a {task!r} model")
+            raise ModelError(f"bundle {card.label} is a {card.task!r} model, expected a {str(task)!r} model")
 
     def _run(
         self,

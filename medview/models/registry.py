@@ -1,6 +1,6 @@
 """Allow-listed model constructors: ``register_model`` / ``create_model`` (after timm's registry).
 
-Bundles name their architecture by id; only ids in ``medview.engine.manifest.ARCHITECTURES``
+Bundles name their architecture by id; only ids in ``medview.tasks.ARCHITECTURES``
 can be registered, so a manifest can never make MedView build something this
 code does not define.  Each entry also carries what the contract tests need: an
 example input shape, the Grad-CAM target layer, and the paper's parameter count
@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from medview.engine.manifest import ARCHITECTURES
 from medview.errors import ModelError
+from medview.tasks import ARCHITECTURES
 
 ModelFactory = TypeVar("ModelFactory", bound=Callable[..., nn.Module])
 
@@ -48,7 +48,7 @@ def register_model(
 
     def decorate(factory: ModelFactory) -> ModelFactory:
         if arch not in ARCHITECTURES:
-            raise ValueError(f"{arch!r} is not in medview.engine.manifest.ARCHITECTURES: add it there first")
+            raise ValueError(f"{arch!r} is not in medview.tasks.ARCHITECTURES: add it there first")
         if arch in _REGISTRY:
             raise ValueError(f"architecture {arch!r} is registered twice")
         _REGISTRY[arch] = ModelEntry(arch, factory, example_input, output_shape, target_layer, paper_parameters)

@@ -34,6 +34,7 @@ from medview.engine.api import CovidResult
 from medview.engine.fitness import padding_warnings
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
+from medview.tasks import ClinicalTask
 from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
@@ -492,8 +493,8 @@ class CovidRunner(FindingRunner):
 
     def refresh_models(self) -> None:
         if self.engine is not None:
-            self.model_box.set_cards(self.engine.cards("covid_ct"))
-            self.lung_box.set_cards(self.engine.cards("lung_segmentation"))
+            self.model_box.set_cards(self.engine.cards(ClinicalTask.COVID_CT))
+            self.lung_box.set_cards(self.engine.cards(ClinicalTask.LUNG_SEGMENTATION))
         self.update_controls()
 
     def run(self) -> Task | None:

@@ -40,6 +40,7 @@ from medview.engine.api import Heatmap, InferenceService, SliceClassificationRes
 from medview.engine.fitness import is_uniform
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
+from medview.tasks import ClinicalTask
 from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings, series_key
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.planes import plane_spacing
@@ -400,7 +401,7 @@ class KidneyRunner(FindingRunner):
 
     def refresh_models(self) -> None:
         if self.engine is not None:
-            self.model_box.set_cards(self.engine.cards("kidney_stone"))
+            self.model_box.set_cards(self.engine.cards(ClinicalTask.KIDNEY_STONE))
         self.update_controls()
 
     def set_volume(self, volume: Volume | None, complete: bool) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from medview.engine.api import SegmentationResult
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
+from medview.tasks import ClinicalTask
 from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
@@ -123,7 +124,7 @@ class LiverRunner(FindingRunner):
 
     def refresh_models(self) -> None:
         if self.engine is not None:
-            self.model_box.set_cards(self.engine.cards("liver_segmentation"))
+            self.model_box.set_cards(self.engine.cards(ClinicalTask.LIVER_SEGMENTATION))
         self.update_controls()
 
     def run(self) -> Task | None:

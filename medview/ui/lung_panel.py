@@ -58,6 +58,7 @@ from medview.io.playback import SPEEDS, AudioPlayer
 from medview.preprocess.audio import Spectrogram, display_spectrogram
 from medview.preprocess.cycles import MIN_DURATION_S, detect_cycles
 from medview.preprocess.waveform import WaveformSummary
+from medview.tasks import ClinicalTask
 from medview.ui.dialogs import show_message
 from medview.ui.provenance import (
     WARNING_STYLE,
@@ -669,7 +670,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         """List the installed lung sound models (non-demo first); classify the open recording if it waits."""
         if self.engine is None:
             return
-        self.model_box.set_cards(self.engine.cards("lung_sound"))
+        self.model_box.set_cards(self.engine.cards(ClinicalTask.LUNG_SOUND))
         self._update_buttons()
         if self.result is None and self.cycles:
             self.classify()

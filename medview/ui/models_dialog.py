@@ -15,17 +15,18 @@ from pathlib import Path
 from medview.config import Settings
 from medview.engine.api import DEMO_BANNER
 from medview.engine.manifest import TASKS, BundleScan, ModelCard, find_bundles, import_bundle
+from medview.tasks import ClinicalTask
 from medview.ui.dialogs import show_message
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task, TaskRunner
 
 TASK_TITLES = {
-    "liver_segmentation": "Liver segmentation (CT)",
-    "kidney_stone": "Kidney stone (CT)",
-    "lung_segmentation": "Lung segmentation (chest CT, used by the COVID model)",
-    "covid_ct": "COVID pneumonia (chest CT)",
-    "skin_lesion": "Skin lesion (photo)",
-    "lung_sound": "Lung sounds (auscultation)",
+    ClinicalTask.LIVER_SEGMENTATION: "Liver segmentation (CT)",
+    ClinicalTask.KIDNEY_STONE: "Kidney stone (CT)",
+    ClinicalTask.LUNG_SEGMENTATION: "Lung segmentation (chest CT, used by the COVID model)",
+    ClinicalTask.COVID_CT: "COVID pneumonia (chest CT)",
+    ClinicalTask.SKIN_LESION: "Skin lesion (photo)",
+    ClinicalTask.LUNG_SOUND: "Lung sounds (auscultation)",
 }
 COLUMNS = ("Task", "Model", "Version", "Trained on", "Key metrics", "Location")
 

@@ -51,20 +51,21 @@ from medview.config import resources_dir
 from medview.engine.api import InferenceService
 from medview.io.audio import AUDIO_SUFFIXES
 from medview.io.photo import split_photo_paths
+from medview.tasks import ClinicalTask
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import Task
 
 SAMPLE_SERIES = Path("samples") / "totalsegmentator_ct" / "dicom"
-SAMPLE_RECORDINGS = Path("samples") / "lung_sound"
+SAMPLE_RECORDINGS = Path("samples") / ClinicalTask.LUNG_SOUND
 SAMPLE_PHOTOS = Path("samples") / "isic_dermoscopy"
 #: the step that runs each clinical task's models (``ModelCard.task``), in the order they run; the COVID-19 step
 #: takes its lung mask from the lung U-Net bundle, so it runs both
 TASK_STEPS: dict[str, tuple[str, ...]] = {
-    "liver": ("liver_segmentation",),
-    "kidney": ("kidney_stone",),
-    "covid": ("covid_ct", "lung_segmentation"),
-    "skin": ("skin_lesion",),
-    "lung-sounds": ("lung_sound",),
+    "liver": (ClinicalTask.LIVER_SEGMENTATION,),
+    "kidney": (ClinicalTask.KIDNEY_STONE,),
+    "covid": (ClinicalTask.COVID_CT, ClinicalTask.LUNG_SEGMENTATION),
+    "skin": (ClinicalTask.SKIN_LESION,),
+    "lung-sounds": (ClinicalTask.LUNG_SOUND,),
 }
 #: generous limits: a first run on a slow workstation imports torch from a cold disk and exports the ONNX graph
 STEP_TIMEOUT_S = {
@@ -441,7 +442,7 @@ class SelfTest:
 
     def _covid(self, window: Any) -> str:
         covid = window.findings.covid
-        lung_cards = window.engine.cards("lung_segmentation")
+        lung_cards = window.engine.cards(ClinicalTask.LUNG_SEGMENTATION)
         if lung_cards:  # the lung U-Net is installed: it makes the lung mask, so that its model runs too
             covid.lung_box.choose(lung_cards[0])
         finding = self._finding(window, "covid", covid, "COVID-19")

@@ -42,6 +42,7 @@ from medview.engine.fitness import photo_fitness
 from medview.engine.manifest import ModelCard
 from medview.errors import InputError
 from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
+from medview.tasks import ClinicalTask
 from medview.ui.provenance import (
     WARNING_STYLE,
     DemoBannerLabel,
@@ -362,7 +363,7 @@ class SkinPanel(QtWidgets.QWidget):
         """List the installed skin models (non-demo first); classify photos that have no result yet."""
         if self.engine is None:
             return
-        self.model_box.set_cards(self.engine.cards("skin_lesion"))
+        self.model_box.set_cards(self.engine.cards(ClinicalTask.SKIN_LESION))
         self._update_status()
         self.classify_pending()
 

@@ -13,7 +13,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / ".importlinter"
-EXPECTED_CONTRACTS = 8
+EXPECTED_CONTRACTS = 9
 
 
 def _lint_imports_executable() -> str:
@@ -63,6 +63,7 @@ def test_import_contracts_are_kept() -> None:
         ("medview/models/_planted.py", "import pyqtgraph\n", "no Qt, no medview.ui"),
         ("medview/io/_planted.py", "import torch\n", "io: numpy only"),
         ("medview/_planted.py", "import training\n", "medview: never imports training"),
+        ("medview/models/_planted.py", "from medview.engine import manifest\n", "models: never the engine"),
     ],
 )
 def test_planted_violation_breaks_a_contract(
