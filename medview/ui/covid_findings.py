@@ -35,11 +35,11 @@ from medview.engine.fitness import padding_warnings
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.tasks import ClinicalTask
-from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings
+from medview.ui.findings import Finding, FindingRunner, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
-from medview.ui.workers import Task
+from medview.ui.workers import StartTask, Task
 
 LUNG_COLOUR = (64, 200, 255)
 #: Grad-CAM below this fraction of its scale (the volume's or the slice's maximum) is transparent, so the

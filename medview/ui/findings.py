@@ -10,7 +10,6 @@ emit the finding when it is done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +20,7 @@ from medview.io.volume import Volume
 from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
 from medview.ui.provenance import ENGINE_LOADING, ModelChooserBox, validated_line
 from medview.ui.qt import QtCore, QtWidgets
-from medview.ui.workers import Task
-
-StartTask = Callable[[Task, str], Task]
+from medview.ui.workers import StartTask, Task
 
 
 @dataclass(eq=False)

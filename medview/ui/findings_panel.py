@@ -27,13 +27,13 @@ from medview.engine.manifest import ModelCard
 from medview.io.dicom import dicom_series_uid
 from medview.io.volume import Volume
 from medview.ui.covid_findings import CovidRunner
-from medview.ui.findings import Finding, FindingRunner, StartTask, finding_tooltip, series_key
+from medview.ui.findings import Finding, FindingRunner, finding_tooltip, series_key
 from medview.ui.kidney_findings import KidneyRunner
 from medview.ui.layers import LayerStack
 from medview.ui.liver_findings import LiverRunner
 from medview.ui.provenance import audit_model_run, demo_warning_html, provenance_table_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets
-from medview.ui.workers import Task
+from medview.ui.workers import StartTask, Task
 
 
 class FindingsPanel(QtWidgets.QWidget):

@@ -41,13 +41,13 @@ from medview.engine.fitness import is_uniform
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.tasks import ClinicalTask
-from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings, series_key
+from medview.ui.findings import Finding, FindingRunner, input_warnings, series_key
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.planes import plane_spacing
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
 from medview.ui.slice_view import Measurement
-from medview.ui.workers import Task
+from medview.ui.workers import StartTask, Task
 
 #: the ROI outline: cyan, apart from the liver's orange, the measurement tools' green and the map's inferno
 ROI_COLOUR = (0, 230, 255)

@@ -18,11 +18,11 @@ from medview.engine.api import SegmentationResult
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.tasks import ClinicalTask
-from medview.ui.findings import Finding, FindingRunner, StartTask, input_warnings
+from medview.ui.findings import Finding, FindingRunner, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtCore, QtWidgets
-from medview.ui.workers import Task
+from medview.ui.workers import StartTask, Task
 
 LIVER_COLOUR = (255, 140, 40)
 PAINT_INTERVAL_MS = 150  # redraw of the growing mask while a run goes on

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from medview.audit import Outcome, audit_log
-from medview.engine.api import InferenceService, LungSoundResult
+from medview.engine.api import ClassScores, InferenceService, LungSoundResult
 from medview.engine.fitness import audio_fitness
 from medview.engine.manifest import ModelCard
 from medview.errors import MedviewError, PlaybackError
@@ -69,7 +69,7 @@ from medview.ui.provenance import (
     verdict_html,
 )
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
-from medview.ui.workers import Task
+from medview.ui.workers import StartTask, Task
 
 AUDIO_FILTER = f"Recordings ({' '.join('*' + suffix for suffix in AUDIO_SUFFIXES)});;All files (*)"
 CLASS_COLOURS = {
@@ -103,7 +103,6 @@ PREDICTED_COLUMN = 4
 #: the cycle table's columns fit the rows in view and this many more (Qt's default, 1,000, made every row's text)
 SIZED_ROWS = 100
 BOTTOM_MIN_HEIGHT = 220  # px: the cycle table and the verdict pane under the plots
-StartTask = Callable[[Task, str], Task]
 
 #: the columns of the cycle table (CSV export, case report)
 CYCLE_TABLE_COLUMNS = (
@@ -863,7 +862,7 @@ class LungSoundPanel(QtWidgets.QWidget):
     def predicted_label(self, index: int) -> str:
         """The class cycle ``index`` is predicted to be in the current view; empty when it has no current result."""
         probabilities = self.predicted(index)
-        return max(probabilities, key=probabilities.__getitem__) if probabilities else ""
+        return ClassScores(probabilities).label if probabilities else ""
 
     def predicted(self, index: int) -> dict[str, float] | None:
         """Probabilities of cycle ``index`` in the current view, or None when it has no current result."""
@@ -1253,7 +1252,7 @@ class LungSoundPanel(QtWidgets.QWidget):
                 f"{cycle.start_s:.3f}",
                 f"{cycle.end_s:.3f}",
                 self._annotated_label(cycle),
-                max(probabilities, key=probabilities.__getitem__) if probabilities else "",
+                ClassScores(probabilities).label if probabilities else "",
                 f"{1 - probabilities['normal']:.4f}" if probabilities else "",
                 *(f"{probabilities[name]:.4f}" if probabilities else "" for name in ICBHI_CLASSES),
                 *([provenance.label, str(provenance.demo).lower()] if probabilities and provenance else ["", ""]),

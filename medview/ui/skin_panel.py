@@ -52,7 +52,7 @@ from medview.ui.provenance import (
     validated_line,
 )
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
-from medview.ui.workers import Task
+from medview.ui.workers import StartTask, Task
 
 THUMBNAIL_SIDE = 72
 PHOTO_FILTER = f"Photos ({' '.join('*' + suffix for suffix in PHOTO_SUFFIXES)});;All files (*)"
@@ -60,8 +60,6 @@ MALIGNANT_COLOUR = "#ff8a65"
 BENIGN_COLOUR = "#9ccc65"
 PROBLEM_COLOUR = "#e0b040"
 NO_MODEL = "No skin lesion model installed: add one in Models > Installed models and import…"
-
-StartTask = Callable[[Task, str], Task]
 
 
 @dataclass(eq=False)

@@ -107,6 +107,10 @@ class _PoolRunnable(QtCore.QRunnable):
             self.ended.set()
 
 
+#: how a workspace hands a task to the window's runner: ``start_task(task, what)`` -> the started task
+StartTask = Callable[[Task, str], Task]
+
+
 class TaskRunner(QtCore.QObject):
     """Starts tasks on a private thread pool and remembers the running ones."""
 
