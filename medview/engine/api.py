@@ -22,12 +22,11 @@ import numpy as np
 from medview.engine.manifest import ModelCard
 from medview.io.audio import Recording
 from medview.io.volume import Volume
+from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 
 DEMO_BANNER = "demo model: not for diagnosis"
 
-ProgressCallback = Callable[[int, int, str], None]  # done, total, what is being done
-CancelCheck = Callable[[], bool]
 SlicePaintCallback = Callable[[int, np.ndarray], None]  # first slice index, probabilities (n, y, x)
 
 

@@ -39,7 +39,7 @@ import secrets
 import shutil
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -63,9 +63,7 @@ from pydicom.valuerep import validate_value
 from medview import __version__
 from medview.errors import Cancelled, DicomError, ExportError
 from medview.io.dicom import DicomSource, iter_sources, read_header
-
-ProgressCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
+from medview.progress import CancelCheck, ProgressCallback
 
 #: the Table E.1-1 edition dicom-anonymizer ships that the export follows
 PROFILE_TABLE = "dicomfields_2026c"
@@ -310,7 +308,7 @@ def anonymise_series(
     Args:
         patient_name: the Patient's Name of the copy.
         patient_id: the Patient ID of the copy; by default ``ANON-`` and random hex digits.
-        progress: ``progress(done, total)`` once per file written.
+        progress: ``progress(done, total, what)`` once per file written.
         cancelled: polled between files; when it returns True the export stops.
 
     Raises:
@@ -354,7 +352,7 @@ def anonymise_series(
                     anonymiser.anonymise(dataset)
                     written.append(_write(folder / f"IM{number:06d}.dcm", dataset))
                 if progress is not None:
-                    progress(len(written), total)
+                    progress(len(written), total, "writing anonymised files")
     except BaseException:  # a failure or a cancel: take back everything written (temporary files included)
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)

@@ -45,6 +45,7 @@ from medview.io.volume import (
     reorient_geometry,
     source_path_label,
 )
+from medview.progress import CancelCheck, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def _drop_gdcm_decoding_plugin() -> None:
 
 _drop_gdcm_decoding_plugin()
 
-ProgressCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
 
 IMAGE_STORAGE_MARKERS = ("Image Storage",)
 #: air, for slices missing from a series
@@ -436,7 +435,7 @@ def scan_paths(
         if cancelled is not None and cancelled():
             raise Cancelled()
         if progress is not None:
-            progress(done, len(sources))
+            progress(done, len(sources), "reading DICOM headers")
         if source.member is None and source.path.name.upper() == "DICOMDIR":
             continue  # its files are found by the folder walk itself
         try:
@@ -941,7 +940,7 @@ def load_series(
                         failed_z.add(z)
                 done += len(run)
                 if progress is not None:
-                    progress(done, count)
+                    progress(done, count, "decoding slices")
                 middle_landed = middle_landed or middle in run
                 if middle_landed:
                     announce, held_back = landed + held_back, []

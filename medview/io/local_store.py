@@ -21,7 +21,6 @@ import sqlite3
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from pydicom.errors import InvalidDicomError
 
 from medview.config import data_dir
 from medview.errors import Cancelled, DicomError
+from medview.progress import CancelCheck, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,6 @@ REQUIRED_UIDS = (
 _PLAIN_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _MAX_PLAIN_NAME = 64
 
-ProgressCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
 
 _COLUMNS = (
     "sop_instance_uid",
@@ -460,7 +458,7 @@ class LocalStudyStore:
             if cancelled is not None and cancelled():
                 raise Cancelled()
             if progress is not None:
-                progress(done, len(files))
+                progress(done, len(files), "indexing received instances")
             try:
                 dataset = _read_header(path, str(path))
                 received = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="milliseconds")

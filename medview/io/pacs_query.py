@@ -71,11 +71,10 @@ from medview.io.pacs import (
     validate_ae_title,
     validate_port,
 )
+from medview.progress import CancelCheck, ProgressCallback
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
 StoredCallback = Callable[[StoredInstance], None]
 #: a presentation context to propose: abstract syntax and transfer syntaxes
 ContextSpec = tuple[str, tuple[str, ...]]
@@ -641,7 +640,8 @@ class _Retrieval:
     def report(self) -> None:
         if self.progress is not None:
             # total 0 (unknown) until the PACS has said how many instances there are
-            self.progress(len(self.stored), max(self.expected, len(self.stored)) if self.expected else 0)
+            total = max(self.expected, len(self.stored)) if self.expected else 0
+            self.progress(len(self.stored), total, "retrieving images")
 
     def on_c_store(self, event: Event) -> int | Dataset:
         """File one instance the PACS sent, exactly as the receiver files a pushed one."""
@@ -753,7 +753,7 @@ def retrieve_study(
 ) -> RetrieveResult:
     """Fetch every instance of a study from ``node`` with C-GET and file it in ``store``, byte for byte.
 
-    ``progress(done, total)`` counts stored instances (``total`` is 0 until
+    ``progress(done, total, what)`` counts stored instances (``total`` is 0 until
     the PACS says how many there are); ``on_stored`` is called for each
     instance once it is safely on disk (on this thread).  ``sop_classes``
     (``RemoteStudy.sop_classes``, where the PACS reports them) narrows the

@@ -11,12 +11,12 @@ would ask the model for every cell from Python instead.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from medview.audit import AuditEvent, AuditLog, ChainReport, EventId, Outcome, audit_log
 from medview.errors import Cancelled
+from medview.progress import CancelCheck
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import Task, TaskRunner
 
@@ -56,7 +56,7 @@ def event_row(event: AuditEvent) -> tuple[str, ...]:
     )
 
 
-def read_contents(log: AuditLog, cancelled: Callable[[], bool] = lambda: False) -> AuditContents:
+def read_contents(log: AuditLog, cancelled: CancelCheck = lambda: False) -> AuditContents:
     """Read every record and check the chain (Qt-free work for the worker thread)."""
     rows: list[tuple[str, ...]] = []
     failed: list[bool] = []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from medview.engine.api import CovidResult
 from medview.engine.fitness import padding_warnings
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
+from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 from medview.ui.findings import Finding, FindingRunner, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
@@ -508,13 +509,13 @@ class CovidRunner(FindingRunner):
         warnings = list(dict.fromkeys(warning for each in cards for warning in input_warnings(each, volume)))
         self.note.setText(" ".join(warnings))
 
-        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Finding:
+        def work(progress: ProgressCallback, cancelled: CancelCheck, _partial: Any) -> Finding:
             result = engine.classify_covid(
                 card,
                 volume,
                 lung_card=lung_card,
                 explain=explain,
-                progress=lambda done, total, _text: progress(done, total),
+                progress=progress,
                 cancelled=cancelled,
             )
             # built here, not on the GUI thread: the Grad-CAM volume and the summary take about half a second

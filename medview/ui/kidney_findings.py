@@ -40,6 +40,7 @@ from medview.engine.api import Heatmap, InferenceService, SliceClassificationRes
 from medview.engine.fitness import is_uniform
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
+from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 from medview.ui.findings import Finding, FindingRunner, input_warnings, series_key
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
@@ -519,7 +520,7 @@ class KidneyRunner(FindingRunner):
         explain = [current] if current in slices else []
         named = (source.name, tuple(warnings))
 
-        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
+        def work(progress: ProgressCallback, cancelled: CancelCheck, _partial: Any) -> Any:
             return classify_and_explain(engine, card, volume, slices, roi, roi_text, explain, progress, cancelled)
 
         task = Task(work, f"Kidney stone: {len(slices)} slice(s) of {volume.description or 'the series'}")
@@ -583,7 +584,7 @@ class KidneyRunner(FindingRunner):
         self.note.setText("")
         result: SliceClassificationResult = finding.result
 
-        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
+        def work(progress: ProgressCallback, cancelled: CancelCheck, _partial: Any) -> Any:
             return engine.classify_kidney_slices(
                 card,
                 volume,
@@ -591,7 +592,7 @@ class KidneyRunner(FindingRunner):
                 roi=roi,
                 roi_source=result.roi,
                 explain_slices=[index],
-                progress=lambda done, total, _text: progress(done, total),
+                progress=progress,
                 cancelled=cancelled,
             )
 
@@ -671,8 +672,8 @@ def classify_and_explain(
     roi: np.ndarray | None,
     roi_text: str,
     explain: Sequence[int],
-    progress: Callable[[int, int], None],
-    cancelled: Callable[[], bool],
+    progress: ProgressCallback,
+    cancelled: CancelCheck,
 ) -> tuple[SliceClassificationResult, dict[int, Heatmap]]:
     """The per-slice run with Grad-CAM of ``explain``; then, when only a few slices are positive, their
     Grad-CAM too (a second small run: which slices are positive is known only after the first)."""
@@ -684,7 +685,7 @@ def classify_and_explain(
         roi=roi,
         roi_source=roi_text,
         explain_slices=explain,
-        progress=lambda done, total, _text: progress(done, total),
+        progress=progress,
         cancelled=cancelled,
     )
     heatmaps = dict(result.heatmaps)
@@ -698,7 +699,7 @@ def classify_and_explain(
             roi=roi,
             roi_source=roi_text,
             explain_slices=missing,
-            progress=lambda done, total, _text: progress(first + done, first + total),
+            progress=lambda done, total, what: progress(first + done, first + total, what),
             cancelled=cancelled,
         )
         heatmaps.update(extra.heatmaps)

@@ -9,7 +9,7 @@ asked for).  A cancelled or failed run leaves no half mask behind.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from medview.engine.api import SegmentationResult
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
+from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 from medview.ui.findings import Finding, FindingRunner, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
@@ -148,12 +149,12 @@ class LiverRunner(FindingRunner):
         self.layers.add(live)
         self._live = live
 
-        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Finding:
+        def work(progress: ProgressCallback, cancelled: CancelCheck, _partial: Any) -> Finding:
             result = engine.segment_liver(
                 card,
                 volume,
                 mask_out=mask,
-                progress=lambda done, total, _text: progress(done, total),
+                progress=progress,
                 cancelled=cancelled,
             )
             return liver_finding(result, card, volume.shape[0], warnings)

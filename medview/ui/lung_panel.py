@@ -58,6 +58,7 @@ from medview.io.playback import SPEEDS, AudioPlayer
 from medview.preprocess.audio import Spectrogram, display_spectrogram
 from medview.preprocess.cycles import MIN_DURATION_S, detect_cycles
 from medview.preprocess.waveform import WaveformSummary
+from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 from medview.ui.dialogs import show_message
 from medview.ui.provenance import (
@@ -818,10 +819,8 @@ class LungSoundPanel(QtWidgets.QWidget):
         engine, recording = self.engine, opened.recording
         spans = [(cycle.start_s, cycle.end_s) for cycle in self.cycles]
 
-        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], _partial: Any) -> Any:
-            result = engine.classify_lung_sound(
-                card, recording, spans, progress=lambda done, total, _text: progress(done, total), cancelled=cancelled
-            )
+        def work(progress: ProgressCallback, cancelled: CancelCheck, _partial: Any) -> Any:
+            result = engine.classify_lung_sound(card, recording, spans, progress=progress, cancelled=cancelled)
             return result, tuple(audio_fitness(card, recording, spans))  # off the GUI thread: it reads every sample
 
         task = Task(work, f"Classifying {len(spans)} cycles of {recording.path.name}")

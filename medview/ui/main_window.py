@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +34,7 @@ from medview.io.dicom import (
 from medview.io.dicom import load_series as load_dicom_series
 from medview.io.photo import split_photo_paths
 from medview.io.volume import Volume
+from medview.progress import CancelCheck
 from medview.ui.audit_dialog import AuditLogDialog
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
 from medview.ui.findings import FindingRunner
@@ -746,9 +746,10 @@ class MainWindow(QtWidgets.QMainWindow):
             if not task.background:
                 task.cancel()
 
-    def _on_progress(self, done: int, total: int) -> None:
+    def _on_progress(self, done: int, total: int, what: str) -> None:
         self.progress.setRange(0, total)
         self.progress.setValue(done)
+        self.progress.setToolTip(what)
 
     def _on_task_error(self, message: str, details: str, description: str) -> None:
         self.statusBar().showMessage(message, 10000)
@@ -954,7 +955,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._prepared.update(card.identity for card in cards)
         engine = self.engine
 
-        def work(_progress: object, cancelled: Callable[[], bool], _partial: object) -> None:
+        def work(_progress: object, cancelled: CancelCheck, _partial: object) -> None:
             for card in cards:
                 if cancelled():
                     return

@@ -355,7 +355,7 @@ class PacsQueryDialog(QtWidgets.QDialog):
         self._show_error("\n".join(problems))
         self.retrieved.emit(summary.paths)
 
-    def _on_progress(self, done: int, total: int) -> None:
+    def _on_progress(self, done: int, total: int, _what: str) -> None:
         self.progress.setRange(0, total)  # total 0: a busy bar until the PACS says how many
         self.progress.setValue(done)
         if total and self._retrieving is not None:

@@ -29,7 +29,7 @@ selected photo and its view stay as they were, and Remove takes photos out.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from medview.engine.fitness import photo_fitness
 from medview.engine.manifest import ModelCard
 from medview.errors import InputError
 from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
+from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 from medview.ui.provenance import (
     WARNING_STYLE,
@@ -438,11 +439,11 @@ class SkinPanel(QtWidgets.QWidget):
             entry.status = "reading…" if entry.photo is None else waiting
         self._refresh_items(entries)
 
-        def work(progress: Callable[[int, int], None], cancelled: Callable[[], bool], partial: Any) -> None:
+        def work(progress: ProgressCallback, cancelled: CancelCheck, partial: Any) -> None:
             for done, entry in enumerate(entries):
                 if cancelled():
                     return
-                progress(done, len(entries))
+                progress(done, len(entries), f"photo {done + 1} of {len(entries)}")
                 # the audit records are written here, not in the GUI's slots: each is fsync-ed, up to ~150 ms
                 photo = entry.photo
                 if photo is None:
@@ -463,7 +464,7 @@ class SkinPanel(QtWidgets.QWidget):
                     result = engine.classify_skin(card, photo.rgb, explain=True)
                     audit_model_run(result.provenance, target=entry.path)
                     partial((entry, {"result": result, "warnings": tuple(photo_fitness(card, photo.rgb))}))
-            progress(len(entries), len(entries))
+            progress(len(entries), len(entries), "photos done")
 
         task = Task(work, f"Classifying {len(entries)} photo(s)" if card is not None else "Reading photos")
         self._busy.update(map(id, entries))

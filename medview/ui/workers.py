@@ -1,9 +1,10 @@
 """Run long work off the GUI thread, with progress, partial results and cancel.
 
 A ``Task`` wraps a plain function ``fn(progress, cancelled, partial) -> result``
-from the Qt-free layers; its signals arrive on the GUI thread (queued
-connections), so slots may touch widgets.  Exceptions become ``errored`` with a
-readable message (``MedviewError``) or the traceback (anything else: a bug).
+from the Qt-free layers (``progress`` and ``cancelled`` as ``medview.progress``
+defines them); its signals arrive on the GUI thread (queued connections), so
+slots may touch widgets.  Exceptions become ``errored`` with a readable message
+(``MedviewError``) or the traceback (anything else: a bug).
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 from medview.errors import Cancelled, MedviewError
+from medview.progress import CancelCheck, ProgressCallback
 from medview.ui.qt import QtCore
 
-TaskFunction = Callable[[Callable[[int, int], None], Callable[[], bool], Callable[[Any], None]], Any]
+TaskFunction = Callable[[ProgressCallback, CancelCheck, Callable[[Any], None]], Any]
 
 
 class TaskSignals(QtCore.QObject):
     """Signals of a ``Task`` (a plain object, run on the pool by a ``_PoolRunnable``)."""
 
-    progress = QtCore.Signal(int, int)
+    progress = QtCore.Signal(int, int, str)  # done, total, what is being done
     partial = QtCore.Signal(object)
     succeeded = QtCore.Signal(object)
     errored = QtCore.Signal(str, str)  # message, details

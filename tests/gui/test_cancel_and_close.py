@@ -48,7 +48,7 @@ def stop_at_first_progress(monkeypatch: pytest.MonkeyPatch, window: Any, prefix:
         started.append(task)
         stopped: list[bool] = []
 
-        def on_progress(done: int, _total: int) -> None:
+        def on_progress(done: int, _total: int, _what: str) -> None:
             if done > 0 and not stopped:
                 stopped.append(True)
                 stop(task)

@@ -365,7 +365,7 @@ def test_cancel_midway_leaves_the_destination_as_it_was(
         anonymise_series(
             _files(shared_data / "covid_ct" / "COVID-CT-MD" / "CAP" / "cap001"),
             destination,
-            progress=lambda done, total: progress.append((done, total)),
+            progress=lambda done, total, _what: progress.append((done, total)),
             cancelled=lambda: len(progress) >= 5,
         )
     assert progress[-1] == (5, 21)  # it had written files before it stopped

@@ -586,13 +586,15 @@ def test_cancellation(chunk_files: list[Path]) -> None:
         load_series(series, cancelled=lambda: True)
     calls: list[tuple[int, int]] = []
     shown: list[int] = []
+    said: set[str] = set()
     load_series(
         series,
-        progress=lambda done, total: calls.append((done, total)),
+        progress=lambda done, total, what: (calls.append((done, total)), said.add(what)),
         on_slice=lambda volume, z: shown.append(z),
         workers=2,
     )
     assert calls[-1] == (CHUNK, CHUNK)
+    assert said == {"decoding slices"}
     assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # rising, once per decoded run
     assert sorted(shown) == list(range(CHUNK))
     assert shown[0] == CHUNK // 2  # the middle slice is decoded and shown first

@@ -270,7 +270,7 @@ def test_retrieve_stores_every_instance_as_the_source(
         OUR_TITLE,
         study_uid,
         store,
-        progress=lambda d, t: progress.append((d, t)),
+        progress=lambda d, t, _what: progress.append((d, t)),
         on_stored=announced.append,
     )
 
