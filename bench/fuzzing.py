@@ -44,6 +44,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from medview.io.sources import VOLUME_SUFFIXES
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDVIEW_SHARED_DATA", REPO.parent / "shared" / "data"))
 RESOURCES = REPO / "resources"
@@ -1260,13 +1262,10 @@ def _build_dicomdir(rng: random.Random, corpus: Corpus, _payload: Any) -> Case:
     return Case(files, index)
 
 
-_ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
 def _volume_files(rng: random.Random, path: Path, stem: str, corpus: Corpus) -> tuple[dict[str, bytes], str]:
     """A mutated volume (with its detached data file for .nhdr/.mhd) under a name ending as ITK expects."""
     data, suffix = mutate_volume(rng, path, _read(path), _read(rng.choice(corpus.volumes)))
-    suffix = _suffix_swap(rng, suffix, _ITK_SUFFIXES)
+    suffix = _suffix_swap(rng, suffix, VOLUME_SUFFIXES)
     name = f"{stem}{suffix}"
     files = {name: data}
     if path.suffix in (".nhdr", ".mhd"):  # the detached data file the header names

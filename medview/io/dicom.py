@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medview.errors import Cancelled, DicomError
+from medview.io.sources import split_archive_label
 from medview.io.volume import (
     Volume,
     canonical_axes,
@@ -91,6 +92,14 @@ class DicomSource:
     @property
     def label(self) -> str:
         return source_path_label(self.path, self.member)
+
+    @classmethod
+    def from_label(cls, label: str) -> DicomSource:
+        """The source a ``label`` names (``Volume.slice_files``): a file, or ``archive.zip!member``.
+
+        A file whose own name holds a "!" stays a file.
+        """
+        return cls(*split_archive_label(label))
 
     def open(self) -> str | io.BytesIO:
         """A path or an in-memory file pydicom can read."""

@@ -185,13 +185,10 @@ def _plane_layout(orientation: Sequence[float] | None, volume: Volume, label: st
 
 
 def _source_of(label: str) -> Any:
-    """The ``DicomSource`` of a ``Volume.slice_files`` entry (``archive.zip!member`` for zip members)."""
-    from medview.io.dicom import DicomSource
+    """The ``DicomSource`` of a ``Volume.slice_files`` entry."""
+    from medview.io.dicom import DicomSource  # pydicom loads with the first export
 
-    if Path(label).exists() or "!" not in label:
-        return DicomSource(Path(label))
-    archive, _, member = label.partition("!")
-    return DicomSource(Path(archive), member)
+    return DicomSource.from_label(label)
 
 
 def _stand_in_uid(kind: str, dataset: Any) -> str:

@@ -28,10 +28,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from medview.errors import InputError
+from medview.io.sources import VOLUME_SUFFIXES, is_volume_name
 from medview.io.volume import Volume, canonical_axes, reorient_array, reorient_geometry
 
 #: file name endings ``read_volume`` and ``read_label_map`` open through SimpleITK
-ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Segmentation Storage and Label Map Segmentation Storage
 _SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 #: direction components below this are "not along this axis" when matching planes
@@ -63,7 +63,7 @@ class LabelMap:
 
 
 def _is_itk_file(path: Path) -> bool:
-    return path.name.lower().endswith(ITK_SUFFIXES)
+    return is_volume_name(path)
 
 
 def _itk_reason(error: Exception) -> str:
@@ -80,7 +80,7 @@ def _read_itk_image(path: Path) -> sitk.Image:
         raise InputError("file not found", path=path)
     if not _is_itk_file(path):
         raise InputError(
-            f"unsupported file type; expected one of {', '.join(ITK_SUFFIXES)} "
+            f"unsupported file type; expected one of {', '.join(VOLUME_SUFFIXES)} "
             "(DICOM series open with File > Open DICOM)",
             path=path,
         )
@@ -472,9 +472,8 @@ def _frame_axes(seg: Any, reference: Volume) -> tuple[np.ndarray, np.ndarray] | 
         label = next((f for f in reference.slice_files if f), "")
         if not label:
             return None
-        file, _, member = label.partition("!")
         try:
-            orientation = read_header(DicomSource(Path(file), member or None)).get("ImageOrientationPatient")
+            orientation = read_header(DicomSource.from_label(label)).get("ImageOrientationPatient")
         except Exception:  # noqa: BLE001 - any failure means "cannot tell", and the geometry path decides
             return None
     try:

@@ -33,6 +33,7 @@ from medview.io.dicom import (
 )
 from medview.io.dicom import load_series as load_dicom_series
 from medview.io.photo import split_photo_paths
+from medview.io.sources import is_volume_name
 from medview.io.volume import Volume
 from medview.progress import CancelCheck
 from medview.ui.audit_dialog import AuditLogDialog
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_THUMBNAIL_WINDOW = (40.0, 400.0)  # soft-tissue window for series that suggest none
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: the window's size when it is not maximised, where the screen has room
 PREFERRED_SIZE = QtCore.QSize(1600, 1000)
 #: keys that move through the slices; they reach the axial view whenever the CT workspace is shown
@@ -87,16 +87,7 @@ KEY_USING_WIDGETS = (
 
 def is_volume_file(path: Path) -> bool:
     """NIfTI/NRRD/MetaImage files open as volumes, everything else is scanned as DICOM."""
-    return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
-
-
-def source_from_label(label: str) -> DicomSource:
-    """Turn a ``Volume.slice_files`` entry (``file`` or ``archive.zip!member``) back into a source."""
-    if "!" in label:
-        archive, member = label.split("!", 1)
-        if archive.lower().endswith(".zip") and Path(archive).is_file():
-            return DicomSource(Path(archive), member)
-    return DicomSource(Path(label))
+    return path.is_file() and is_volume_name(path)
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -884,7 +875,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.tags.set_message("No DICOM header for this slice: it is missing from the series.")
             return
         try:
-            self.tags.set_rows(files[index], tag_rows(source_from_label(files[index])))
+            self.tags.set_rows(files[index], tag_rows(DicomSource.from_label(files[index])))
         except MedviewError as error:
             self.tags.set_message(str(error))
 

@@ -657,3 +657,20 @@ def test_coronal_acquisition_is_resliced_axial(chunk: Volume, chunk_files: list[
     first = np.asarray(chunk.voxels[0])
     np.testing.assert_array_equal(volume.voxels[:, 0, :], first[::-1, :])
     assert volume.spacing[1] == pytest.approx(chunk.spacing[0])
+
+
+def test_a_label_names_a_file_or_an_archive_member_and_reads_back_as_its_source(tmp_path: Path) -> None:
+    from medview.io.sources import is_volume_name, split_archive_label
+
+    archive = tmp_path / "study.zip"
+    member = DicomSource(archive, "series/IM0001")
+    assert member.label == f"{archive}!series/IM0001"
+    assert DicomSource.from_label(member.label) == member
+    plain = tmp_path / "IM0001.dcm"
+    assert DicomSource.from_label(str(plain)) == DicomSource(plain)
+    odd = tmp_path / "scan!1.dcm"  # a file whose own name holds the separator stays a file
+    odd.write_bytes(b"not read here")
+    assert split_archive_label(str(odd)) == (odd, None)
+    assert is_volume_name(Path("CT.NII.GZ"))
+    assert is_volume_name(Path("mask.nrrd"))
+    assert not is_volume_name(Path("IM0001.dcm"))
