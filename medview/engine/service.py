@@ -43,7 +43,6 @@ from medview.engine.weights import load_networks
 from medview.errors import ModelError
 from medview.io.audio import Recording
 from medview.io.volume import Volume
-from medview.preprocess.chest import classical_lung_mask
 from medview.tasks import ClinicalTask
 
 if TYPE_CHECKING:
@@ -251,19 +250,10 @@ class Engine:
             self._expect(lung_card, ClinicalTask.LUNG_SEGMENTATION)
 
         def pipeline(context: RunContext) -> CovidResult:
+            lung_run = None
             if lung_card is not None:
-                lung_context = replace(context, card=lung_card, networks=self.networks(lung_card, context.device))
-                lung = segmentation.segment(lung_context, volume, structure="lung").mask
-                source = f"lung U-Net {lung_card.label}" + (" (demo model)" if lung_card.is_demo else "")
-            else:
-
-                def lung_mask_step() -> None:  # progress, and where a Cancel stops the mask
-                    context.step(0, 1, "lung mask (classical method)")
-
-                lung_mask_step()
-                lung = classical_lung_mask(volume.voxels, spacing=volume.spacing, between_steps=lung_mask_step)
-                source = "classical method (HU threshold, connected components, hole filling)"
-            demo_mask = lung_card is not None and lung_card.is_demo
+                lung_run = replace(context, card=lung_card, networks=self.networks(lung_card, context.device))
+            lung, source, demo_mask = covid.lung_mask(context, volume, lung_run)
             return covid.classify(context, volume, lung, source, explain=explain, demo_lung_mask=demo_mask)
 
         return self._run(card, pipeline, progress, cancelled)

@@ -19,12 +19,14 @@ import torch
 
 from medview.engine.api import ClassScores, CovidResult, GroupScore, Heatmap
 from medview.engine.manifest import ModelCard
+from medview.engine.pipelines import segmentation
 from medview.engine.pipelines.context import RunContext
 from medview.errors import InputError, ModelError
 from medview.explain import grad_cam
 from medview.io.volume import Volume
 from medview.preprocess.chest import (
     GROUP_SLICES,
+    classical_lung_mask,
     group_slices,
     patient_vote,
     prepare_slices,
@@ -43,6 +45,24 @@ def network_input_shape(card: ModelCard) -> tuple[int, int, int, int]:
 def prepare(context: RunContext) -> None:
     """Set up the forward passes a run will use (exports the ONNX graph on the first use of a bundle)."""
     context.forward_passes(0, sample_shape=network_input_shape(context.card))
+
+
+def lung_mask(context: RunContext, volume: Volume, lung_run: RunContext | None) -> tuple[np.ndarray, str, bool]:
+    """The lung mask the verdict is computed in, where it came from (for the provenance), and whether that was
+    a demo model: the lung U-Net's of ``lung_run`` (a run of a lung_segmentation bundle) when given, else the
+    classical method (``medview.preprocess.chest``), whose steps report progress and let a Cancel stop it.
+    """
+    if lung_run is not None:
+        card = lung_run.card
+        mask = segmentation.segment(lung_run, volume, structure="lung").mask
+        return mask, f"lung U-Net {card.label}" + (" (demo model)" if card.is_demo else ""), card.is_demo
+
+    def step() -> None:
+        context.step(0, 1, "lung mask (classical method)")
+
+    step()
+    mask = classical_lung_mask(volume.voxels, spacing=volume.spacing, between_steps=step)
+    return mask, "classical method (HU threshold, connected components, hole filling)", False
 
 
 def classify(
