@@ -32,6 +32,26 @@ class RegionStats:
     area_mm2: float
 
 
+def region_mask(
+    shape_rc: tuple[int, int],
+    top_left_rc: tuple[float, float],
+    size_rc: tuple[float, float],
+    shape: Literal["rectangle", "ellipse"],
+) -> np.ndarray:
+    """The pixels of an axis-aligned rectangle or ellipse (pixel units, corner and size as (row, column)):
+    a pixel is inside when its centre is.  Empty for a region of no height or width."""
+    rows = np.arange(shape_rc[0]) + 0.5
+    cols = np.arange(shape_rc[1]) + 0.5
+    (r0, c0), (height, width) = top_left_rc, size_rc
+    if height <= 0 or width <= 0:
+        return np.zeros(shape_rc, bool)
+    if shape == "rectangle":
+        return ((rows >= r0) & (rows < r0 + height))[:, None] & ((cols >= c0) & (cols < c0 + width))[None, :]
+    row_term = ((rows[:, None] - (r0 + height / 2)) / (height / 2)) ** 2
+    col_term = ((cols[None, :] - (c0 + width / 2)) / (width / 2)) ** 2
+    return np.asarray(row_term + col_term <= 1.0)
+
+
 def region_stats(
     image: np.ndarray,
     spacing_rc: tuple[float, float],
@@ -46,23 +66,13 @@ def region_stats(
     the statistics use the pixels whose centres lie inside it.  Returns ``None``
     when no pixel centre lies inside (a region smaller than a pixel).
     """
-    rows = np.arange(image.shape[0]) + 0.5
-    cols = np.arange(image.shape[1]) + 0.5
-    r0, c0 = top_left_rc
     height, width = size_rc
     if height <= 0 or width <= 0:
         return None
-    if shape == "rectangle":
-        row_in = (rows >= r0) & (rows < r0 + height)
-        col_in = (cols >= c0) & (cols < c0 + width)
-        inside = row_in[:, None] & col_in[None, :]
-        area = height * width * spacing_rc[0] * spacing_rc[1]
-    else:
-        center_r, center_c = r0 + height / 2, c0 + width / 2
-        row_term = ((rows[:, None] - center_r) / (height / 2)) ** 2
-        col_term = ((cols[None, :] - center_c) / (width / 2)) ** 2
-        inside = row_term + col_term <= 1.0
-        area = math.pi * (height / 2) * (width / 2) * spacing_rc[0] * spacing_rc[1]
+    inside = region_mask((image.shape[0], image.shape[1]), top_left_rc, size_rc, shape)
+    area = height * width * spacing_rc[0] * spacing_rc[1]
+    if shape == "ellipse":
+        area *= math.pi / 4
     values = image[inside]
     if values.size == 0:
         return None

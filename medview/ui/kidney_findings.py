@@ -40,6 +40,7 @@ from medview.engine.api import Heatmap, InferenceService, SliceClassificationRes
 from medview.engine.fitness import is_uniform
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
+from medview.measure import region_mask
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 from medview.ui.findings import Finding, FindingRunner, input_warnings, series_key
@@ -121,28 +122,12 @@ def kidney_labels(layer: LabelLayer) -> tuple[int, ...]:
     return ()
 
 
-def shape_mask(
-    shape_rc: tuple[int, int], top_left_rc: tuple[float, float], size_rc: tuple[float, float], kind: str
-) -> np.ndarray:
-    """The pixels of an axis-aligned rectangle or ellipse (pixel units), by the rule of ``region_stats``:
-    a pixel is inside when its centre is, so the ROI is exactly the pixels the measurement read-out counts."""
-    rows = np.arange(shape_rc[0]) + 0.5
-    cols = np.arange(shape_rc[1]) + 0.5
-    (r0, c0), (height, width) = top_left_rc, size_rc
-    if height <= 0 or width <= 0:
-        return np.zeros(shape_rc, bool)
-    if kind == "rectangle":
-        return ((rows >= r0) & (rows < r0 + height))[:, None] & ((cols >= c0) & (cols < c0 + width))[None, :]
-    row_term = ((rows[:, None] - (r0 + height / 2)) / (height / 2)) ** 2
-    col_term = ((cols[None, :] - (c0 + width / 2)) / (width / 2)) ** 2
-    return np.asarray(row_term + col_term <= 1.0)
-
-
 def drawn_roi_mask(measurement: Measurement, volume: Volume) -> np.ndarray:
-    """The (y, x) pixels of a rectangle or ellipse drawn on an axial view (its handles live in mm)."""
+    """The (y, x) pixels of a rectangle or ellipse drawn on an axial view (its handles live in mm): exactly the
+    pixels its measurement read-out counts (``measure.region_mask``)."""
     row_mm, col_mm = plane_spacing(volume.spacing, "axial")
     position, size = measurement.roi.pos(), measurement.roi.size()
-    return shape_mask(
+    return region_mask(
         volume.shape[1:],
         (position.y() / row_mm, position.x() / col_mm),
         (size.y() / row_mm, size.x() / col_mm),

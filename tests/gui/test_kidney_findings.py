@@ -24,7 +24,6 @@ import pytest
 from scipy import ndimage
 
 from medview.engine.api import Heatmap, validated_summary
-from medview.measure import region_stats
 from medview.ui.kidney_findings import (
     FEW_POSITIVES,
     GRAD_CAM_THRESHOLD,
@@ -32,7 +31,6 @@ from medview.ui.kidney_findings import (
     WHOLE_SLICE,
     KidneyRunner,
     kidney_labels,
-    shape_mask,
 )
 from medview.ui.layers import HeatmapLayer, LabelLayer
 from medview.ui.qt import QtCore, QtWidgets
@@ -614,14 +612,3 @@ def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expec
     assert "expects CT images; this series is MR: the result may be meaningless." in details
     assert details.index("expects CT images") < details.index("Kidney ROI")
     assert QtWidgets.QApplication.activeModalWidget() is None
-
-
-@pytest.mark.parametrize("kind", ["rectangle", "ellipse"])
-def test_the_roi_is_the_pixels_the_measurement_counts(kind: str) -> None:
-    image = np.zeros((40, 50), np.int16)
-    corner, size = (5.3, 7.8), (20.4, 31.1)
-    mask = shape_mask(image.shape, corner, size, kind)
-    stats = region_stats(image, (0.7, 0.7), corner, size, kind)
-    assert stats is not None
-    assert int(mask.sum()) == stats.pixel_count
-    assert not shape_mask(image.shape, corner, (0.0, 3.0), kind).any()

@@ -18,7 +18,7 @@ from medview.config import (
     prepare_compute_environment,
 )
 from medview.io.volume import axis_letters, canonical_axes, reorient_array, reorient_geometry
-from medview.measure import distance_mm, region_stats
+from medview.measure import distance_mm, region_mask, region_stats
 
 
 def test_distance_uses_anisotropic_spacing() -> None:
@@ -125,3 +125,25 @@ def test_axis_letters_for_oblique_axes() -> None:
     assert axis_letters(direction, 2) == ("I", "S")
     oblique = np.column_stack([[0.8, 0.6, 0], [-0.6, 0.8, 0], [0, 0, 1]])
     assert axis_letters(oblique, 0) == ("RA", "LP")
+
+
+def test_region_mask_holds_the_pixels_whose_centres_are_inside() -> None:
+    corner, size = (5.3, 7.8), (20.4, 31.1)
+    rectangle = region_mask((40, 50), corner, size, "rectangle")
+    # row centres 5.5..25.5 (21) and column centres 8.5..38.5 (31) fall inside
+    assert rectangle.sum() == 21 * 31
+    assert rectangle[5, 8]
+    assert rectangle[25, 38]
+    assert not rectangle[4, 8:39].any()
+    assert not rectangle[5:26, 7].any()
+    assert not rectangle[26, 8:39].any()
+    ellipse = region_mask((40, 50), corner, size, "ellipse")
+    assert abs(int(ellipse.sum()) - math.pi / 4 * 20.4 * 31.1) < 15  # ~498 px: the drawn area, to the pixel
+    assert ellipse[15, 23]  # the centre
+    assert not ellipse[6, 9]  # the rectangle's corner, outside the ellipse
+    assert not (ellipse & ~rectangle).any()
+    for kind in ("rectangle", "ellipse"):
+        assert not region_mask((40, 50), corner, (0.0, 3.0), kind).any()
+        stats = region_stats(np.zeros((40, 50), np.int16), (0.7, 0.7), corner, size, kind)
+        assert stats is not None
+        assert stats.pixel_count == int(region_mask((40, 50), corner, size, kind).sum())
