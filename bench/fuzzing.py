@@ -1548,7 +1548,8 @@ def _open_photo(path: Path, _case_dir: Path, _options: dict, _context: Context) 
 
 def _open_manifest(path: Path, _case_dir: Path, _options: dict, _context: Context) -> tuple[str, list[str]]:
     """The model folder scan (``find_bundles``), then loading the bundle (manifest + checksums)."""
-    from medview.engine.manifest import find_bundles, load_manifest, verify_bundle
+    from medview.engine.bundles import find_bundles, verify_bundle
+    from medview.engine.manifest import load_manifest
 
     messages = [str(problem) for problem in find_bundles([path.parent]).problems]
     verify_bundle(load_manifest(path))
@@ -1557,7 +1558,7 @@ def _open_manifest(path: Path, _case_dir: Path, _options: dict, _context: Contex
 
 def _open_bundle_zip(path: Path, case_dir: Path, _options: dict, _context: Context) -> tuple[str, list[str]]:
     """The Models dialog's import of a bundle zip into the user's model folder."""
-    from medview.engine.manifest import import_bundle
+    from medview.engine.bundles import import_bundle
 
     import_bundle(path, case_dir / "installed-models")
     return "accepted", []

@@ -34,16 +34,9 @@ from sklearn.ensemble import RandomForestClassifier
 from skops import io as skops_io
 from torch import nn
 
+from medview.engine.bundles import sha256_file
 from medview.engine.forest import load_forest
-from medview.engine.manifest import (
-    DataProvenance,
-    InputSpec,
-    ModelCard,
-    WeightFile,
-    load_manifest,
-    sha256_file,
-    write_manifest,
-)
+from medview.engine.manifest import DataProvenance, InputSpec, ModelCard, WeightFile, load_manifest, write_manifest
 from medview.engine.weights import load_networks
 from medview.errors import ModelError
 from medview.models import model_entry

@@ -17,7 +17,8 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.tree._tree import Tree
 from skops import io as skops_io
 
-from medview.engine.manifest import ModelCard, read_verified
+from medview.engine.bundles import read_verified
+from medview.engine.manifest import ModelCard
 from medview.errors import ModelError
 
 TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)

@@ -35,7 +35,8 @@ from medview.engine.api import (
     SliceClassificationResult,
     SlicePaintCallback,
 )
-from medview.engine.manifest import BundleScan, ModelCard, find_bundles
+from medview.engine.bundles import BundleScan, find_bundles
+from medview.engine.manifest import ModelCard
 from medview.engine.onnx_runtime import OnnxSessions
 from medview.engine.pipelines import covid, kidney, lung_sound, segmentation, skin
 from medview.engine.pipelines.context import RunContext

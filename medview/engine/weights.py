@@ -18,7 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from torch import nn
 
-from medview.engine.manifest import ModelCard, read_verified
+from medview.engine.bundles import read_verified
+from medview.engine.manifest import ModelCard
 from medview.errors import ModelError
 from medview.models import create_model
 

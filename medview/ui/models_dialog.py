@@ -14,7 +14,8 @@ from pathlib import Path
 
 from medview.config import Settings
 from medview.engine.api import DEMO_BANNER
-from medview.engine.manifest import TASKS, BundleScan, ModelCard, find_bundles, import_bundle
+from medview.engine.bundles import BundleScan, find_bundles, import_bundle
+from medview.engine.manifest import TASKS, ModelCard
 from medview.tasks import ClinicalTask
 from medview.ui.dialogs import show_message
 from medview.ui.qt import QtCore, QtWidgets

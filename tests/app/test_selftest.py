@@ -14,7 +14,7 @@ import pytest
 
 from medview.app import parse_args
 from medview.config import resources_dir
-from medview.engine.manifest import find_bundles
+from medview.engine.bundles import find_bundles
 from medview.ui.selftest import STEP_TIMEOUT_S, TASK_STEPS, steps_for, tasks_without_step
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from medview.config import Settings
-from medview.engine.manifest import DataProvenance, InputSpec, ModelCard, WeightFile, sha256_file, write_manifest
+from medview.engine.bundles import sha256_file
+from medview.engine.manifest import DataProvenance, InputSpec, ModelCard, WeightFile, write_manifest
 from medview.ui.models_dialog import ModelsDialog
 from medview.ui.qt import QtWidgets
 from medview.ui.workers import TaskRunner

@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medview.engine.manifest import (
-    MANIFEST_NAME,
-    DataProvenance,
-    InputSpec,
-    ModelCard,
-    find_bundles,
-    load_manifest,
-    verify_bundle,
-)
+from medview.engine.bundles import find_bundles, verify_bundle
+from medview.engine.manifest import MANIFEST_NAME, DataProvenance, InputSpec, ModelCard, load_manifest
 from medview.engine.weights import load_networks
 from medview.errors import ChecksumError, ModelError
 from medview.models import create_model
@@ -194,7 +187,7 @@ def test_cli_verify(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_import_refuses_symlinks_and_bundles_hidden_by_built_in_ones(bundle: Path, tmp_path: Path) -> None:
-    from medview.engine.manifest import import_bundle
+    from medview.engine.bundles import import_bundle
 
     linked = _copy(bundle, tmp_path / "linked")
     (linked / "notes").symlink_to("/etc")
@@ -209,7 +202,7 @@ def test_import_refuses_symlinks_and_bundles_hidden_by_built_in_ones(bundle: Pat
 
 
 def test_import_replace_swaps_the_installed_bundle(bundle: Path, tmp_path: Path) -> None:
-    from medview.engine.manifest import import_bundle
+    from medview.engine.bundles import import_bundle
 
     user = tmp_path / "user"
     first = import_bundle(bundle, user)
@@ -227,7 +220,7 @@ def test_import_replace_swaps_the_installed_bundle(bundle: Path, tmp_path: Path)
 def test_a_zip_made_on_macos_imports(bundle: Path, tmp_path: Path) -> None:
     import zipfile
 
-    from medview.engine.manifest import import_bundle
+    from medview.engine.bundles import import_bundle
 
     archive = tmp_path / "bundle.zip"
     with zipfile.ZipFile(archive, "w") as handle:
@@ -239,7 +232,7 @@ def test_a_zip_made_on_macos_imports(bundle: Path, tmp_path: Path) -> None:
 
 
 def test_a_text_file_named_zip_is_named_as_not_a_zip(tmp_path: Path) -> None:
-    from medview.engine.manifest import import_bundle
+    from medview.engine.bundles import import_bundle
 
     fake = tmp_path / "bundle.zip"
     fake.write_text("this is a text file")

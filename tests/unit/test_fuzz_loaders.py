@@ -418,7 +418,7 @@ def _bundle_zip(tmp_path: Path, weights: bytes, claimed: bytes) -> Path:
 
 def test_bundle_import_errors_name_the_zip_not_the_staging_folder(tmp_path: Path) -> None:
     """A checksum mismatch named ``models/.import-xxxx/bundle/...``, a temporary folder deleted right after."""
-    from medview.engine.manifest import import_bundle
+    from medview.engine.bundles import import_bundle
 
     archive = _bundle_zip(tmp_path, b"damaged weights", b"the weights")
     with pytest.raises(ModelError, match=r"my-bundle\.zip: .*checksum mismatch") as caught:
@@ -430,7 +430,7 @@ def test_empty_bundle_zip_is_a_model_error(tmp_path: Path) -> None:
     """A zip without members extracted nothing: ``iterdir`` on the missing folder raised FileNotFoundError."""
     import zipfile
 
-    from medview.engine.manifest import import_bundle
+    from medview.engine.bundles import import_bundle
 
     archive = tmp_path / "empty.zip"
     with zipfile.ZipFile(archive, "w"):
@@ -487,7 +487,7 @@ def test_nifti_with_a_damaged_header_size_is_refused_not_a_hang(shared_data: Pat
 
 def test_bundle_zip_member_without_a_name_is_a_model_error(tmp_path: Path) -> None:
     """A member whose name length was zeroed: zipfile raised IndexError while extracting."""
-    from medview.engine.manifest import import_bundle
+    from medview.engine.bundles import import_bundle
 
     archive = _bundle_zip(tmp_path, b"the weights", b"the weights")
     data = bytearray(archive.read_bytes())

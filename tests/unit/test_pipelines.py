@@ -218,7 +218,8 @@ def test_a_forest_with_out_of_range_nodes_is_refused(skin_models: Path, tmp_path
 
     from skops import io as skops_io
 
-    from medview.engine.manifest import load_manifest, sha256_file, write_manifest
+    from medview.engine.bundles import sha256_file
+    from medview.engine.manifest import load_manifest, write_manifest
 
     folder = Path(shutil.copytree(skin_models / "skin-random", tmp_path / "skin-crafted"))
     card = load_manifest(folder)
@@ -245,7 +246,8 @@ def test_a_forest_whose_classes_are_not_indices_is_refused(skin_models: Path, tm
 
     from skops import io as skops_io
 
-    from medview.engine.manifest import load_manifest, sha256_file, write_manifest
+    from medview.engine.bundles import sha256_file
+    from medview.engine.manifest import load_manifest, write_manifest
 
     folder = Path(shutil.copytree(skin_models / "skin-random", tmp_path / "skin-labels"))
     card = load_manifest(folder)
