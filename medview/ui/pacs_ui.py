@@ -17,8 +17,8 @@ from PySide6 import QtNetwork
 from medview.config import Settings
 from medview.errors import MedviewError
 from medview.io.dicom import ScanResult, scan_paths
-from medview.io.local_store import LocalStudyStore, StoredInstance
-from medview.io.pacs import DEFAULT_BIND_ADDRESS, StorageServer, validate_ae_title
+from medview.pacs.receiver import DEFAULT_BIND_ADDRESS, StorageServer, validate_ae_title
+from medview.pacs.store import LocalStudyStore, StoredInstance
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task, TaskRunner
 

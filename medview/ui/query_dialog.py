@@ -1,6 +1,6 @@
 """Query/retrieve in the window: search a PACS for studies and fetch the chosen ones into the local study store.
 
-The network work (``medview.io.pacs_query``: C-FIND, C-GET) runs in a ``Task``
+The network work (``medview.pacs.query``: C-FIND, C-GET) runs in a ``Task``
 off the GUI thread, with progress and Stop.  Each study fetched is scanned
 (headers only) on that thread and its series are announced through
 ``series_retrieved``, the same ``SeriesInfo`` the receiver's
@@ -18,9 +18,9 @@ from typing import Any
 from medview.config import Settings
 from medview.errors import Cancelled, MedviewError
 from medview.io.dicom import SeriesInfo, scan_paths
-from medview.io.local_store import LocalStudyStore
-from medview.io.pacs import validate_ae_title
-from medview.io.pacs_query import MAX_RESULTS, RemoteNode, RemoteStudy, RetrieveResult, find_studies, retrieve_study
+from medview.pacs.query import MAX_RESULTS, RemoteNode, RemoteStudy, RetrieveResult, find_studies, retrieve_study
+from medview.pacs.receiver import validate_ae_title
+from medview.pacs.store import LocalStudyStore
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task, TaskRunner
 

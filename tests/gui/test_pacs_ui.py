@@ -15,7 +15,7 @@ import pytest
 
 from medview.config import Settings
 from medview.io.dicom import SeriesInfo, scan_paths
-from medview.io.local_store import LocalStudyStore
+from medview.pacs.store import LocalStudyStore
 from medview.ui.pacs_ui import STOPPED, PacsReceiver, PacsSettingsDialog, receiving_status
 from medview.ui.panels import StudyBrowserPanel
 from medview.ui.qt import QtWidgets

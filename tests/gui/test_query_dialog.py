@@ -13,7 +13,7 @@ import pytest
 
 from medview.config import Settings
 from medview.io.dicom import SeriesInfo
-from medview.io.local_store import LocalStudyStore
+from medview.pacs.store import LocalStudyStore
 from medview.ui.qt import QtGui
 from medview.ui.query_dialog import PacsQueryDialog
 from tests.unit.test_pacs_query import (

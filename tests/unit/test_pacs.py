@@ -34,13 +34,13 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from medview.errors import DicomError
 from medview.io.dicom import load_series, scan_paths
-from medview.io.local_store import INDEX_NAME, LocalStudyStore, StoredInstance, safe_file_name
-from medview.io.pacs import (
+from medview.pacs.receiver import (
     STATUS_CANNOT_UNDERSTAND,
     PacsError,
     StorageServer,
     validate_ae_title,
 )
+from medview.pacs.store import INDEX_NAME, LocalStudyStore, StoredInstance, safe_file_name
 
 STORESCU = Path("/usr/bin/storescu")
 ECHOSCU = Path("/usr/bin/echoscu")

@@ -34,9 +34,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from medview.audit import EventId, Outcome, audit_log
 from medview.errors import Cancelled, MedviewError
 from medview.io.dicom import load_series, scan_paths
-from medview.io.local_store import PARTIAL_SUFFIX, LocalStudyStore
-from medview.io.pacs import PacsError
-from medview.io.pacs_query import (
+from medview.pacs.query import (
     MAX_PRESENTATION_CONTEXTS,
     OFFERED_TRANSFER_SYNTAXES,
     RemoteNode,
@@ -46,6 +44,8 @@ from medview.io.pacs_query import (
     retrieve_study,
     storage_contexts,
 )
+from medview.pacs.receiver import PacsError
+from medview.pacs.store import PARTIAL_SUFFIX, LocalStudyStore
 
 DCMQRSCP = Path("/usr/bin/dcmqrscp")
 STORESCU = Path("/usr/bin/storescu")

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from medview.audit import audit_log
 from medview.errors import DicomError, MedviewError
-from medview.io.local_store import LocalStudyStore, StoredInstance
+from medview.pacs.store import LocalStudyStore, StoredInstance
 
 if TYPE_CHECKING:  # pynetdicom itself loads when the receiver starts or files an instance, not with the window
     from pynetdicom import AE

@@ -60,8 +60,7 @@ from pynetdicom.status import (
 
 from medview.audit import Outcome, audit_log
 from medview.errors import Cancelled, DicomError
-from medview.io.local_store import LocalStudyStore, StoredInstance, safe_file_name
-from medview.io.pacs import (
+from medview.pacs.receiver import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
     PacsError,
@@ -71,6 +70,7 @@ from medview.io.pacs import (
     validate_ae_title,
     validate_port,
 )
+from medview.pacs.store import LocalStudyStore, StoredInstance, safe_file_name
 from medview.progress import CancelCheck, ProgressCallback
 
 log = logging.getLogger(__name__)
