@@ -203,7 +203,7 @@ def open_series_for(task: str, folder: Path) -> Callable[[Any], None]:
 
     def prepare(window: Any) -> None:
         open_series(window, folder)
-        window.findings.tasks.setCurrentWidget(getattr(window.findings, task))
+        window.findings.task_tabs.setCurrentWidget(getattr(window.findings, task))
 
     return prepare
 

@@ -36,7 +36,7 @@ from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
-from medview.ui.findings import Finding, FindingRunner, input_warnings
+from medview.ui.findings import Finding, FindingTab, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
@@ -455,7 +455,7 @@ class LungMaskBox(QtWidgets.QComboBox):
         raise ValueError(f"lung mask choice not listed: {card.label if card else CLASSICAL_LUNG_MASK}")
 
 
-class CovidRunner(FindingRunner):
+class CovidTab(FindingTab):
     """Model and lung-mask choosers, the Grad-CAM switch and *Classify COVID-19*."""
 
     title = "COVID-19"

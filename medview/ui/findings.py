@@ -4,7 +4,7 @@ A ``Finding`` is one result on one series with everything the findings panel
 shows of it: a title for the list, an HTML summary of what was found (the
 provenance is added by the panel), and the overlays that draw it (a mask, a
 probability or Grad-CAM map, a region of interest).  Each clinical task has a
-``FindingRunner``: the controls that start its model on the open series and
+``FindingTab``: the controls that start its model on the open series and
 emit the finding when it is done.
 """
 
@@ -97,15 +97,15 @@ def input_warnings(card: ModelCard, volume: Volume) -> list[str]:
     return [warning for warning in (input_warning(card, volume), *volume_fitness(card, volume)) if warning]
 
 
-class FindingRunner(QtWidgets.QWidget):
+class FindingTab(QtWidgets.QWidget):
     """Controls that run one task's model on the open series; ``found`` carries (volume, Finding)."""
 
     found = QtCore.Signal(object, object)  # Volume, Finding
-    #: a finding this runner made was rewritten in place (its map rescaled, its summary with it)
+    #: a finding this tab made was rewritten in place (its map rescaled, its summary with it)
     finding_changed = QtCore.Signal(object)  # Finding
     #: the tab title in the findings panel
     title = ""
-    #: the chooser of this task's model, made by each runner
+    #: the chooser of this task's model, made by each tab
     model_box: ModelChooserBox
 
     def __init__(self, layers: LayerStack, start_task: StartTask, parent: QtWidgets.QWidget | None = None) -> None:

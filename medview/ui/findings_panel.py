@@ -1,7 +1,7 @@
 """The CT workspace's AI findings: run a model on the open series, list every result with its provenance.
 
 One tab per clinical task holds the controls that run its model (a
-``FindingRunner``); every result becomes a ``Finding`` in one list.  Findings
+``FindingTab``); every result becomes a ``Finding`` in one list.  Findings
 are kept per series while the app is open: opening the series again brings its
 findings and overlays back, and running another model (or another version)
 adds a second finding beside the first, for comparison.
@@ -26,11 +26,11 @@ from medview.engine.api import InferenceService
 from medview.engine.manifest import ModelCard
 from medview.io.dicom import dicom_series_uid
 from medview.io.volume import Volume
-from medview.ui.covid_findings import CovidRunner
-from medview.ui.findings import Finding, FindingRunner, finding_tooltip, series_key
-from medview.ui.kidney_findings import KidneyRunner
+from medview.ui.covid_findings import CovidTab
+from medview.ui.findings import Finding, FindingTab, finding_tooltip, series_key
+from medview.ui.kidney_findings import KidneyTab
 from medview.ui.layers import LayerStack
-from medview.ui.liver_findings import LiverRunner
+from medview.ui.liver_findings import LiverTab
 from medview.ui.provenance import audit_model_run, demo_warning_html, provenance_table_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import StartTask, Task
@@ -50,15 +50,15 @@ class FindingsPanel(QtWidgets.QWidget):
         self.volume_complete = False
         self.findings: dict[str, list[Finding]] = {}  # by series key, for as long as the app runs
 
-        self.liver = LiverRunner(layers, start_task)
-        self.runners: list[FindingRunner] = [self.liver]
-        self.kidney = KidneyRunner(layers, start_task)
+        self.liver = LiverTab(layers, start_task)
+        self.runners: list[FindingTab] = [self.liver]
+        self.kidney = KidneyTab(layers, start_task)
         self.runners.append(self.kidney)
-        self.covid = CovidRunner(layers, start_task)
+        self.covid = CovidTab(layers, start_task)
         self.runners.append(self.covid)
-        self.tasks = QtWidgets.QTabWidget()
+        self.task_tabs = QtWidgets.QTabWidget()
         for runner in self.runners:
-            self.tasks.addTab(runner, runner.title)
+            self.task_tabs.addTab(runner, runner.title)
             runner.found.connect(self._on_found)
             runner.finding_changed.connect(self._on_finding_changed)
         self.note = QtWidgets.QLabel()
@@ -98,7 +98,7 @@ class FindingsPanel(QtWidgets.QWidget):
         export_row.addWidget(self.nifti_button)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.tasks)
+        layout.addWidget(self.task_tabs)
         layout.addWidget(QtWidgets.QLabel("Findings of this series"))
         layout.addWidget(self.list, stretch=1)
         layout.addLayout(overlay)
@@ -145,8 +145,8 @@ class FindingsPanel(QtWidgets.QWidget):
         Only that task's: loading all three tasks' models (and exporting the COVID-19 model's ONNX graph) as a
         series opened took a 1,000-slice series from 1.9 to 2.6 GB at its peak (bench.scale).
         """
-        runner = self.tasks.currentWidget()
-        return runner.chosen_cards() if self.volume_complete and isinstance(runner, FindingRunner) else []
+        runner = self.task_tabs.currentWidget()
+        return runner.chosen_cards() if self.volume_complete and isinstance(runner, FindingTab) else []
 
     def set_volume(self, volume: Volume | None, complete: bool = True) -> None:
         """A series is shown (``complete``: every slice decoded): list its findings, and once it is complete

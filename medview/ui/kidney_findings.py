@@ -17,7 +17,7 @@ the ROI and the positive slices; every slice's probability is folded below.  It 
 the region that was used (an outline, so the anatomy under it shows) and a
 Grad-CAM map of the slice on screen (and of the positive slices when there are
 only a few), kept inside the ROI and the body by the pipeline.  One map is shown
-at a time while a kidney map is among them (``KidneyRunner``): stacked maps
+at a time while a kidney map is among them (``KidneyTab``): stacked maps
 would share one colour bar.  *Grad-CAM of this slice* adds the
 map of another slice to an existing finding.  The maps are shown each scaled to
 its own maximum (the usual display) or, with *Absolute Grad-CAM scale*, all by
@@ -43,7 +43,7 @@ from medview.io.volume import Volume
 from medview.measure import region_mask
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
-from medview.ui.findings import Finding, FindingRunner, input_warnings, series_key
+from medview.ui.findings import Finding, FindingTab, input_warnings, series_key
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.planes import plane_spacing
 from medview.ui.provenance import ModelChooserBox, verdict_html
@@ -317,7 +317,7 @@ class RoiChooserBox(QtWidgets.QComboBox):
         return source if isinstance(source, RoiSource) else None
 
 
-class KidneyRunner(FindingRunner):
+class KidneyTab(FindingTab):
     """Model, slices and kidney ROI choosers, *Find kidney stones*, the Grad-CAM scale and *Grad-CAM of this slice*.
 
     The runner needs three things of the viewer, given as callables (the panel

@@ -19,7 +19,7 @@ from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
-from medview.ui.findings import Finding, FindingRunner, input_warnings
+from medview.ui.findings import Finding, FindingTab, input_warnings
 from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtCore, QtWidgets
@@ -102,7 +102,7 @@ def cut_ends(slices: tuple[int, int] | None, slice_count: int) -> str:
     return "first slice" if first else "last slice" if last else ""
 
 
-class LiverRunner(FindingRunner):
+class LiverTab(FindingTab):
     """Model chooser and *Segment liver*."""
 
     title = "Liver"

@@ -38,7 +38,7 @@ from medview.io.volume import Volume
 from medview.progress import CancelCheck
 from medview.ui.audit_dialog import AuditLogDialog
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
-from medview.ui.findings import FindingRunner
+from medview.ui.findings import FindingTab
 from medview.ui.findings_panel import FindingsPanel
 from medview.ui.layers import LabelLayer, Layer, LayerStack
 from medview.ui.lung_panel import AUDIO_FILTER, LungSoundPanel
@@ -181,7 +181,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self._build_actions()
         self.workspaces.currentChanged.connect(self._on_workspace_changed)
-        self.findings.tasks.currentChanged.connect(lambda _index: self.prepare_models())
+        self.findings.task_tabs.currentChanged.connect(lambda _index: self.prepare_models())
         self.browser.series_activated.connect(self.load_series)
         self.mpr.axial.slice_changed.connect(lambda _i: self.tag_timer.start())
         self.tags_dock.visibilityChanged.connect(lambda visible: visible and self.tag_timer.start())
@@ -920,9 +920,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_ready.emit(engine)
         self.prepare_models()
 
-    def _run_finding(self, runner: FindingRunner) -> Task | None:
+    def _run_finding(self, runner: FindingTab) -> Task | None:
         """Run ``runner``'s model from the AI menu, its tab shown (its controls, notes and progress)."""
-        self.findings.tasks.setCurrentWidget(runner)
+        self.findings.task_tabs.setCurrentWidget(runner)
         return runner.run()
 
     def prepare_models(self) -> Task | None:

@@ -408,7 +408,7 @@ class SelfTest:
         if reason:
             raise StepNotRun(reason)
         findings = window.findings
-        findings.tasks.setCurrentWidget(runner)
+        findings.task_tabs.setCurrentWidget(runner)
 
         def start() -> None:
             if runner.run() is None:  # its note says why (an empty region of interest, ...)

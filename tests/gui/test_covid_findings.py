@@ -88,7 +88,7 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     window.set_engine(engine)
     volume = open_and_wait(qtbot, window, p001)
     panel, runner = window.findings, window.findings.covid
-    assert "COVID-19" in [panel.tasks.tabText(i) for i in range(panel.tasks.count())]
+    assert "COVID-19" in [panel.task_tabs.tabText(i) for i in range(panel.task_tabs.count())]
     assert runner.classify_button.isEnabled()
     assert runner.grad_cam_box.isChecked()
     # only a demo lung U-Net is shipped: the classical mask is the first choice, the U-Net the other

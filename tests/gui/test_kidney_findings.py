@@ -29,7 +29,7 @@ from medview.ui.kidney_findings import (
     GRAD_CAM_THRESHOLD,
     ROI_COLOUR,
     WHOLE_SLICE,
-    KidneyRunner,
+    KidneyTab,
     kidney_labels,
 )
 from medview.ui.layers import HeatmapLayer, LabelLayer
@@ -58,9 +58,9 @@ def engine(shipped_engine: Any) -> Any:
     return shipped_engine
 
 
-def wire(window: Any) -> KidneyRunner:
+def wire(window: Any) -> KidneyTab:
     """The runner, which the window connects to the axial view (slice, drawn ROIs) and the panel's selection."""
-    runner: KidneyRunner = window.findings.kidney
+    runner: KidneyTab = window.findings.kidney
     assert runner.current_slice() == window.mpr.axial.index
     return runner
 
@@ -154,7 +154,7 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     window = ct_window
     panel, runner, axial, volume = window.findings, window.findings.kidney, window.mpr.axial, window.volume
     count = volume.shape[0]
-    assert panel.tasks.tabText(panel.tasks.indexOf(runner)) == "Kidney stone"
+    assert panel.task_tabs.tabText(panel.task_tabs.indexOf(runner)) == "Kidney stone"
     axial.set_index(7)
     assert runner.scope_box.currentText() == "Whole series"
     assert runner.roi_box.currentText() == "Whole slice (no kidney mask)"
@@ -360,7 +360,7 @@ def load_mask(qtbot: Any, window: Any, path: Path) -> Any:
     return window.layers.layers[-1]
 
 
-def roi_texts(runner: KidneyRunner) -> list[str]:
+def roi_texts(runner: KidneyTab) -> list[str]:
     return [runner.roi_box.itemText(i) for i in range(runner.roi_box.count())]
 
 

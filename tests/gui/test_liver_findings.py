@@ -87,7 +87,7 @@ def test_until_the_engine_is_ready_the_liver_tab_says_it_is_loading_and_what_is_
     qtbot: Any, window: Any, engine: Any, sample_series_dir: Any
 ) -> None:
     liver = window.findings.liver
-    assert window.findings.tasks.currentWidget() is liver
+    assert window.findings.task_tabs.currentWidget() is liver
     assert liver.model_box.currentText() == ""
     assert liver.model_box.placeholderText() == "Loading the AI engine…"
     assert not liver.segment_button.isEnabled()

@@ -36,11 +36,11 @@ def test_each_workspace_loads_its_chosen_models_once_when_it_can_run_them(
     [task] = preparing()
     wait_until_settled(qtbot, window, task)
     panel = window.findings
-    assert panel.tasks.currentWidget() is panel.liver  # only the task on show: its model, not all three
+    assert panel.task_tabs.currentWidget() is panel.liver  # only the task on show: its model, not all three
     assert prepared == [panel.liver.model_box.selected_card().label]
     assert str(panel.liver.model_box.selected_card().bundle_dir) in {key[0] for key in engine._networks}
 
-    panel.tasks.setCurrentWidget(panel.covid)
+    panel.task_tabs.setCurrentWidget(panel.covid)
     wait_until_settled(qtbot, window, preparing()[-1])
     # the COVID model's lung mask comes from the classical method while only a demo lung U-Net is installed
     assert panel.covid.chosen_cards() == [panel.covid.model_box.selected_card()]
@@ -55,7 +55,7 @@ def test_each_workspace_loads_its_chosen_models_once_when_it_can_run_them(
     window.workspaces.setCurrentWidget(window.mpr)
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     window.workspaces.setCurrentWidget(window.skin)
-    panel.tasks.setCurrentWidget(panel.liver)
+    panel.task_tabs.setCurrentWidget(panel.liver)
     assert len(preparing()) == 3  # each model once, none for lung sounds
 
 
@@ -71,7 +71,7 @@ def test_the_ai_menu_shows_the_tasks_tab_before_running_it(window: Any, monkeypa
     }
     for text, runner in (("Classify COVID-19", panel.covid), ("Find kidney stones", panel.kidney)):
         actions[text].trigger()
-        assert panel.tasks.currentWidget() is runner
+        assert panel.task_tabs.currentWidget() is runner
         assert ran[-1] == runner.title
 
 
