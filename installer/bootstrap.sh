@@ -80,6 +80,8 @@ echo "== import contracts (lint-imports)"
 "$venv/bin/lint-imports"
 echo "== ruff"
 "$venv/bin/ruff" check medview training tests bench
+echo "== mypy (the Qt-free layers)"
+"$venv/bin/mypy"
 echo "== pytest"
 export QT_QPA_PLATFORM=offscreen
 "$venv/bin/python" -m pytest -q

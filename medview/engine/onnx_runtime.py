@@ -202,7 +202,7 @@ def export_onnx(network: nn.Module, shape: Sequence[int]) -> bytes:
             torch.onnx.export(
                 network.eval(),
                 (example,),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # a file object works (documented), the stub names paths only
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],

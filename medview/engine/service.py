@@ -96,7 +96,7 @@ class Engine:
         with self._lock:
             for cache in (self._networks, self._forests):
                 for key in [k for k in cache if (k[0], k[1]) not in current]:
-                    del cache[key]
+                    del cache[key]  # type: ignore[arg-type]  # both caches are keyed by (id, checksums, ...)
         if self.onnx is not None:
             self.onnx.retain(self._scan.cards)
         return self._scan

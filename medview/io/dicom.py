@@ -292,7 +292,7 @@ def read_header(source: DicomSource) -> Dataset:
 
 def _float_tuple(value: object, count: int) -> tuple[float, ...] | None:
     try:
-        numbers = tuple(float(v) for v in value)  # type: ignore[union-attr]
+        numbers = tuple(float(v) for v in value)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         return None
     return numbers if len(numbers) == count and all(np.isfinite(numbers)) else None
@@ -607,7 +607,7 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
             distances = np.array([float(np.dot(normal, h.position)) for h in headers])  # type: ignore[arg-type]
         if not np.all(np.isfinite(distances)):  # positions so far out that their projections overflow
             distances = None
-    if distances is None:
+    if distances is None or first.orientation is None:
         # Without geometry, fall back to InstanceNumber and say so.
         ordered = sorted(headers, key=lambda h: (h.instance_number is None, h.instance_number or 0))
         notes.append(
@@ -630,7 +630,8 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
     col_dir = np.asarray(first.orientation[3:])
     normal = np.cross(row_dir, col_dir)
     order = np.argsort(distances, kind="stable")
-    ordered, positions = [], []
+    ordered = []
+    positions: list[float] = []
     for index in order:
         if positions and abs(distances[index] - positions[-1]) < 1e-3:
             notes.append(
@@ -670,7 +671,7 @@ def sort_slices(headers: Sequence[SliceHeader]) -> SeriesGeometry:
         z_index=tuple(z_index),
         depth=z_index[-1] + 1,
         spacing=(step, first.pixel_spacing[0], first.pixel_spacing[1]),
-        origin=tuple(float(v) for v in ordered[0].position),  # type: ignore[arg-type]
+        origin=tuple(float(v) for v in ordered[0].position or ()),  # type: ignore[arg-type]
         direction=direction,
         missing=frozenset(missing),
         warnings=tuple(notes),
@@ -835,7 +836,7 @@ def load_series(
             path=first.source.label,
         )
     try:
-        acquired = np.full((geometry.depth, first.rows, first.columns), MISSING_SLICE_VALUE, dtype=dtype)
+        acquired: np.ndarray = np.full((geometry.depth, first.rows, first.columns), MISSING_SLICE_VALUE, dtype=dtype)
     except MemoryError as error:
         raise DicomError(
             f"not enough memory for a {geometry.depth}x{first.rows}x{first.columns} volume", path=first.source.label
@@ -940,12 +941,12 @@ def load_series(
                 if isinstance(outcome, Exception):
                     raise outcome
                 landed = []
-                for index, error in zip(run, outcome, strict=True):
+                for index, failure in zip(run, outcome, strict=True):
                     z = geometry.z_index[index]
-                    if error is None:
+                    if failure is None:
                         landed.append(z)
                     else:
-                        failures.append(str(error))
+                        failures.append(str(failure))
                         failed_z.add(z)
                 done += len(run)
                 if progress is not None:

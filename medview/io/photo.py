@@ -57,10 +57,11 @@ def read_photo(path: Path | str, *, max_side: int = MAX_SIDE) -> Photo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                original_size = image.size
-                if image.format == "JPEG":
-                    image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
+            with Image.open(path) as opened:
+                original_size = opened.size
+                if opened.format == "JPEG":
+                    opened.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
+                image: Image.Image = opened
                 if image.mode.startswith("I;16"):
                     image = image.convert("I")  # Pillow cannot resize 16-bit grey as such
                 image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # in place, EXIF kept

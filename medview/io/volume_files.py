@@ -556,7 +556,7 @@ def _seg_by_source_instances(
         frames = frames[:, :, ::-1]
     if float(np.dot(frame_y, y_axis)) < 0:
         frames = frames[:, ::-1, :]
-    labels = np.zeros(reference.shape, dtype=dtype)
+    labels: np.ndarray = np.zeros(reference.shape, dtype=dtype)
     labels[[z_of[u] for u in wanted]] = frames
     return labels
 

@@ -132,7 +132,7 @@ class Darknet19(nn.Module):
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         channels, convs, pools = 3, 0, 0
         for layer in _DARKNET19_LAYERS:
-            if layer == "M":
+            if isinstance(layer, str):  # "M"
                 pools += 1
                 layers[f"pool{pools}"] = nn.MaxPool2d(2, 2)
             else:

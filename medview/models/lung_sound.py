@@ -24,6 +24,7 @@ It saves the eight BatchNorm passes over the feature maps at run time.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +72,7 @@ class LungSoundCNN(nn.Module):
         self.embedding = nn.Sequential(nn.Linear(channels, 512), nn.ReLU(inplace=True), nn.BatchNorm1d(512))
         self.classifier = nn.Linear(512, num_classes)
         for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
 
@@ -91,7 +92,7 @@ class LungSoundCNN(nn.Module):
         """
         convs = []
         for block in self.features:
-            norm, conv = block[0], block[1]
+            norm, conv = block[0], block[1]  # type: ignore[index]  # each block is a ConvComposition
             if tuple(conv.padding) != (0, 0):  # the kernel of a padded convolution also sees the zeros
                 raise ValueError(f"folding a BatchNorm into a padded convolution changes it, got {conv.padding}")
             scale, shift = _batch_norm_affine(norm)
@@ -99,8 +100,12 @@ class LungSoundCNN(nn.Module):
             bias = conv.bias.double() + conv.weight.sum(dim=(2, 3), dtype=torch.float64) @ shift
             convs.append((weight, bias.to(conv.bias.dtype), conv.stride[0]))
         # BatchNorm -> mean over the map -> Linear: the mean of an affine map is the affine map of the mean
-        hidden = _fold_into_linear(self.embedding[0], *_batch_norm_affine(self.pool[0]))
-        output = _fold_into_linear(self.classifier, *_batch_norm_affine(self.embedding[2]))
+        # the layout __init__ builds: Sequential indexing is typed as any Module
+        hidden_layer = cast(nn.Linear, self.embedding[0])
+        pool_norm = cast(nn.BatchNorm2d, self.pool[0])
+        embedding_norm = cast(nn.BatchNorm1d, self.embedding[2])
+        hidden = _fold_into_linear(hidden_layer, *_batch_norm_affine(pool_norm))
+        output = _fold_into_linear(self.classifier, *_batch_norm_affine(embedding_norm))
         return FoldedLungSoundCNN(convs, hidden, output)
 
 
@@ -126,8 +131,8 @@ class FoldedLungSoundCNN(nn.Module):
         for index, stride in enumerate(self.strides):
             # in place: a second buffer of the size of the feature map per layer costs more than the ReLU
             x = F.relu_(F.conv2d(x, getattr(self, f"conv{index}_weight"), getattr(self, f"conv{index}_bias"), stride))
-        x = F.relu_(F.linear(x.mean(dim=(2, 3)), self.hidden_weight, self.hidden_bias))
-        return F.linear(x, self.output_weight, self.output_bias)
+        x = F.relu_(F.linear(x.mean(dim=(2, 3)), self.hidden_weight, self.hidden_bias))  # type: ignore[arg-type]
+        return F.linear(x, self.output_weight, self.output_bias)  # type: ignore[arg-type]
 
 
 def _batch_norm_affine(norm: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -443,8 +443,12 @@ def _association(
     all_handlers = [*handlers, (evt.EVT_CONN_OPEN, attempt.on_connected), (evt.EVT_PDU_RECV, attempt.on_pdu)]
     started = time.monotonic()
     try:
-        assoc = ae.associate(
-            node.host, node.port, ae_title=node.ae_title, ext_neg=list(roles) or None, evt_handlers=all_handlers
+        assoc = ae.associate(  # as in receiver.py: pynetdicom's stubs do not match its own evt constants
+            node.host,
+            node.port,
+            ae_title=node.ae_title,
+            ext_neg=list(roles) or None,  # type: ignore[arg-type]
+            evt_handlers=all_handlers,  # type: ignore[arg-type]
         )
     except OSError as error:  # the host name cannot be resolved
         raise node.error(f"cannot find the host ({error.strerror or error})") from error
@@ -647,7 +651,7 @@ class _Retrieval:
         """File one instance the PACS sent, exactly as the receiver files a pushed one."""
         if (self.cancelled is not None and self.cancelled()) or self.write_error is not None:
             return store_status(STATUS_OUT_OF_RESOURCES, "retrieve stopped")
-        sop_uid = str(event.request.AffectedSOPInstanceUID or "").strip()
+        sop_uid = str(event.request.AffectedSOPInstanceUID or "").strip()  # type: ignore[union-attr]  # a C-STORE
         if sop_uid in self.stored:
             return 0x0000  # sent again by a later pass: already on disk
         try:

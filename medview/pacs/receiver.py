@@ -159,7 +159,7 @@ class StorageServer:
                 raise PacsError(f"the DICOM receiver is already running as {self.ae_title} on port {self.port}")
             ae = AE(ae_title=title)
             for context in AllStoragePresentationContexts:
-                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)  # type: ignore[arg-type]  # never None here
             ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
             handlers = [
                 (evt.EVT_C_STORE, self._on_c_store),
@@ -169,7 +169,8 @@ class StorageServer:
             ]
             self._store, self._on_stored = store, on_stored
             try:
-                server = ae.start_server((self.bind_address, port), block=False, evt_handlers=handlers)
+                # pynetdicom's evt constants are typed as plain tuples, its parameter as its event classes
+                server = ae.start_server((self.bind_address, port), block=False, evt_handlers=handlers)  # type: ignore[arg-type]
             except OSError as error:
                 self._store = self._on_stored = None
                 raise _listen_error(error, self.bind_address, port) from error
