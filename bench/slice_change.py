@@ -21,9 +21,9 @@ import numpy as np
 from bench.results import Row, report
 from medview.io.dicom import load_dicom
 from medview.io.volume_files import read_label_map
-from medview.ui.layers import LabelLayer, LayerStack
+from medview.ui.ct.layers import LabelLayer, LayerStack
+from medview.ui.ct.slice_view import SliceView
 from medview.ui.qt import QtWidgets
-from medview.ui.slice_view import SliceView
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "resources" / "samples" / "totalsegmentator_ct"

@@ -37,22 +37,22 @@ from medview.io.sources import is_volume_name
 from medview.io.volume import Volume
 from medview.progress import CancelCheck
 from medview.ui.audit_dialog import AuditLogDialog
+from medview.ui.ct.findings.base import FindingTab
+from medview.ui.ct.findings.panel import FindingsPanel
+from medview.ui.ct.layers import LabelLayer, Layer, LayerStack
+from medview.ui.ct.mpr_view import MprView
+from medview.ui.ct.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
+from medview.ui.ct.slice_view import voxel_label
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
-from medview.ui.findings import FindingTab
-from medview.ui.findings_panel import FindingsPanel
-from medview.ui.layers import LabelLayer, Layer, LayerStack
-from medview.ui.lung_panel import AUDIO_FILTER, LungSoundPanel
+from medview.ui.lung.panel import AUDIO_FILTER, LungSoundPanel
 from medview.ui.models_dialog import ModelsDialog
-from medview.ui.mpr_view import MprView
-from medview.ui.pacs_ui import PacsReceiver, PacsSettingsDialog
-from medview.ui.panels import LayersPanel, StudyBrowserPanel, TagBrowserPanel, thumbnail_image
+from medview.ui.pacs.receiver import PacsReceiver, PacsSettingsDialog
 from medview.ui.qt import GarbageCollector, QtCore, QtGui, QtWidgets
-from medview.ui.skin_panel import PHOTO_FILTER, SkinPanel
-from medview.ui.slice_view import voxel_label
+from medview.ui.skin.panel import PHOTO_FILTER, SkinPanel
 from medview.ui.workers import Task, TaskRunner
 
 if TYPE_CHECKING:
-    from medview.ui.query_dialog import PacsQueryDialog
+    from medview.ui.pacs.query_dialog import PacsQueryDialog
 
 log = logging.getLogger(__name__)
 
@@ -638,7 +638,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_pacs_query(self) -> PacsQueryDialog:
         """Search a PACS and fetch studies into the received studies; they are listed in the browser as they come."""
-        from medview.ui.query_dialog import PacsQueryDialog  # on first use: the C-FIND/C-GET client's imports
+        from medview.ui.pacs.query_dialog import PacsQueryDialog  # on first use: the C-FIND/C-GET client's imports
 
         dialog = PacsQueryDialog(self.settings, self.pacs.store, parent=self)
         dialog.series_retrieved.connect(self._on_received_series)

@@ -34,18 +34,18 @@ from medview.engine.api import DEMO_BANNER, CovidResult, Provenance, Segmentatio
 from medview.errors import ExportError
 from medview.io.audio import ICBHI_CLASSES
 from medview.io.volume import Volume
-from medview.ui.findings import Finding
-from medview.ui.layers import HeatmapLayer, Layer, LayerStack
-from medview.ui.mpr_view import BANNER_TOP
+from medview.ui.ct.findings.base import Finding
+from medview.ui.ct.layers import HeatmapLayer, Layer, LayerStack
+from medview.ui.ct.mpr_view import BANNER_TOP
+from medview.ui.ct.slice_view import SliceView
 from medview.ui.provenance import DemoBannerLabel, provenance_rows
 from medview.ui.qt import QtCore, QtGui
-from medview.ui.skin_panel import LesionEntry, rgb_image, saliency_lookup_table
-from medview.ui.slice_view import SliceView
+from medview.ui.skin.panel import LesionEntry, rgb_image, saliency_lookup_table
 
 if TYPE_CHECKING:
-    from medview.ui.lung_panel import LungSoundPanel
+    from medview.ui.lung.panel import LungSoundPanel
     from medview.ui.main_window import MainWindow
-    from medview.ui.skin_panel import SkinPanel
+    from medview.ui.skin.panel import SkinPanel
 
 REPORT_TITLE = "MedView case report"
 ANONYMISED = "ANONYMISED"

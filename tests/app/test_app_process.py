@@ -34,7 +34,8 @@ def test_ui_import_leaves_torch_unloaded() -> None:
     result = run_python(
         """
         import sys
-        import medview.app, medview.ui.main_window, medview.ui.slice_view, medview.ui.panels, medview.ui.skin_panel
+        import medview.app, medview.ui.main_window, medview.ui.ct.slice_view, medview.ui.ct.panels
+        import medview.ui.skin.panel
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "timm"))
         print("LOADED", loaded)
         sys.exit(1 if loaded else 0)

@@ -62,7 +62,7 @@ def test_the_window_opens_maximised_within_the_screen(qtbot: Any) -> None:
 
 
 def test_long_names_are_elided_with_the_full_name_in_a_tooltip(qtbot: Any, sample_window: Any) -> None:
-    from medview.ui.layers import LabelLayer
+    from medview.ui.ct.layers import LabelLayer
 
     window = sample_window
     name = "Liver, reference mask from TotalSegmentator [liver_mask_with_a_long_file_name.nii.gz]"

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 
 from medview.engine.api import CovidResult, Heatmap, Provenance, validated_summary
-from medview.ui.covid_findings import (
+from medview.ui.ct.findings.base import input_warning
+from medview.ui.ct.findings.covid import (
     GRAD_CAM_THRESHOLD,
     NO_MAP_FAINT_ABSOLUTE,
     NO_MAP_ZERO,
     covid_finding,
     describe_group,
 )
-from medview.ui.findings import input_warning
-from medview.ui.layers import HeatmapLayer, LabelLayer
+from medview.ui.ct.layers import HeatmapLayer, LabelLayer
 from medview.ui.qt import QtCore, QtGui
 
 from .conftest import COVID_P001, make_volume, open_and_wait, wait_until_settled

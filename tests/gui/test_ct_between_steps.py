@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medview.ui.planes import extract_plane
+from medview.ui.ct.planes import extract_plane
 from tests.gui.conftest import (
     COVID_P001,
     SAMPLE_SERIES,
@@ -43,7 +43,7 @@ def read_the_series(qtbot: Any, window: Any) -> None:
     assert axial.measurements, "the distance was drawn"
     labels = np.zeros(window.volume.shape, dtype=np.uint8)
     labels[:, 10:40, 10:40] = 1
-    from medview.ui.layers import LabelLayer
+    from medview.ui.ct.layers import LabelLayer
 
     window.layers.add(LabelLayer(name=f"mask of {window.volume.description}", labels=labels, names={1: "box"}))
     hover(axial, 0.5, 0.75)

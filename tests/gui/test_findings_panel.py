@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medview.io.volume_files import read_label_map
-from medview.ui.layers import HeatmapLayer, LabelLayer
+from medview.ui.ct.layers import HeatmapLayer, LabelLayer
 from medview.ui.qt import QtCore, QtWidgets
 
 from .conftest import SAMPLE_MASK, SAMPLE_SERIES, make_volume, open_and_wait, wait_until_settled, watch_tasks

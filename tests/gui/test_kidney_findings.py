@@ -24,7 +24,7 @@ import pytest
 from scipy import ndimage
 
 from medview.engine.api import Heatmap, validated_summary
-from medview.ui.kidney_findings import (
+from medview.ui.ct.findings.kidney import (
     FEW_POSITIVES,
     GRAD_CAM_THRESHOLD,
     ROI_COLOUR,
@@ -32,7 +32,7 @@ from medview.ui.kidney_findings import (
     KidneyTab,
     kidney_labels,
 )
-from medview.ui.layers import HeatmapLayer, LabelLayer
+from medview.ui.ct.layers import HeatmapLayer, LabelLayer
 from medview.ui.qt import QtCore, QtWidgets
 from tests.kidney_slices import KAGGLE_KIDNEY, STONE_SLICES, kaggle_slice_hu
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medview.engine.api import Provenance, SegmentationResult
-from medview.ui.liver_findings import liver_finding
+from medview.ui.ct.findings.liver import liver_finding
 
 from .conftest import make_volume, open_and_wait
 

@@ -18,11 +18,11 @@ import pytest
 
 from medview.io import dicom
 from medview.io.volume_files import read_label_map
+from medview.ui.ct.layers import outline
+from medview.ui.ct.planes import extract_plane
+from medview.ui.ct.slice_view import WINDOW_DRAG_PIXELS_PER_WIDTH
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog
-from medview.ui.layers import outline
-from medview.ui.planes import extract_plane
 from medview.ui.qt import QtCore, QtGui, QtWidgets
-from medview.ui.slice_view import WINDOW_DRAG_PIXELS_PER_WIDTH
 
 from .conftest import (
     COVID_P001,

@@ -16,8 +16,8 @@ import pytest
 from medview.config import Settings
 from medview.io.dicom import SeriesInfo, scan_paths
 from medview.pacs.store import LocalStudyStore
-from medview.ui.pacs_ui import STOPPED, PacsReceiver, PacsSettingsDialog, receiving_status
-from medview.ui.panels import StudyBrowserPanel
+from medview.ui.ct.panels import StudyBrowserPanel
+from medview.ui.pacs.receiver import STOPPED, PacsReceiver, PacsSettingsDialog, receiving_status
 from medview.ui.qt import QtWidgets
 
 from .conftest import LOAD_TIMEOUT_MS, Qt

@@ -14,8 +14,8 @@ import pytest
 from medview.config import Settings
 from medview.io.dicom import SeriesInfo
 from medview.pacs.store import LocalStudyStore
+from medview.ui.pacs.query_dialog import PacsQueryDialog
 from medview.ui.qt import QtGui
-from medview.ui.query_dialog import PacsQueryDialog
 from tests.unit.test_pacs_query import (
     ARCHIVE_TITLE,
     CT_SMALL,

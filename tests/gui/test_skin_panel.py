@@ -21,7 +21,7 @@ from PIL import Image
 from medview.audit import AuditLog, audit_log
 from medview.io.photo import read_photo
 from medview.ui.qt import QtCore, QtGui, QtWidgets
-from medview.ui.skin_panel import NO_MODEL, SALIENCY_SCALE
+from medview.ui.skin.panel import NO_MODEL, SALIENCY_SCALE
 
 ISIC = Path("skin") / "isic_uda1_250px"
 ISIC_2017 = Path("skin") / "isic2017_256px" / "images"

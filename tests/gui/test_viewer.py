@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medview.ui.layers import LayerStack
-from medview.ui.mpr_view import MprView
-from medview.ui.planes import extract_plane
+from medview.ui.ct.layers import LayerStack
+from medview.ui.ct.mpr_view import MprView
+from medview.ui.ct.planes import extract_plane
+from medview.ui.ct.slice_view import SliceView
 from medview.ui.qt import QtCore, QtGui
-from medview.ui.slice_view import SliceView
 
 from .conftest import HANG_TIMEOUT_MS, Qt, make_volume, mouse_drag, view_point_at, viewport_point
 
@@ -270,7 +270,7 @@ def test_measurement_belongs_to_its_slice_and_delete_removes_it(qtbot: Any, meas
 
 
 def test_a_findings_layers_are_added_in_one_step_and_drawn_on_every_plane(qtbot: Any) -> None:
-    from medview.ui.layers import HeatmapLayer, LabelLayer
+    from medview.ui.ct.layers import HeatmapLayer, LabelLayer
 
     volume = stamp_volume()
     view = MprView(LayerStack())
@@ -294,7 +294,7 @@ def test_a_findings_layers_are_added_in_one_step_and_drawn_on_every_plane(qtbot:
 
 
 def test_a_mask_filled_in_place_is_drawn_again_when_touched_and_others_are_not_redrawn(qtbot: Any) -> None:
-    from medview.ui.layers import LabelLayer
+    from medview.ui.ct.layers import LabelLayer
 
     volume = stamp_volume()
     view = MprView(LayerStack())

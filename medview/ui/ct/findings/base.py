@@ -17,7 +17,7 @@ from medview.engine.api import DEMO_BANNER, InferenceService, Provenance
 from medview.engine.fitness import volume_fitness
 from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
-from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
+from medview.ui.ct.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
 from medview.ui.provenance import ENGINE_LOADING, ModelChooserBox, validated_line
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import StartTask, Task

@@ -26,11 +26,11 @@ from medview.engine.api import InferenceService
 from medview.engine.manifest import ModelCard
 from medview.io.dicom import dicom_series_uid
 from medview.io.volume import Volume
-from medview.ui.covid_findings import CovidTab
-from medview.ui.findings import Finding, FindingTab, finding_tooltip, series_key
-from medview.ui.kidney_findings import KidneyTab
-from medview.ui.layers import LayerStack
-from medview.ui.liver_findings import LiverTab
+from medview.ui.ct.findings.base import Finding, FindingTab, finding_tooltip, series_key
+from medview.ui.ct.findings.covid import CovidTab
+from medview.ui.ct.findings.kidney import KidneyTab
+from medview.ui.ct.findings.liver import LiverTab
+from medview.ui.ct.layers import LayerStack
 from medview.ui.provenance import audit_model_run, demo_warning_html, provenance_table_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import StartTask, Task

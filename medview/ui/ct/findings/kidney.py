@@ -43,12 +43,12 @@ from medview.io.volume import Volume
 from medview.measure import region_mask
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
-from medview.ui.findings import Finding, FindingTab, input_warnings, series_key
-from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
-from medview.ui.planes import plane_spacing
+from medview.ui.ct.findings.base import Finding, FindingTab, input_warnings, series_key
+from medview.ui.ct.layers import HeatmapLayer, LabelLayer, LayerStack
+from medview.ui.ct.planes import plane_spacing
+from medview.ui.ct.slice_view import Measurement
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
-from medview.ui.slice_view import Measurement
 from medview.ui.workers import StartTask, Task
 
 #: the ROI outline: cyan, apart from the liver's orange, the measurement tools' green and the map's inferno

@@ -19,8 +19,8 @@ import numpy as np
 
 from medview.io.volume import Volume
 from medview.measure import distance_mm, region_stats
-from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack, outline
-from medview.ui.planes import (
+from medview.ui.ct.layers import HeatmapLayer, LabelLayer, Layer, LayerStack, outline
+from medview.ui.ct.planes import (
     Plane,
     display_to_voxel,
     edge_letters,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from medview.io.volume import Volume
-from medview.ui.layers import LayerStack
-from medview.ui.planes import PLANES, voxel_to_display
+from medview.ui.ct.layers import LayerStack
+from medview.ui.ct.planes import PLANES, voxel_to_display
+from medview.ui.ct.slice_view import SliceView, Tool
 from medview.ui.provenance import DemoBannerLabel
 from medview.ui.qt import QtCore, QtWidgets
-from medview.ui.slice_view import SliceView, Tool
 
 BANNER_TOP = 44  # px: below the two lines of study text and the orientation letter
 

@@ -36,8 +36,8 @@ from medview.engine.manifest import ModelCard
 from medview.io.volume import Volume
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
-from medview.ui.findings import Finding, FindingTab, input_warnings
-from medview.ui.layers import HeatmapLayer, LabelLayer, LayerStack
+from medview.ui.ct.findings.base import Finding, FindingTab, input_warnings
+from medview.ui.ct.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
 from medview.ui.workers import StartTask, Task

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from medview.io.dicom import DicomSource, SeriesInfo, TagRow
-from medview.ui.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
+from medview.ui.ct.layers import HeatmapLayer, LabelLayer, Layer, LayerStack
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 
 THUMBNAIL_SIZE = 64

@@ -1,0 +1,1 @@
+"""The skin-lesion workspace: dropped photos, each classified benign / malignant with its saliency map."""
