@@ -111,6 +111,7 @@ class AuditTableModel(QtCore.QAbstractTableModel):
             self._shown = list(range(len(self._all)))
 
     def row_text(self, row: int) -> tuple[str, ...]:
+        """The cells of shown row ``row``, as text (for copying and the tests)."""
         return self._all[self._shown[row]]
 
     def rowCount(self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex | None = None) -> int:
@@ -241,6 +242,7 @@ class AuditLogDialog(QtWidgets.QDialog):
         QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(str(self.log.folder)))
 
     def done(self, result: int) -> None:
+        """Close the dialog; a read of the log still running is cancelled."""
         if self.load_task is not None:
             self.load_task.cancel()
         super().done(result)

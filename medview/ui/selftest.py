@@ -173,6 +173,7 @@ class NetworkWatch:
     enabled: bool = True
 
     def install(self) -> NetworkWatch:
+        """Watch the whole process for network use from now on (a ``sys`` audit hook)."""
         sys.addaudithook(self._hook)
         return self
 

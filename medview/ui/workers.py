@@ -55,9 +55,11 @@ class Task:
 
     @property
     def is_cancelled(self) -> bool:
+        """Whether Cancel was asked for."""
         return self._cancel.is_set()
 
     def run(self) -> None:  # runs on a pool thread
+        """Run the function and emit how it ended (on a pool thread)."""
         try:
             result = self.function(self.signals.progress.emit, self._cancel.is_set, self.signals.partial.emit)
         except Cancelled:

@@ -54,6 +54,7 @@ class MprView(QtWidgets.QWidget):
 
     @property
     def axial(self) -> SliceView:
+        """The axial view (the one the slice keys, cine and the findings drive)."""
         return self.views["axial"]
 
     def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:

@@ -234,6 +234,7 @@ class SliceView(QtWidgets.QWidget):
 
     @property
     def slice_count(self) -> int:
+        """How many slices this view's plane has in the open volume (0 without one)."""
         return plane_count(self.volume.shape, self.plane) if self.volume is not None else 0
 
     def set_index(self, index: int) -> None:

@@ -303,6 +303,7 @@ class CycleOverview(pg.GraphicsObject):
         self.rgba = np.empty((0, 4), np.uint8)  # each band's colour and alpha
 
     def set_bands(self, spans: list[tuple[float, float]], colours: list[tuple[int, int, int]]) -> None:
+        """Draw one translucent band per (start, end) span in seconds, in its colour."""
         self.prepareGeometryChange()
         self.starts = np.array([start for start, _ in spans], dtype=float)
         self.ends = np.array([end for _, end in spans], dtype=float)
@@ -852,6 +853,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         return []
 
     def two_class(self) -> bool:
+        """Whether the view shows normal / abnormal instead of the four ICBHI classes."""
         return self.classes_box.currentIndex() == 1
 
     def _class_names(self) -> list[str]:
@@ -1064,6 +1066,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         self._update_transport()
 
     def clear_selection(self) -> None:
+        """Drop the time span selected for playback."""
         self.selection.hide()
         self.selection_shade.hide()
         self._update_transport()
@@ -1108,6 +1111,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         self._update_transport()
 
     def pause(self) -> None:
+        """Pause playback where it is; Play goes on from there."""
         if self.player is not None:
             self.player.pause()
             self._show_position(self.player.position_s())

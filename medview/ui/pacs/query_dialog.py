@@ -52,6 +52,7 @@ class RetrieveSummary:
 
     @property
     def paths(self) -> list[Path]:
+        """The files of every retrieved instance, in the order they arrived."""
         return [path for result in self.results for path in result.paths]
 
 
@@ -230,6 +231,7 @@ class PacsQueryDialog(QtWidgets.QDialog):
         self.stop_button.setEnabled(busy)
 
     def selected_studies(self) -> list[RemoteStudy]:
+        """The studies selected in the result table, top to bottom."""
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
         return [self.studies[row] for row in rows if row < len(self.studies)]
 
@@ -399,6 +401,7 @@ class PacsQueryDialog(QtWidgets.QDialog):
             self.task.cancel()
 
     def done(self, result: int) -> None:
+        """Close the dialog; a search or retrieve still running is stopped first."""
         self.stop()
         if self.tasks.parent() is self:
             self.tasks.pool.waitForDone(5000)  # the cancel aborts the association within a fraction of a second

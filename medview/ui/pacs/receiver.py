@@ -80,6 +80,7 @@ class PacsReceiver(QtCore.QObject):
 
     @property
     def is_running(self) -> bool:
+        """Whether the DICOM receiver is listening now."""
         return self.server.is_running
 
     def apply_settings(self) -> None:
@@ -291,6 +292,7 @@ class PacsSettingsDialog(QtWidgets.QDialog):
         return ""
 
     def accept(self) -> None:
+        """Save the settings and apply them, unless one is invalid (then the dialog stays, saying which)."""
         problem = self.problem()
         if problem:
             self.error_label.setText(problem)

@@ -100,6 +100,7 @@ class GalleryItem(QtWidgets.QListWidgetItem):
         self.refresh()
 
     def sort_key(self) -> tuple[int, float, str]:
+        """Classified photos first, most likely malignant first; then unclassified, then unreadable ones."""
         entry = self.entry
         rank = 2 if entry.problem else 1 if entry.result is None else 0
         return (rank, -(entry.positive_probability or 0.0), entry.path.name)
@@ -110,6 +111,7 @@ class GalleryItem(QtWidgets.QListWidgetItem):
         return super().__lt__(other)
 
     def refresh(self) -> None:
+        """Show the entry's name, verdict, thumbnail and problem as they are now."""
         entry = self.entry
         self.setText(f"{entry.path.name}\n{entry.summary()}")
         self.setToolTip(str(entry.path) + (f"\n{entry.problem}" if entry.problem else ""))

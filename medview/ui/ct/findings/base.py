@@ -152,9 +152,11 @@ class FindingTab(QtWidgets.QWidget):
         self.update_controls()
 
     def running(self) -> bool:
+        """Whether this tab's model run is still going."""
         return self.task is not None and not self.task.done.is_set()
 
     def cancel(self) -> None:
+        """Ask the running model run to stop (at its next batch)."""
         if self.running():
             self.task.cancel()  # type: ignore[union-attr]
 

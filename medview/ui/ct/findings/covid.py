@@ -493,6 +493,7 @@ class CovidTab(FindingTab):
         self.update_controls()
 
     def refresh_models(self) -> None:
+        """List the installed COVID-19 and lung-segmentation bundles again."""
         if self.engine is not None:
             self.model_box.set_cards(self.engine.cards(ClinicalTask.COVID_CT))
             self.lung_box.set_cards(self.engine.cards(ClinicalTask.LUNG_SEGMENTATION))
@@ -567,10 +568,12 @@ class CovidTab(FindingTab):
         )
 
     def chosen_cards(self) -> list[ModelCard]:
+        """The COVID-19 bundle chosen and, when one is chosen, the lung U-Net that makes its lung mask."""
         lung_card = self.lung_box.selected_card()
         return super().chosen_cards() + ([lung_card] if lung_card is not None else [])
 
     def update_controls(self) -> None:
+        """Enable Classify when a bundle and a complete series are there; say why not otherwise."""
         reason = self.blocked_reason(self.model_box.selected_card(), "COVID-19")
         ready = "Lung mask, slice elimination, 50-slice groups, CNN + biLSTM per group and the patient vote"
         self.show_readiness(self.classify_button, reason, ready)

@@ -98,6 +98,7 @@ class RoiSource:
 
     @property
     def key(self) -> tuple[int, tuple[int, ...] | None, int]:
+        """What identifies this source across refreshes of the list (its layer, labels and drawn shape)."""
         return (id(self.layer), self.labels, id(self.drawn))
 
 
@@ -295,6 +296,7 @@ class RoiChooserBox(QtWidgets.QComboBox):
         self._refresh = refresh
 
     def showPopup(self) -> None:
+        """List the ROI sources as they are now (masks or shapes may have changed), then open the list."""
         self._refresh()
         super().showPopup()
 
@@ -313,6 +315,7 @@ class RoiChooserBox(QtWidgets.QComboBox):
         self.blockSignals(False)
 
     def selected_source(self) -> RoiSource | None:
+        """The ROI source chosen; None before the list is filled."""
         source = self.currentData()
         return source if isinstance(source, RoiSource) else None
 
@@ -386,11 +389,13 @@ class KidneyTab(FindingTab):
     # ------------------------------------------------------------------ choices
 
     def refresh_models(self) -> None:
+        """List the installed kidney-stone bundles again."""
         if self.engine is not None:
             self.model_box.set_cards(self.engine.cards(ClinicalTask.KIDNEY_STONE))
         self.update_controls()
 
     def set_volume(self, volume: Volume | None, complete: bool) -> None:
+        """Follow the open series (``complete``: all of it decoded) and offer its ROI sources."""
         super().set_volume(volume, complete)
         self.refresh_rois()
 
@@ -634,6 +639,7 @@ class KidneyTab(FindingTab):
     # ------------------------------------------------------------------ state
 
     def update_controls(self) -> None:
+        """Enable Run and Grad-CAM of this slice when they can run; say why not otherwise."""
         card = self.model_box.selected_card()
         ready = "Stone probability of each slice chosen, inside the kidney ROI, with Grad-CAM of this slice"
         self.show_readiness(self.run_button, self.blocked_reason(card, "kidney stone"), ready)

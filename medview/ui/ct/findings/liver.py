@@ -124,6 +124,7 @@ class LiverTab(FindingTab):
         self.update_controls()
 
     def refresh_models(self) -> None:
+        """List the installed liver-segmentation bundles again."""
         if self.engine is not None:
             self.model_box.set_cards(self.engine.cards(ClinicalTask.LIVER_SEGMENTATION))
         self.update_controls()
@@ -190,6 +191,7 @@ class LiverTab(FindingTab):
             self.layers.remove(live)
 
     def update_controls(self) -> None:
+        """Enable Segment when a bundle and a complete series are there; say why not otherwise."""
         reason = self.blocked_reason(self.model_box.selected_card(), "liver")
         ready = "Run the liver segmentation model over every slice of the series"
         self.show_readiness(self.segment_button, reason, ready)

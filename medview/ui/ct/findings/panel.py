@@ -136,6 +136,7 @@ class FindingsPanel(QtWidgets.QWidget):
             runner.set_engine_problem(message)
 
     def refresh_models(self) -> None:
+        """Every task tab lists its installed bundles again (after an import)."""
         for runner in self.runners:
             runner.refresh_models()
 
@@ -201,6 +202,7 @@ class FindingsPanel(QtWidgets.QWidget):
     # ------------------------------------------------------------------ showing
 
     def selected_finding(self) -> Finding | None:
+        """The finding selected in the list of the open series' findings, if any."""
         findings, row = self.current_findings(), self.list.currentRow()
         return findings[row] if 0 <= row < len(findings) else None
 
