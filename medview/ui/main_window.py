@@ -50,6 +50,7 @@ from medview.ui.pacs.receiver import PacsReceiver, PacsSettingsDialog
 from medview.ui.qt import GarbageCollector, QtCore, QtGui, QtWidgets
 from medview.ui.skin.panel import PHOTO_FILTER, SkinPanel
 from medview.ui.workers import Task, TaskRunner
+from medview.ui.workspace import ModelWorkspace
 
 if TYPE_CHECKING:
     from medview.ui.pacs.query_dialog import PacsQueryDialog
@@ -142,6 +143,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._dock("Layers", self.layers_panel, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea),
         ]
         self.findings = FindingsPanel(self.layers, self._start)
+        self.model_workspaces: tuple[ModelWorkspace, ...] = (self.skin, self.lung, self.findings)
         kidney = self.findings.kidney  # the current slice and the ROIs drawn on it come from the axial view
         kidney.current_slice = lambda: self.mpr.axial.index
         kidney.drawn_rois = lambda: self.mpr.axial.measurements
@@ -907,16 +909,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.engine is not None:
             self.engine.refresh()
             self._prepared.clear()  # a bundle replaced in place has other files to load
-            self.skin.refresh_models()
-            self.lung.refresh_models()
-            self.findings.refresh_models()
+            for workspace in self.model_workspaces:
+                workspace.refresh_models()
 
     def set_engine(self, engine: InferenceService) -> None:
         """Receive the inference service built off the GUI thread; the AI features use it from now on."""
         self.engine = engine
-        self.skin.set_engine(engine)
-        self.lung.set_engine(engine)
-        self.findings.set_engine(engine)
+        for workspace in self.model_workspaces:
+            workspace.set_engine(engine)
         self.engine_ready.emit(engine)
         self.prepare_models()
 
