@@ -66,7 +66,23 @@ def load_forest(card: ModelCard, n_features: int) -> RandomForestClassifier:
         )
         if problem:
             raise ModelError(f"bundle {card.label}: tree {index + 1} of the forest is malformed ({problem})", path=path)
+    # one photo is 1-4 rows: joblib's worker threads cost more than they save (300 trees, 4 rows: 77 ms with the
+    # 2 jobs training stored, 34 ms with 1)
+    forest.n_jobs = 1
     return forest
+
+
+def forest_votes(forest: RandomForestClassifier, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (rows, classes), as ``predict_proba`` gives them, and every tree's vote (trees, rows)
+    as a class index, from one walk down the trees.
+
+    ``predict_proba`` and then a ``predict`` per tree walked every tree twice (131 ms for 300 trees and a
+    photo's 4 views, against 34 ms); a tree votes for the class its leaf holds most of, as its ``predict`` does.
+    """
+    leaves = forest.apply(features)  # (rows, trees)
+    per_tree = np.stack([tree.tree_.value[leaves[:, index], 0, :] for index, tree in enumerate(forest.estimators_)])
+    per_tree = per_tree / per_tree.sum(axis=2, keepdims=True)  # leaf class fractions, as DecisionTree.predict_proba
+    return per_tree.mean(axis=0), per_tree.argmax(axis=2)
 
 
 def _tree_problem(tree: Tree, n_features: int) -> str:

@@ -191,6 +191,20 @@ def test_skin_pipeline_votes_and_saliency_on_a_real_photo(skin_models: Path, sha
     assert result.saliency.values.max() > 0
 
 
+def test_forest_votes_are_predict_proba_and_each_trees_predict_in_one_walk() -> None:
+    from medview.engine.forest import forest_votes
+
+    rng = np.random.default_rng(3)
+    forest = RandomForestClassifier(
+        n_estimators=30, min_samples_leaf=3, class_weight="balanced_subsample", random_state=0
+    ).fit(rng.random((80, 20)), (np.arange(80) % 3 == 0).astype(int))  # impure leaves, weighted classes
+    rows = rng.random((4, 20))
+    probabilities, votes = forest_votes(forest, rows)
+    np.testing.assert_allclose(probabilities, forest.predict_proba(rows))
+    assert votes.shape == (30, 4)
+    np.testing.assert_array_equal(votes, np.stack([tree.predict(rows) for tree in forest.estimators_]))
+
+
 def test_mirror_votes_average_the_photo_and_its_three_mirror_images(
     skin_models: Path, shared_data: Path, tmp_path: Path
 ) -> None:

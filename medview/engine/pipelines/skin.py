@@ -75,8 +75,10 @@ def classify_photo(
         views = torch.cat([batch, batch.flip(-1), batch.flip(-2), batch.flip(-2, -1)])
     with torch.no_grad():
         features = network(views).float().cpu().numpy()
-    probabilities = forest.predict_proba(features).mean(axis=0)
-    tree_votes = np.stack([tree.predict(features) for tree in forest.estimators_]).astype(int)
+    from medview.engine.forest import forest_votes  # scikit-learn is loaded: the forest exists
+
+    view_probabilities, tree_votes = forest_votes(forest, features)
+    probabilities = view_probabilities.mean(axis=0)
     names = [card.class_names[int(label)] for label in forest.classes_]
     scores = ClassScores(dict(zip(names, probabilities.tolist(), strict=True)))
     votes = {name: int((tree_votes == index).sum()) for index, name in enumerate(names)}
