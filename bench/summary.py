@@ -133,9 +133,9 @@ def run_benchmark(
             run.exit_code = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             run.timed_out = True
-            run.exit_code = _stop(process)
+            run.exit_code = stop_process(process)
         except BaseException:  # Ctrl-C: the group does not get the terminal's signal, so stop it here
-            _stop(process)
+            stop_process(process)
             raise
     run.seconds = time.perf_counter() - start
     run.stderr_tail = (folder / f"{name}.err").read_text(errors="replace").splitlines()[-STDERR_LINES:]
@@ -183,7 +183,7 @@ def slowdowns(quiet: list[Run], contended: list[Run]) -> list[str]:
     return lines
 
 
-def _stop(process: subprocess.Popen) -> int:
+def stop_process(process: subprocess.Popen) -> int:
     """Terminate the process group, then kill it if it is still there after 10 s; the exit code."""
     for sent in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -249,7 +249,9 @@ def table(runs: list[Run]) -> list[str]:
 def machine() -> str:
     import torch  # the threads the benchmarks' torch gets by default on this machine
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from medview.engine.device import usable_cores
+
+    usable = usable_cores()
     return (
         f"{platform.machine()} {platform.processor() or ''}".strip()
         + f", {os.cpu_count()} CPUs ({usable} usable), torch {torch.__version__} with {torch.get_num_threads()} "
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                     contended.append(run_benchmark(name, options, timeout_s, folder))
                 finally:
                     for competitor in competitors:
-                        _stop(competitor)
+                        stop_process(competitor)
     wall = time.perf_counter() - started
 
     print()

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import tempfile
 from pathlib import Path
 
-from bench.summary import _stop, run_benchmark, start_competitors
+from bench.summary import run_benchmark, start_competitors, stop_process
 from medview.config import LIBGOMP_DEFAULT_SPINCOUNT
+from medview.engine.device import usable_cores
 
 COMPETITOR_LIMIT_S = 1800.0  # a competitor stops by itself after this, should the bench die first
 
@@ -56,7 +56,7 @@ def parse_policy(policy: str) -> tuple[int, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", nargs="+", default=default_policies(cores), help="e.g. 1 2 2:passive")
     parser.add_argument("--contention", type=int, default=2, help="competitor processes in the busy condition")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                                         args.timeout, folder, environment)  # fmt: skip
                 finally:
                     for competitor in competitors:
-                        _stop(competitor)
+                        stop_process(competitor)
                 if run.crashed or run.timed_out:
                     print(f"bench.inference, policy {policy} ({condition}) failed: {run.stderr_tail[-3:]}")
                     return 1

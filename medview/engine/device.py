@@ -30,7 +30,7 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def default_compute_threads(cores: int | None = None) -> int:
+def default_compute_threads() -> int:
     """The engine's CPU threads when the settings leave it to MedView (``compute_threads`` 0): one per core.
 
     Measured with ``bench.thread_policy`` (every pipeline, quiet and beside two
@@ -40,7 +40,7 @@ def default_compute_threads(cores: int | None = None) -> int:
     contention, except the COVID-19 group (1.9x); with torch's default spinning
     waits two threads collapsed instead (``medview.config.prepare_compute_environment``).
     """
-    return cores if cores is not None else usable_cores()
+    return usable_cores()
 
 
 def set_compute_threads(threads: int = 0) -> int:
