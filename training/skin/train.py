@@ -268,11 +268,11 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float) ->
 
 
 def forest_scores(
-    forest: RandomForestClassifier, setting: ForestSetting, features: dict[str, np.ndarray], rows: np.ndarray
+    forest: RandomForestClassifier, mirror_votes: bool, features: dict[str, np.ndarray], rows: np.ndarray
 ) -> np.ndarray:
     """Class probabilities of the photos ``rows``: the forest's vote share, averaged over the mirror images with
-    ``setting.mirror_votes`` (test-time augmentation of the features, as the app's pipeline does it)."""
-    variants = ("photo", *FLIPS) if setting.mirror_votes else ("photo",)
+    ``mirror_votes`` (test-time augmentation of the features, as the app's pipeline does it)."""
+    variants = ("photo", *FLIPS) if mirror_votes else ("photo",)
     return np.mean([forest.predict_proba(features[variant][rows]) for variant in variants], axis=0)
 
 
@@ -314,7 +314,7 @@ def choose_forest(
         fold_aucs = []
         for kept, held in folds.split(pool, labels[pool]):
             forest = _fit(setting, features, pool[kept], labels, seed)
-            scores = forest_scores(forest, setting, features, pool[held])[:, POSITIVE]
+            scores = forest_scores(forest, setting.mirror_votes, features, pool[held])[:, POSITIVE]
             fold_aucs.append(roc_points(labels[pool[held]] == POSITIVE, scores)[2])
         aucs[setting.name] = float(np.mean(fold_aucs))
         log.info(
@@ -350,8 +350,7 @@ def evaluate_bundle(
     forest = load_forest(card, features["photo"].shape[1])
     positive = str(card.input.extra.get("positive_class", card.class_names[-1]))
     threshold = float(card.thresholds.get(positive, 0.5))
-    setting = ForestSetting(card.label, mirror_votes=mirror_votes)
-    metrics = evaluate(labels, forest_scores(forest, setting, features, np.arange(len(paths))), threshold)
+    metrics = evaluate(labels, forest_scores(forest, mirror_votes, features, np.arange(len(paths))), threshold)
     return metrics, threshold, card.label
 
 
@@ -409,7 +408,7 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
     setting, selection_aucs = choose_forest(candidates, features, split, labels, options.seed)
     forest = _fit(setting, features, split.train, labels, options.seed)
     fit_seconds = time.perf_counter() - fitting
-    validation_scores = forest_scores(forest, setting, features, split.validation)
+    validation_scores = forest_scores(forest, setting.mirror_votes, features, split.validation)
     threshold = threshold_for_sensitivity(
         labels[split.validation] == POSITIVE, validation_scores[:, POSITIVE], settings.target_sensitivity
     )
@@ -425,7 +424,7 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
         validation["specificity"],
     )
 
-    probabilities = forest_scores(forest, setting, features, split.test)
+    probabilities = forest_scores(forest, setting.mirror_votes, features, split.test)
     test_labels = labels[split.test]
     metrics = evaluate(test_labels, probabilities, threshold)
     training_seconds = time.perf_counter() - started
