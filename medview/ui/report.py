@@ -38,7 +38,7 @@ from medview.ui.ct.findings.base import Finding
 from medview.ui.ct.layers import HeatmapLayer, Layer, LayerStack
 from medview.ui.ct.mpr_view import BANNER_TOP
 from medview.ui.ct.slice_view import SliceView
-from medview.ui.provenance import DemoBannerLabel, provenance_rows
+from medview.ui.provenance import DemoBannerLabel, provenance_rows, validated_line
 from medview.ui.qt import QtCore, QtGui
 from medview.ui.skin.panel import LesionEntry, rgb_image, saliency_lookup_table
 
@@ -129,6 +129,7 @@ class LungSection:
     provenance: tuple[tuple[str, str], ...]
     demo: bool
     snapshots: int
+    validated: str = ""  # the model's validated performance, printed under the outcome
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +147,7 @@ class PhotoRow:
     model: str
     demo: bool
     problem: str  # why there is no result
+    validated: str = ""  # the model's validated performance, printed under the verdict
 
 
 @dataclass(frozen=True)
@@ -402,6 +404,7 @@ def _lung_section(lung: LungSoundPanel) -> LungSection | None:
         provenance=tuple(provenance_rows(provenance)) if provenance is not None else (),
         demo=provenance is not None and provenance.demo,
         snapshots=result.snapshots if result is not None else 0,
+        validated=validated_line(provenance) if provenance is not None else "",
     )
 
 
@@ -442,6 +445,7 @@ def _photo_row(entry: LesionEntry, saliency_shown: bool, opacity: float) -> Phot
         model=provenance.label,
         demo=provenance.demo,
         problem="",
+        validated=validated_line(provenance),
     )
 
 
@@ -581,7 +585,7 @@ def _lung_html(section: LungSection) -> str:
                 ("Cycles", section.note),
             )
         ),
-        f"<p><b>{outcome}</b></p>",
+        f"<p><b>{outcome}</b>" + (f"<br><i>{html.escape(section.validated)}</i>" if section.validated else "") + "</p>",
     ]
     if section.provenance:
         parts.append(_model_html(section.model, section.demo, section.provenance))
@@ -633,8 +637,8 @@ def _skin_html(section: SkinSection, images: dict[str, QtGui.QImage]) -> str:
             text = (
                 f"<b>{html.escape(photo.verdict)}</b>, {html.escape(photo.positive_class)} probability "
                 f"<b>{photo.probability:.0%}</b> (called {html.escape(photo.positive_class)} at ≥ "
-                f"{photo.threshold:.0%})<br>{html.escape(photo.votes)}<br>Model {html.escape(photo.model)}"
-                + (" <span class='demo'>(DEMO)</span>" if photo.demo else "")
+                f"{photo.threshold:.0%})<br><i>{html.escape(photo.validated)}</i><br>{html.escape(photo.votes)}"
+                f"<br>Model {html.escape(photo.model)}" + (" <span class='demo'>(DEMO)</span>" if photo.demo else "")
             )
         else:
             text = f"<i>{html.escape(photo.problem or 'not classified')}</i>"

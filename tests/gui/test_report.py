@@ -201,6 +201,12 @@ def test_the_report_holds_the_liver_finding_the_lung_cycles_and_the_skin_verdict
         verdict = rf"{name} {entry.result.label} ?, malignant probability {probability}"
         assert re.search(verdict, text), verdict
     assert {entry.result.label for entry in window.skin.entries} <= {"benign", "malignant"}
+    # the validated performance stands under each verdict, as in the app, not only in the model's table
+    skin_validated = window.skin.entries[0].result.provenance.validated
+    assert skin_validated
+    assert text.count(" ".join(skin_validated.split()[:6])) >= len(window.skin.entries)
+    assert lung_result.provenance.validated
+    assert " ".join(lung_result.provenance.validated.split()[:4]) in text
 
     for number, page in enumerate(pages, start=1):
         assert f"Page {number} of {len(pages)}" in page
