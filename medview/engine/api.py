@@ -289,6 +289,15 @@ class InferenceService(Protocol):
         cancelled: CancelCheck | None = None,
     ) -> PhotoResult: ...
 
+    def explain_skin(
+        self,
+        card: ModelCard,
+        rgb: np.ndarray,
+        *,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> Heatmap: ...
+
     def classify_lung_sound(
         self,
         card: ModelCard,

@@ -28,6 +28,7 @@ from medview.engine import device as devices
 from medview.engine.api import (
     CancelCheck,
     CovidResult,
+    Heatmap,
     LungSoundResult,
     PhotoResult,
     ProgressCallback,
@@ -234,6 +235,19 @@ class Engine:
         return self._run(
             card, lambda context: skin.classify_photo(context, forest, rgb, explain=explain), progress, cancelled
         )
+
+    def explain_skin(
+        self,
+        card: ModelCard,
+        rgb: np.ndarray,
+        *,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> Heatmap:
+        """The saliency map of a photo already classified with ``explain=False``."""
+        self._expect(card, ClinicalTask.SKIN_LESION)
+        forest = self._skin_forest(card)
+        return self._run(card, lambda context: skin.photo_saliency(context, forest, rgb), progress, cancelled)
 
     def classify_covid(
         self,

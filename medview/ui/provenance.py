@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from pathlib import Path
 
-from medview.audit import audit_log
 from medview.engine.api import DEMO_BANNER, Provenance
 from medview.engine.manifest import ModelCard
 from medview.ui.qt import QtCore, QtWidgets
@@ -74,26 +72,6 @@ def verdict_html(verdict: str, provenance: Provenance, warnings: Sequence[str] =
         f"<p style='{WARNING_STYLE}'>&nbsp;⚠ {html.escape(warning)}&nbsp;</p>" for warning in warnings if warning
     )
     return f"<p><b>{html.escape(verdict)}</b><br><i>{html.escape(validated_line(provenance))}</i></p>{warned}"
-
-
-def audit_model_run(
-    provenance: Provenance,
-    *,
-    target: Path | str | None = None,
-    series_uid: str | None = None,
-    patient_id: str | None = None,
-) -> None:
-    """Record in the audit log that the model of ``provenance`` ran on ``target`` (a file) or a series."""
-    audit_log().record_model_run(
-        provenance.model_id,
-        provenance.model_version,
-        target=target,
-        series_uid=series_uid or None,
-        patient_id=patient_id or None,
-        seconds=provenance.seconds,
-        device=provenance.device,
-        details={"task": provenance.task, "demo": provenance.demo},
-    )
 
 
 class DemoBannerLabel(QtWidgets.QLabel):

@@ -165,6 +165,7 @@ class SkinSection:
 
     photos: tuple[PhotoRow, ...]
     models: tuple[ModelSummary, ...]
+    saliency_shown: bool = True  # the workspace shows the saliency maps, so the report does too
 
 
 @dataclass(frozen=True)
@@ -420,7 +421,7 @@ def _skin_section(skin: SkinPanel) -> SkinSection | None:
         result = entry.result
         if result is not None and result.provenance.label not in models:
             models[result.provenance.label] = _skin_model(result.provenance, entries)
-    return SkinSection(tuple(photos), tuple(models.values()))
+    return SkinSection(tuple(photos), tuple(models.values()), saliency_shown)
 
 
 def _photo_row(entry: LesionEntry, saliency_shown: bool, opacity: float) -> PhotoRow:
@@ -621,8 +622,13 @@ def _skin_html(section: SkinSection, images: dict[str, QtGui.QImage]) -> str:
     done = sum(photo.verdict != "" for photo in section.photos)
     parts = [
         "<h2>Skin lesion photos</h2>",
-        f"<p>{len(section.photos)} photo(s), {done} classified. Beside each photo its saliency map: where the photo "
-        "drives the CNN features the forest relies on most, not which way they pushed the vote.</p>",
+        f"<p>{len(section.photos)} photo(s), {done} classified. "
+        + (
+            "Beside each photo its saliency map: where the photo drives the CNN features the forest relies on "
+            "most, not which way they pushed the vote.</p>"
+            if section.saliency_shown
+            else "Saliency maps were not shown in the skin workspace, so none are printed.</p>"
+        ),
     ]
     parts.extend(_model_html(model.model, model.demo, model.rows) for model in section.models)
     rows = ["<h3>Photos, most suspicious first</h3>"]
@@ -640,6 +646,8 @@ def _skin_html(section: SkinSection, images: dict[str, QtGui.QImage]) -> str:
                 f"{photo.threshold:.0%})<br><i>{html.escape(photo.validated)}</i><br>{html.escape(photo.votes)}"
                 f"<br>Model {html.escape(photo.model)}" + (" <span class='demo'>(DEMO)</span>" if photo.demo else "")
             )
+            if section.saliency_shown and photo.saliency is None:
+                text += "<br><i>Saliency map not computed yet.</i>"
         else:
             text = f"<i>{html.escape(photo.problem or 'not classified')}</i>"
         rows.append(  # a table each: one photo is kept on one page

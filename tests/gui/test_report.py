@@ -37,7 +37,7 @@ from medview.ui.report import (
 from tests.gui.conftest import SAMPLE_SERIES, open_and_wait
 from tests.gui.test_findings_panel import segment
 from tests.gui.test_lung_panel import ICBHI, open_and_classify
-from tests.gui.test_skin_panel import ISIC, wait_settled
+from tests.gui.test_skin_panel import ISIC, show_saliency, wait_settled
 
 RECORDING = "104_1b1_Lr_sc_Litt3200.wav"  # the shortest real recording: 15 s, 5 annotated cycles
 PHOTOS = ("ISIC_0000154.jpg", "ISIC_0000111.jpg")
@@ -207,6 +207,11 @@ def test_the_report_holds_the_liver_finding_the_lung_cycles_and_the_skin_verdict
     assert text.count(" ".join(skin_validated.split()[:6])) >= len(window.skin.entries)
     assert lung_result.provenance.validated
     assert " ".join(lung_result.provenance.validated.split()[:4]) in text
+    # maps are computed only when shown in the workspace: the report says none were, and prints them once they are
+    assert "Saliency maps were not shown in the skin workspace" in text
+    assert all(photo.saliency is None for photo in report.skin.photos)
+    show_saliency(qtbot, window.skin)
+    assert all(photo.saliency is not None for photo in collect_report(window).skin.photos)
 
     for number, page in enumerate(pages, start=1):
         assert f"Page {number} of {len(pages)}" in page

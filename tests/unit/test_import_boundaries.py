@@ -13,7 +13,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / ".importlinter"
-EXPECTED_CONTRACTS = 9
+EXPECTED_CONTRACTS = 10
 
 
 def _lint_imports_executable() -> str:
@@ -67,6 +67,8 @@ def test_import_contracts_are_kept() -> None:
         ("medview/pacs/_planted.py", "import PySide6\n", "no Qt, no medview.ui"),
         ("medview/_planted.py", "import training\n", "medview: never imports training"),
         ("medview/models/_planted.py", "from medview.engine import manifest\n", "models: never the engine"),
+        ("medview/workflows/_planted.py", "import PySide6\n", "workflows: no Qt"),
+        ("medview/workflows/_planted.py", "import medview.engine.service\n", "workflows: no Qt"),
     ],
 )
 def test_planted_violation_breaks_a_contract(

@@ -65,12 +65,12 @@ from medview.ui.provenance import (
     WARNING_STYLE,
     DemoBannerLabel,
     ModelChooserBox,
-    audit_model_run,
     provenance_html,
     verdict_html,
 )
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import StartTask, Task
+from medview.workflows.audit import audit_model_run
 
 AUDIO_FILTER = f"Recordings ({' '.join('*' + suffix for suffix in AUDIO_SUFFIXES)});;All files (*)"
 CLASS_COLOURS = {

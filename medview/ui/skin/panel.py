@@ -1,7 +1,8 @@
 """The skin lesion workspace: drop photos in, read benign / malignant with the forest's votes and a saliency map.
 
-Photos are read and classified on a worker (``medview.io.photo`` then the
-engine's skin pipeline, paper 003: CNN features -> random forest); each one
+Photos are read and classified on a worker (``medview.workflows.skin``: the
+photo reader, then the engine's skin pipeline, paper 003: CNN features ->
+random forest); each one
 appears in the gallery as soon as it is read and gets its result as soon as it
 is classified, so a folder of a hundred photos fills in while the dermatologist
 starts reading the first.  The gallery is sorted by malignant probability, most
@@ -14,8 +15,10 @@ gradients from a featureless photo of the same mean colour, weighted by the
 forest's feature importances; ``medview.engine.pipelines.skin``).  It does not
 say which way the features pushed the vote, and the panel says so beside it.
 It is off until asked for, since a map over the photo hides the lesion's own
-border and colours; when shown, a colour bar beside the photo names it and its
-scale (relative: 1 is the photo's own peak, so colours do not compare photos).
+border and colours, and it is computed only then (it costs ~3x the verdict:
+a verdict in ~0.2 s, its map ~0.4 s later, the shown photos' maps first);
+when shown, a colour bar beside the photo names it and its scale (relative:
+1 is the photo's own peak, so colours do not compare photos).
 
 After each sort the gallery scrolls to its top, where the most suspicious
 photo is: the selection stays where it was, shown in the view, but the list
@@ -36,24 +39,30 @@ from typing import Any
 
 import numpy as np
 
-from medview.audit import Outcome, audit_log
 from medview.engine.api import Heatmap, InferenceService, PhotoResult
-from medview.engine.fitness import photo_fitness
 from medview.engine.manifest import ModelCard
-from medview.errors import InputError
-from medview.io.photo import PHOTO_SUFFIXES, Photo, read_photo, split_photo_paths, thumbnail
+from medview.io.photo import PHOTO_SUFFIXES, Photo, split_photo_paths
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 from medview.ui.provenance import (
     WARNING_STYLE,
     DemoBannerLabel,
     ModelChooserBox,
-    audit_model_run,
     provenance_html,
     validated_line,
 )
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import StartTask, Task
+from medview.workflows.skin import (
+    PhotoClassified,
+    PhotoExplained,
+    PhotoJob,
+    PhotoRead,
+    PhotoUnreadable,
+    PhotoUpdate,
+    classify_photos,
+    explain_photos,
+)
 
 THUMBNAIL_SIDE = 72
 PHOTO_FILTER = f"Photos ({' '.join('*' + suffix for suffix in PHOTO_SUFFIXES)});;All files (*)"
@@ -74,6 +83,7 @@ class LesionEntry:
     problem: str = ""  # why the photo could not be read or classified
     status: str = "reading…"  # what is happening to it while it has no result
     warnings: tuple[str, ...] = ()  # what about the photo the model was not validated on (shown with the verdict)
+    explaining: bool = False  # its saliency map is being computed
 
     @property
     def positive_probability(self) -> float | None:
@@ -271,7 +281,9 @@ class LesionView(QtWidgets.QWidget):
             "relative to this photo's peak, so its colours do not compare photos. "
             "It does not show which way the features pushed the vote."
             if result.saliency is not None
-            else "No saliency map for this photo."
+            else "Saliency map being computed…"
+            if entry.explaining
+            else "Saliency map: computed when the Saliency box is ticked."
         )
         photo = entry.photo
         size = f"{photo.original_size[0]}x{photo.original_size[1]} pixels" if photo is not None else ""
@@ -291,6 +303,7 @@ class SkinPanel(QtWidgets.QWidget):
         self.entries: list[LesionEntry] = []
         self.running: list[Task] = []
         self._busy: set[int] = set()  # ids of entries a running task is working on
+        self.saliency_task: Task | None = None  # the saliency maps being computed (one task at a time)
 
         self.open_button = QtWidgets.QPushButton("Open photos…")
         self.folder_button = QtWidgets.QPushButton("Open folder…")
@@ -345,7 +358,7 @@ class SkinPanel(QtWidgets.QWidget):
         self.folder_button.clicked.connect(self._choose_folder)
         self.classify_button.clicked.connect(lambda: self.classify_pending())
         self.model_box.activated.connect(self._on_model_chosen)
-        self.saliency_box.toggled.connect(self._apply_saliency)
+        self.saliency_box.toggled.connect(self._on_saliency_toggled)
         self.opacity.valueChanged.connect(self._apply_saliency)
         self.compare_box.toggled.connect(self._show_selection)
         self.gallery.itemSelectionChanged.connect(self._show_selection)
@@ -420,6 +433,8 @@ class SkinPanel(QtWidgets.QWidget):
         return self._run(pending) if pending else None
 
     def _on_model_chosen(self, _index: int) -> None:
+        if self.saliency_task is not None:  # maps of the previous model's results
+            self.saliency_task.cancel()
         if self.running:  # results of the previous model are not wanted: the stopped batch hands over when it ends
             for task in self.running:
                 task.cancel()
@@ -441,37 +456,16 @@ class SkinPanel(QtWidgets.QWidget):
             entry.status = "reading…" if entry.photo is None else waiting
         self._refresh_items(entries)
 
+        jobs = [PhotoJob(entry.path, entry.photo) for entry in entries]
+
         def work(progress: ProgressCallback, cancelled: CancelCheck, partial: Any) -> None:
-            for done, entry in enumerate(entries):
-                if cancelled():
-                    return
-                progress(done, len(entries), f"photo {done + 1} of {len(entries)}")
-                # the audit records are written here, not in the GUI's slots: each is fsync-ed, up to ~150 ms
-                photo = entry.photo
-                if photo is None:
-                    try:
-                        photo = read_photo(entry.path)
-                    except InputError as error:
-                        audit_log().record_open(
-                            "photo", entry.path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=str(error)
-                        )
-                        partial((entry, {"problem": str(error)}))
-                        continue
-                    audit_log().record_open("photo", entry.path)
-                    status = waiting if card is None else f"classifying with {card.label}…"
-                    partial(
-                        (entry, {"photo": photo, "thumbnail": thumbnail(photo.rgb, THUMBNAIL_SIDE), "status": status})
-                    )
-                if engine is not None and card is not None:
-                    result = engine.classify_skin(card, photo.rgb, explain=True)
-                    audit_model_run(result.provenance, target=entry.path)
-                    partial((entry, {"result": result, "warnings": tuple(photo_fitness(card, photo.rgb))}))
-            progress(len(entries), len(entries), "photos done")
+            for update in classify_photos(jobs, engine, card, progress, cancelled, thumbnail_side=THUMBNAIL_SIDE):
+                partial(update)
 
         task = Task(work, f"Classifying {len(entries)} photo(s)" if card is not None else "Reading photos")
         self._busy.update(map(id, entries))
         self.running.append(task)
-        task.signals.partial.connect(self._on_partial)
+        task.signals.partial.connect(lambda update: self._on_update(entries, update, waiting, card))
         task.signals.cancelled.connect(lambda: self._on_stopped(entries, "not classified (cancelled)"))
         task.signals.errored.connect(lambda message, _details: self._on_stopped(entries, f"not classified: {message}"))
         task.signals.finished.connect(lambda: self._on_finished(task, entries, card))
@@ -483,13 +477,71 @@ class SkinPanel(QtWidgets.QWidget):
         chosen = self.selected_card()
         if chosen is not None and (card is None or card.label != chosen.label):
             self.classify_pending()  # another model was chosen meanwhile
+        else:
+            self.explain_missing()
 
-    def _on_partial(self, item: tuple[LesionEntry, dict[str, Any]]) -> None:
-        entry, changes = item
-        for name, value in changes.items():
-            setattr(entry, name, value)
+    def explain_missing(self) -> Task | None:
+        """While the Saliency box is ticked: compute the maps the photos lack, the shown ones first, off the GUI
+        thread (a map costs ~3x a verdict, so none is computed before it is asked for)."""
+        engine, card = self.engine, self.selected_card()
+        if self.saliency_task is not None or engine is None or card is None or not self.saliency_box.isChecked():
+            return None
+        shown = [view.entry for view in self.views if view.isVisible() and view.entry is not None]
+        ordered = {id(entry): entry for entry in [*shown, *(item.entry for item in self.items())]}.values()
+        wanted = [
+            entry
+            for entry in ordered
+            if entry.photo is not None
+            and entry.result is not None
+            and entry.result.saliency is None
+            and entry.result.provenance.label == card.label
+        ]
+        if not wanted:
+            return None
+        jobs = [(entry.photo, entry.result) for entry in wanted if entry.photo and entry.result]
+
+        def work(progress: ProgressCallback, cancelled: CancelCheck, partial: Any) -> None:
+            for update in explain_photos(jobs, engine, card, progress, cancelled):
+                partial(update)
+
+        task = Task(work, f"Saliency maps of {len(wanted)} photo(s)")
+        for entry in wanted:
+            entry.explaining = True
+        self.saliency_task = task
+        task.signals.partial.connect(lambda update: self._on_explained(wanted[update.index], jobs, update))
+        task.signals.errored.connect(lambda message, _details: self.status.setText(f"Saliency maps stopped: {message}"))
+        task.signals.finished.connect(lambda: self._on_explaining_ended(task, wanted))
+        self._refresh_items(wanted)
+        return self.start_task(task, task.description + "…")
+
+    def _on_explained(self, entry: LesionEntry, jobs: list[tuple[Photo, PhotoResult]], update: PhotoExplained) -> None:
+        entry.explaining = False
+        if entry.result is jobs[update.index][1]:  # still the result the map explains
+            entry.result = update.result
         self._refresh_items([entry])
-        if "result" in changes or "problem" in changes:
+        self.results_changed.emit()
+
+    def _on_explaining_ended(self, task: Task, entries: list[LesionEntry]) -> None:
+        stopped = [entry for entry in entries if entry.explaining]
+        for entry in stopped:
+            entry.explaining = False
+        self._refresh_items(stopped)
+        if self.saliency_task is task:
+            self.saliency_task = None
+            if not task.is_cancelled:
+                self.explain_missing()  # photos classified while these maps were computed
+
+    def _on_update(self, entries: list[LesionEntry], update: PhotoUpdate, waiting: str, card: ModelCard | None) -> None:
+        entry = entries[update.index]
+        if isinstance(update, PhotoUnreadable):
+            entry.problem = update.problem
+        elif isinstance(update, PhotoRead):
+            entry.photo, entry.thumbnail = update.photo, update.thumbnail
+            entry.status = waiting if card is None else f"classifying with {card.label}…"
+        elif isinstance(update, PhotoClassified):
+            entry.result, entry.warnings = update.result, update.warnings
+        self._refresh_items([entry])
+        if not isinstance(update, PhotoRead):
             self._sort()
             self._update_status()
         self.results_changed.emit()
@@ -526,6 +578,13 @@ class SkinPanel(QtWidgets.QWidget):
         self.views[1].setVisible(compare)
         if compare:
             self.views[1].show_entry(selected[1] if len(selected) > 1 else None)
+        self._apply_saliency()
+
+    def _on_saliency_toggled(self, checked: bool) -> None:
+        if checked:
+            self.explain_missing()
+        elif self.saliency_task is not None:  # no one is waiting for the maps: give the cores back
+            self.saliency_task.cancel()
         self._apply_saliency()
 
     def _apply_saliency(self) -> None:

@@ -31,9 +31,10 @@ from medview.ui.ct.findings.covid import CovidTab
 from medview.ui.ct.findings.kidney import KidneyTab
 from medview.ui.ct.findings.liver import LiverTab
 from medview.ui.ct.layers import LayerStack
-from medview.ui.provenance import audit_model_run, demo_warning_html, provenance_table_html
+from medview.ui.provenance import demo_warning_html, provenance_table_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import StartTask, Task
+from medview.workflows.audit import audit_model_run
 
 
 class FindingsPanel(QtWidgets.QWidget):
