@@ -217,7 +217,7 @@ class PhotoResult:
     positive_class: str
     votes: Mapping[str, int]  # tree votes for each class, summed over the views
     saliency: Heatmap | None
-    views: int = 1  # the photo alone, or with its mirror images (every tree votes once per view)
+    views: int = 1  # the photo alone, or with its mirrored or turned copies (every tree votes once per view)
 
     @property
     def label(self) -> str:
@@ -234,7 +234,8 @@ class PhotoResult:
             return ", ".join(f"{count} of {total} trees vote {name}" for name, count in self.votes.items())
         trees = total // self.views
         counted = ", ".join(f"{count} of {total} votes for {name}" for name, count in self.votes.items())
-        return f"{counted} ({trees} trees, each voting on the photo and its {self.views - 1} mirror images)"
+        copies = f"{self.views - 1} mirrored or turned copies of it"
+        return f"{counted} ({trees} trees, each voting on the photo and {copies})"
 
 
 @dataclass(frozen=True)

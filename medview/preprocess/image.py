@@ -77,6 +77,30 @@ def adjacent_slices(volume: np.ndarray, indices: Sequence[int], channels: int) -
     return volume[np.asarray(picks)]
 
 
+#: The eight orientations of a photo that has no up or left (a dermoscopy photo): the square's symmetries.
+#: Their names key the feature cache in training and a skin bundle's ``vote_views`` in its input spec.
+PHOTO_VIEWS = ("photo", "hflip", "vflip", "hvflip", "rot90", "rot270", "transpose", "antitranspose")
+MIRROR_VIEWS = PHOTO_VIEWS[:4]  # the photo and its three mirror images
+
+
+def photo_view(rgb: np.ndarray, view: str) -> np.ndarray:
+    """The photo (h, w, ...) in one of ``PHOTO_VIEWS``: mirrored, turned (``rot90``/``rot270`` counter-clockwise, as
+    ``np.rot90``) or transposed across a diagonal.  A view of the array, not a copy."""
+    turned = {
+        "photo": lambda a: a,
+        "hflip": lambda a: a[:, ::-1],
+        "vflip": lambda a: a[::-1],
+        "hvflip": lambda a: a[::-1, ::-1],
+        "rot90": lambda a: np.rot90(a, 1),
+        "rot270": lambda a: np.rot90(a, 3),
+        "transpose": lambda a: a.swapaxes(0, 1),
+        "antitranspose": lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    }
+    if view not in turned:
+        raise ValueError(f"unknown photo view {view!r}: one of {', '.join(PHOTO_VIEWS)}")
+    return turned[view](rgb)
+
+
 def photo_batch(rgb: np.ndarray, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """A photo (h, w, 3) of any dtype -> a (1, 3, *size) network input: resize, min-max, channel normalisation.
 

@@ -11,13 +11,13 @@ from PIL import Image
 from sklearn.ensemble import RandomForestClassifier
 
 from medview.engine.manifest import ARCHITECTURES, DataProvenance, InputSpec
-from medview.engine.pipelines.skin import MIRROR_VOTES
+from medview.engine.pipelines.skin import MIRROR_VOTES, VOTE_VIEWS
 from medview.engine.service import Engine
 from medview.errors import InputError, ModelError
 from medview.io.dicom import load_dicom
 from medview.io.volume import Volume
 from medview.models import create_model
-from medview.preprocess.image import adjacent_slices, resize_back, resize_stack, window_to_unit
+from medview.preprocess.image import PHOTO_VIEWS, adjacent_slices, photo_view, resize_back, resize_stack, window_to_unit
 from training.export import export_bundle
 
 DEMO = DataProvenance(dataset="random weights", split="none", counts={}, demo=True)
@@ -223,8 +223,49 @@ def test_mirror_votes_average_the_photo_and_its_three_mirror_images(
     assert result.scores.probabilities["malignant"] == pytest.approx(
         np.mean([one.scores.probabilities["malignant"] for one in each])
     )
-    assert "50 trees, each voting on the photo and its 3 mirror images" in result.votes_text()
+    assert "50 trees, each voting on the photo and 3 mirrored or turned copies of it" in result.votes_text()
     assert each[0].votes_text().startswith(f"{each[0].votes['benign']} of 50 trees vote benign")
+
+
+def test_vote_views_average_the_photo_in_all_eight_orientations(
+    skin_models: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """A ``vote_views`` bundle turns the prepared tensor; the result equals the plain bundle's on each turned photo,
+    as training computed them (``photo_view``), averaged."""
+    _skin_bundle(tmp_path, "skin-dihedral", **{VOTE_VIEWS: list(PHOTO_VIEWS)})
+    plain_engine, turning_engine = Engine([skin_models], "cpu"), Engine([tmp_path], "cpu")
+    (plain,), (turning,) = plain_engine.cards("skin_lesion"), turning_engine.cards("skin_lesion")
+    rgb = _isic_photo(shared_data)
+    assert rgb.shape[0] == rgb.shape[1]  # a square photo: turning and resizing commute exactly
+    result = turning_engine.classify_skin(turning, rgb, explain=False)
+    each = [
+        plain_engine.classify_skin(plain, np.ascontiguousarray(photo_view(rgb, view)), explain=False)
+        for view in PHOTO_VIEWS
+    ]
+    assert len({one.votes["malignant"] for one in each}) > 1
+    assert result.views == 8
+    assert result.scores.probabilities["malignant"] == pytest.approx(
+        np.mean([one.scores.probabilities["malignant"] for one in each]), abs=1e-6
+    )
+    assert "each voting on the photo and 7 mirrored or turned copies of it" in result.votes_text()
+
+
+def test_photo_views_are_the_eight_symmetries_of_the_square() -> None:
+    grid = np.arange(9).reshape(3, 3)
+    views = {view: photo_view(grid, view) for view in PHOTO_VIEWS}
+    assert len({view.tobytes() for view in views.values()}) == 8
+    assert views["rot90"].tolist() == [[2, 5, 8], [1, 4, 7], [0, 3, 6]]  # counter-clockwise
+    assert views["antitranspose"].tolist() == [[8, 5, 2], [7, 4, 1], [6, 3, 0]]
+    with pytest.raises(ValueError, match="unknown photo view"):
+        photo_view(grid, "rot45")
+
+
+def test_a_bundle_naming_an_unknown_view_is_refused(skin_models: Path, shared_data: Path, tmp_path: Path) -> None:
+    _skin_bundle(tmp_path, "skin-bad-views", **{VOTE_VIEWS: ["photo", "rot45"]})
+    engine = Engine([tmp_path], "cpu")
+    (card,) = engine.cards("skin_lesion")
+    with pytest.raises(ModelError, match="vote_views"):
+        engine.classify_skin(card, _isic_photo(shared_data), explain=False)
 
 
 def test_a_forest_with_out_of_range_nodes_is_refused(skin_models: Path, tmp_path: Path) -> None:

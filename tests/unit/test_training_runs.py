@@ -20,7 +20,7 @@ from torch import nn
 
 from medview.engine.api import validated_summary
 from medview.engine.forest import load_forest
-from medview.engine.pipelines.skin import MIRROR_VOTES
+from medview.engine.pipelines.skin import vote_views
 from medview.engine.service import Engine
 from medview.engine.weights import load_networks
 from medview.io.audio import read_icbhi_annotations, read_recording
@@ -46,7 +46,7 @@ from training.liver.data import read_liver_dataset
 from training.liver.train import LiverSettings, _augment, liver_probability, train_liver
 from training.lung.data import read_icbhi_dataset
 from training.lung.train import LungSettings, ensemble_probabilities, train_lung
-from training.skin.train import FLIPS, photo_features, train_skin
+from training.skin.train import photo_features, train_skin
 
 
 @pytest.fixture
@@ -161,8 +161,8 @@ def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Pa
     result = engine.classify_skin(found, photo.rgb, explain=True)
     network = load_networks(found)[0]
     forest = load_forest(found, 1000)
-    # the variant chosen on 30 photos may let the mirror images vote: training's route to each view's features
-    views = ("photo", *FLIPS) if found.input.extra.get(MIRROR_VOTES) else ("photo",)
+    # the variant chosen on 30 photos may let mirrored and turned views vote: training's route to each view's features
+    views = vote_views(found)
     expected = np.mean(
         [
             forest.predict_proba(photo_features(network, [photo.path], torch.device("cpu"), variant=view))[0]

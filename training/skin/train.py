@@ -22,12 +22,13 @@ rows) are compared by their mean AUC over 5 stratified folds of the training +
 validation photos, the paper's winning ties; the winner is fitted on the
 training photos and ships, and the manifest's notes say which ran and every
 candidate's AUC.  Some variants also let the photo's three mirror images
-vote (test-time augmentation of the features: the vote share is the mean over
-the four; the bundle's input spec says ``mirror_votes`` and the app's pipeline
-does the same).  The threshold is the malignant vote share that reaches the
-target sensitivity (0.9, MODELS.md) on the validation photos, never chosen on
-the test photos; the test photos give the shipped sensitivity and specificity
-with 95% Wilson intervals, and the AUC.
+vote, or all eight of its mirrored and turned views (test-time augmentation of
+the features: the vote share is the mean over them; the bundle's input spec
+lists them as ``vote_views`` and the app's pipeline does the same).  The
+threshold is the malignant vote share that reaches the target sensitivity
+(0.9, MODELS.md) on the validation photos, never chosen on the test photos;
+the test photos give the shipped sensitivity and specificity with 95% Wilson
+intervals, and the AUC.
 """
 
 from __future__ import annotations
@@ -48,12 +49,12 @@ from tqdm import tqdm
 
 from medview.engine.forest import load_forest
 from medview.engine.manifest import DataProvenance, InputSpec, load_manifest
-from medview.engine.pipelines.skin import MIRROR_VOTES
+from medview.engine.pipelines.skin import VOTE_VIEWS, vote_views
 from medview.engine.weights import load_networks
 from medview.io.photo import read_photo
 from medview.models import create_model
 from medview.models.skin import DEFAULT_BACKBONE, FOREST_TREES
-from medview.preprocess.image import photo_batch
+from medview.preprocess.image import MIRROR_VIEWS, PHOTO_VIEWS, photo_batch, photo_view
 from training.common.feature_cache import cached_network_features, default_cache_dir
 from training.common.metrics import binary_metrics, normalised_confusion, roc_points
 from training.common.operating_point import floor_significant, rates_with_intervals, threshold_for_sensitivity
@@ -79,7 +80,6 @@ VALIDATION_FRACTION = 0.2  # of the photos left after the test photos: where the
 TARGET_SENSITIVITY = 0.9  # MODELS.md: the melanoma operating point
 FEATURE_BATCH = 32
 BLANK_GREY = 128  # the blank photo of the export check: uniform mid-grey
-FLIPS = ("hflip", "vflip", "hvflip")  # a lesion photo has no up or left: its mirror images are lesion photos too
 
 #: paper 003, Table 1, ResNet18 + RF.  Its Se equals its Sp, which a binary
 #: table only shows when both are averages over the two classes, so the paper's
@@ -108,7 +108,22 @@ class ForestSetting:
     min_samples_leaf: int = 1  # 1: fully grown trees, whose leaves are pure (the paper's vote share)
     max_features: str | float = "sqrt"
     flips: bool = False  # the training photos' mirror images join the training rows
-    mirror_votes: bool = False  # a photo's vote share is the mean over it and its 3 mirror images (MIRROR_VOTES)
+    mirror_votes: bool = False  # a photo's vote share is the mean over it and its 3 mirror images
+    turns: bool = False  # the flips and the votes take in the 4 turned views too (all 8 PHOTO_VIEWS)
+
+    @property
+    def row_views(self) -> tuple[str, ...]:
+        """The views of each training photo the forest is fitted on."""
+        if not self.flips:
+            return ("photo",)
+        return PHOTO_VIEWS if self.turns else MIRROR_VIEWS
+
+    @property
+    def vote_views(self) -> tuple[str, ...]:
+        """The views of a photo whose vote shares are averaged (the bundle's ``vote_views``)."""
+        if not self.mirror_votes:
+            return ("photo",)
+        return PHOTO_VIEWS if self.turns else MIRROR_VIEWS
 
     def forest(self, seed: int) -> RandomForestClassifier:
         return RandomForestClassifier(
@@ -129,9 +144,9 @@ class ForestSetting:
         if self.max_features != "sqrt":
             parts.append(f"max_features={self.max_features}")
         if self.flips:
-            parts.append("training photos + their 3 mirror images")
+            parts.append(f"training photos + their {_copies(self.row_views)}")
         if self.mirror_votes:
-            parts.append("vote share averaged over the photo and its 3 mirror images")
+            parts.append(f"vote share averaged over the photo and its {_copies(self.vote_views)}")
         return f"{self.name} ({', '.join(parts)})"
 
 
@@ -152,6 +167,15 @@ FOREST_VARIANTS = (
         flips=True,
         mirror_votes=True,
     ),
+    ForestSetting(
+        "balanced-300-leaf3-dihedral",
+        trees=300,
+        class_weight="balanced_subsample",
+        min_samples_leaf=3,
+        flips=True,
+        mirror_votes=True,
+        turns=True,
+    ),
 )
 SELECTION_FOLDS = 5  # the variant is chosen by its mean AUC over these folds of the training + validation photos
 
@@ -167,14 +191,9 @@ class SkinSettings:
     compare_bundle: Path | None = None  # a previous skin bundle to evaluate on the same test photos
 
 
-def _flipped(rgb: np.ndarray, variant: str) -> np.ndarray:
-    if variant == "hflip":
-        return rgb[:, ::-1]
-    if variant == "vflip":
-        return rgb[::-1]
-    if variant == "hvflip":
-        return rgb[::-1, ::-1]
-    return rgb
+def _copies(views: tuple[str, ...]) -> str:
+    """The views beyond the photo itself, in words."""
+    return "3 mirror images" if views == MIRROR_VIEWS else f"{len(views) - 1} mirrored and turned copies"
 
 
 @torch.no_grad()
@@ -195,7 +214,7 @@ def photo_features(
     for start in tqdm(range(0, len(paths), FEATURE_BATCH), desc=f"CNN features ({variant})", disable=not progress):
         batch = np.concatenate(
             [
-                photo_batch(_flipped(read_photo(path).rgb, variant), size, network.mean, network.std)
+                photo_batch(photo_view(read_photo(path).rgb, variant), size, network.mean, network.std)
                 for path in paths[start : start + FEATURE_BATCH]
             ]
         )
@@ -268,12 +287,11 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float) ->
 
 
 def forest_scores(
-    forest: RandomForestClassifier, mirror_votes: bool, features: dict[str, np.ndarray], rows: np.ndarray
+    forest: RandomForestClassifier, views: Sequence[str], features: dict[str, np.ndarray], rows: np.ndarray
 ) -> np.ndarray:
     """Class probabilities of the photos ``rows``: the forest's vote share, averaged over the mirror images with
     ``mirror_votes`` (test-time augmentation of the features, as the app's pipeline does it)."""
-    variants = ("photo", *FLIPS) if mirror_votes else ("photo",)
-    return np.mean([forest.predict_proba(features[variant][rows]) for variant in variants], axis=0)
+    return np.mean([forest.predict_proba(features[view][rows]) for view in views], axis=0)
 
 
 def _fit(
@@ -283,8 +301,7 @@ def _fit(
 
     ``features`` maps a variant ("photo", a flip) to one row per photo of the dataset.
     """
-    variants = ("photo", *FLIPS) if setting.flips else ("photo",)
-    rows = [features[variant][train] for variant in variants]
+    rows = [features[view][train] for view in setting.row_views]
     if not all(np.isfinite(part).all() for part in rows):
         raise ValueError(f"forest {setting.name}: features missing for some training photos")
     forest = setting.forest(seed)
@@ -314,7 +331,7 @@ def choose_forest(
         fold_aucs = []
         for kept, held in folds.split(pool, labels[pool]):
             forest = _fit(setting, features, pool[kept], labels, seed)
-            scores = forest_scores(forest, setting.mirror_votes, features, pool[held])[:, POSITIVE]
+            scores = forest_scores(forest, setting.vote_views, features, pool[held])[:, POSITIVE]
             fold_aucs.append(roc_points(labels[pool[held]] == POSITIVE, scores)[2])
         aucs[setting.name] = float(np.mean(fold_aucs))
         log.info(
@@ -333,7 +350,7 @@ def evaluate_bundle(
     """
     card = load_manifest(bundle)
     network = load_networks(card)[0].eval()
-    mirror_votes = bool(card.input.extra.get(MIRROR_VOTES, False))
+    views = vote_views(card)
     features = {
         variant: cached_network_features(
             network,
@@ -345,12 +362,12 @@ def evaluate_bundle(
                 network, missing, torch.device("cpu"), progress=progress, variant=variant
             ),
         )
-        for variant in (("photo", *FLIPS) if mirror_votes else ("photo",))
+        for variant in views
     }
     forest = load_forest(card, features["photo"].shape[1])
     positive = str(card.input.extra.get("positive_class", card.class_names[-1]))
     threshold = float(card.thresholds.get(positive, 0.5))
-    metrics = evaluate(labels, forest_scores(forest, mirror_votes, features, np.arange(len(paths))), threshold)
+    metrics = evaluate(labels, forest_scores(forest, views, features, np.arange(len(paths))), threshold)
     return metrics, threshold, card.label
 
 
@@ -392,23 +409,24 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
         )
 
     features = {"photo": features_of(paths, "photo")}
-    if any(setting.mirror_votes for setting in candidates):  # every photo's mirror images may vote
-        mirrored = np.arange(len(paths))
-    elif any(setting.flips for setting in candidates):  # mirror images of the photos a forest may train on
-        mirrored = np.concatenate([split.train, split.validation])
-    else:
-        mirrored = np.zeros(0, dtype=int)
-    if len(mirrored):
-        for variant in FLIPS:
-            features[variant] = np.full_like(features["photo"], np.nan)
-            features[variant][mirrored] = features_of([paths[index] for index in mirrored], variant)
+    voting = {view for setting in candidates for view in setting.vote_views}
+    fitted = {view for setting in candidates for view in setting.row_views}
+    for view in PHOTO_VIEWS[1:]:
+        if view in voting:  # every photo's view may vote
+            rows = np.arange(len(paths))
+        elif view in fitted:  # the views of the photos a forest may be fitted on
+            rows = np.concatenate([split.train, split.validation])
+        else:
+            continue
+        features[view] = np.full_like(features["photo"], np.nan)
+        features[view][rows] = features_of([paths[index] for index in rows], view)
 
     feature_seconds = time.perf_counter() - started
     fitting = time.perf_counter()
     setting, selection_aucs = choose_forest(candidates, features, split, labels, options.seed)
     forest = _fit(setting, features, split.train, labels, options.seed)
     fit_seconds = time.perf_counter() - fitting
-    validation_scores = forest_scores(forest, setting.mirror_votes, features, split.validation)
+    validation_scores = forest_scores(forest, setting.vote_views, features, split.validation)
     threshold = threshold_for_sensitivity(
         labels[split.validation] == POSITIVE, validation_scores[:, POSITIVE], settings.target_sensitivity
     )
@@ -424,7 +442,7 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
         validation["specificity"],
     )
 
-    probabilities = forest_scores(forest, setting.mirror_votes, features, split.test)
+    probabilities = forest_scores(forest, setting.vote_views, features, split.test)
     test_labels = labels[split.test]
     metrics = evaluate(test_labels, probabilities, threshold)
     training_seconds = time.perf_counter() - started
@@ -503,7 +521,7 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
                     "mean": list(network.mean),
                     "std": list(network.std),
                     "positive_class": "malignant",
-                    **({MIRROR_VOTES: True} if setting.mirror_votes else {}),
+                    **({VOTE_VIEWS: list(setting.vote_views)} if len(setting.vote_views) > 1 else {}),
                 },
             ),
             class_names=CLASS_NAMES,

@@ -27,11 +27,12 @@ measures a few), the frame ring (10-30% in from the edges, 48% of the area) held
 with integrated gradients the ring holds 39% and the lesion 2.1x the skin's.
 It does not say which way those features pushed the vote.
 
-A bundle whose input spec sets ``mirror_votes`` (test-time augmentation of the
+A bundle whose input spec lists ``vote_views`` (test-time augmentation of the
 features, chosen in training by cross-validated AUC) has the forest vote on the
-photo and its horizontal, vertical and double mirror images (a dermoscopy photo
-has no up or left), and the class probabilities are the mean of the four.  The
-saliency map stays the photo's own.
+photo in each of those orientations (``medview.preprocess.image.PHOTO_VIEWS``:
+mirrored, turned; a dermoscopy photo has no up or left), and the class
+probabilities are the mean over them.  ``mirror_votes`` (bundles 1.2.x) means
+the photo and its three mirror images.  The saliency map stays the photo's own.
 """
 
 from __future__ import annotations
@@ -42,13 +43,42 @@ import numpy as np
 import torch
 
 from medview.engine.api import ClassScores, Heatmap, PhotoResult
+from medview.engine.manifest import ModelCard
 from medview.engine.pipelines.context import RunContext
 from medview.errors import ModelError
 from medview.explain import integrated_gradients
-from medview.preprocess.image import photo_batch, resize_back
+from medview.preprocess.image import MIRROR_VIEWS, PHOTO_VIEWS, photo_batch, resize_back
 
-#: input-spec key: the bundle's forest votes on the photo and its 3 mirror images, and the vote shares are averaged
+#: input-spec key: the orientations of the photo the forest votes on (``PHOTO_VIEWS`` names); vote shares averaged
+VOTE_VIEWS = "vote_views"
+#: input-spec key of the 1.2.x bundles: the forest votes on the photo and its 3 mirror images
 MIRROR_VOTES = "mirror_votes"
+
+#: each view of ``PHOTO_VIEWS`` on a prepared (n, 3, h, w) batch; ``photo_view`` does the same to a photo
+_TENSOR_VIEWS = {
+    "photo": lambda x: x,
+    "hflip": lambda x: x.flip(-1),
+    "vflip": lambda x: x.flip(-2),
+    "hvflip": lambda x: x.flip(-2, -1),
+    "rot90": lambda x: torch.rot90(x, 1, dims=(-2, -1)),
+    "rot270": lambda x: torch.rot90(x, 3, dims=(-2, -1)),
+    "transpose": lambda x: x.transpose(-2, -1),
+    "antitranspose": lambda x: x.flip(-2, -1).transpose(-2, -1),
+}
+
+
+def vote_views(card: ModelCard) -> tuple[str, ...]:
+    """The orientations of the photo that ``card``'s forest votes on (just the photo, for the paper's setting)."""
+    extra = card.input.extra
+    views = tuple(extra.get(VOTE_VIEWS) or (MIRROR_VIEWS if extra.get(MIRROR_VOTES) else ("photo",)))
+    unknown = [view for view in views if view not in PHOTO_VIEWS]
+    if unknown or not views or views[0] != "photo":
+        raise ModelError(
+            f"bundle {card.label}: {VOTE_VIEWS} must start with 'photo' and name only {', '.join(PHOTO_VIEWS)}",
+            path=card.bundle_dir,
+        )
+    return views
+
 
 if TYPE_CHECKING:  # scikit-learn loads with the first forest (Engine.forest), not with the engine
     from sklearn.ensemble import RandomForestClassifier
@@ -65,11 +95,9 @@ def classify_photo(
     network = context.networks[0]
     context.step(0, 2 if explain else 1, "computing CNN features")
     batch = _prepared(context, rgb)
-    views = batch
-    if card.input.extra.get(MIRROR_VOTES):
-        # mirroring the prepared tensor equals preparing the mirrored photo (resize and min-max commute with it),
-        # which is how training computed the mirror images' features
-        views = torch.cat([batch, batch.flip(-1), batch.flip(-2), batch.flip(-2, -1)])
+    # turning the prepared tensor equals preparing the turned photo (the resize to a square, min-max and the
+    # channel statistics commute with it), which is how training computed each view's features
+    views = torch.cat([_TENSOR_VIEWS[view](batch) for view in vote_views(card)])
     with torch.no_grad():
         features = network(views).float().cpu().numpy()
     from medview.engine.forest import forest_votes  # scikit-learn is loaded: the forest exists
