@@ -19,7 +19,7 @@ import numpy as np
 from medview.audit import Outcome, audit_log
 from medview.config import Settings
 from medview.engine.api import InferenceService
-from medview.errors import MedviewError
+from medview.errors import ExportError, MedviewError
 from medview.io.anonymise import AnonymisationResult, anonymise_series
 from medview.io.audio import AUDIO_SUFFIXES
 from medview.io.dicom import (
@@ -51,6 +51,7 @@ from medview.ui.qt import GarbageCollector, QtCore, QtGui, QtWidgets
 from medview.ui.skin.panel import PHOTO_FILTER, SkinPanel
 from medview.ui.workers import Task, TaskRunner
 from medview.ui.workspace import ModelWorkspace
+from medview.workflows.audit import AuditedExport
 
 if TYPE_CHECKING:
     from medview.ui.pacs.query_dialog import PacsQueryDialog
@@ -529,32 +530,28 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         sources = [header.source for header in series.slices]
 
-        def work(progress: object, cancelled: object, _partial: object) -> AnonymisationResult:
-            return anonymise_series(sources, destination, progress=progress, cancelled=cancelled)  # type: ignore[arg-type]
+        audited = AuditedExport(
+            "series",
+            destination,
+            "DICOM",
+            anonymised=True,
+            study_uid=series.study_uid,
+            series_uid=dicom_series_uid(series.series_uid),
+            patient_id=series.patient_id,
+        )
 
-        audited = {
-            "kind": "series",
-            "destination": destination,
-            "anonymised": True,
-            "file_format": "DICOM",
-            "study_uid": series.study_uid or None,
-            "series_uid": dicom_series_uid(series.series_uid),
-            "patient_id": series.patient_id or None,
-        }
+        def work(progress: object, cancelled: object, _partial: object) -> AnonymisationResult:
+            return audited.write(
+                lambda: anonymise_series(sources, destination, progress=progress, cancelled=cancelled)  # type: ignore[arg-type]
+            )
 
         def on_done(result: AnonymisationResult) -> None:
-            audit_log().record_export(**audited)
             lines = [f"Exported {len(result.files)} images to {result.folders[0]}." if result.folders else "", ""]
             lines += [*result.warnings, "Text burned into the pixels is not removed: check the images before sharing."]
             show_message(self, "Anonymised export", "\n".join(lines).strip(), warning=bool(result.warnings))
 
         task = Task(work, f"Exporting {series.display_name} anonymised")
         task.signals.succeeded.connect(on_done)
-        task.signals.errored.connect(
-            lambda message, _details: audit_log().record_export(
-                **audited, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message
-            )
-        )
         return self._start(task, f"Exporting {series.display_name} anonymised…")
 
     def _choose_report(self, anonymise: bool = False) -> None:
@@ -579,30 +576,22 @@ class MainWindow(QtWidgets.QMainWindow):
             show_message(self, "No report", str(error))
             return None
         volume = self.volume
-        audited = {
-            "kind": "case report",
-            "destination": path,
-            "anonymised": anonymise,
-            "file_format": "PDF",
-            "series_uid": dicom_series_uid(volume.series_uid) if volume is not None else None,
-            "patient_id": volume.info.get("PatientID") if volume is not None and not anonymise else None,
-        }
+        audited = AuditedExport(
+            "case report",
+            path,
+            "PDF",
+            anonymised=anonymise,
+            series_uid=dicom_series_uid(volume.series_uid) if volume is not None else None,
+            patient_id=volume.info.get("PatientID") if volume is not None and not anonymise else None,
+        )
 
         def work(_progress: object, _cancelled: object, _partial: object) -> Path:
-            write_pdf(report, path)
+            audited.write(lambda: write_pdf(report, path))
             return path
 
-        def on_written(_path: Path) -> None:
-            audit_log().record_export(**audited)
-            self.statusBar().showMessage(f"Saved the case report to {path}", 8000)
-
         task = Task(work, f"Writing {path.name}")
-        task.signals.succeeded.connect(on_written)
-        task.signals.errored.connect(
-            lambda message, _details: audit_log().record_export(
-                **audited, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message
-            )
-        )
+        saved = f"Saved the case report to {path}"
+        task.signals.succeeded.connect(lambda _path: self.statusBar().showMessage(saved, 8000))
         return self._start(task, f"Writing {path.name}…")
 
     def _choose_view_export(self) -> None:
@@ -613,23 +602,26 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def export_view(self, path: Path) -> bool:
         """Save what the current workspace shows (images, overlays, read-outs, banner) as a PNG."""
-        saved = self.workspaces.currentWidget().grab().save(str(path), "PNG")
         volume = self.volume if self.workspaces.currentWidget() is self.mpr else None
-        audited = {
-            "kind": f"view of {self.workspaces.tabText(self.workspaces.currentIndex())}",
-            "destination": path,
-            "anonymised": False,
-            "file_format": "PNG",
-            "series_uid": dicom_series_uid(volume.series_uid) if volume is not None else None,
-            "patient_id": volume.info.get("PatientID") if volume is not None else None,
-        }
-        if saved:
-            audit_log().record_export(**audited)
-            self.statusBar().showMessage(f"Saved the view to {path}", 5000)
-        else:
-            audit_log().record_export(**audited, outcome=Outcome.SERIOUS_FAILURE, outcome_description="not written")
-            show_message(self, "Could not export the view", f"{path}: the image could not be written there.")
-        return saved
+        audited = AuditedExport(
+            f"view of {self.workspaces.tabText(self.workspaces.currentIndex())}",
+            path,
+            "PNG",
+            series_uid=dicom_series_uid(volume.series_uid) if volume is not None else None,
+            patient_id=volume.info.get("PatientID") if volume is not None else None,
+        )
+
+        def save() -> None:
+            if not self.workspaces.currentWidget().grab().save(str(path), "PNG"):
+                raise ExportError("the image could not be written there.", path=path)
+
+        try:
+            audited.write(save)
+        except ExportError as error:
+            show_message(self, "Could not export the view", str(error))
+            return False
+        self.statusBar().showMessage(f"Saved the view to {path}", 5000)
+        return True
 
     def show_pacs_settings(self) -> None:
         """The DICOM receiver's settings (on/off, AE title, port); applied on OK."""

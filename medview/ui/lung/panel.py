@@ -27,12 +27,11 @@ is then marked as truncated on screen, in the results and in the exports.
 
 from __future__ import annotations
 
-import csv
 import functools
 import html
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +46,10 @@ from medview.io.audio import (
     AUDIO_SUFFIXES,
     ICBHI_CLASSES,
     Cycle,
-    Recording,
     TruncatedRecordingError,
-    annotation_path,
-    read_icbhi_annotations,
-    read_recording,
     write_icbhi_annotations,
 )
 from medview.io.playback import SPEEDS, AudioPlayer
-from medview.preprocess.audio import Spectrogram, display_spectrogram
-from medview.preprocess.cycles import MIN_DURATION_S, detect_cycles
-from medview.preprocess.waveform import WaveformSummary
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
 from medview.ui.dialogs import show_message
@@ -70,7 +62,16 @@ from medview.ui.provenance import (
 )
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
 from medview.ui.workers import StartTask, Task
-from medview.workflows.audit import audit_model_run
+from medview.workflows.audit import AuditedExport, audit_model_run, export_error_message
+from medview.workflows.lung import (
+    OpenedRecording,
+    cycle_probabilities,
+    cycle_table,
+    export_name,
+    open_recording,
+    predicted_cycles,
+    write_cycle_csv,
+)
 
 AUDIO_FILTER = f"Recordings ({' '.join('*' + suffix for suffix in AUDIO_SUFFIXES)});;All files (*)"
 CLASS_COLOURS = {
@@ -104,121 +105,6 @@ PREDICTED_COLUMN = 4
 #: the cycle table's columns fit the rows in view and this many more (Qt's default, 1,000, made every row's text)
 SIZED_ROWS = 100
 BOTTOM_MIN_HEIGHT = 220  # px: the cycle table and the verdict pane under the plots
-
-#: the columns of the cycle table (CSV export, case report)
-CYCLE_TABLE_COLUMNS = (
-    "recording",
-    "recording_truncated",
-    "cycle",
-    "start_s",
-    "end_s",
-    "annotated",
-    "predicted",
-    "p_abnormal",
-    *(f"p_{name}" for name in ICBHI_CLASSES),
-    "model",
-    "demo_model",
-)
-
-
-@dataclass(frozen=True, eq=False)
-class OpenedRecording:
-    """A recording with what the panel shows of it, prepared off the GUI thread."""
-
-    recording: Recording
-    cycles: tuple[Cycle, ...]
-    cycles_note: str  # where the cycles came from, or why there are none
-    annotated: bool  # the cycles come from an annotation file (else detected, without labels)
-    spectrograms: dict[bool, Spectrogram]  # by mel
-    waveform: WaveformSummary
-
-    @property
-    def truncation_note(self) -> str:
-        """That the file is cut off and how much of it is shown; empty for a whole recording."""
-        return truncation_note(self.recording)
-
-    @property
-    def annotation_note(self) -> str:
-        """What the info line and the case report say of the cycles, the truncation first when the file is cut off."""
-        return " ".join(note for note in (self.truncation_note, self.cycles_note) if note)
-
-
-def truncation_note(recording: Recording) -> str:
-    """One sentence saying that ``recording`` is only the readable start of a cut-off file; empty when it is whole."""
-    if recording.announced_s is None:
-        return ""
-    return (
-        f"Truncated file: only the first {recording.duration_s:.1f} s of the {recording.announced_s:.1f} s "
-        "announced by its header could be read; the cycles and results cover that part only."
-    )
-
-
-def open_recording(path: Path, *, allow_truncated: bool = False) -> OpenedRecording:
-    """Read ``path``, its ICBHI annotation file when there is one, and both display spectrograms.
-
-    ``allow_truncated`` opens the readable part of a file that was cut off (the user chose to);
-    without it such a file raises ``TruncatedRecordingError``.
-    """
-    recording = read_recording(path, allow_truncated=allow_truncated)
-    annotations = annotation_path(path)
-    problem = ""
-    if annotations.is_file():
-        try:
-            if recording.truncated:
-                cycles, note = _readable_cycles(annotations, recording.duration_s)
-            else:
-                cycles = read_icbhi_annotations(annotations, duration_s=recording.duration_s)
-                note = f"{len(cycles)} cycles from {annotations.name}."
-        except MedviewError as error:
-            problem = f"The annotation file could not be used ({error}). "
-        else:
-            return _prepared(recording, cycles, note, annotated=True)
-    else:
-        problem = f"No annotation file ({annotations.name}). "
-    spans = detect_cycles(recording.samples, recording.sample_rate)
-    if spans:
-        note = (
-            f"{problem}{len(spans)} cycles found automatically from the pauses between breaths; "
-            "check them and drag their edges to correct them."
-        )
-    elif recording.duration_s < MIN_DURATION_S:
-        note = f"{problem}The recording is too short ({recording.duration_s:.1f} s) to find breathing cycles in."
-    else:
-        note = (
-            f"{problem}No breathing cycles were found: the recording has no regular breath sounds (silence or noise)."
-        )
-    return _prepared(recording, [Cycle(start, end) for start, end in spans], note, annotated=False)
-
-
-def _readable_cycles(annotations: Path, duration_s: float) -> tuple[list[Cycle], str]:
-    """The annotated cycles that lie wholly in a truncated recording's readable part, and a note saying so.
-
-    A cycle the cut runs through is left out: its label describes sound that is not in the file.
-    """
-    every = read_icbhi_annotations(annotations)
-    kept = [cycle for cycle in every if cycle.end_s <= duration_s]
-    note = (
-        f"{len(kept)} of the {len(every)} cycles in {annotations.name} lie wholly in the readable part; "
-        "the others fall in the missing part and are left out."
-    )
-    return kept, note
-
-
-def _prepared(recording: Recording, cycles: list[Cycle], note: str, annotated: bool) -> OpenedRecording:
-    spectrograms = {
-        mel: display_spectrogram(recording.samples, recording.sample_rate, mel=mel) for mel in (True, False)
-    }
-    waveform = WaveformSummary(recording.samples, recording.sample_rate)
-    return OpenedRecording(recording, tuple(cycles), note, annotated, spectrograms, waveform)
-
-
-def cycle_probabilities(result: LungSoundResult, index: int, two_class: bool) -> dict[str, float]:
-    """The probabilities of cycle ``index``: the 4 ICBHI classes, or normal / abnormal (the sum of the other three)."""
-    probabilities = dict(result.scores[index].probabilities)
-    if not two_class:
-        return probabilities
-    normal = probabilities.get("normal", 0.0)
-    return {"normal": normal, "abnormal": 1.0 - normal}
 
 
 def clock(seconds: float) -> str:
@@ -1213,69 +1099,25 @@ class LungSoundPanel(QtWidgets.QWidget):
             self._export(lambda: self.export_icbhi(Path(path)), path, "cycle annotations", "ICBHI annotation text")
 
     def _export_name(self, suffix: str) -> str:
-        """The proposed export file: the recording's name, marked when it is truncated, and ``suffix``."""
-        if self.opened_recording is None:
-            return ""
-        recording = self.opened_recording.recording
-        return str(recording.path.with_suffix("")) + ("_truncated" if recording.truncated else "") + suffix
+        return export_name(self.opened_recording.recording, suffix) if self.opened_recording is not None else ""
 
     def _export(self, write: Callable[[], None], path: str, kind: str, file_format: str) -> None:
         source = self.opened_recording.recording.path if self.opened_recording else None
-        try:
-            write()
+        try:  # a few kB written on the GUI thread: no worker
+            AuditedExport(kind, path, file_format, source=source).write(write)
         except (OSError, MedviewError) as error:
-            message = f"{path}: {error.strerror or error}" if isinstance(error, OSError) else str(error)
-            audit_log().record_export(
-                kind,
-                path,
-                anonymised=False,
-                file_format=file_format,
-                source=source,
-                outcome=Outcome.SERIOUS_FAILURE,
-                outcome_description=message,
-            )
-            show_message(self, "Could not export", message)
+            show_message(self, "Could not export", export_error_message(path, error))
         else:
-            audit_log().record_export(kind, path, anonymised=False, file_format=file_format, source=source)
             self.status.setText(f"Exported {path}")
 
     def cycle_table(self) -> list[dict[str, str]]:
         """The cycle table as text, one dict per cycle: what the CSV export writes and the case report prints."""
-        provenance = self.result.provenance if self.result is not None else None
-        recording = self.opened_recording.recording.path.name if self.opened_recording else ""
-        truncated = str(self.opened_recording is not None and self.opened_recording.recording.truncated).lower()
-        rows = []
-        for index, cycle in enumerate(self.cycles):
-            current = self.result is not None and index not in self.stale
-            probabilities = cycle_probabilities(self.result, index, two_class=False) if current else None
-            values = [
-                recording,
-                truncated,
-                str(index + 1),
-                f"{cycle.start_s:.3f}",
-                f"{cycle.end_s:.3f}",
-                self._annotated_label(cycle),
-                ClassScores(probabilities).label if probabilities else "",
-                f"{1 - probabilities['normal']:.4f}" if probabilities else "",
-                *(f"{probabilities[name]:.4f}" if probabilities else "" for name in ICBHI_CLASSES),
-                *([provenance.label, str(provenance.demo).lower()] if probabilities and provenance else ["", ""]),
-            ]
-            rows.append(dict(zip(CYCLE_TABLE_COLUMNS, values, strict=True)))
-        return rows
+        return cycle_table(self.opened_recording, self.cycles, self.result, self.stale)
 
     def export_csv(self, path: Path) -> None:
         """The cycle table as CSV: times, annotated and predicted class, the 4 probabilities and the model."""
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CYCLE_TABLE_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.cycle_table())
+        write_cycle_csv(path, self.cycle_table())
 
     def export_icbhi(self, path: Path) -> None:
         """The cycles with their predicted crackle/wheeze flags, in the ICBHI annotation format."""
-        if self.result is None or self.stale:
-            raise MedviewError("classify the cycles (again) before exporting their predicted classes")
-        predicted = []
-        for index, cycle in enumerate(self.cycles):
-            label = self.result.scores[index].label
-            predicted.append(replace(cycle, crackles=label in ("crackle", "both"), wheezes=label in ("wheeze", "both")))
-        write_icbhi_annotations(path, predicted)
+        write_icbhi_annotations(path, predicted_cycles(self.cycles, self.result, self.stale))

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medview.audit import Outcome, audit_log
 from medview.engine.api import InferenceService
 from medview.engine.manifest import ModelCard
 from medview.io.dicom import dicom_series_uid
@@ -34,7 +33,7 @@ from medview.ui.ct.layers import LayerStack
 from medview.ui.provenance import demo_warning_html, provenance_table_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from medview.ui.workers import StartTask, Task
-from medview.workflows.audit import audit_model_run
+from medview.workflows.audit import AuditedExport, audit_model_run
 
 
 class FindingsPanel(QtWidgets.QWidget):
@@ -357,25 +356,19 @@ class FindingsPanel(QtWidgets.QWidget):
     def _export(
         self, work: Callable[..., Path], path: Path, file_format: str, finding: Finding, volume: Volume
     ) -> Task:
-        audited = {
-            "kind": f"{(finding.export_label or 'AI').lower()} segmentation ({finding.provenance.label})",
-            "anonymised": False,
-            "file_format": file_format,
-            "series_uid": dicom_series_uid(volume.series_uid),
-            "patient_id": volume.info.get("PatientID") or None,
-        }
-
-        def on_written(written: Path) -> None:
-            audit_log().record_export(destination=written, **audited)
-            self.note.setText(f"Exported {written}")
-
-        task = Task(work, f"Exporting {path.name}")
-        task.signals.succeeded.connect(on_written)
-        task.signals.errored.connect(
-            lambda message, _details: audit_log().record_export(
-                destination=path, outcome=Outcome.SERIOUS_FAILURE, outcome_description=message, **audited
-            )
+        audited = AuditedExport(
+            f"{(finding.export_label or 'AI').lower()} segmentation ({finding.provenance.label})",
+            path,
+            file_format,
+            series_uid=dicom_series_uid(volume.series_uid),
+            patient_id=volume.info.get("PatientID"),
         )
+
+        def audited_work(progress: object, cancelled: object, partial: object) -> Path:
+            return audited.write(lambda: work(progress, cancelled, partial))
+
+        task = Task(audited_work, f"Exporting {path.name}")
+        task.signals.succeeded.connect(lambda written: self.note.setText(f"Exported {written}"))
         return self.start_task(task, f"Exporting {path.name}…")
 
     def _choose_export(self, file_filter: str, suffix: str, export: Callable[[Path], Task | None]) -> None:
