@@ -25,7 +25,6 @@ from scipy import ndimage
 
 from medview.engine.api import Heatmap, validated_summary
 from medview.ui.ct.findings.kidney import (
-    FEW_POSITIVES,
     GRAD_CAM_THRESHOLD,
     ROI_COLOUR,
     WHOLE_SLICE,
@@ -34,6 +33,7 @@ from medview.ui.ct.findings.kidney import (
 )
 from medview.ui.ct.layers import HeatmapLayer, LabelLayer
 from medview.ui.qt import QtCore, QtWidgets
+from medview.workflows.kidney import FEW_POSITIVES
 from tests.kidney_slices import KAGGLE_KIDNEY, STONE_SLICES, kaggle_slice_hu
 
 from .conftest import (

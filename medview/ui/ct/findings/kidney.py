@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from medview.engine.api import Heatmap, InferenceService, SliceClassificationResult
-from medview.engine.fitness import is_uniform
+from medview.engine.api import Heatmap, SliceClassificationResult
 from medview.engine.manifest import ModelCard
+from medview.errors import InputError
 from medview.io.volume import Volume
 from medview.measure import region_mask
 from medview.progress import CancelCheck, ProgressCallback
@@ -50,13 +50,12 @@ from medview.ui.ct.slice_view import Measurement
 from medview.ui.provenance import ModelChooserBox, verdict_html
 from medview.ui.qt import QtWidgets
 from medview.ui.workers import StartTask, Task
+from medview.workflows.kidney import classify_and_explain, grad_cam_values, plan_kidney_run
 
 #: the ROI outline: cyan, apart from the liver's orange, the measurement tools' green and the map's inferno
 ROI_COLOUR = (0, 230, 255)
 #: Grad-CAM values below this (of the scale shown) are transparent, so the anatomy shows through
 GRAD_CAM_THRESHOLD = 0.1
-#: the positive slices are explained too when there are at most this many
-FEW_POSITIVES = 5
 WHOLE_SLICE = "whole slice (no kidney mask: the model saw the entire slice)"
 #: the whole slice, as a finding's list line names it
 WHOLE_SLICE_NAME = "whole slice"
@@ -134,23 +133,6 @@ def drawn_roi_mask(measurement: Measurement, volume: Volume) -> np.ndarray:
         (size.y() / row_mm, size.x() / col_mm),
         measurement.kind,
     )
-
-
-def grad_cam_values(shape: tuple[int, int, int], heatmaps: Mapping[int, Heatmap], absolute: bool) -> np.ndarray:
-    """The Grad-CAM maps on the volume grid, zero on slices not explained.
-
-    Relative: each slice by its own maximum.  Absolute: every slice by the
-    largest value over all explained slices, so a weaker map looks weaker.
-    float16 like the liver probability: a mostly-empty volume-sized array.
-    """
-    values = np.zeros(shape, np.float16)
-    scale = max((float(heatmap.values.max()) for heatmap in heatmaps.values() if heatmap.values.size), default=0.0)
-    for index, heatmap in heatmaps.items():
-        if absolute:
-            values[index] = heatmap.absolute(scale) if scale > 0 else 0.0
-        else:
-            values[index] = heatmap.relative()
-    return values
 
 
 def _slice_list(indices: Sequence[int], probabilities: Mapping[int, float]) -> str:
@@ -484,37 +466,21 @@ class KidneyTab(FindingTab):
         source = self.roi_box.selected_source() or RoiSource("Whole slice")
         roi, roi_text = self._resolve_roi(source, volume)
         current = self._current_index(volume)
-        series = self.scope_box.currentIndex() == 0
-        slices = list(range(volume.shape[0])) if series else [current]
-        scope = "whole series" if series else f"axial slice {current + 1} only"
-        # the warning goes beside the finding's verdict, where it has room; this note is for what stops a run
-        warnings = input_warnings(card, volume)
-        if roi is not None and not roi.any():
-            self.note.setText(f"The kidney ROI ({roi_text}) holds no pixel.")
+        try:
+            plan = plan_kidney_run(volume, roi, roi_text, current, whole_series=self.scope_box.currentIndex() == 0)
+        except InputError as error:  # nothing to run: said here; warnings about the input go beside the verdict
+            self.note.setText(str(error))
             return None
-        if roi is not None and roi.ndim == 3:  # a slice without ROI voxels would be a black image: not run
-            empty = [index for index in slices if not roi[index].any()]
-            slices = [index for index in slices if roi[index].any()]
-            if not slices:
-                self.note.setText(f"The kidney ROI has no voxel on axial slice {current + 1}.")
-                return None
-            if empty:
-                scope += f", {len(empty)} slice(s) without ROI voxels left out"
         self.note.setText("")
-        blank = [index + 1 for index in slices if is_uniform(volume.voxels[index])]
-        if blank and len(blank) < volume.shape[0]:  # a blank series is said of the whole series already
-            shown = ", ".join(map(str, blank[:10])) + (", …" if len(blank) > 10 else "")
-            warnings.append(
-                f"{len(blank)} slice(s) run are uniform (blank: {shown}): their probabilities mean nothing."
-            )
-        explain = [current] if current in slices else []
-        named = (source.name, tuple(warnings))
+        named = (source.name, (*input_warnings(card, volume), *plan.warnings))
 
         def work(progress: ProgressCallback, cancelled: CancelCheck, _partial: Any) -> Any:
-            return classify_and_explain(engine, card, volume, slices, roi, roi_text, explain, progress, cancelled)
+            return classify_and_explain(engine, card, volume, plan, roi, roi_text, progress, cancelled)
 
-        task = Task(work, f"Kidney stone: {len(slices)} slice(s) of {volume.description or 'the series'}")
-        task.signals.succeeded.connect(lambda outcome: self._on_classified(volume, card, roi, scope, named, *outcome))
+        task = Task(work, f"Kidney stone: {len(plan.slices)} slice(s) of {volume.description or 'the series'}")
+        task.signals.succeeded.connect(
+            lambda outcome: self._on_classified(volume, card, roi, plan.scope, named, *outcome)
+        )
         task.signals.finished.connect(self.update_controls)
         self.task = task
         self.update_controls()
@@ -653,45 +619,3 @@ class KidneyTab(FindingTab):
         self.explain_button.setToolTip(reason or "Add the Grad-CAM of the axial slice on screen to the finding")
         current_item = self.scope_box.model().item(1)  # type: ignore[attr-defined]
         current_item.setEnabled(self.current_slice is not None)
-
-
-def classify_and_explain(
-    engine: InferenceService,
-    card: ModelCard,
-    volume: Volume,
-    slices: Sequence[int],
-    roi: np.ndarray | None,
-    roi_text: str,
-    explain: Sequence[int],
-    progress: ProgressCallback,
-    cancelled: CancelCheck,
-) -> tuple[SliceClassificationResult, dict[int, Heatmap]]:
-    """The per-slice run with Grad-CAM of ``explain``; then, when only a few slices are positive, their
-    Grad-CAM too (a second small run: which slices are positive is known only after the first)."""
-    first = len(slices) + len(explain)
-    result = engine.classify_kidney_slices(
-        card,
-        volume,
-        slices,
-        roi=roi,
-        roi_source=roi_text,
-        explain_slices=explain,
-        progress=progress,
-        cancelled=cancelled,
-    )
-    heatmaps = dict(result.heatmaps)
-    positives = result.positive_slices()
-    missing = [index for index in positives if index not in heatmaps]
-    if len(positives) <= FEW_POSITIVES and missing:
-        extra = engine.classify_kidney_slices(
-            card,
-            volume,
-            missing,
-            roi=roi,
-            roi_source=roi_text,
-            explain_slices=missing,
-            progress=lambda done, total, what: progress(first + done, first + total, what),
-            cancelled=cancelled,
-        )
-        heatmaps.update(extra.heatmaps)
-    return result, heatmaps
