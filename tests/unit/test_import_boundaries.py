@@ -13,7 +13,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / ".importlinter"
-EXPECTED_CONTRACTS = 10
+EXPECTED_CONTRACTS = 12
 
 
 def _lint_imports_executable() -> str:
@@ -68,6 +68,10 @@ def test_import_contracts_are_kept() -> None:
         ("medview/_planted.py", "import training\n", "medview: never imports training"),
         ("medview/models/_planted.py", "from medview.engine import manifest\n", "models: never the engine"),
         ("medview/workflows/_planted.py", "import PySide6\n", "workflows: no Qt"),
+        ("medview/engine/_planted.py", "import medview.workflows\n", "medview's layers"),
+        ("medview/io/_planted.py", "import medview.measure\n", "medview's layers"),
+        ("medview/preprocess/_planted.py", "import medview.pacs\n", "medview's layers"),
+        ("training/_planted.py", "import medview.ui\n", "training: the app's engine"),
         ("medview/workflows/_planted.py", "import medview.engine.service\n", "workflows: no Qt"),
     ],
 )
@@ -75,7 +79,8 @@ def test_planted_violation_breaks_a_contract(
     tmp_path: Path, relative_path: str, source: str, broken_contract: str
 ) -> None:
     """Each contract is live: on a copy of the package, one forbidden import makes lint-imports fail."""
-    shutil.copytree(REPO_ROOT / "medview", tmp_path / "medview", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("medview", "training"):
+        shutil.copytree(REPO_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "medview" / "engine" / "_planted_service.py").write_text("import torch\n")
     planted = tmp_path / relative_path
     planted.write_text(source)
