@@ -233,6 +233,10 @@ def _train(name: str, args: argparse.Namespace) -> int:
     if data is None:
         print(f"medview-train {name}: give the dataset with --data DIR (or --demo for the public samples)")
         return 2
+    # absolute, so that the ids of a second folder (--more-data, the demo's) are paths relative to the same root
+    data = data.resolve()
+    if values.get("more_data"):
+        values["more_data"] = [Path(folder).resolve() for folder in values["more_data"]]
     for key in ("epochs", "batch_size", "backbone", "backbone_weights"):
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)

@@ -12,6 +12,8 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -452,3 +454,28 @@ def test_kidney_calibration_folds_platt_scaling_into_the_last_layer_and_keeps_th
     assert slope > 0
     np.testing.assert_allclose(after, 1 / (1 + np.exp(-(slope * margin + intercept))), rtol=1e-4, atol=1e-6)
     assert np.all(np.diff(after[np.argsort(margin)]) >= -1e-6)  # the ranking, so every operating point, is kept
+
+
+def test_relative_data_folders_train_beside_absolute_ones(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's kidney command gives ``--data ../shared/data/kidney_ct`` while the demo adds the Kaggle folder as an
+    absolute path: the slice ids (paths relative to one root) failed with "is not in the subpath"."""
+    from training.cli import TASKS, Task
+    from training.kidney.data import read_kidney_dataset
+
+    seen: dict[str, Any] = {}
+
+    def record(_task: Task, options: Any, values: dict[str, Any]) -> SimpleNamespace:  # no training: what it got
+        seen.update(options=options, values=values)
+        return SimpleNamespace(card=None)
+
+    monkeypatch.setattr(Task, "run", record)
+    monkeypatch.chdir(shared_data.parent)
+    assert TASKS["kidney"].demo_more_data == ("kidney_ct_kaggle",)
+    code = train_cli(["kidney", "--demo", "--data", "data/kidney_ct", "--run-dir", str(tmp_path / "run")])
+    assert code == 0
+    options, values = seen["options"], seen["values"]
+    assert options.data == shared_data.resolve() / "kidney_ct"
+    dataset = read_kidney_dataset(options.data, *values["more_data"])
+    assert {item.split("/")[0] for item in dataset.ids} == {"kidney_ct", "kidney_ct_kaggle"}
