@@ -145,7 +145,10 @@ class MainWindow(QtWidgets.QMainWindow):
         ]
         self.findings = FindingsPanel(self.layers, self._start)
         self.model_workspaces: tuple[ModelWorkspace, ...] = (self.skin, self.lung, self.findings)
-        kidney = self.findings.kidney  # the current slice and the ROIs drawn on it come from the axial view
+        # the current slice, its display window and the ROIs drawn on it come from the axial view
+        self.findings.current_slice = lambda: self.mpr.axial.index
+        self.findings.display_window = lambda: self.mpr.axial.window
+        kidney = self.findings.kidney
         kidney.current_slice = lambda: self.mpr.axial.index
         kidney.drawn_rois = lambda: self.mpr.axial.measurements
         kidney.selected_finding = self.findings.selected_finding
@@ -1001,7 +1004,8 @@ class MainWindow(QtWidgets.QMainWindow):
         gc.enable()  # the collector's timer stops with the window
         self.cine_timer.stop()
         self.pacs.shutdown()
-        self.lung.shutdown()
+        for workspace in self.model_workspaces:
+            workspace.shutdown()
         self.tasks.cancel_all()
         self.settings.save()
         super().closeEvent(event)

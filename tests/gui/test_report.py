@@ -5,6 +5,7 @@ whose text is read back (pypdf) the way a reader of the report would see it, and
 from __future__ import annotations
 
 import re
+import shutil
 import unicodedata
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +37,7 @@ from medview.ui.report import (
 )
 from tests.gui.conftest import SAMPLE_SERIES, open_and_wait
 from tests.gui.test_findings_panel import segment
-from tests.gui.test_lung_panel import ICBHI, open_and_classify
+from tests.gui.test_lung_panel import ICBHI, open_and_classify, open_recording
 from tests.gui.test_skin_panel import ISIC, show_saliency, wait_settled
 
 RECORDING = "104_1b1_Lr_sc_Litt3200.wav"  # the shortest real recording: 15 s, 5 annotated cycles
@@ -253,6 +254,34 @@ def test_anonymise_keeps_the_patient_out_of_the_text_and_the_key_image(
     anonymous_image = anonymous.ct.findings[0].key_image.image
     assert named_image.copy(0, 0, 120, 24) != anonymous_image.copy(0, 0, 120, 24)
     assert named_image.copy(0, 100, KEY_IMAGE_SIDE, 400) == anonymous_image.copy(0, 100, KEY_IMAGE_SIDE, 400)
+
+
+def test_anonymise_leaves_out_the_recordings_and_photos_file_names(
+    qtbot: Any, window: Any, engine: Any, shared_data: Path, tmp_path: Path
+) -> None:
+    """A file name may name the patient (ICBHI's start with the patient's number; a hospital's may hold a name)."""
+    window.set_engine(engine)
+    open_recording(qtbot, window, shared_data / ICBHI / RECORDING)
+    photo = tmp_path / "Jane_Doe_1961_left_arm.jpg"
+    shutil.copy(shared_data / ISIC / PHOTOS[0], photo)
+    unreadable = tmp_path / "Jane_Doe_1961_back.jpg"
+    unreadable.write_bytes(b"not a photo")
+    window.open_paths([photo, unreadable])
+    wait_settled(qtbot, window, 2)
+
+    named, anonymous = collect_report(window), collect_report(window, anonymise=True)
+    write_pdf(named, tmp_path / "named.pdf")
+    write_pdf(anonymous, tmp_path / "anonymous.pdf")
+    named_text = " ".join(pdf_pages(tmp_path / "named.pdf"))
+    anonymous_text = " ".join(pdf_pages(tmp_path / "anonymous.pdf"))
+    for name in (RECORDING, RECORDING.replace(".wav", ".txt"), "Jane_Doe"):
+        assert name in named_text
+        assert name not in anonymous_text
+    assert anonymous.lung.file == "file name withheld (anonymised)"
+    assert {row.file for row in anonymous.skin.photos} == {
+        f"photo {number} (file name withheld (anonymised))" for number in (1, 2)
+    }
+    assert any("the file" in row.problem for row in anonymous.skin.photos)  # why it was not read, still said
 
 
 def test_a_finding_whose_overlays_are_hidden_is_drawn_with_its_mask_and_says_so(

@@ -39,6 +39,7 @@ MEASUREMENT_COLOUR = (0, 255, 160)
 TOOLS: tuple[Tool, ...] = ("navigate", "distance", "rectangle", "ellipse")
 #: when each view builds its (hidden) colour bar: after start-up's first frames, before a first finding is likely
 COLOUR_BAR_BUILD_MS = 2_000
+DEFAULT_WINDOW = (40.0, 400.0)  # HU centre, width: soft tissue, until the series names its own
 
 
 @dataclass(eq=False)
@@ -151,7 +152,7 @@ class SliceView(QtWidgets.QWidget):
         self.layers = layers
         self.volume: Volume | None = None
         self.index = 0
-        self.window = (40.0, 400.0)  # center, width
+        self.window = DEFAULT_WINDOW  # center, width
         self.tool: Tool = "navigate"
         self.measurements: list[Measurement] = []
         self._drawing: Measurement | None = None

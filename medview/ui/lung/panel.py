@@ -47,6 +47,7 @@ from medview.io.audio import (
     ICBHI_CLASSES,
     Cycle,
     TruncatedRecordingError,
+    annotation_path,
     write_icbhi_annotations,
 )
 from medview.io.playback import SPEEDS, AudioPlayer
@@ -58,9 +59,13 @@ from medview.ui.provenance import (
     DemoBannerLabel,
     ModelChooserBox,
     provenance_html,
+    provenance_rows,
+    validated_line,
     verdict_html,
 )
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
+from medview.ui.report.identifiers import FILE_NAME_WITHHELD
+from medview.ui.report.sections import CycleRow, LungSection
 from medview.ui.workers import StartTask, Task
 from medview.workflows.audit import AuditedExport, audit_model_run, export_error_message
 from medview.workflows.lung import (
@@ -1011,6 +1016,45 @@ class LungSoundPanel(QtWidgets.QWidget):
             self._show_position(self.player.position_s(), follow=True)
         self.playhead_timer.stop()
         self._update_transport()
+
+    # ------------------------------------------------------------------ case report
+
+    def report_section(self, *, anonymise: bool = False) -> LungSection | None:
+        """The recording and its cycle table (the rows the CSV export writes), for the case report; anonymised,
+        without the file's name (ICBHI's names start with the patient's number, a hospital's may hold more)."""
+        opened = self.opened_recording
+        if opened is None:
+            return None
+        recording, result = opened.recording, self.result
+        provenance = result.provenance if result is not None else None
+        cycles = []
+        for record in self.cycle_table():
+            cycles.append(
+                CycleRow(
+                    number=int(record["cycle"]),
+                    start_s=float(record["start_s"]),
+                    end_s=float(record["end_s"]),
+                    annotated=record["annotated"],
+                    predicted=record["predicted"],
+                    probabilities={name: float(record[f"p_{name}"]) for name in ICBHI_CLASSES if record[f"p_{name}"]},
+                )
+            )
+        note = opened.annotation_note
+        if anonymise:
+            note = note.replace(annotation_path(recording.path).name, "its annotation file")
+        return LungSection(
+            file=FILE_NAME_WITHHELD if anonymise else recording.path.name,
+            duration_s=recording.duration_s,
+            sample_rate=recording.sample_rate,
+            channels=recording.channels,
+            note=note,
+            cycles=tuple(cycles),
+            model=provenance.label if provenance is not None else "",
+            provenance=tuple(provenance_rows(provenance)) if provenance is not None else (),
+            demo=provenance is not None and provenance.demo,
+            snapshots=result.snapshots if result is not None else 0,
+            validated=validated_line(provenance) if provenance is not None else "",
+        )
 
     def shutdown(self) -> None:
         """Release the audio device (the recording is replaced or the window closes)."""

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from medview.engine.api import Heatmap, InferenceService, PhotoResult
+from medview.engine.api import Heatmap, InferenceService, PhotoResult, Provenance
 from medview.engine.manifest import ModelCard
 from medview.io.photo import PHOTO_SUFFIXES, Photo, split_photo_paths
 from medview.progress import CancelCheck, ProgressCallback
@@ -49,9 +49,12 @@ from medview.ui.provenance import (
     DemoBannerLabel,
     ModelChooserBox,
     provenance_html,
+    provenance_rows,
     validated_line,
 )
 from medview.ui.qt import QtCore, QtGui, QtWidgets, pg
+from medview.ui.report.identifiers import FILE_NAME_WITHHELD
+from medview.ui.report.sections import ModelSummary, PhotoRow, SkinSection
 from medview.ui.workers import StartTask, Task
 from medview.workflows.skin import (
     PhotoClassified,
@@ -65,6 +68,7 @@ from medview.workflows.skin import (
 )
 
 THUMBNAIL_SIDE = 72
+PHOTO_SIDE = 150  # px of a lesion photo (and of its saliency) in the case report
 PHOTO_FILTER = f"Photos ({' '.join('*' + suffix for suffix in PHOTO_SUFFIXES)});;All files (*)"
 MALIGNANT_COLOUR = "#ff8a65"
 BENIGN_COLOUR = "#9ccc65"
@@ -609,3 +613,92 @@ class SkinPanel(QtWidgets.QWidget):
             self.gallery.takeItem(self.gallery.row(item))
         self._show_selection()
         self._update_status()
+
+    # ------------------------------------------------------------------ case report
+
+    def shutdown(self) -> None:
+        """Stop classifying and explaining (the window closes)."""
+        for task in [*self.running, *([self.saliency_task] if self.saliency_task else [])]:
+            task.cancel()
+
+    def report_section(self, *, anonymise: bool = False) -> SkinSection | None:
+        """The photos, most suspicious first as in the gallery, with their verdicts (and saliency maps when the
+        workspace shows them), for the case report; anonymised, numbered instead of named by their files."""
+        entries = [item.entry for item in self.items()]
+        if not entries:
+            return None
+        saliency_shown = self.saliency_box.isChecked()
+        opacity = self.opacity.value() / 100
+        photos, models = [], {}
+        for number, entry in enumerate(entries, start=1):
+            name = f"photo {number} ({FILE_NAME_WITHHELD})" if anonymise else entry.path.name
+            photos.append(_photo_row(entry, name, saliency_shown, opacity))
+            result = entry.result
+            if result is not None and result.provenance.label not in models:
+                models[result.provenance.label] = _model_summary(result.provenance, entries)
+        return SkinSection(tuple(photos), tuple(models.values()), saliency_shown)
+
+
+def _photo_row(entry: LesionEntry, name: str, saliency_shown: bool, opacity: float) -> PhotoRow:
+    photo, result = entry.photo, entry.result
+    picture = _scaled(rgb_image(photo.rgb)) if photo is not None else None
+    overlay = None
+    if photo is not None and result is not None and result.saliency is not None and saliency_shown:
+        overlay = _saliency_over(rgb_image(photo.rgb), result.saliency.relative(), opacity)
+    if result is None:
+        problem = entry.problem or entry.status
+        if name != entry.path.name:  # anonymised: the reader's message names the file
+            problem = problem.replace(str(entry.path), "the file").replace(entry.path.name, "the file")
+        return PhotoRow(name, picture, None, "", "", None, 0.5, "", "", False, problem)
+    votes = result.votes_text()
+    provenance = result.provenance
+    return PhotoRow(
+        file=name,
+        photo=picture,
+        saliency=overlay,
+        verdict=result.label,
+        positive_class=result.positive_class,
+        probability=entry.positive_probability,
+        threshold=provenance.threshold if provenance.threshold is not None else 0.5,
+        votes=votes,
+        model=provenance.label,
+        demo=provenance.demo,
+        problem="",
+        validated=validated_line(provenance),
+    )
+
+
+def _model_summary(provenance: Provenance, entries: Sequence[LesionEntry]) -> ModelSummary:
+    """The model's provenance; its run time is the sum over the photos it classified."""
+    runs = [entry.result.provenance for entry in entries if entry.result is not None]
+    runs = [run for run in runs if run.label == provenance.label]
+    seconds = sum(run.seconds for run in runs)
+    rows = [
+        (name, f"{provenance.device}, {seconds:.2f} s for {len(runs)} photo(s)" if name == "Ran on" else value)
+        for name, value in provenance_rows(provenance)
+    ]
+    return ModelSummary(provenance.label, tuple(rows), provenance.demo)
+
+
+def _scaled(image: QtGui.QImage) -> QtGui.QImage:
+    return image.scaled(
+        PHOTO_SIDE,
+        PHOTO_SIDE,
+        QtCore.Qt.AspectRatioMode.KeepAspectRatio,
+        QtCore.Qt.TransformationMode.SmoothTransformation,
+    )
+
+
+def _saliency_over(photo: QtGui.QImage, relative: np.ndarray, opacity: float) -> QtGui.QImage:
+    """The photo with its saliency map over it, coloured and faded as the skin panel draws it."""
+    table = saliency_lookup_table()
+    rgba = np.ascontiguousarray(table[np.clip(relative * 255, 0, 255).astype(np.uint8)])
+    height, width = rgba.shape[:2]
+    saliency = QtGui.QImage(rgba.data, width, height, width * 4, QtGui.QImage.Format.Format_RGBA8888).copy()
+    picture = _scaled(photo).convertToFormat(QtGui.QImage.Format.Format_RGB32)
+    painter = QtGui.QPainter(picture)
+    painter.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform)
+    painter.setOpacity(opacity)
+    painter.drawImage(QtCore.QRectF(picture.rect()), saliency)
+    painter.end()
+    return picture

@@ -29,9 +29,12 @@ from medview.ui.ct.findings.base import Finding, FindingTab, finding_tooltip, se
 from medview.ui.ct.findings.covid import CovidTab
 from medview.ui.ct.findings.kidney import KidneyTab
 from medview.ui.ct.findings.liver import LiverTab
+from medview.ui.ct.findings.report import series_section
 from medview.ui.ct.layers import LayerStack
+from medview.ui.ct.slice_view import DEFAULT_WINDOW
 from medview.ui.provenance import demo_warning_html, provenance_table_html
 from medview.ui.qt import QtCore, QtGui, QtWidgets
+from medview.ui.report.sections import SeriesSection
 from medview.ui.workers import StartTask, Task
 from medview.workflows.audit import AuditedExport, audit_model_run
 
@@ -48,6 +51,9 @@ class FindingsPanel(QtWidgets.QWidget):
         self.start_task = start_task
         self.volume: Volume | None = None
         self.volume_complete = False
+        #: the axial view's slice index and display window (centre, width), for the case report's key images
+        self.current_slice: Callable[[], int] | None = None
+        self.display_window: Callable[[], tuple[float, float]] | None = None
         self.findings: dict[str, list[Finding]] = {}  # by series key, for as long as the app runs
 
         self.liver = LiverTab(layers, start_task)
@@ -163,6 +169,20 @@ class FindingsPanel(QtWidgets.QWidget):
             if missing:
                 self.layers.add(*missing)
         self._rebuild_list()
+
+    def report_section(self, *, anonymise: bool = False) -> SeriesSection | None:
+        """The open series with its findings and their key images, for the case report (None: no series)."""
+        volume = self.volume
+        if volume is None:
+            return None
+        current = self.current_slice() if self.current_slice is not None else volume.shape[0] // 2
+        window = self.display_window() if self.display_window is not None else volume.default_window or DEFAULT_WINDOW
+        return series_section(volume, self.current_findings(), self.layers, current, window, anonymise=anonymise)
+
+    def shutdown(self) -> None:
+        """Stop the runs (the window closes)."""
+        for runner in self.runners:
+            runner.cancel()
 
     def current_findings(self) -> list[Finding]:
         """The findings of the open series, oldest first."""
