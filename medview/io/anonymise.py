@@ -278,7 +278,7 @@ class _Anonymiser:
 class _Instance:
     source: DicomSource
     sop_uid: str
-    series_key: str
+    source_series_uid: str
     modality: str
     series_number: str
     instance_number: int | None
@@ -336,7 +336,7 @@ def anonymise_series(
             _make_folder(destination)
         by_series: dict[str, list[_Instance]] = defaultdict(list)
         for instance in instances:
-            by_series[instance.series_key].append(instance)
+            by_series[instance.source_series_uid].append(instance)
         total = len(instances)
         for series in by_series.values():
             folder = destination / _series_folder_name(series[0], anonymiser)
@@ -423,7 +423,7 @@ def _read_headers(sources: list[DicomSource], cancelled: CancelCheck | None) -> 
         instances[sop_uid] = _Instance(
             source=source,
             sop_uid=sop_uid,
-            series_key=str(header.get("SeriesInstanceUID") or _empty_uid_key("SeriesInstanceUID")),
+            source_series_uid=str(header.get("SeriesInstanceUID") or _empty_uid_key("SeriesInstanceUID")),
             modality=str(header.get("Modality") or ""),
             series_number=str(header.get("SeriesNumber") or ""),
             instance_number=_int_or_none(header.get("InstanceNumber")),
@@ -468,7 +468,7 @@ def _pixel_risks(header: Dataset) -> list[str]:
 
 
 def _series_folder_name(first: _Instance, anonymiser: _Anonymiser) -> str:
-    new_series_uid = anonymiser.new_uid(first.series_key)
+    new_series_uid = anonymiser.new_uid(first.source_series_uid)
     parts = [first.modality or "OT", first.series_number, new_series_uid[-8:]]
     name = "_".join(part for part in parts if part)
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)

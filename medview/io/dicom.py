@@ -77,7 +77,7 @@ IMAGE_STORAGE_MARKERS = ("Image Storage",)
 MISSING_SLICE_VALUE = -1024
 #: the largest series opened, in voxels (4 GiB as int16): a damaged header claiming more is refused, not allocated
 MAX_VOXELS = 1 << 31
-#: starts the key MedView makes for files that carry no SeriesInstanceUID (see ``_series_key``)
+#: starts the stand-in MedView makes for files that carry no SeriesInstanceUID (see ``_series_uid_or_stand_in``)
 SYNTHETIC_SERIES_PREFIX = "no-series-uid:"
 _ORIENTATION_DECIMALS = 3
 
@@ -476,7 +476,7 @@ def _scan_one(dataset: Dataset, source: DicomSource) -> tuple[str, list[SliceHea
         raise DicomError(f"no image in this object ({sop_class or 'unknown SOP class'})", path=source.label)
     if sop_class and not any(marker in sop_class for marker in IMAGE_STORAGE_MARKERS):
         raise DicomError(f"not an image series but a {sop_class} object", path=source.label)
-    return _series_key(dataset, source), slice_headers(dataset, source)
+    return _series_uid_or_stand_in(dataset, source), slice_headers(dataset, source)
 
 
 def _series_fields(dataset: Dataset) -> dict:
@@ -506,7 +506,7 @@ def _enhanced_window(dataset: Dataset) -> tuple[float, float] | None:
     return None
 
 
-def _series_key(dataset: Dataset, source: DicomSource) -> str:
+def _series_uid_or_stand_in(dataset: Dataset, source: DicomSource) -> str:
     """SeriesInstanceUID, or for anonymised files that blanked it, a stand-in key.
 
     Some anonymisers empty the UIDs (the TotalSegmentator example series does);
@@ -528,12 +528,13 @@ def _series_key(dataset: Dataset, source: DicomSource) -> str:
     return SYNTHETIC_SERIES_PREFIX + "|".join(parts)
 
 
-def dicom_series_uid(series_key: str | None) -> str | None:
-    """The SeriesInstanceUID a series key stands for; None for a key MedView made up (files without the UID) or
-    none at all, so that audit records and references never carry a UID no DICOM system knows."""
-    if not series_key or series_key.startswith(SYNTHETIC_SERIES_PREFIX):
+def dicom_series_uid(series_uid: str | None) -> str | None:
+    """The real SeriesInstanceUID of a scanned series (``SeriesInfo.series_uid``); None for the stand-in MedView
+    made up for files without one, or none at all, so that audit records and references never carry a UID no
+    DICOM system knows."""
+    if not series_uid or series_uid.startswith(SYNTHETIC_SERIES_PREFIX):
         return None
-    return series_key
+    return series_uid
 
 
 def _strip_label(error: DicomError, label: str) -> str:

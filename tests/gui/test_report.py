@@ -18,11 +18,11 @@ from pypdf import PdfReader
 
 from medview import __version__
 from medview.errors import ExportError
+from medview.ui.ct.findings.report import KEY_IMAGE_SIDE
 from medview.ui.qt import QtGui, QtWidgets
 from medview.ui.report import (
     ANONYMISED,
     DEMO_WARNING,
-    KEY_IMAGE_SIDE,
     PAGE_MARGINS_MM,
     CaseReport,
     CycleRow,

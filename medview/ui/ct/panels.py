@@ -30,7 +30,7 @@ def thumbnail_image(plane: np.ndarray, window: tuple[float, float]) -> QtGui.QIm
     return image.copy()  # detach from the numpy buffer
 
 
-def _series_key(series: SeriesInfo) -> tuple[str, str, int]:
+def _browser_entry(series: SeriesInfo) -> tuple[str, str, int]:
     """What makes two scans of a series the same browser entry."""
     return (series.study_uid, series.series_uid, series.part)
 
@@ -75,10 +75,10 @@ class StudyBrowserPanel(QtWidgets.QTreeWidget):
         listed once, with its image count kept current, not once per arrival.
         The item keeps its thumbnail; activating it loads the newest state.
         """
-        key = _series_key(series)
+        key = _browser_entry(series)
         for item in list(self.series_items.values()):
             listed = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
-            if isinstance(listed, SeriesInfo) and _series_key(listed) == key:
+            if isinstance(listed, SeriesInfo) and _browser_entry(listed) == key:
                 self.series_items.pop(id(listed), None)
                 self._fill_series_item(item, series)
                 self.series_items[id(series)] = item

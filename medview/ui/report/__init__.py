@@ -18,7 +18,6 @@ so it runs on the GUI thread; ``write_pdf`` paints with QtGui only and may run
 on a worker.
 """
 
-from medview.ui.ct.findings.report import KEY_IMAGE_SIDE
 from medview.ui.report.collect import NOTHING_TO_REPORT, REPORT_TITLE, collect_report
 from medview.ui.report.document import (
     DEMO_WARNING,
@@ -45,7 +44,6 @@ from medview.ui.report.sections import (
 __all__ = [
     "ANONYMISED",
     "DEMO_WARNING",
-    "KEY_IMAGE_SIDE",
     "NOTHING_TO_REPORT",
     "NOT_A_DIAGNOSIS",
     "PAGE_MARGINS_MM",

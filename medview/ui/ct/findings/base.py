@@ -58,7 +58,7 @@ def finding_tooltip(finding: Finding) -> str:
     return "\n".join(lines)
 
 
-def series_key(volume: Volume | None) -> str:
+def series_id(volume: Volume | None) -> str:
     """Which series a finding belongs to: its UID, or (a volume file) its description and shape."""
     if volume is None:
         return ""

@@ -43,7 +43,7 @@ from medview.io.volume import Volume
 from medview.measure import region_mask
 from medview.progress import CancelCheck, ProgressCallback
 from medview.tasks import ClinicalTask
-from medview.ui.ct.findings.base import Finding, FindingTab, input_warnings, series_key
+from medview.ui.ct.findings.base import Finding, FindingTab, input_warnings, series_id
 from medview.ui.ct.layers import HeatmapLayer, LabelLayer, LayerStack
 from medview.ui.ct.planes import plane_spacing
 from medview.ui.ct.slice_view import Measurement
@@ -71,7 +71,7 @@ class KidneyFinding(Finding):
     roi: np.ndarray | None = None  # what the pipeline got: bool (z, y, x) or (y, x), None for the whole slice
     heatmaps: dict[int, Heatmap] = field(default_factory=dict)  # Grad-CAM by slice index
     scope: str = ""  # which slices were run, in words
-    series_key: str = ""
+    series_id: str = ""
     roi_name: str = ""  # the ROI in a few words, as the list line names it ("ROI rectangle 1 (slice 12)")
 
 
@@ -211,7 +211,7 @@ def kidney_finding(
     *,
     scope: str = "whole series",
     absolute: bool = False,
-    series_key: str = "",
+    series_id: str = "",
     roi_name: str = WHOLE_SLICE_NAME,
     warnings: Sequence[str] = (),
 ) -> KidneyFinding:
@@ -260,7 +260,7 @@ def kidney_finding(
         roi=roi,
         heatmaps=explained,
         scope=scope,
-        series_key=series_key,
+        series_id=series_id,
         warnings=warnings,
         more_html=every_slice_html(result),
         more_title=f"Every slice run ({len(result.slice_indices)}): {result.positive_class} probability",
@@ -504,7 +504,7 @@ class KidneyTab(FindingTab):
             heatmaps,
             scope=scope,
             absolute=self.absolute_box.isChecked(),  # the scale on screen now, switched during the run or not
-            series_key=series_key(volume),
+            series_id=series_id(volume),
             roi_name=named[0],
             warnings=named[1],
         )
@@ -517,11 +517,11 @@ class KidneyTab(FindingTab):
 
     def target_finding(self) -> KidneyFinding | None:
         """The finding *Grad-CAM of this slice* acts on: the selected one, else this series' newest."""
-        key = series_key(self.volume)
+        key = series_id(self.volume)
         selected = self.selected_finding() if self.selected_finding is not None else None
-        if isinstance(selected, KidneyFinding) and selected.series_key == key:
+        if isinstance(selected, KidneyFinding) and selected.series_id == key:
             return selected
-        return next((finding for finding in reversed(self.findings) if finding.series_key == key), None)
+        return next((finding for finding in reversed(self.findings) if finding.series_id == key), None)
 
     def explain_current_slice(self) -> Task | None:
         """Add the Grad-CAM of the axial slice on screen to the target finding (same model and ROI)."""

@@ -25,7 +25,7 @@ from medview.engine.api import InferenceService
 from medview.engine.manifest import ModelCard
 from medview.io.dicom import dicom_series_uid
 from medview.io.volume import Volume
-from medview.ui.ct.findings.base import Finding, FindingTab, finding_tooltip, series_key
+from medview.ui.ct.findings.base import Finding, FindingTab, finding_tooltip, series_id
 from medview.ui.ct.findings.covid import CovidTab
 from medview.ui.ct.findings.kidney import KidneyTab
 from medview.ui.ct.findings.liver import LiverTab
@@ -158,7 +158,7 @@ class FindingsPanel(QtWidgets.QWidget):
     def set_volume(self, volume: Volume | None, complete: bool = True) -> None:
         """A series is shown (``complete``: every slice decoded): list its findings, and once it is complete
         put their overlays back (the window clears the layers when it shows another series)."""
-        if series_key(volume) != series_key(self.volume):
+        if series_id(volume) != series_id(self.volume):
             for runner in self.runners:
                 runner.cancel()  # a run belongs to the series it started on
         self.volume, self.volume_complete = volume, volume is not None and complete
@@ -186,14 +186,14 @@ class FindingsPanel(QtWidgets.QWidget):
 
     def current_findings(self) -> list[Finding]:
         """The findings of the open series, oldest first."""
-        return self.findings.get(series_key(self.volume), []) if self.volume is not None else []
+        return self.findings.get(series_id(self.volume), []) if self.volume is not None else []
 
     def _on_found(self, volume: Volume, finding: Finding) -> None:
         audit_model_run(
             finding.provenance, series_uid=dicom_series_uid(volume.series_uid), patient_id=volume.info.get("PatientID")
         )
-        self.findings.setdefault(series_key(volume), []).append(finding)
-        shown = series_key(volume) == series_key(self.volume)
+        self.findings.setdefault(series_id(volume), []).append(finding)
+        shown = series_id(volume) == series_id(self.volume)
         if shown:
             self.layers.add(*finding.layers)
         # the list and the details once the views have been drawn, in a later pass of the event loop: a COVID-19
