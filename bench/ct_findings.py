@@ -149,12 +149,12 @@ def run_all(engine: Engine, volume: Volume, args: argparse.Namespace) -> None:
 def gui_stall_ms(engine: Engine, volume: Volume) -> float:
     """The longest stall of the GUI thread while the findings panel segments the liver of ``volume``."""
     with offscreen_window(engine) as window:
-        window._on_volume_loaded(volume)  # as a finished load hands it over
+        window.ct.show_loaded_volume(volume)  # as a finished load hands it over
         meter = StallMeter()
         meter.start()
         found: list[object] = []
-        window.findings.finding_added.connect(found.append)
-        window.findings.liver.run()
+        window.ct.findings.finding_added.connect(found.append)
+        window.ct.findings.liver.run()
         spin_until(lambda: bool(found))
         meter.timer.stop()
     return meter.longest_ms

@@ -190,10 +190,10 @@ class Scenario:
 def open_series(window: Any, folder: Path) -> None:
     """Open ``folder`` as File > Open does and wait for the decoded volume."""
     loaded: list[Any] = []
-    window.volume_loaded.connect(loaded.append)
+    window.ct.volume_loaded.connect(loaded.append)
     window.open_paths([folder])
     spin_until(lambda: bool(loaded), timeout_s=RUN_TIMEOUT_S)
-    window.volume_loaded.disconnect(loaded.append)
+    window.ct.volume_loaded.disconnect(loaded.append)
     spin_until(lambda: all(task.done.is_set() for task in window.tasks.running if not task.background), 60)
 
 
@@ -203,24 +203,24 @@ def open_series_for(task: str, folder: Path) -> Callable[[Any], None]:
 
     def prepare(window: Any) -> None:
         open_series(window, folder)
-        window.findings.task_tabs.setCurrentWidget(getattr(window.findings, task))
+        window.ct.findings.task_tabs.setCurrentWidget(getattr(window.ct.findings, task))
 
     return prepare
 
 
 def findings_count(window: Any) -> int:
-    return window.findings.list.count()
+    return window.ct.findings.list.count()
 
 
 def start_kidney(window: Any) -> Any:
-    runner = window.findings.kidney
+    runner = window.ct.findings.kidney
     runner.scope_box.setCurrentIndex(0)  # whole series; Grad-CAM of the slice on screen comes with it
     return runner.run()
 
 
 def start_covid(window: Any) -> Any:
-    window.findings.covid.grad_cam_box.setChecked(True)
-    return window.findings.covid.run()
+    window.ct.findings.covid.grad_cam_box.setChecked(True)
+    return window.ct.findings.covid.run()
 
 
 class LungScenario:
@@ -288,7 +288,7 @@ def scenarios(work: Path, photos: int) -> dict[str, Scenario]:
             "liver",
             "Segment liver, P001 (148 slices)",
             open_series_for("liver", P001),
-            lambda window: window.findings.liver.run(),
+            lambda window: window.ct.findings.liver.run(),
             findings_count,
         ),
         "kidney": Scenario(

@@ -188,7 +188,7 @@ def child_series(folder: Path, cache: Path) -> None:
         marks["window shown"] = memory_mb()
 
         loaded: list[Any] = []
-        window.volume_loaded.connect(loaded.append)
+        window.ct.volume_loaded.connect(loaded.append)
         meter = StallWatch()
         meter.start()
         start = time.perf_counter()
@@ -203,7 +203,7 @@ def child_series(folder: Path, cache: Path) -> None:
         result["dtype"] = str(volume.voxels.dtype)
         marks["opened"] = memory_mb()
 
-        axial = window.mpr.axial
+        axial = window.ct.mpr.axial
         viewport = axial.graphics.viewport()
         steps = []
         start = time.perf_counter()
@@ -218,17 +218,17 @@ def child_series(folder: Path, cache: Path) -> None:
         marks["scrolled"] = memory_mb()
 
         found: list[Any] = []
-        window.findings.finding_added.connect(found.append)
+        window.ct.findings.finding_added.connect(found.append)
         meter = StallWatch()
         meter.start()
         start = time.perf_counter()
-        window.findings.liver.run()
+        window.ct.findings.liver.run()
         spin_until(lambda: bool(found), timeout_s=3600)
         result["segment_s"] = time.perf_counter() - start
         meter.stop()
         result["segment_stall_ms"] = meter.longest_ms
         result["stalls"] += [(f"segment {ms:.0f} ms", at) for ms, at in meter.worst()]
-        spin_until(lambda: window.findings.liver.task is None or window.findings.liver.task.done.is_set())
+        spin_until(lambda: window.ct.findings.liver.task is None or window.ct.findings.liver.task.done.is_set())
         app.processEvents()
         marks["segmented"] = memory_mb()
         gc.collect()

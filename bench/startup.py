@@ -48,7 +48,7 @@ def child(marks_file: Path) -> None:
         if window is None:
             return
         marks.setdefault("window", time.time())
-        if window.mpr.axial.volume is not None:  # type: ignore[attr-defined]
+        if window.ct.mpr.axial.volume is not None:  # type: ignore[attr-defined]
             marks["first_slice"] = time.time()
             marks_file.write_text(json.dumps(marks))
             os._exit(0)  # the engine still loading on its worker would hold the exit for seconds

@@ -160,7 +160,7 @@ def start_engine_after_first_frames(window: MainWindow, *, opening: bool) -> Non
             started.append(start_engine(window))
 
     if opening:  # a moment later, so that the slice is painted before torch's import takes the GIL
-        window.first_slice_shown.connect(lambda: QtCore.QTimer.singleShot(ENGINE_AFTER_SLICE_MS, start))
+        window.ct.first_slice_shown.connect(lambda: QtCore.QTimer.singleShot(ENGINE_AFTER_SLICE_MS, start))
     QtCore.QTimer.singleShot(ENGINE_START_OPENING_MS if opening else ENGINE_START_MS, start)
 
 
@@ -172,10 +172,10 @@ def open_sample(window: MainWindow) -> None:
     series, mask = resources_dir() / SAMPLE_SERIES, resources_dir() / SAMPLE_MASK
 
     def add_mask(_volume: object) -> None:
-        window.volume_loaded.disconnect(add_mask)
-        window.load_mask(mask, "Liver, reference mask [liver_mask.nii.gz]")
+        window.ct.volume_loaded.disconnect(add_mask)
+        window.ct.load_mask(mask, "Liver, reference mask [liver_mask.nii.gz]")
 
-    window.volume_loaded.connect(add_mask)
+    window.ct.volume_loaded.connect(add_mask)
     window.open_paths([series])
     photos, _ = split_photo_paths([resources_dir() / SAMPLE_PHOTOS])
     window.skin.add_photos(photos)

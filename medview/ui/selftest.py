@@ -371,7 +371,7 @@ class SelfTest:
         series = resources_dir() / SAMPLE_SERIES
         if not series.is_dir():
             raise StepFailed(f"the sample series is missing: {series} (is MEDVIEW_RESOURCES set to the install?)")
-        (volume,) = self._wait("series", window.volume_loaded, lambda: window.open_paths([series]))
+        (volume,) = self._wait("series", window.ct.volume_loaded, lambda: window.open_paths([series]))
         z, y, x = volume.shape
         return f"{z} x {y} x {x} voxels from {series}"
 
@@ -408,7 +408,7 @@ class SelfTest:
         reason = runner.blocked_reason(runner.model_box.selected_card(), kind)
         if reason:
             raise StepNotRun(reason)
-        findings = window.findings
+        findings = window.ct.findings
         findings.task_tabs.setCurrentWidget(runner)
 
         def start() -> None:
@@ -423,7 +423,7 @@ class SelfTest:
         return f"on {provenance.device} in {provenance.seconds:.2f} s"
 
     def _liver(self, window: Any) -> str:
-        finding = self._finding(window, "liver", window.findings.liver, "liver")
+        finding = self._finding(window, "liver", window.ct.findings.liver, "liver")
         result = finding.result
         if result.slice_range is None:
             raise StepFailed(f"{finding.provenance.label} found no liver on the sample series")
@@ -432,17 +432,17 @@ class SelfTest:
         return f"{finding.title}, {slices}; {self._ran(finding.provenance)}"
 
     def _kidney(self, window: Any) -> str:
-        finding = self._finding(window, "kidney", window.findings.kidney, "kidney stone")
+        finding = self._finding(window, "kidney", window.ct.findings.kidney, "kidney stone")
         result = finding.result
-        if len(result.slice_indices) != window.volume.shape[0] or not finding.heatmaps:
+        if len(result.slice_indices) != window.ct.volume.shape[0] or not finding.heatmaps:
             raise StepFailed(
-                f"{finding.provenance.label} classified {len(result.slice_indices)} of {window.volume.shape[0]} "
+                f"{finding.provenance.label} classified {len(result.slice_indices)} of {window.ct.volume.shape[0]} "
                 f"slices, with Grad-CAM of {len(finding.heatmaps)}"
             )
         return f"{finding.title}; Grad-CAM of {len(finding.heatmaps)} slice(s); {self._ran(finding.provenance)}"
 
     def _covid(self, window: Any) -> str:
-        covid = window.findings.covid
+        covid = window.ct.findings.covid
         lung_cards = window.engine.cards(ClinicalTask.LUNG_SEGMENTATION)
         if lung_cards:  # the lung U-Net is installed: it makes the lung mask, so that its model runs too
             covid.lung_box.choose(lung_cards[0])
@@ -476,6 +476,15 @@ class SelfTest:
         lesion = entry()
         if lesion.problem:
             raise StepFailed(f"{photo.name}: {lesion.problem}")
+        if lesion.result.saliency is None:  # computed only while the Saliency box is ticked: tick it, as a user does
+            ticked = skin.saliency_box.isChecked()
+            self._wait(
+                "skin",
+                skin.results_changed,
+                lambda: skin.saliency_box.setChecked(True),
+                until=lambda: entry().result.saliency is not None,
+            )
+            skin.saliency_box.setChecked(ticked)
         result = lesion.result
         demo = " (demo)" if result.provenance.demo else ""
         return (

@@ -57,14 +57,14 @@ def _start_script(quit_after_ms: int) -> str:
             def loaded(volume):
                 print("LOADED", volume.shape)
                 def layers_ready():
-                    if window.layers.layers:
-                        print("LAYERS", [layer.name for layer in window.layers.layers])
+                    if window.ct.layers.layers:
+                        print("LAYERS", [layer.name for layer in window.ct.layers.layers])
                         print("PHOTOS", sorted(entry.path.name for entry in window.skin.entries))
                         finish(window)
                     else:
                         QtCore.QTimer.singleShot(50, layers_ready)
                 layers_ready()
-            window.volume_loaded.connect(loaded)
+            window.ct.volume_loaded.connect(loaded)
 
         def finish(window):
             target = sys.argv[-1] if len(sys.argv) > 1 and sys.argv[-1].endswith(".png") else None

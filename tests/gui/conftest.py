@@ -86,10 +86,10 @@ def window(qtbot: Any) -> Iterator[Any]:
 
 def open_and_wait(qtbot: Any, window: Any, path: Path, timeout: int = LOAD_TIMEOUT_MS) -> Volume:
     """Open ``path`` like File > Open and wait for the fully decoded volume."""
-    with qtbot.waitSignal(window.volume_loaded, timeout=timeout) as blocker:
+    with qtbot.waitSignal(window.ct.volume_loaded, timeout=timeout) as blocker:
         window.open_paths([path])
     volume = blocker.args[0]
-    assert window.volume is volume
+    assert window.ct.volume is volume
     return volume
 
 

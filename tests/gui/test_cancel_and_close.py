@@ -105,9 +105,9 @@ def test_closing_the_window_during_the_liver_segmentation_stops_it_and_adds_noth
     threads_before = set(threading.enumerate())
     started = stop_at_first_progress(monkeypatch, window, "Segmenting the liver", lambda _task: window.close())
     added: list[Any] = []
-    window.findings.finding_added.connect(added.append)
+    window.ct.findings.finding_added.connect(added.append)
 
-    window.findings.liver.run()
+    window.ct.findings.liver.run()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=TIMEOUT_MS)
 
     task = started[0]
@@ -116,8 +116,8 @@ def test_closing_the_window_during_the_liver_segmentation_stops_it_and_adds_noth
     assert task.done.is_set()
     qtbot.waitUntil(lambda: not window.tasks.running, timeout=TIMEOUT_MS)  # the finished signal was delivered
     assert added == []
-    assert window.findings.list.count() == 0
-    assert not any(layer.name.startswith("Liver") for layer in window.layers.layers)
+    assert window.ct.findings.list.count() == 0
+    assert not any(layer.name.startswith("Liver") for layer in window.ct.layers.layers)
 
 
 def test_closing_the_window_during_the_lung_classification_stops_it_and_releases_the_audio(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from medview.ui import main_window as main_window_module
+from medview.ui.ct import workspace as ct_workspace_module
 from medview.ui.dialogs import AboutDialog
 from medview.ui.qt import QtCore, QtWidgets
 from tests.gui.conftest import (
@@ -66,13 +66,13 @@ def test_long_names_are_elided_with_the_full_name_in_a_tooltip(qtbot: Any, sampl
 
     window = sample_window
     name = "Liver, reference mask from TotalSegmentator [liver_mask_with_a_long_file_name.nii.gz]"
-    window.layers.add(LabelLayer(name=name, labels=window.volume.voxels > 0, names={1: "liver"}))
-    for view in (window.browser, window.layers_panel.list):
+    window.ct.layers.add(LabelLayer(name=name, labels=window.ct.volume.voxels > 0, names={1: "liver"}))
+    for view in (window.ct.browser, window.ct.layers_panel.list):
         assert view.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
         assert view.textElideMode() == Qt.TextElideMode.ElideMiddle
-    layer_items = [window.layers_panel.list.item(row) for row in range(window.layers_panel.list.count())]
+    layer_items = [window.ct.layers_panel.list.item(row) for row in range(window.ct.layers_panel.list.count())]
     assert any(item.toolTip().startswith(name) for item in layer_items)
-    series_item = next(iter(window.browser.series_items.values()))
+    series_item = next(iter(window.ct.browser.series_items.values()))
     assert series_item.toolTip(0).splitlines()[0] == series_item.text(0).splitlines()[0]
 
 
@@ -86,10 +86,10 @@ def test_opening_a_recording_or_photos_from_the_menu_shows_their_tab(
     photo = next((shared_data / "skin").rglob("*.jpg"))
     monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName", lambda *_a, **_k: (str(recording), ""))
     monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileNames", lambda *_a, **_k: ([str(photo)], ""))
-    assert window.workspaces.currentWidget() is window.mpr
+    assert window.workspaces.currentWidget() is window.ct.mpr
     window._choose_recording()
     assert window.workspaces.currentWidget() is window.lung
-    window.workspaces.setCurrentWidget(window.mpr)
+    window.workspaces.setCurrentWidget(window.ct.mpr)
     window._choose_photos()
     assert window.workspaces.currentWidget() is window.skin
     assert str(recording) in window.settings.recent_paths
@@ -101,7 +101,7 @@ def test_an_empty_folder_says_so_and_is_not_added_to_recent(
 ) -> None:
     shown: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        main_window_module, "show_message", lambda _p, title, text, *a, **k: shown.append((title, text))
+        ct_workspace_module, "show_message", lambda _p, title, text, *a, **k: shown.append((title, text))
     )
     empty = tmp_path / "empty study"
     empty.mkdir()
@@ -111,7 +111,7 @@ def test_an_empty_folder_says_so_and_is_not_added_to_recent(
     qtbot.waitUntil(lambda: bool(shown))
     assert any(f"No DICOM images found in {empty}" in text for _title, text in shown)
     assert str(empty) not in window.settings.recent_paths
-    assert window.volume is None
+    assert window.ct.volume is None
 
 
 def test_a_series_opened_goes_to_recent(qtbot: Any, window: Any) -> None:
@@ -123,7 +123,7 @@ def test_a_series_opened_goes_to_recent(qtbot: Any, window: Any) -> None:
 
 
 def test_window_drag_is_proportional_and_the_preset_box_names_the_window(qtbot: Any, sample_window: Any) -> None:
-    window, axial = sample_window, sample_window.mpr.axial
+    window, axial = sample_window, sample_window.ct.mpr.axial
     qtbot.keyClick(axial, Qt.Key.Key_1)  # Lung
     assert axial.window == (-600.0, 1500.0)
     assert window.preset_box.currentText() == "Lung"
@@ -140,8 +140,8 @@ def test_window_drag_is_proportional_and_the_preset_box_names_the_window(qtbot: 
 
 
 def test_roi_statistics_carry_their_unit_on_a_dark_backing(qtbot: Any, sample_window: Any) -> None:
-    axial = sample_window.mpr.axial
-    sample_window.mpr.set_tool("rectangle")
+    axial = sample_window.ct.mpr.axial
+    sample_window.ct.mpr.set_tool("rectangle")
     mouse_drag(axial.graphics.viewport(), image_pixel(axial, 0.4, 0.4), image_pixel(axial, 0.6, 0.6))
     (measurement,) = axial.measurements
     assert "HU" in measurement.text
@@ -151,7 +151,7 @@ def test_roi_statistics_carry_their_unit_on_a_dark_backing(qtbot: Any, sample_wi
 
 
 def test_the_hover_read_out_follows_the_slice_and_counts_like_the_slice_counter(qtbot: Any, sample_window: Any) -> None:
-    axial = sample_window.mpr.axial
+    axial = sample_window.ct.mpr.axial
     axial.set_index(5)
     pixel = image_pixel(axial, 0.5, 0.5)
     mouse_move(axial, pixel)
@@ -163,7 +163,7 @@ def test_the_hover_read_out_follows_the_slice_and_counts_like_the_slice_counter(
     assert z == 6
     readout = axial.corner_labels["bottom_right"].text()
     assert "slice 7/20" in readout
-    assert readout.startswith(f"{sample_window.volume.voxels[z, y, x]:.0f} HU")
+    assert readout.startswith(f"{sample_window.ct.volume.voxels[z, y, x]:.0f} HU")
     QtWidgets.QApplication.sendEvent(axial, QtCore.QEvent(QtCore.QEvent.Type.Leave))
     assert axial.corner_labels["bottom_right"].text() == ""
 
@@ -172,8 +172,8 @@ def test_the_hover_read_out_follows_the_slice_and_counts_like_the_slice_counter(
 
 
 def test_slice_keys_work_after_clicking_a_layers_check_box(qtbot: Any, sample_window: Any) -> None:
-    window, axial = sample_window, sample_window.mpr.axial
-    box = window.layers_panel.measurements
+    window, axial = sample_window, sample_window.ct.mpr.axial
+    box = window.ct.layers_panel.measurements
     qtbot.mouseClick(box, Qt.MouseButton.LeftButton)
     box.setFocus()
     assert box.hasFocus() or QtWidgets.QApplication.focusWidget() is box
@@ -184,8 +184,8 @@ def test_slice_keys_work_after_clicking_a_layers_check_box(qtbot: Any, sample_wi
     qtbot.keyClick(box, Qt.Key.Key_End)
     assert axial.index == axial.slice_count - 1
     # a widget that uses the keys itself keeps them
-    window.layers_panel.list.setFocus()
-    qtbot.keyClick(window.layers_panel.list, Qt.Key.Key_Home)
+    window.ct.layers_panel.list.setFocus()
+    qtbot.keyClick(window.ct.layers_panel.list, Qt.Key.Key_Home)
     assert axial.index == axial.slice_count - 1
 
 
@@ -200,7 +200,7 @@ def test_ct_toolbar_and_voxel_read_out_show_only_on_the_ct_tab(qtbot: Any, sampl
         window.workspaces.setCurrentWidget(other)
         assert not window.ct_toolbar.isVisible()
         assert not window.cursor_label.isVisible()
-    window.workspaces.setCurrentWidget(window.mpr)
+    window.workspaces.setCurrentWidget(window.ct.mpr)
     assert window.ct_toolbar.isVisible()
 
 
@@ -218,7 +218,7 @@ def test_about_names_the_folders_and_the_intended_use(qtbot: Any, window: Any, d
 
 
 def test_any_view_can_be_enlarged(qtbot: Any, sample_window: Any) -> None:
-    mpr = sample_window.mpr
+    mpr = sample_window.ct.mpr
     coronal = mpr.views["coronal"]
     mouse_click(coronal.graphics.viewport(), image_pixel(coronal, 0.5, 0.5))
     sample_window.single_action.trigger()  # F2

@@ -60,8 +60,8 @@ def shown_messages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 def classify(qtbot: Any, window: Any) -> Any:
     """Click *Classify COVID-19* and wait for the finding."""
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
-        qtbot.mouseClick(window.findings.covid.classify_button, QtCore.Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(window.ct.findings.covid.classify_button, QtCore.Qt.MouseButton.LeftButton)
     return blocker.args[0]
 
 
@@ -87,7 +87,7 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
 ) -> None:
     window.set_engine(engine)
     volume = open_and_wait(qtbot, window, p001)
-    panel, runner = window.findings, window.findings.covid
+    panel, runner = window.ct.findings, window.ct.findings.covid
     assert "COVID-19" in [panel.task_tabs.tabText(i) for i in range(panel.task_tabs.count())]
     assert runner.classify_button.isEnabled()
     assert runner.grad_cam_box.isChecked()
@@ -175,7 +175,7 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     assert isinstance(heatmap_layer, HeatmapLayer)
     assert heatmap_layer.values.shape == volume.shape
     assert set(result.heatmaps) <= set(result.kept_slices)
-    assert window.layers.layers[-2:] == [mask_layer, heatmap_layer]
+    assert window.ct.layers.layers[-2:] == [mask_layer, heatmap_layer]
     assert runner.absolute_box.isChecked()
     inside = {index: heatmap.values * result.lung_mask[index] for index, heatmap in result.heatmaps.items()}
     scale = max(float(values.max()) for values in inside.values())
@@ -186,9 +186,9 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     assert float(max(heatmap_layer.values[index].max() for index in result.heatmaps)) == pytest.approx(1.0)
     assert not heatmap_layer.values[z][~result.lung_mask[z]].any()
     assert not heatmap_layer.values[[i for i in range(volume.shape[0]) if i not in result.heatmaps]].any()
-    axial = window.mpr.axial
+    axial = window.ct.mpr.axial
     axial.set_index(z)
-    visible = [layer for layer in window.layers.layers if layer.visible]
+    visible = [layer for layer in window.ct.layers.layers if layer.visible]
     drawn = axial.overlay_items[visible.index(heatmap_layer)].image
     shown = np.isfinite(drawn)
     assert shown.any()
@@ -223,15 +223,15 @@ def test_covid_on_the_real_p001_series_shows_verdict_slices_groups_lungs_and_gra
     left = next(index for index, reason in enumerate(result.slice_reasons) if not reason.startswith("kept"))
     axial.set_index(left)
     assert read_out.text().startswith(f"COVID-19: {result.slice_reasons[left]}\nAxial {left + 1}/")
-    window.layers.update(mask_layer, visible=False)
+    window.ct.layers.update(mask_layer, visible=False)
     assert read_out.text().startswith(f"Axial {left + 1}/")
-    window.layers.update(mask_layer, visible=True)
+    window.ct.layers.update(mask_layer, visible=True)
 
     # a demo bundle: the banner is on the image
     assert finding.provenance.demo
     assert mask_layer.demo
     assert heatmap_layer.demo
-    assert window.mpr.banner.isVisible()
+    assert window.ct.mpr.banner.isVisible()
 
     # each slice by its own maximum, when asked: the map, the bar's label and the summary say so
     runner.absolute_box.click()
@@ -256,8 +256,8 @@ def test_a_short_series_with_the_lung_unet_gets_one_padded_group_as_the_paper_do
         series_uid="p001-short",
         description="P001 60-89",
     )
-    window._on_volume_loaded(short)
-    runner = window.findings.covid
+    window.ct.show_loaded_volume(short)
+    runner = window.ct.findings.covid
     runner.lung_box.choose(lung_cards[0])
     runner.grad_cam_box.setChecked(False)
     finding = classify(qtbot, window)
@@ -270,22 +270,22 @@ def test_a_short_series_with_the_lung_unet_gets_one_padded_group_as_the_paper_do
     kept = len(result.kept_slices)
     assert group.kind == "padded"
     assert sum(source is None for source in group.sources) == 50 - kept
-    details = window.findings.details.toPlainText()
+    details = window.ct.findings.details.toPlainText()
     text = f"{kept} slices kept: one group of {kept} slices padded with {50 - kept} black slices to 50"
     assert text in details
     assert ("as the paper does" in details) == (kept > 25)
     assert result.lung_mask_source in details
     # no Grad-CAM asked: no map, the panel's map switch is off
     assert finding.heatmap_layer is None
-    assert not window.findings.heatmap_box.isEnabled()
+    assert not window.ct.findings.heatmap_box.isEnabled()
     assert finding.mask_layer.demo  # the lung U-Net and the COVID model are demos
-    assert window.mpr.banner.isVisible()
+    assert window.ct.mpr.banner.isVisible()
 
 
 def test_cancel_leaves_no_finding(qtbot: Any, window: Any, engine: Any) -> None:
     window.set_engine(engine)
-    window._on_volume_loaded(make_volume(phantom_chest(), spacing=(2.0, 2.5, 2.5), series_uid="1.2.3.4"))
-    runner = window.findings.covid
+    window.ct.show_loaded_volume(make_volume(phantom_chest(), spacing=(2.0, 2.5, 2.5), series_uid="1.2.3.4"))
+    runner = window.ct.findings.covid
     runner.lung_box.choose(None)
     task = runner.run()
     assert task is not None
@@ -293,8 +293,8 @@ def test_cancel_leaves_no_finding(qtbot: Any, window: Any, engine: Any) -> None:
     window.cancel_running()
     wait_until_settled(qtbot, window, task, RUN_TIMEOUT_MS)
     assert task.is_cancelled
-    assert window.findings.list.count() == 0
-    assert window.layers.layers == []
+    assert window.ct.findings.list.count() == 0
+    assert window.ct.layers.layers == []
     assert runner.classify_button.isEnabled()
 
 
@@ -302,10 +302,10 @@ def test_a_series_without_lungs_of_another_modality_gets_a_note_and_a_message_no
     qtbot: Any, window: Any, engine: Any, shown_messages: list[tuple[str, str]]
 ) -> None:
     window.set_engine(engine)
-    window._on_volume_loaded(
+    window.ct.show_loaded_volume(
         make_volume(phantom_chest(lungs=False), spacing=(2.0, 2.5, 2.5), modality="MR", series_uid="1.2.3.5")
     )
-    runner = window.findings.covid
+    runner = window.ct.findings.covid
     runner.lung_box.choose(None)
     wait_until_settled(qtbot, window, runner.run(), RUN_TIMEOUT_MS)
     note = runner.note.text()
@@ -316,7 +316,7 @@ def test_a_series_without_lungs_of_another_modality_gets_a_note_and_a_message_no
     assert "failed" in title
     assert "no lung found" in text
     assert "Traceback" not in text
-    assert window.findings.list.count() == 0
+    assert window.ct.findings.list.count() == 0
     assert runner.classify_button.isEnabled()
 
 
@@ -405,8 +405,8 @@ def grad_cam_result(engine: Any) -> tuple[Any, CovidResult]:
 
 def show_found(qtbot: Any, window: Any, volume: Any, finding: Any) -> None:
     """Hand ``finding`` to the COVID-19 runner as a finished run does, and wait until the panel lists it."""
-    with qtbot.waitSignal(window.findings.finding_added, timeout=5000):
-        window.findings.covid._on_classified(volume, finding)
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=5000):
+        window.ct.findings.covid._on_classified(volume, finding)
 
 
 def drawn(view: Any, layer: Any) -> np.ndarray:
@@ -431,8 +431,8 @@ def test_grad_cam_is_on_one_scale_for_the_volume_by_default_and_a_slice_without_
 ) -> None:
     card, result = grad_cam_result(engine)
     volume = make_volume(np.zeros((200, 8, 8), np.int16), series_uid="1.2.3.9")
-    window._on_volume_loaded(volume)
-    runner, panel = window.findings.covid, window.findings
+    window.ct.show_loaded_volume(volume)
+    runner, panel = window.ct.findings.covid, window.ct.findings
     assert runner.absolute_box.isChecked()  # the default
     finding = covid_finding(result, card, volume, absolute=runner.absolute_box.isChecked())
     show_found(qtbot, window, volume, finding)
@@ -442,13 +442,13 @@ def test_grad_cam_is_on_one_scale_for_the_volume_by_default_and_a_slice_without_
     # of each slice's own maximum
     assert layer.values[11][lungs[11]] == pytest.approx(1.0)
     assert layer.values[10][lungs[10]] == pytest.approx(0.5)
-    coronal = window.mpr.views["coronal"]
+    coronal = window.ct.mpr.views["coronal"]
     coronal.set_index(4)  # through the lungs (rows 2-5 of each slice)
     cut = drawn(coronal, layer)
     assert sorted(np.unique(np.round(cut[np.isfinite(cut)], 3))) == [0.5, 1.0]
 
     # the colour bar says what it shows and on which scale
-    axial = window.mpr.axial
+    axial = window.ct.mpr.axial
     axial.set_index(11)
     assert axial.colour_bar.isVisible()
     assert axial.colour_bar.getAxis("left").labelText == "Grad-CAM, covid pneumonia class<br>one scale for the volume"
@@ -480,12 +480,12 @@ def test_grad_cam_is_on_one_scale_for_the_volume_by_default_and_a_slice_without_
 def test_with_two_maps_shown_the_colour_bar_is_the_top_ones_and_says_so(qtbot: Any, window: Any, engine: Any) -> None:
     card, result = grad_cam_result(engine)
     volume = make_volume(np.zeros((200, 8, 8), np.int16), series_uid="1.2.3.10")
-    window._on_volume_loaded(volume)
+    window.ct.show_loaded_volume(volume)
     probability = HeatmapLayer(
         name="Liver probability [x]", values=np.full(volume.shape, 0.7, np.float32), legend="liver probability 0-1"
     )
-    window.layers.add(probability)
-    axial = window.mpr.axial
+    window.ct.layers.add(probability)
+    axial = window.ct.mpr.axial
     axial.set_index(11)
     label = axial.colour_bar.getAxis("left")
     assert label.labelText == "liver probability 0-1"
@@ -494,7 +494,7 @@ def test_with_two_maps_shown_the_colour_bar_is_the_top_ones_and_says_so(qtbot: A
     assert label.labelText == (
         "Grad-CAM, covid pneumonia class<br>one scale for the volume<br>(the top one of the 2 maps shown)"
     )
-    window.findings.heatmap_box.click()  # the Grad-CAM off: the bar is the probability's again
+    window.ct.findings.heatmap_box.click()  # the Grad-CAM off: the bar is the probability's again
     assert label.labelText == "liver probability 0-1"
 
 
@@ -503,12 +503,12 @@ def test_the_verdict_has_the_validated_performance_and_the_warnings_beside_it_an
 ) -> None:
     card, result = grad_cam_result(engine)
     volume = make_volume(np.zeros((200, 8, 8), np.int16), series_uid="1.2.3.11", modality="MR")
-    window._on_volume_loaded(volume)
+    window.ct.show_loaded_volume(volume)
     warning = input_warning(card, volume)
     assert "this series is MR" in warning
     finding = covid_finding(result, card, volume, warnings=[warning])
     show_found(qtbot, window, volume, finding)
-    panel = window.findings
+    panel = window.ct.findings
     validated = finding.provenance.validated
     assert validated == validated_summary(card)  # the bundle's own recorded validation
 

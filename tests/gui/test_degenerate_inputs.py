@@ -26,12 +26,12 @@ def ct_window(qtbot: Any, window: Any, shipped_engine: Any) -> Any:
 
 
 def show(window: Any, volume: Any) -> Any:
-    window._on_volume_loaded(volume)
+    window.ct.show_loaded_volume(volume)
     return volume
 
 
 def run_to_finding(qtbot: Any, window: Any, runner: Any) -> Any:
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
         task = runner.run()
         assert task is not None, runner.blocked_note.text() or runner.note.text()
     return blocker.args[0]
@@ -53,7 +53,7 @@ def blank_ct(slices: int = 30) -> Any:
 
 def test_liver_on_a_blank_series_finds_no_liver_and_says_the_series_is_uniform(qtbot: Any, ct_window: Any) -> None:
     show(ct_window, blank_ct())
-    finding = run_to_finding(qtbot, ct_window, ct_window.findings.liver)
+    finding = run_to_finding(qtbot, ct_window, ct_window.ct.findings.liver)
     assert finding.title.startswith("No liver found")
     verdict_then_warning(finding, "No liver found in this series", "The series is uniform (every voxel -1000)")
     assert "0.0 mL" not in finding.summary_html
@@ -64,8 +64,8 @@ def test_kidney_on_a_blank_slice_says_its_probability_means_nothing(qtbot: Any, 
     voxels = sample.voxels.copy()
     voxels[5] = -1000
     show(ct_window, make_volume(voxels, spacing=sample.spacing, series_uid="sample-blank-6", description="one blank"))
-    ct_window.mpr.axial.set_index(5)
-    runner = ct_window.findings.kidney
+    ct_window.ct.mpr.axial.set_index(5)
+    runner = ct_window.ct.findings.kidney
     runner.scope_box.setCurrentIndex(1)  # the slice on screen
     finding = run_to_finding(qtbot, ct_window, runner)
     assert any("1 slice(s) run are uniform (blank: 6)" in warning for warning in finding.warnings)
@@ -73,7 +73,7 @@ def test_kidney_on_a_blank_slice_says_its_probability_means_nothing(qtbot: Any, 
 
 
 def window_details(window: Any) -> str:
-    return window.findings.details.toPlainText()
+    return window.ct.findings.details.toPlainText()
 
 
 def test_covid_on_a_blank_series_is_refused_with_the_reason(
@@ -82,13 +82,13 @@ def test_covid_on_a_blank_series_is_refused_with_the_reason(
     shown: list[tuple[str, str]] = []
     monkeypatch.setattr("medview.ui.main_window.show_message", lambda _p, t, text, *_a, **_k: shown.append((t, text)))
     show(ct_window, blank_ct(60))
-    runner = ct_window.findings.covid
+    runner = ct_window.ct.findings.covid
     runner.lung_box.choose(None)
     wait_until_settled(qtbot, ct_window, runner.run(), RUN_TIMEOUT_MS)
     assert "The series is uniform" in runner.note.text()
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
     assert "no lung found" in shown[0][1]
-    assert ct_window.findings.list.count() == 0  # no verdict on a blank series
+    assert ct_window.ct.findings.list.count() == 0  # no verdict on a blank series
 
 
 def test_covid_on_a_sparse_series_says_so_beside_the_verdict(qtbot: Any, ct_window: Any, shared_data: Path) -> None:
@@ -101,11 +101,11 @@ def test_covid_on_a_sparse_series_says_so_beside_the_verdict(qtbot: Any, ct_wind
         series_uid="p001-every-8th",
         description="P001 every 8th slice",
     )
-    card = ct_window.findings.covid.model_box.selected_card()
+    card = ct_window.ct.findings.covid.model_box.selected_card()
     assert any("16.0 mm apart" in warning for warning in volume_fitness(card, sparse))
     assert volume_fitness(card, full) == []  # the full 2 mm series is what the model was validated on
     show(ct_window, sparse)
-    runner = ct_window.findings.covid
+    runner = ct_window.ct.findings.covid
     runner.lung_box.choose(None)
     runner.grad_cam_box.setChecked(False)
     finding = run_to_finding(qtbot, ct_window, runner)

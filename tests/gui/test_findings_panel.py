@@ -36,9 +36,9 @@ def ct_window(qtbot: Any, window: Any, engine: Any) -> Any:
 
 def segment(qtbot: Any, window: Any) -> Any:
     """Click *Segment liver* (once the previous run has finished) and wait for the finding."""
-    qtbot.waitUntil(window.findings.liver.segment_button.isEnabled, timeout=RUN_TIMEOUT_MS)
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
-        qtbot.mouseClick(window.findings.liver.segment_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(window.ct.findings.liver.segment_button.isEnabled, timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(window.ct.findings.liver.segment_button, QtCore.Qt.MouseButton.LeftButton)
     return blocker.args[0]
 
 
@@ -50,13 +50,13 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     qtbot: Any, ct_window: Any, monkeypatch: Any
 ) -> None:
     window = ct_window
-    volume = window.volume
+    volume = window.ct.volume
     painted: list[int] = []  # voxels of the growing mask each time the run reported a batch done
 
     def watch(task: Any) -> None:
         task.signals.progress.connect(
             lambda *_progress: painted.extend(
-                int(layer.labels.sum()) for layer in window.layers.layers if layer.name.startswith("Liver (running")
+                int(layer.labels.sum()) for layer in window.ct.layers.layers if layer.name.startswith("Liver (running")
             )
         )
 
@@ -68,7 +68,7 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     assert len(painted) >= 2  # one per batch of 8 slices, painted before the run ended
     assert painted == sorted(painted)
     assert painted[-1] == int(result.mask.sum())
-    assert not any(layer.name.startswith("Liver (running") for layer in window.layers.layers)
+    assert not any(layer.name.startswith("Liver (running") for layer in window.ct.layers.layers)
 
     # the mask lies on the real liver (a mirrored or shifted mask would not)
     reference = read_label_map(SAMPLE_MASK, volume).labels > 0
@@ -77,18 +77,18 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     mask_layer, probability_layer = finding.mask_layer, finding.heatmap_layer
     assert isinstance(mask_layer, LabelLayer)
     assert isinstance(probability_layer, HeatmapLayer)
-    assert window.layers.layers[-2:] == [mask_layer, probability_layer]
+    assert window.ct.layers.layers[-2:] == [mask_layer, probability_layer]
     assert np.array_equal(mask_layer.labels > 0, result.mask)
     assert not probability_layer.visible  # the probability map waits until asked for
 
     # what is drawn: the axial overlay is the mask of the slice shown
-    axial = window.mpr.axial
+    axial = window.ct.mpr.axial
     axial.set_index(int(np.argmax(result.mask.sum(axis=(1, 2)))))
     drawn = next(item for item in axial.overlay_items if item.isVisible())
     assert np.array_equal(drawn.image > 0, result.mask[axial.index])
 
     # the finding and where it came from
-    panel = window.findings
+    panel = window.ct.findings
     assert panel.list.count() == 1
     # the liver of the sample runs through all 20 slices: its volume is a lower bound
     first, last = result.slice_range
@@ -103,8 +103,8 @@ def test_segment_liver_paints_as_it_goes_and_lists_the_finding_with_provenance(
     assert result.volume_ml == pytest.approx(result.mask.sum() * np.prod(volume.spacing) / 1000)
     # a demo bundle: the banner is on the image
     assert finding.provenance.demo
-    assert window.mpr.banner.isVisible()
-    assert window.mpr.banner.parent() is window.mpr.axial  # on the image, not in a panel beside it
+    assert window.ct.mpr.banner.isVisible()
+    assert window.ct.mpr.banner.parent() is window.ct.mpr.axial  # on the image, not in a panel beside it
 
 
 def test_the_running_layer_and_the_finding_share_one_mask_and_no_copy_is_kept(qtbot: Any, ct_window: Any) -> None:
@@ -114,11 +114,11 @@ def test_the_running_layer_and_the_finding_share_one_mask_and_no_copy_is_kept(qt
     running: list[Any] = []  # (layer, the array it showed)
 
     def note_running_layer() -> None:
-        for layer in window.layers.layers:
+        for layer in window.ct.layers.layers:
             if layer.name.startswith("Liver (running") and not any(layer is seen for seen, _ in running):
                 running.append((layer, layer.labels))
 
-    window.layers.changed.connect(note_running_layer)
+    window.ct.layers.changed.connect(note_running_layer)
     finding = segment(qtbot, window)
     qtbot.waitUntil(lambda: not window.tasks.running, timeout=RUN_TIMEOUT_MS)
 
@@ -140,26 +140,26 @@ def test_a_finished_run_does_not_keep_its_series_alive_once_another_is_shown(
     voxels = np.random.default_rng(0).integers(-100, 200, (4, 64, 64)).astype(np.int16)
     first = make_volume(voxels, series_uid="1.2.3")
     shown = weakref.ref(first)
-    window._on_volume_loaded(first)
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS):
-        window.findings.liver.run()
+    window.ct.show_loaded_volume(first)
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+        window.ct.findings.liver.run()
     qtbot.waitUntil(lambda: not window.tasks.running, timeout=RUN_TIMEOUT_MS)
     del first
 
-    window._on_volume_loaded(make_volume(voxels.copy(), series_uid="4.5.6"))
+    window.ct.show_loaded_volume(make_volume(voxels.copy(), series_uid="4.5.6"))
     qtbot.wait(50)  # the event loop drops the ended task's slots
     gc.collect()
 
     assert shown() is None
-    window._on_volume_loaded(make_volume(voxels.copy(), series_uid="1.2.3"))
-    assert window.findings.list.count() == 1  # the finding itself stays with its series
+    window.ct.show_loaded_volume(make_volume(voxels.copy(), series_uid="1.2.3"))
+    assert window.ct.findings.list.count() == 1  # the finding itself stays with its series
 
 
 def test_overlay_controls_outline_probability_and_opacity(qtbot: Any, ct_window: Any) -> None:
     window = ct_window
     finding = segment(qtbot, window)
-    panel = window.findings
-    axial = window.mpr.axial
+    panel = window.ct.findings
+    axial = window.ct.mpr.axial
     axial.set_index(int(np.argmax(finding.result.mask.sum(axis=(1, 2)))))
     drawn = next(item for item in axial.overlay_items if item.isVisible())
     full = np.count_nonzero(drawn.image)
@@ -183,7 +183,7 @@ def test_overlay_controls_outline_probability_and_opacity(qtbot: Any, ct_window:
     panel.show_mask.click()
     assert not finding.mask_layer.visible
     panel.heatmap_box.click()
-    assert not window.mpr.banner.isVisible()  # no demo output on screen, no banner
+    assert not window.ct.mpr.banner.isVisible()  # no demo output on screen, no banner
 
 
 def test_findings_are_kept_per_series_and_a_second_run_is_kept_beside_the_first(
@@ -192,7 +192,7 @@ def test_findings_are_kept_per_series_and_a_second_run_is_kept_beside_the_first(
     window = ct_window
     first = segment(qtbot, window)
     second = segment(qtbot, window)
-    assert window.findings.list.count() == 2
+    assert window.ct.findings.list.count() == 2
     assert first is not second
 
     other = shared_data / "covid_ct" / "COVID-CT-MD" / "Normal"
@@ -200,22 +200,22 @@ def test_findings_are_kept_per_series_and_a_second_run_is_kept_beside_the_first(
     if series is None:
         pytest.skip("no second CT series in the shared data")
     open_and_wait(qtbot, window, series)
-    assert window.findings.list.count() == 0
-    assert window.layers.layers == []
+    assert window.ct.findings.list.count() == 0
+    assert window.ct.layers.layers == []
 
     open_and_wait(qtbot, window, SAMPLE_SERIES)
-    assert window.findings.list.count() == 2
-    assert [layer for layer in window.layers.layers] == first.layers + second.layers
+    assert window.ct.findings.list.count() == 2
+    assert [layer for layer in window.ct.layers.layers] == first.layers + second.layers
 
 
 def test_cancel_leaves_no_half_mask(qtbot: Any, ct_window: Any) -> None:
     window = ct_window
-    task = window.findings.liver.run()
+    task = window.ct.findings.liver.run()
     window.cancel_running()
     wait_until_settled(qtbot, window, task, RUN_TIMEOUT_MS)
-    assert window.findings.list.count() == 0
-    assert window.layers.layers == []
-    assert window.findings.liver.segment_button.isEnabled()
+    assert window.ct.findings.list.count() == 0
+    assert window.ct.layers.layers == []
+    assert window.ct.findings.liver.segment_button.isEnabled()
 
 
 def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expects(
@@ -223,15 +223,15 @@ def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expec
 ) -> None:
     window.set_engine(engine)
     voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)
-    window._on_volume_loaded(make_volume(voxels, modality="MR", series_uid="1.2.3"))
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as found:
-        window.findings.liver.run()
+    window.ct.show_loaded_volume(make_volume(voxels, modality="MR", series_uid="1.2.3"))
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS) as found:
+        window.ct.findings.liver.run()
     (warning,) = found.args[0].warnings
     assert "expects CT images" in warning
     assert "this series is MR" in warning
     # beside the verdict, not in the runner's few lines above the list
-    assert warning in window.findings.details.toPlainText()
-    assert window.findings.liver.note.text() == ""
+    assert warning in window.ct.findings.details.toPlainText()
+    assert window.ct.findings.liver.note.text() == ""
     assert QtWidgets.QApplication.activeModalWidget() is None
 
 
@@ -243,15 +243,15 @@ def test_a_series_of_another_body_part_gets_a_warning_naming_what_the_model_is_m
 ) -> None:
     window.set_engine(engine)
     voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)
-    window._on_volume_loaded(make_volume(voxels, series_uid="1.2.3", info={"BodyPartExamined": body_part}))
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as found:
-        window.findings.liver.run()
+    window.ct.show_loaded_volume(make_volume(voxels, series_uid="1.2.3", info={"BodyPartExamined": body_part}))
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS) as found:
+        window.ct.findings.liver.run()
     warnings = found.args[0].warnings
     if warned:
         (warning,) = warnings
         assert "is meant for CT of the ABDOMEN, LIVER, CHEST" in warning
         assert "recorded as HEAD" in warning
-        assert warning in window.findings.details.toPlainText()
+        assert warning in window.ct.findings.details.toPlainText()
     else:
         assert warnings == ()
 
@@ -261,13 +261,13 @@ def test_the_finding_exports_as_dicom_seg_and_nifti_that_read_back_onto_the_seri
 ) -> None:
     window = ct_window
     finding = segment(qtbot, window)
-    panel = window.findings
+    panel = window.ct.findings
     assert panel.seg_button.isEnabled()
     assert panel.nifti_button.isEnabled()
     for path, export in ((tmp_path / "liver.dcm", panel.export_seg), (tmp_path / "liver.nii.gz", panel.export_nifti)):
         wait_until_settled(qtbot, window, export(path), RUN_TIMEOUT_MS)
         assert path.name in panel.note.text()
-        read_back = read_label_map(path, window.volume)
+        read_back = read_label_map(path, window.ct.volume)
         assert np.array_equal(read_back.labels > 0, finding.result.mask), path.name
 
     # the SEG names the model that made it, and says it is a demo

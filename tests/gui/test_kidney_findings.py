@@ -60,8 +60,8 @@ def engine(shipped_engine: Any) -> Any:
 
 def wire(window: Any) -> KidneyTab:
     """The runner, which the window connects to the axial view (slice, drawn ROIs) and the panel's selection."""
-    runner: KidneyTab = window.findings.kidney
-    assert runner.current_slice() == window.mpr.axial.index
+    runner: KidneyTab = window.ct.findings.kidney
+    assert runner.current_slice() == window.ct.mpr.axial.index
     return runner
 
 
@@ -95,7 +95,7 @@ def stone_window(qtbot: Any, window: Any, engine: Any, shared_data: Path) -> Any
     """The window with the engine and ``stone_series`` loaded."""
     window.set_engine(engine)
     wire(window)
-    window._on_volume_loaded(stone_series(shared_data, engine))
+    window.ct.show_loaded_volume(stone_series(shared_data, engine))
     return window
 
 
@@ -131,8 +131,8 @@ def assert_on_the_body(values: np.ndarray, slice_hu: np.ndarray) -> None:
 
 def run(qtbot: Any, window: Any) -> Any:
     """Click *Find kidney stones*, wait for the finding and for the runner to be free again."""
-    runner = window.findings.kidney
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
+    runner = window.ct.findings.kidney
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
         qtbot.mouseClick(runner.run_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not runner.running() and runner.run_button.isEnabled(), timeout=10_000)
     return blocker.args[0]
@@ -152,7 +152,7 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     qtbot: Any, ct_window: Any
 ) -> None:
     window = ct_window
-    panel, runner, axial, volume = window.findings, window.findings.kidney, window.mpr.axial, window.volume
+    panel, runner, axial, volume = window.ct.findings, window.ct.findings.kidney, window.ct.mpr.axial, window.ct.volume
     count = volume.shape[0]
     assert panel.task_tabs.tabText(panel.task_tabs.indexOf(runner)) == "Kidney stone"
     axial.set_index(7)
@@ -216,7 +216,7 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     assert set(finding.heatmaps) == explained
     layer = finding.heatmap_layer
     assert isinstance(layer, HeatmapLayer)
-    assert layer in window.layers.layers
+    assert layer in window.ct.layers.layers
     assert layer.visible
     assert layer.demo
     assert layer.levels == (0.0, 1.0)
@@ -242,7 +242,7 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
     assert axial.colour_bar is not None
     assert axial.colour_bar.isVisible()
     assert axial.colour_bar.levels() == pytest.approx((0.0, 1.0))
-    assert window.mpr.banner.isVisible()
+    assert window.ct.mpr.banner.isVisible()
 
     # Grad-CAM of another slice, added to this finding
     axial.set_index(12)
@@ -282,10 +282,10 @@ def test_whole_series_in_the_whole_slice_lists_the_positive_slices_with_grad_cam
 
 def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot: Any, stone_window: Any) -> None:
     window = stone_window
-    runner, axial, volume = window.findings.kidney, window.mpr.axial, window.volume
+    runner, axial, volume = window.ct.findings.kidney, window.ct.mpr.axial, window.ct.volume
     count = volume.shape[0]
     axial.set_index(9)  # a stone slice
-    window.mpr.set_tool("rectangle")
+    window.ct.mpr.set_tool("rectangle")
     # over the kidneys, leaving out the spine, the lower kidney's edge and the flanks, where the whole slice's
     # map reaches
     start = viewport_point(axial, QtCore.QPointF(42.0, 105.0))
@@ -354,10 +354,10 @@ def test_a_rectangle_drawn_with_the_roi_tool_is_the_roi_on_every_slice_run(qtbot
 
 def load_mask(qtbot: Any, window: Any, path: Path) -> Any:
     """Overlay > Load mask, waiting for its layer."""
-    count = len(window.layers.layers)
-    task = window.load_mask(path)
-    qtbot.waitUntil(lambda: task.done.is_set() and len(window.layers.layers) == count + 1, timeout=30_000)
-    return window.layers.layers[-1]
+    count = len(window.ct.layers.layers)
+    task = window.ct.load_mask(path)
+    qtbot.waitUntil(lambda: task.done.is_set() and len(window.ct.layers.layers) == count + 1, timeout=30_000)
+    return window.ct.layers.layers[-1]
 
 
 def roi_texts(runner: KidneyTab) -> list[str]:
@@ -366,7 +366,7 @@ def roi_texts(runner: KidneyTab) -> list[str]:
 
 def test_a_loaded_kidney_mask_is_offered_and_used_as_the_roi(qtbot: Any, ct_window: Any, tmp_path: Path) -> None:
     window = ct_window
-    runner, volume = window.findings.kidney, window.volume
+    runner, volume = window.ct.findings.kidney, window.ct.volume
     kidney_file = tmp_path / "kidney_mask.nii.gz"  # the liver mask standing in for a kidney mask
     shutil.copyfile(SAMPLE_MASK, kidney_file)
     mask_layer = load_mask(qtbot, window, kidney_file)
@@ -377,7 +377,7 @@ def test_a_loaded_kidney_mask_is_offered_and_used_as_the_roi(qtbot: Any, ct_wind
     texts = roi_texts(runner)
     assert f"Kidney mask: {mask_layer.name}" in texts
     runner.roi_box.setCurrentIndex(texts.index(f"Kidney mask: {mask_layer.name}"))
-    window.mpr.axial.set_index(10)
+    window.ct.mpr.axial.set_index(10)
     assert mask[10].any()
 
     finding = run(qtbot, window)
@@ -395,14 +395,14 @@ def test_a_loaded_kidney_mask_is_offered_and_used_as_the_roi(qtbot: Any, ct_wind
     np.testing.assert_array_equal(roi_layer.labels > 0, mask)
     assert 10 in finding.heatmaps
     assert not finding.heatmap_layer.values[10][~mask[10]].any()  # the map stays in the mask
-    assert window.layers.layers == [mask_layer, roi_layer, finding.heatmap_layer]
+    assert window.ct.layers.layers == [mask_layer, roi_layer, finding.heatmap_layer]
     # the finding's own ROI outline is not offered as a kidney mask
     assert roi_texts(runner) == ["Whole slice (no kidney mask)", f"Kidney mask: {mask_layer.name}"]
 
 
 def test_only_kidney_masks_are_offered_as_a_kidney_roi(qtbot: Any, ct_window: Any) -> None:
     window = ct_window
-    runner, volume = window.findings.kidney, window.volume
+    runner, volume = window.ct.findings.kidney, window.ct.volume
     liver = load_mask(qtbot, window, SAMPLE_MASK)
     assert liver.name == "label 1 [liver_mask.nii.gz]"
     # the liver mask was offered as a kidney ROI (issue 19, item 6); now the tooltip says why it is not
@@ -423,7 +423,7 @@ def test_only_kidney_masks_are_offered_as_a_kidney_roi(qtbot: Any, ct_window: An
     names = {1: "liver", 2: "kidney_right", 3: "kidney_left", 4: "adrenal_gland_left"}
     segments = LabelLayer(name="liver, kidney_right, kidney_left, adrenal_gland_left [ts.nii.gz]", labels=labels)
     segments.names = names
-    window.layers.add(segments)
+    window.ct.layers.add(segments)
     assert kidney_labels(segments) == (2, 3)
     assert roi_texts(runner) == [
         "Whole slice (no kidney mask)",
@@ -445,10 +445,10 @@ def test_only_kidney_masks_are_offered_as_a_kidney_roi(qtbot: Any, ct_window: An
 
 def test_three_runs_are_told_apart_and_one_map_is_shown_at_a_time(qtbot: Any, ct_window: Any, tmp_path: Path) -> None:
     window = ct_window
-    panel, runner, axial = window.findings, window.findings.kidney, window.mpr.axial
+    panel, runner, axial = window.ct.findings, window.ct.findings.kidney, window.ct.mpr.axial
     axial.set_index(11)
     runner.scope_box.setCurrentIndex(1)  # the slice on screen: three quick runs
-    window.mpr.set_tool("rectangle")
+    window.ct.mpr.set_tool("rectangle")
     mouse_drag(
         axial.graphics.viewport(),
         viewport_point(axial, QtCore.QPointF(120.0, 220.0)),
@@ -483,7 +483,7 @@ def test_three_runs_are_told_apart_and_one_map_is_shown_at_a_time(qtbot: Any, ct
 
     # the newest map alone is shown: three maps under one colour bar could not be told apart
     def maps_shown() -> list[Any]:
-        return [layer for layer in window.layers.layers if isinstance(layer, HeatmapLayer) and layer.visible]
+        return [layer for layer in window.ct.layers.layers if isinstance(layer, HeatmapLayer) and layer.visible]
 
     assert maps_shown() == [findings[2].heatmap_layer]
     # choosing another finding in the list shows its map instead, and the boxes say so
@@ -491,22 +491,22 @@ def test_three_runs_are_told_apart_and_one_map_is_shown_at_a_time(qtbot: Any, ct
     assert maps_shown() == [findings[0].heatmap_layer]
     assert panel.heatmap_box.isChecked()
     # a map hidden elsewhere (the Layers dock) unticks its box here
-    window.layers.update(findings[0].heatmap_layer, visible=False)
+    window.ct.layers.update(findings[0].heatmap_layer, visible=False)
     assert not panel.heatmap_box.isChecked()
     panel.heatmap_box.click()
     assert maps_shown() == [findings[0].heatmap_layer]
     assert axial.colour_bar is not None
     assert axial.colour_bar.isVisible()
     # another task's map switched on over a kidney map (a probability map) hides the kidney map
-    other = HeatmapLayer(name="Liver probability", values=np.zeros(window.volume.shape, np.float16))
-    window.layers.add(other)
+    other = HeatmapLayer(name="Liver probability", values=np.zeros(window.ct.volume.shape, np.float16))
+    window.ct.layers.add(other)
     assert maps_shown() == [other]
 
 
 def test_current_axial_slice_only_runs_that_slice(qtbot: Any, stone_window: Any) -> None:
     window = stone_window
-    runner = window.findings.kidney
-    window.mpr.axial.set_index(4)  # a stone slice
+    runner = window.ct.findings.kidney
+    window.ct.mpr.axial.set_index(4)  # a stone slice
     runner.scope_box.setCurrentIndex(1)
     finding = run(qtbot, window)
     result = finding.result
@@ -522,7 +522,7 @@ def test_current_axial_slice_only_runs_that_slice(qtbot: Any, stone_window: Any)
     assert finding.heatmaps[4].values.any()
     assert layer.values[4].max() == 1.0
     assert empty_maps_named(finding.summary_html) == []
-    assert_on_the_body(layer.values[4], window.volume.voxels[4])
+    assert_on_the_body(layer.values[4], window.ct.volume.voxels[4])
 
     # the scale switch on maps of different strength: the real map of slice 5 and half of it on slice 8
     real = finding.heatmaps[4]
@@ -560,13 +560,13 @@ def test_a_few_positive_slices_get_their_grad_cam_too(
     qtbot: Any, ct_window: Any, engine: Any, shared_data: Path
 ) -> None:
     window = ct_window
-    runner = window.findings.kidney
+    runner = window.ct.findings.kidney
     # two stone slices among normal ones, at the Kaggle images' own 256 x 256, away from the slice on screen
     small = stone_series(shared_data, engine, 10, 256, {1: STONE_SLICES[4], 8: STONE_SLICES[9]})
-    window._on_volume_loaded(small)
+    window.ct.show_loaded_volume(small)
     wrapped = FewPositives(engine, 2)
     runner.set_engine(wrapped)
-    current = window.mpr.axial.index
+    current = window.ct.mpr.axial.index
 
     finding = run(qtbot, window)
     positives = finding.result.positive_slices()
@@ -586,14 +586,14 @@ def test_a_few_positive_slices_get_their_grad_cam_too(
 
 def test_cancel_leaves_no_finding(qtbot: Any, ct_window: Any) -> None:
     window = ct_window
-    runner = window.findings.kidney
+    runner = window.ct.findings.kidney
     task = runner.run()
     window.cancel_running()
     wait_until_settled(qtbot, window, task, RUN_TIMEOUT_MS)
     assert task.is_cancelled
-    assert window.findings.list.count() == 0
+    assert window.ct.findings.list.count() == 0
     assert runner.findings == []
-    assert window.layers.layers == []
+    assert window.ct.layers.layers == []
     assert runner.run_button.isEnabled()
 
 
@@ -603,12 +603,12 @@ def test_a_series_of_another_modality_gets_a_warning_naming_what_the_model_expec
     window.set_engine(engine)
     wire(window)
     voxels = np.random.default_rng(0).integers(0, 400, (3, 64, 64)).astype(np.int16)
-    window._on_volume_loaded(make_volume(voxels, modality="MR", series_uid="1.2.3"))
-    with qtbot.waitSignal(window.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
-        window.findings.kidney.run()
+    window.ct.show_loaded_volume(make_volume(voxels, modality="MR", series_uid="1.2.3"))
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS) as blocker:
+        window.ct.findings.kidney.run()
     finding = blocker.args[0]
     assert finding.title.startswith("Kidney stone · whole slice · ")
-    details = window.findings.details.toPlainText()
+    details = window.ct.findings.details.toPlainText()
     assert "expects CT images; this series is MR: the result may be meaningless." in details
     assert details.index("expects CT images") < details.index("Kidney ROI")
     assert QtWidgets.QApplication.activeModalWidget() is None

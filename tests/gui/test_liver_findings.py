@@ -32,8 +32,8 @@ def segmentation(card: Any, first: int, last: int) -> SegmentationResult:
 
 def show(qtbot: Any, window: Any, finding: Any, volume: Any) -> None:
     """Hand ``finding`` to the panel as a finished liver run does, and wait until it is listed."""
-    with qtbot.waitSignal(window.findings.finding_added, timeout=5000):
-        window.findings.liver.found.emit(volume, finding)
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=5000):
+        window.ct.findings.liver.found.emit(volume, finding)
 
 
 @pytest.mark.parametrize(
@@ -45,12 +45,12 @@ def test_a_liver_reaching_an_end_of_the_scan_has_its_volume_as_a_lower_bound(
 ) -> None:
     card = engine.cards("liver_segmentation")[0]
     volume = make_volume(np.zeros((SLICES, 16, 16), np.int16), spacing=(2.0, 1.0, 1.0), series_uid="1.2.3")
-    window._on_volume_loaded(volume)
+    window.ct.show_loaded_volume(volume)
     result = segmentation(card, first, last)
     finding = liver_finding(result, card, SLICES)
     show(qtbot, window, finding, volume)
 
-    panel = window.findings
+    panel = window.ct.findings
     text = panel.details.toPlainText()
     lines = text.splitlines()
     millilitres = f"{result.volume_ml:,.1f} mL"
@@ -74,11 +74,11 @@ def test_a_liver_reaching_an_end_of_the_scan_has_its_volume_as_a_lower_bound(
 def test_the_probability_map_colour_bar_says_what_it_shows(qtbot: Any, window: Any, engine: Any) -> None:
     card = engine.cards("liver_segmentation")[0]
     volume = make_volume(np.zeros((SLICES, 16, 16), np.int16), spacing=(2.0, 1.0, 1.0), series_uid="1.2.4")
-    window._on_volume_loaded(volume)
+    window.ct.show_loaded_volume(volume)
     show(qtbot, window, liver_finding(segmentation(card, 2, 6), card, SLICES), volume)
-    axial = window.mpr.axial
+    axial = window.ct.mpr.axial
     axial.set_index(4)
-    window.findings.heatmap_box.click()
+    window.ct.findings.heatmap_box.click()
     assert axial.colour_bar.isVisible()
     assert axial.colour_bar.getAxis("left").labelText == "liver probability 0-1"
 
@@ -86,15 +86,15 @@ def test_the_probability_map_colour_bar_says_what_it_shows(qtbot: Any, window: A
 def test_until_the_engine_is_ready_the_liver_tab_says_it_is_loading_and_what_is_missing_if_it_fails(
     qtbot: Any, window: Any, engine: Any, sample_series_dir: Any
 ) -> None:
-    liver = window.findings.liver
-    assert window.findings.task_tabs.currentWidget() is liver
+    liver = window.ct.findings.liver
+    assert window.ct.findings.task_tabs.currentWidget() is liver
     assert liver.model_box.currentText() == ""
     assert liver.model_box.placeholderText() == "Loading the AI engine…"
     assert not liver.segment_button.isEnabled()
     assert liver.blocked_note.isVisible()
     assert liver.blocked_note.text() == "Loading the AI engine…"
 
-    window.findings.set_engine_problem("torch could not be imported: libtorch_cpu.so missing")
+    window.ct.findings.set_engine_problem("torch could not be imported: libtorch_cpu.so missing")
     assert liver.model_box.placeholderText() == "AI engine unavailable"
     assert liver.blocked_note.text() == (
         "The AI engine did not start: torch could not be imported: libtorch_cpu.so missing"

@@ -67,9 +67,9 @@ def test_sample_series_opens_with_labels_and_orientation(qtbot: Any, window: Any
     # remembered as a recent path, in the test's own settings folder
     settings = json.loads((config_dir / "settings.json").read_text(encoding="utf-8"))
     assert settings["recent_paths"] == [str(SAMPLE_SERIES)]
-    assert window.mpr.axial.volume is volume
+    assert window.ct.mpr.axial.volume is volume
 
-    browser = window.browser
+    browser = window.ct.browser
     series_items = []
     iterator = QtWidgets.QTreeWidgetItemIterator(browser)
     while iterator.value():
@@ -81,36 +81,36 @@ def test_sample_series_opens_with_labels_and_orientation(qtbot: Any, window: Any
     assert series_items[0].text(1) == "CT"
     assert series_items[0].text(2) == "20"
 
-    axial = window.mpr.axial
+    axial = window.ct.mpr.axial
     assert axial.index == 10
     assert axial.corner_labels["bottom_left"].text().startswith("Axial 11/20 ")
     assert np.array_equal(axial.image_item.image, volume.voxels[10])
     assert labels(axial) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
-    assert labels(window.mpr.views["coronal"]) == {"left": "R", "right": "L", "top": "S", "bottom": "I"}
-    assert labels(window.mpr.views["sagittal"]) == {"left": "A", "right": "P", "top": "S", "bottom": "I"}
-    for view in window.mpr.views.values():
+    assert labels(window.ct.mpr.views["coronal"]) == {"left": "R", "right": "L", "top": "S", "bottom": "I"}
+    assert labels(window.ct.mpr.views["sagittal"]) == {"left": "A", "right": "P", "top": "S", "bottom": "I"}
+    for view in window.ct.mpr.views.values():
         assert view.corner_labels["top_right"].text() == "W 300  L 40"  # the series' own window
 
 
 def test_mask_overlay_follows_the_layers_panel(qtbot: Any, sample_window: Any) -> None:
     window = sample_window
-    volume = window.volume
-    window.load_mask(SAMPLE_MASK)
-    qtbot.waitUntil(lambda: len(window.layers.layers) == 1, timeout=LOAD_TIMEOUT_MS)
+    volume = window.ct.volume
+    window.ct.load_mask(SAMPLE_MASK)
+    qtbot.waitUntil(lambda: len(window.ct.layers.layers) == 1, timeout=LOAD_TIMEOUT_MS)
     expected = read_label_map(SAMPLE_MASK, volume).labels
     assert expected.shape == volume.shape
     # the liver: enhanced soft tissue, on the patient's right (low x)
     assert 40 < volume.voxels[expected > 0].mean() < 200
     assert np.nonzero(expected)[2].mean() < volume.shape[2] / 2
 
-    panel = window.layers_panel
+    panel = window.ct.layers_panel
     assert panel.list.count() == 1
     item = panel.list.item(0)
     assert "liver_mask.nii.gz" in item.text()
     assert "(mask)" in item.text()
     assert item.checkState() == Qt.CheckState.Checked
 
-    axial = window.mpr.axial
+    axial = window.ct.mpr.axial
     overlay = axial.overlay_items[0]
     reference = expected[axial.index]
     assert np.count_nonzero(reference) > 1000
@@ -123,8 +123,8 @@ def test_mask_overlay_follows_the_layers_panel(qtbot: Any, sample_window: Any) -
 
     # untick the layer in the list: every plane hides it; tick again: back
     panel.list.item(0).setCheckState(Qt.CheckState.Unchecked)
-    assert window.layers.layers[0].visible is False
-    assert not any(item.isVisible() for view in window.mpr.views.values() for item in view.overlay_items)
+    assert window.ct.layers.layers[0].visible is False
+    assert not any(item.isVisible() for view in window.ct.mpr.views.values() for item in view.overlay_items)
     panel.list.item(0).setCheckState(Qt.CheckState.Checked)
     assert overlay.isVisible()
 
@@ -141,12 +141,12 @@ def test_mask_overlay_follows_the_layers_panel(qtbot: Any, sample_window: Any) -
     assert np.count_nonzero(overlay.image) == full
 
     panel.opacity.setValue(30)
-    assert window.layers.layers[0].opacity == pytest.approx(0.3)
-    for view in window.mpr.views.values():
+    assert window.ct.layers.layers[0].opacity == pytest.approx(0.3)
+    for view in window.ct.mpr.views.values():
         assert view.overlay_items[0].opacity() == pytest.approx(0.3)
 
     for plane in ("coronal", "sagittal"):
-        view = window.mpr.views[plane]
+        view = window.ct.mpr.views[plane]
         plane_mask = extract_plane(expected, plane, view.index)
         assert np.count_nonzero(plane_mask) > 0
         assert np.array_equal(view.overlay_items[0].image, plane_mask), plane
@@ -157,8 +157,8 @@ def test_mask_overlay_follows_the_layers_panel(qtbot: Any, sample_window: Any) -
 
 def test_keys_and_wheel_scroll_the_axial_view(qtbot: Any, sample_window: Any) -> None:
     window = sample_window
-    volume = window.volume
-    axial = window.mpr.axial
+    volume = window.ct.volume
+    axial = window.ct.mpr.axial
     label = axial.corner_labels["bottom_left"]
 
     for key, index in (
@@ -174,7 +174,7 @@ def test_keys_and_wheel_scroll_the_axial_view(qtbot: Any, sample_window: Any) ->
         z_mm = volume.index_to_lps(index, 0, 0)[2]
         assert label.text() == f"Axial {index + 1}/20  z {z_mm:.1f} mm"
         assert np.array_equal(axial.image_item.image, volume.voxels[index])
-        assert window.mpr.position[0] == index  # the other planes' crosshair follows
+        assert window.ct.mpr.position[0] == index  # the other planes' crosshair follows
 
     viewport = axial.graphics.viewport()
     centre = viewport.rect().center()
@@ -197,13 +197,13 @@ def test_keys_and_wheel_scroll_the_axial_view(qtbot: Any, sample_window: Any) ->
 
 def test_right_drag_sets_the_window_and_presets_apply_everywhere(qtbot: Any, sample_window: Any) -> None:
     window = sample_window
-    axial = window.mpr.axial
+    axial = window.ct.mpr.axial
     assert axial.window == (40.0, 300.0)
     viewport = axial.graphics.viewport()
     start = viewport.rect().center()
     moves = [QtCore.QPoint(start.x() + 12 * i, start.y() + 6 * i) for i in range(1, 6)]
 
-    with qtbot.waitSignal(window.mpr.window_changed, timeout=HANG_TIMEOUT_MS):
+    with qtbot.waitSignal(window.ct.mpr.window_changed, timeout=HANG_TIMEOUT_MS):
         mouse_drag(viewport, start, moves[-1], Qt.MouseButton.RightButton, steps=5)
 
     # the whole drag (60 px right, 30 px down) changes the window by shares of the width it started from
@@ -211,20 +211,20 @@ def test_right_drag_sets_the_window_and_presets_apply_everywhere(qtbot: Any, sam
     center, width = 40.0 + 30 * step, 300.0 + 60 * step
     assert axial.window == pytest.approx((center, width))
     text = f"W {width:.0f}  L {center:.0f}"
-    for view in window.mpr.views.values():
+    for view in window.ct.mpr.views.values():
         assert view.corner_labels["top_right"].text() == text
         assert view.image_item.levels is not None
         assert tuple(view.image_item.levels) == pytest.approx((center - width / 2, center + width / 2))
 
-    window.apply_preset("Lung")
-    for view in window.mpr.views.values():
+    window.ct.apply_preset("Lung")
+    for view in window.ct.mpr.views.values():
         assert view.corner_labels["top_right"].text() == "W 1500  L -600"
         assert tuple(view.image_item.levels) == pytest.approx((-1350.0, 150.0))
 
 
 def test_left_click_on_axial_moves_the_other_planes(qtbot: Any, sample_window: Any) -> None:
     window = sample_window
-    axial, coronal, sagittal = (window.mpr.views[p] for p in ("axial", "coronal", "sagittal"))
+    axial, coronal, sagittal = (window.ct.mpr.views[p] for p in ("axial", "coronal", "sagittal"))
     viewport = axial.graphics.viewport()
     pixel = viewport_point(axial, image_fraction_point(axial, 0.25, 0.7))
     expected = axial.voxel_at(view_point_at(axial, pixel))
@@ -237,15 +237,15 @@ def test_left_click_on_axial_moves_the_other_planes(qtbot: Any, sample_window: A
 
     mouse_click(viewport, pixel)
 
-    assert window.mpr.position == (z, y, x)
+    assert window.ct.mpr.position == (z, y, x)
     assert coronal.index == y
     assert sagittal.index == x
     assert axial.index == z
     assert coronal.corner_labels["bottom_left"].text() == f"Coronal {y + 1}/512"
     assert sagittal.corner_labels["bottom_left"].text() == f"Sagittal {x + 1}/512"
-    assert np.array_equal(coronal.image_item.image, extract_plane(window.volume.voxels, "coronal", y))
-    assert np.array_equal(sagittal.image_item.image, extract_plane(window.volume.voxels, "sagittal", x))
-    row_mm, col_mm = window.volume.spacing[1], window.volume.spacing[2]
+    assert np.array_equal(coronal.image_item.image, extract_plane(window.ct.volume.voxels, "coronal", y))
+    assert np.array_equal(sagittal.image_item.image, extract_plane(window.ct.volume.voxels, "sagittal", x))
+    row_mm, col_mm = window.ct.volume.spacing[1], window.ct.volume.spacing[2]
     assert axial.crosshair[0].value() == pytest.approx((x + 0.5) * col_mm)
     assert axial.crosshair[1].value() == pytest.approx((y + 0.5) * row_mm)
     assert axial.view_box.viewRange() == range_before  # a click does not pan
@@ -256,7 +256,7 @@ def test_left_click_on_axial_moves_the_other_planes(qtbot: Any, sample_window: A
 
 def test_tag_browser_follows_the_slice_and_filters(qtbot: Any, sample_window: Any) -> None:
     window = sample_window
-    tags, axial, volume = window.tags, window.mpr.axial, window.volume
+    tags, axial, volume = window.ct.tags, window.ct.mpr.axial, window.ct.volume
     window.tags_dock.show()
     qtbot.waitUntil(lambda: tags.tree.topLevelItemCount() > 50, timeout=5000)
     assert tags.source_label.text() == volume.slice_files[axial.index]
@@ -292,9 +292,9 @@ def test_tag_browser_follows_the_slice_and_filters(qtbot: Any, sample_window: An
 def test_tag_browser_finds_dicom_keywords(qtbot: Any, sample_window: Any) -> None:
     window = sample_window
     window.tags_dock.show()
-    qtbot.waitUntil(lambda: window.tags.tree.topLevelItemCount() > 50, timeout=5000)
-    qtbot.keyClicks(window.tags.search, "PatientID")
-    assert "(0010,0020)" in window.tags.visible_tags()
+    qtbot.waitUntil(lambda: window.ct.tags.tree.topLevelItemCount() > 50, timeout=5000)
+    qtbot.keyClicks(window.ct.tags.search, "PatientID")
+    assert "(0010,0020)" in window.ct.tags.visible_tags()
 
 
 # --------------------------------------------------------------------------- bad input
@@ -321,7 +321,7 @@ def test_bad_files_in_a_folder_are_skipped_and_named(qtbot: Any, window: Any, tm
     def hook(task: Any) -> None:
         if task.description.startswith("Scanning"):
             # runs after the window's own slot: the problems the scan reported
-            task.signals.succeeded.connect(lambda _result: after_scan.append(list(window.problems)))
+            task.signals.succeeded.connect(lambda _result: after_scan.append(list(window.ct.problems)))
 
     watch_tasks(monkeypatch, window, hook)
     volume = open_and_wait(qtbot, window, folder)
@@ -330,15 +330,15 @@ def test_bad_files_in_a_folder_are_skipped_and_named(qtbot: Any, window: Any, tm
     assert any(png.name in p and "PNG" in p for p in after_scan[0])
     assert volume.shape[0] >= 20
     assert volume.shape[1:] == (512, 512)
-    assert window.mpr.axial.volume is volume
-    assert any(truncated.name in p for p in window.problems)
+    assert window.ct.mpr.axial.volume is volume
+    assert any(truncated.name in p for p in window.ct.problems)
 
 
 def test_problems_of_the_last_open_keep_the_skipped_files(qtbot: Any, window: Any, tmp_path: Path) -> None:
     folder, png, truncated = _folder_with_bad_files(tmp_path)
     open_and_wait(qtbot, window, folder)
-    assert any(truncated.name in p for p in window.problems)
-    assert any(png.name in p and "PNG" in p for p in window.problems)
+    assert any(truncated.name in p for p in window.ct.problems)
+    assert any(png.name in p and "PNG" in p for p in window.ct.problems)
 
 
 def test_folder_without_dicom_lists_problems_and_stays_usable(qtbot: Any, window: Any, tmp_path: Path) -> None:
@@ -351,13 +351,13 @@ def test_folder_without_dicom_lists_problems_and_stays_usable(qtbot: Any, window
     (folder / "empty.dcm").write_bytes(b"")
 
     window.open_paths([folder])
-    qtbot.waitUntil(lambda: len(window.problems) == 3, timeout=LOAD_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(window.ct.problems) == 3, timeout=LOAD_TIMEOUT_MS)
     qtbot.waitUntil(lambda: not window.tasks.running, timeout=5000)
-    assert window.volume is None
-    assert window.mpr.axial.volume is None
-    assert any("photo.dcm" in p and "PNG" in p for p in window.problems)
-    assert any("notes.txt" in p for p in window.problems)
-    assert any("empty.dcm" in p for p in window.problems)
+    assert window.ct.volume is None
+    assert window.ct.mpr.axial.volume is None
+    assert any("photo.dcm" in p and "PNG" in p for p in window.ct.problems)
+    assert any("notes.txt" in p for p in window.ct.problems)
+    assert any("empty.dcm" in p for p in window.ct.problems)
     boxes = window.findChildren(QtWidgets.QMessageBox)
     shown = [box for box in boxes if box.isVisible() and box.windowTitle() == "No DICOM images"]
     assert shown
@@ -394,7 +394,7 @@ def test_cancel_right_after_the_first_slice(
 
         def on_partial(_item: object) -> None:
             if not any(name == "cancel" for name, _ in events):
-                window.cancel_loading()
+                window.ct.cancel_loading()
                 events.append(("cancel", time.monotonic()))
 
         task.signals.partial.connect(on_partial)
@@ -409,57 +409,57 @@ def test_cancel_right_after_the_first_slice(
     assert "succeeded" not in dict(events)
     qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=HANG_TIMEOUT_MS)
     assert "cancelled" in window.statusBar().currentMessage()
-    assert window.volume is not None
-    assert window.mpr.axial.volume is window.volume
-    assert window.mpr.axial.image_item.image is not None
+    assert window.ct.volume is not None
+    assert window.ct.mpr.axial.volume is window.ct.volume
+    assert window.ct.mpr.axial.image_item.image is not None
 
     volume = open_and_wait(qtbot, window, p001)
     assert volume.shape == (148, 512, 512)
-    assert window.mpr.axial.corner_labels["bottom_left"].text().startswith("Axial 75/148")
+    assert window.ct.mpr.axial.corner_labels["bottom_left"].text().startswith("Axial 75/148")
 
 
 def test_cancel_keeps_the_previous_volume(qtbot: Any, sample_window: Any, shared_data: Path, monkeypatch: Any) -> None:
     """Cancelling after the first slice appeared brings back the volume and overlays that were open."""
     window = sample_window
-    window.load_mask(SAMPLE_MASK)
-    qtbot.waitUntil(lambda: len(window.layers.layers) == 1, timeout=LOAD_TIMEOUT_MS)
-    previous = window.volume
-    previous_layers = list(window.layers.layers)
+    window.ct.load_mask(SAMPLE_MASK)
+    qtbot.waitUntil(lambda: len(window.ct.layers.layers) == 1, timeout=LOAD_TIMEOUT_MS)
+    previous = window.ct.volume
+    previous_layers = list(window.ct.layers.layers)
     p001 = _p001(shared_data)
     events: list[str] = []
 
     def hook(task: Any) -> None:
         if task.description.startswith("Loading"):
-            task.signals.partial.connect(lambda _item: events or (events.append("partial"), window.cancel_loading()))
+            task.signals.partial.connect(lambda _item: events or (events.append("partial"), window.ct.cancel_loading()))
             task.signals.cancelled.connect(lambda: events.append("cancelled"))
 
     watch_tasks(monkeypatch, window, hook)
     window.open_paths([p001])
     qtbot.waitUntil(lambda: "cancelled" in events, timeout=LOAD_TIMEOUT_MS)
     assert events[0] == "partial", "the new series was on screen before the cancel"
-    assert window.volume is previous
-    assert window.mpr.axial.volume is previous
-    assert window.layers.layers == previous_layers
+    assert window.ct.volume is previous
+    assert window.ct.mpr.axial.volume is previous
+    assert window.ct.layers.layers == previous_layers
 
 
 def test_opened_series_gets_its_thumbnail_without_a_second_decode(
     qtbot: Any, window: Any, shared_data: Path, monkeypatch: Any
 ) -> None:
     """The series that opens takes its thumbnail from its own volume; the thumbnail task skips it."""
-    from medview.ui import main_window
+    from medview.ui.ct import workspace
 
     thumbnail_decodes: list[str] = []
-    original = main_window.decode_slice
+    original = workspace.decode_slice
 
     def counting(header: Any) -> np.ndarray:
         thumbnail_decodes.append(header.source.label)
         return original(header)
 
-    monkeypatch.setattr(main_window, "decode_slice", counting)
+    monkeypatch.setattr(workspace, "decode_slice", counting)
     open_and_wait(qtbot, window, _p001(shared_data))
     qtbot.waitUntil(lambda: not window.tasks.running, timeout=5000)
     assert thumbnail_decodes == []
-    (item,) = window.browser.series_items.values()
+    (item,) = window.ct.browser.series_items.values()
     icon = item.icon(0)
     assert not icon.isNull()
     image = icon.pixmap(64, 64).toImage()
@@ -475,8 +475,8 @@ def test_first_slice_is_shown_before_the_series_finishes(
     own_slice_shown: list[bool] = []
 
     def on_partial(task: Any, item: tuple[Any, int]) -> None:
-        events.append(("partial", window.volume is not None, task.done.is_set()))
-        axial = window.mpr.axial
+        events.append(("partial", window.ct.volume is not None, task.done.is_set()))
+        axial = window.ct.mpr.axial
         if item[1] == axial.index:  # the displayed slice just arrived: it must be on screen now
             own_slice_shown.append(np.array_equal(axial.image_item.image, item[0].voxels[item[1]]))
 
@@ -485,18 +485,18 @@ def test_first_slice_is_shown_before_the_series_finishes(
             return
         # connected after the window's own slots: these see the window as it was just updated
         task.signals.partial.connect(lambda item: on_partial(task, item))
-        task.signals.succeeded.connect(lambda _v: events.append(("succeeded", window.volume is not None, True)))
+        task.signals.succeeded.connect(lambda _v: events.append(("succeeded", window.ct.volume is not None, True)))
 
     watch_tasks(monkeypatch, window, hook)
-    assert window.volume is None
-    with qtbot.waitSignal(window.volume_loaded, timeout=LOAD_TIMEOUT_MS):
+    assert window.ct.volume is None
+    with qtbot.waitSignal(window.ct.volume_loaded, timeout=LOAD_TIMEOUT_MS):
         window.open_paths([p001])
-        qtbot.waitUntil(lambda: window.volume is not None, timeout=LOAD_TIMEOUT_MS)
-        shown_early = window.volume
-        early_load = window.load_task
+        qtbot.waitUntil(lambda: window.ct.volume is not None, timeout=LOAD_TIMEOUT_MS)
+        shown_early = window.ct.volume
+        early_load = window.ct.load_task
         assert not early_load.done.is_set()  # the series is still being decoded
         assert shown_early.shape == (148, 512, 512)
-        assert window.mpr.axial.volume is shown_early
+        assert window.ct.mpr.axial.volume is shown_early
 
     # volume_loaded fires inside the window's slot; this test's own slot is the next queued call
     qtbot.waitUntil(lambda: any(name == "succeeded" for name, _, _ in events), timeout=HANG_TIMEOUT_MS)
@@ -507,7 +507,7 @@ def test_first_slice_is_shown_before_the_series_finishes(
     assert names.count("partial") == 148
     assert events[0][1] is True  # the first partial put a volume on screen
     assert own_slice_shown == [True]
-    assert window.volume.shape == (148, 512, 512)
+    assert window.ct.volume.shape == (148, 512, 512)
 
 
 def test_first_picture_is_a_decoded_slice(qtbot: Any, window: Any, shared_data: Path, monkeypatch: Any) -> None:
@@ -529,7 +529,7 @@ def test_first_picture_is_a_decoded_slice(qtbot: Any, window: Any, shared_data: 
     def hook(task: Any) -> None:
         if task.description.startswith("Loading"):
             task.signals.partial.connect(
-                lambda _item: first_picture or first_picture.append(window.mpr.axial.image_item.image.copy())
+                lambda _item: first_picture or first_picture.append(window.ct.mpr.axial.image_item.image.copy())
             )
 
     watch_tasks(monkeypatch, window, hook)

@@ -184,8 +184,8 @@ def test_the_engine_starts_after_the_first_slice_of_what_is_opened_or_by_its_tim
     qtbot.wait(300)
     assert starts == []  # nothing shown yet: torch's import waits
     shown = time.monotonic()
-    window.first_slice_shown.emit()
-    window.first_slice_shown.emit()  # a second series' first slice starts nothing more
+    window.ct.first_slice_shown.emit()
+    window.ct.first_slice_shown.emit()  # a second series' first slice starts nothing more
     qtbot.waitUntil(lambda: len(starts) == 1, timeout=5_000)
     assert starts[0] - shown >= app.ENGINE_AFTER_SLICE_MS / 1000 * 0.9
     qtbot.wait(300)

@@ -68,8 +68,8 @@ def test_the_whole_flow_works_with_the_network_blocked(
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     liver = segment(qtbot, window)
     # the finding just listed is the one exported
-    wait_until_settled(qtbot, window, window.findings.export_seg(tmp_path / "liver.dcm"))
-    wait_until_settled(qtbot, window, window.findings.export_nifti(tmp_path / "liver.nii.gz"))
+    wait_until_settled(qtbot, window, window.ct.findings.export_seg(tmp_path / "liver.dcm"))
+    wait_until_settled(qtbot, window, window.ct.findings.export_nifti(tmp_path / "liver.nii.gz"))
     kidney = find_kidney_stones(qtbot, window)
     wait_until_settled(qtbot, window, window.export_anonymised(tmp_path / "anonymised"))
     wait_until_settled(qtbot, window, window.export_report(tmp_path / "report.pdf"))

@@ -65,7 +65,7 @@ def test_pushed_series_appears_as_it_arrives_and_opens(
 ) -> None:
     files = sorted((shared_data / CAP001).glob("*.dcm"))
     receiver = PacsReceiver(receiver_settings(), store, tasks=window.tasks, parent=window, bind_address="127.0.0.1")
-    receiver.series_updated.connect(window.browser.add_or_update_series)
+    receiver.series_updated.connect(window.ct.browser.add_or_update_series)
     updates: list[SeriesInfo] = []
     receiver.series_updated.connect(updates.append)
     try:
@@ -84,7 +84,7 @@ def test_pushed_series_appears_as_it_arrives_and_opens(
         )
         try:
             qtbot.waitUntil(
-                lambda: [item.text(2) for item in series_items(window.browser)] == [str(len(files))],
+                lambda: [item.text(2) for item in series_items(window.ct.browser)] == [str(len(files))],
                 timeout=PUSH_TIMEOUT_MS,
             )
             _out, errors = push.communicate(timeout=60)
@@ -94,13 +94,13 @@ def test_pushed_series_appears_as_it_arrives_and_opens(
         assert push.returncode == 0, errors
         assert receiver.received_count == len(files)
         assert all(series.series_uid == updates[0].series_uid for series in updates)
-        [item] = series_items(window.browser)  # one entry however many updates came
+        [item] = series_items(window.ct.browser)  # one entry however many updates came
         series = item.data(0, Qt.ItemDataRole.UserRole)
         assert series.slice_count == len(files)
         assert all(header.source.path.is_relative_to(store.root) for header in series.slices)
 
-        with qtbot.waitSignal(window.volume_loaded, timeout=LOAD_TIMEOUT_MS) as loaded:
-            window.browser.series_activated.emit(series)
+        with qtbot.waitSignal(window.ct.volume_loaded, timeout=LOAD_TIMEOUT_MS) as loaded:
+            window.ct.browser.series_activated.emit(series)
         assert loaded.args[0].voxels.shape == (len(files), 512, 512)
     finally:
         receiver.shutdown()

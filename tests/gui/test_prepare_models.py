@@ -35,7 +35,7 @@ def test_each_workspace_loads_its_chosen_models_once_when_it_can_run_them(
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     [task] = preparing()
     wait_until_settled(qtbot, window, task)
-    panel = window.findings
+    panel = window.ct.findings
     assert panel.task_tabs.currentWidget() is panel.liver  # only the task on show: its model, not all three
     assert prepared == [panel.liver.model_box.selected_card().label]
     assert str(panel.liver.model_box.selected_card().bundle_dir) in {key[0] for key in engine._networks}
@@ -52,7 +52,7 @@ def test_each_workspace_loads_its_chosen_models_once_when_it_can_run_them(
     assert engine._forests  # the skin model's forest too
 
     window.workspaces.setCurrentWidget(window.lung)  # its model loads with the recording's classification
-    window.workspaces.setCurrentWidget(window.mpr)
+    window.workspaces.setCurrentWidget(window.ct.mpr)
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     window.workspaces.setCurrentWidget(window.skin)
     panel.task_tabs.setCurrentWidget(panel.liver)
@@ -60,7 +60,7 @@ def test_each_workspace_loads_its_chosen_models_once_when_it_can_run_them(
 
 
 def test_the_ai_menu_shows_the_tasks_tab_before_running_it(window: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    panel = window.findings
+    panel = window.ct.findings
     ran: list[str] = []
     for runner in panel.runners:
         monkeypatch.setattr(runner, "run", lambda runner=runner: ran.append(runner.title))

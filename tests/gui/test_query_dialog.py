@@ -111,7 +111,7 @@ def test_search_shows_rows_and_retrieve_fills_the_store_and_the_browser(
     study_uid = study_uid_of(shared_data / DCMQI)
     assert [(s.study_uid, s.instance_count) for s in store.studies()] == [(study_uid, 3)]
     assert [(series.study_uid, series.slice_count) for series in announced] == [(study_uid, 3)]
-    listed = [item.data(0, Qt.ItemDataRole.UserRole) for item in window.browser.series_items.values()]
+    listed = [item.data(0, Qt.ItemDataRole.UserRole) for item in window.ct.browser.series_items.values()]
     assert [(series.study_uid, series.slice_count) for series in listed] == [(study_uid, 3)]
     assert dialog.status_label.text() == "Retrieved 3 images of 1 study"
     assert dialog.error_label.isHidden()

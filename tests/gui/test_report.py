@@ -156,9 +156,9 @@ def test_the_report_holds_the_liver_finding_the_lung_cycles_and_the_skin_verdict
     open_and_wait(qtbot, window, SAMPLE_SERIES)
     finding = segment(qtbot, window)
     result = finding.result
-    axial = window.mpr.axial
+    axial = window.ct.mpr.axial
     axial.set_index(2)  # the user reads another slice than the one the report shows
-    shown = [(layer, layer.visible, layer.opacity) for layer in window.layers.layers]
+    shown = [(layer, layer.visible, layer.opacity) for layer in window.ct.layers.layers]
     lung_result = open_and_classify(qtbot, window, shared_data / ICBHI / RECORDING)
     window.open_paths([shared_data / ISIC / name for name in PHOTOS])
     wait_settled(qtbot, window, len(PHOTOS))
@@ -167,10 +167,10 @@ def test_the_report_holds_the_liver_finding_the_lung_cycles_and_the_skin_verdict
 
     # the key image is the slice with the most liver, drawn off screen: the user's view is left as it was
     assert axial.index == 2
-    assert [(layer, layer.visible, layer.opacity) for layer in window.layers.layers] == shown
+    assert [(layer, layer.visible, layer.opacity) for layer in window.ct.layers.layers] == shown
     key = int(np.argmax(result.mask.sum(axis=(1, 2))))
     section = report.ct.findings[0]
-    assert section.key_image.caption.startswith(f"Axial slice {key + 1} of {window.volume.shape[0]}")
+    assert section.key_image.caption.startswith(f"Axial slice {key + 1} of {window.ct.volume.shape[0]}")
     assert section.key_image.image.width() == KEY_IMAGE_SIDE
     assert orange_pixels(section.key_image.image) > 2000  # the liver mask is drawn over the CT
     assert report.demo
@@ -185,7 +185,7 @@ def test_the_report_holds_the_liver_finding_the_lung_cycles_and_the_skin_verdict
     assert DEMO_WARNING in pages[0]
     assert f"Liver volume {result.volume_ml:,.1f} mL" in text
     first, last = result.slice_range
-    assert f"slices {first + 1}-{last + 1} of {window.volume.shape[0]}" in text
+    assert f"slices {first + 1}-{last + 1} of {window.ct.volume.shape[0]}" in text
     provenance = finding.provenance
     assert f"{provenance.model_id} {provenance.model_version}" in text
     assert "Validation metrics" in text
@@ -290,7 +290,7 @@ def test_a_finding_whose_overlays_are_hidden_is_drawn_with_its_mask_and_says_so(
     window.set_engine(engine)
     open_and_wait(qtbot, window, shared_data / DCMQI_SERIES)
     finding = segment(qtbot, window)
-    window.findings.show_mask.click()
+    window.ct.findings.show_mask.click()
     assert not finding.mask_layer.visible
 
     key_image = collect_report(window).ct.findings[0].key_image

@@ -267,7 +267,7 @@ def test_ct_docks_make_way_for_the_skin_workspace_and_come_back(qtbot: Any, wind
     assert studies.isVisible()
     window.workspaces.setCurrentWidget(window.skin)
     assert not studies.isVisible()
-    window.workspaces.setCurrentWidget(window.mpr)
+    window.workspaces.setCurrentWidget(window.ct.mpr)
     assert studies.isVisible()
     assert not window.tags_dock.isVisible()  # hidden before, still hidden
 

@@ -59,14 +59,14 @@ def test_opening_a_series_running_a_model_and_exporting_are_audited_without_pixe
     assert run.details["seconds"] == pytest.approx(finding.provenance.seconds, abs=1e-3)
 
     seg = tmp_path / "liver.dcm"
-    wait_until_settled(qtbot, window, window.findings.export_seg(seg), RUN_TIMEOUT_MS)
+    wait_until_settled(qtbot, window, window.ct.findings.export_seg(seg), RUN_TIMEOUT_MS)
     pdf = tmp_path / "report.pdf"
     wait_until_settled(qtbot, window, window.export_report(pdf, anonymise=True), RUN_TIMEOUT_MS)
     assert pdf.read_bytes().startswith(b"%PDF")
     png = tmp_path / "view.png"
     assert window.export_view(png)
     image = QtGui.QImage(str(png))
-    assert (image.width(), image.height()) == (window.mpr.width(), window.mpr.height())
+    assert (image.width(), image.height()) == (window.ct.mpr.width(), window.ct.mpr.height())
     exported = [objects(event, "Destination")[0] for event in events("Export")]
     assert [(item["id"], item["format"], item["anonymised"]) for item in exported] == [
         (str(seg), "DICOM SEG", False),
@@ -141,7 +141,7 @@ def test_with_the_receiver_enabled_a_pushed_series_is_listed_and_its_import_audi
         timeout=60,
     )
     assert push.returncode == 0, push.stderr
-    qtbot.waitUntil(lambda: [item.text(2) for item in series_items(window.browser)] == [str(len(files))])
+    qtbot.waitUntil(lambda: [item.text(2) for item in series_items(window.ct.browser)] == [str(len(files))])
     qtbot.waitUntil(lambda: len(events("Import")) == 1)
     [received] = events("Import")
     assert object_ids(received, "Source") == ["MODALITY"]

@@ -18,10 +18,16 @@ NOTHING_TO_REPORT = "nothing to report: open a series, a recording or photos fir
 S = TypeVar("S", SeriesSection, LungSection, SkinSection)
 
 
-class ReportSource(Protocol):
-    """What the report reads of the window: the open series (for the patient lines) and the workspaces."""
+class OpenVolume(Protocol):
+    """The CT workspace, as far as the report reads it: the open volume, whose patient the report is about."""
 
     volume: Volume | None
+
+
+class ReportSource(Protocol):
+    """What the report reads of the window: the open volume (for the patient lines) and the workspaces."""
+
+    ct: OpenVolume
     model_workspaces: Sequence[ModelWorkspace]
 
 
@@ -41,7 +47,7 @@ def collect_report(window: ReportSource, *, anonymise: bool = False) -> CaseRepo
         created=datetime.now().astimezone(),
         version=__version__,
         anonymised=anonymise,
-        identifiers=patient_rows(window.volume, anonymise),
+        identifiers=patient_rows(window.ct.volume, anonymise),
         ct=ct,  # type: ignore[arg-type]
         lung=lung,  # type: ignore[arg-type]
         skin=skin,  # type: ignore[arg-type]
