@@ -118,9 +118,10 @@ def holdout(labels: Sequence[int], groups: Sequence[str], fraction: float, seed:
 
 
 def holdout_per_class_of_patients(
-    labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int
+    labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int, *, minimum: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held out): ``fraction`` of each class's patients held out (at least one each), drawn with ``seed``.
+    """(kept, held out): ``fraction`` of each class's patients held out (at least ``minimum`` each while one is
+    left to keep), drawn with ``seed``.
 
     A patient's class is the most common label of its items.  Unlike
     :func:`holdout`, whose folds balance the items, this balances patients: where
@@ -138,7 +139,7 @@ def holdout_per_class_of_patients(
     held: set[str] = set()
     for label in sorted(set(patient_class.values())):
         members = [patient for patient in patients if patient_class[patient] == label]
-        count = min(len(members) - 1, max(1, round(fraction * len(members)))) if len(members) > 1 else 0
+        count = min(len(members) - 1, max(minimum, round(fraction * len(members)))) if len(members) > 1 else 0
         held.update(rng.permutation(members)[:count].tolist())
     mask = np.isin(group_array, sorted(held))
     return np.flatnonzero(~mask), np.flatnonzero(mask)
