@@ -140,7 +140,7 @@ def test_liver_pipeline_refuses_an_unknown_structure(engine: Engine, sample_volu
 # --------------------------------------------------------------------------- skin
 
 
-def _skin_bundle(folder: Path, name: str, **extra: object) -> None:
+def _skin_bundle(folder: Path, name: str, size: tuple[int, int] = (224, 224), **extra: object) -> None:
     """A random-weight skin bundle whose forest of 50 trees was fitted on random features."""
     torch.manual_seed(0)
     network = create_model("skin_cnn_features", backbone="efficientnet_lite0").eval()
@@ -153,7 +153,7 @@ def _skin_bundle(folder: Path, name: str, **extra: object) -> None:
         {"backbone": "efficientnet_lite0"},
         InputSpec(
             modality="photo",
-            size=(224, 224),
+            size=size,
             channels=3,
             normalisation="minmax",
             extra={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "positive_class": "malignant", **extra},
@@ -260,11 +260,21 @@ def test_photo_views_are_the_eight_symmetries_of_the_square() -> None:
         photo_view(grid, "rot45")
 
 
-def test_a_bundle_naming_an_unknown_view_is_refused(skin_models: Path, shared_data: Path, tmp_path: Path) -> None:
-    _skin_bundle(tmp_path, "skin-bad-views", **{VOTE_VIEWS: ["photo", "rot45"]})
+@pytest.mark.parametrize(
+    ("size", "views", "refusal"),
+    [
+        ((224, 224), ["photo", "rot45"], "vote_views must start with 'photo'"),
+        ((224, 224), ["hflip", "photo"], "vote_views must start with 'photo'"),
+        ((224, 192), ["photo", "rot90"], "turned views need a square input.size"),
+    ],
+)
+def test_a_bundle_whose_views_cannot_be_computed_is_refused(
+    shared_data: Path, tmp_path: Path, size: tuple[int, int], views: list[str], refusal: str
+) -> None:
+    _skin_bundle(tmp_path, "skin-bad-views", size, **{VOTE_VIEWS: views})
     engine = Engine([tmp_path], "cpu")
     (card,) = engine.cards("skin_lesion")
-    with pytest.raises(ModelError, match="vote_views"):
+    with pytest.raises(ModelError, match=refusal):
         engine.classify_skin(card, _isic_photo(shared_data), explain=False)
 
 

@@ -107,7 +107,7 @@ class ForestSetting:
     class_weight: str | None = None  # "balanced_subsample": each tree weighs the classes equally
     min_samples_leaf: int = 1  # 1: fully grown trees, whose leaves are pure (the paper's vote share)
     max_features: str | float = "sqrt"
-    flips: bool = False  # the training photos' mirror images join the training rows
+    flips: bool = False  # the training photos' mirror images (and with turns, their turned views) join the rows
     mirror_votes: bool = False  # a photo's vote share is the mean over it and its 3 mirror images
     turns: bool = False  # the flips and the votes take in the 4 turned views too (all 8 PHOTO_VIEWS)
 
@@ -289,17 +289,17 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float) ->
 def forest_scores(
     forest: RandomForestClassifier, views: Sequence[str], features: dict[str, np.ndarray], rows: np.ndarray
 ) -> np.ndarray:
-    """Class probabilities of the photos ``rows``: the forest's vote share, averaged over the mirror images with
-    ``mirror_votes`` (test-time augmentation of the features, as the app's pipeline does it)."""
+    """Class probabilities of the photos ``rows``: the forest's vote share, averaged over the photo's ``views``
+    (test-time augmentation of the features, as the app's pipeline does it)."""
     return np.mean([forest.predict_proba(features[view][rows]) for view in views], axis=0)
 
 
 def _fit(
     setting: ForestSetting, features: dict[str, np.ndarray], train: np.ndarray, labels: np.ndarray, seed: int
 ) -> RandomForestClassifier:
-    """``setting``'s forest fitted on the rows ``train`` (and, with flips, their mirror images).
+    """``setting``'s forest fitted on the rows ``train`` in each of its ``row_views``.
 
-    ``features`` maps a variant ("photo", a flip) to one row per photo of the dataset.
+    ``features`` maps a view (``PHOTO_VIEWS``) to one row per photo of the dataset.
     """
     rows = [features[view][train] for view in setting.row_views]
     if not all(np.isfinite(part).all() for part in rows):

@@ -77,6 +77,10 @@ def vote_views(card: ModelCard) -> tuple[str, ...]:
             f"bundle {card.label}: {VOTE_VIEWS} must start with 'photo' and name only {', '.join(PHOTO_VIEWS)}",
             path=card.bundle_dir,
         )
+    size = tuple(card.input.size)
+    if set(views) - set(MIRROR_VIEWS) and (len(size) != 2 or size[0] != size[1]):
+        message = f"bundle {card.label}: turned views need a square input.size, not {size}"
+        raise ModelError(message, path=card.bundle_dir)
     return views
 
 

@@ -502,7 +502,7 @@ class SkinPanel(QtWidgets.QWidget):
         ]
         if not wanted:
             return None
-        jobs = [(entry.photo, entry.result) for entry in wanted if entry.photo and entry.result]
+        jobs = [(entry.photo, entry.result) for entry in wanted]  # each read and classified (above)
 
         def work(progress: ProgressCallback, cancelled: CancelCheck, partial: Any) -> None:
             for update in explain_photos(jobs, engine, card, progress, cancelled):
