@@ -14,7 +14,7 @@ import soundfile
 
 from medview.io.audio import read_icbhi_annotations
 from medview.preprocess.cycles import detect_cycles
-from medview.ui.lung.panel import clock
+from medview.ui.lung.plots import clock
 from medview.ui.qt import QtCore, QtGui, QtWidgets
 from tests.conftest import played_frames
 from tests.gui.conftest import MOVE_INTERVAL_S, cell_text, mouse_click, mouse_drag
@@ -588,7 +588,7 @@ def hover(widget: QtWidgets.QWidget, pos: QtCore.QPoint) -> None:
 
 
 def test_the_band_legend_beside_the_plots_names_every_colour(qtbot: Any, window: Any, recordings: Path) -> None:
-    from medview.ui.lung.panel import CLASS_COLOURS, UNCLASSIFIED_COLOUR
+    from medview.ui.lung.plots import CLASS_COLOURS, UNCLASSIFIED_COLOUR
 
     open_recording(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
     lung = window.lung
@@ -641,7 +641,7 @@ def test_the_amplitude_axis_label_is_whole_and_the_plots_line_up(qtbot: Any, win
 def test_a_hovered_band_stays_translucent_with_a_stronger_outline(
     qtbot: Any, window: Any, engine: Any, recordings: Path
 ) -> None:
-    from medview.ui.lung.panel import BAND_ALPHA, CLASS_COLOURS, EDGE_WIDTH, HOVER_EDGE_WIDTH
+    from medview.ui.lung.plots import BAND_ALPHA, CLASS_COLOURS, EDGE_WIDTH, HOVER_EDGE_WIDTH
 
     window.set_engine(engine)
     open_and_classify(qtbot, window, recordings / "104_1b1_Ar_sc_Litt3200.wav")
@@ -677,7 +677,7 @@ def test_a_second_recording_replaces_everything_the_first_left_on_screen_and_in_
 ) -> None:
     """Long, then short: with the first classified, a cycle selected and played, the playhead moved, a band
     hovered and the view zoomed, nothing of the first may remain in a view, label, table, legend or export."""
-    from medview.ui.lung.panel import CycleRegion
+    from medview.ui.lung.plots import CycleRegion
 
     window.set_engine(engine)
     first_path = recordings / "106_2b1_Pl_mc_LittC2SE.wav"  # 20 s, 44.1 kHz, 24-bit
