@@ -17,6 +17,7 @@ import pydicom
 import pytest
 
 from medview.io import dicom
+from medview.io.dicom import decode as dicom_decode
 from medview.io.volume_files import read_label_map
 from medview.ui.ct.layers import outline
 from medview.ui.ct.planes import extract_plane
@@ -523,7 +524,7 @@ def test_first_picture_is_a_decoded_slice(qtbot: Any, window: Any, shared_data: 
             time.sleep(0.5)  # a larger compressed slice, a slow disk
         return original(header)
 
-    monkeypatch.setattr(dicom, "decode_slice", slow_middle)
+    monkeypatch.setattr(dicom_decode, "decode_slice", slow_middle)
     first_picture: list[np.ndarray] = []
 
     def hook(task: Any) -> None:

@@ -33,6 +33,7 @@ from medview.io.dicom import (
     scan_paths,
     tag_rows,
 )
+from medview.io.dicom import decode as dicom_decode
 from medview.io.volume import Volume, canonical_axes, reorient_array, reorient_geometry
 
 CHUNK = 10  # slices of P001 used for the broken-series tests
@@ -229,9 +230,9 @@ def test_pydicom_fallback_decodes_like_simpleitk(
     headers = [_only_series(scan_paths([path])).slices[0] for path in files]
     through_sitk = []
     for header in headers:
-        assert dicom._decode_with_sitk(header) is not None, header.source.label  # the GDCM path is exercised
+        assert dicom_decode._decode_with_sitk(header) is not None, header.source.label  # the GDCM path is exercised
         through_sitk.append(decode_slice(header))
-    monkeypatch.setattr(dicom, "_decode_with_sitk", lambda header: None)
+    monkeypatch.setattr(dicom_decode, "_decode_with_sitk", lambda header: None)
     for header, expected in zip(headers, through_sitk, strict=True):
         plane = decode_slice(header)
         assert plane.shape == (512, 512)
@@ -241,7 +242,7 @@ def test_pydicom_fallback_decodes_like_simpleitk(
 
 
 def test_whole_series_through_fallback(chunk: Volume, chunk_files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dicom, "_decode_with_sitk", lambda header: None)
+    monkeypatch.setattr(dicom_decode, "_decode_with_sitk", lambda header: None)
     np.testing.assert_array_equal(load_dicom(chunk_files).voxels, chunk.voxels)
 
 
@@ -609,7 +610,7 @@ def test_runs_decode_the_same_voxels_as_single_files(
     ordered = dicom.sort_slices(series.slices).slices
     single_files = np.stack([decode_slice(header) for header in ordered])
     decoded_runs: list[int] = []
-    original = dicom._decode_run_with_sitk
+    original = dicom_decode._decode_run_with_sitk
 
     def spy(headers: list, *args: object) -> bool:
         taken = original(headers, *args)  # type: ignore[arg-type]
@@ -617,7 +618,7 @@ def test_runs_decode_the_same_voxels_as_single_files(
             decoded_runs.append(len(headers))
         return taken
 
-    monkeypatch.setattr(dicom, "_decode_run_with_sitk", spy)
+    monkeypatch.setattr(dicom_decode, "_decode_run_with_sitk", spy)
     volume = load_series(series, workers=workers)
     assert sum(decoded_runs) >= CHUNK - 2  # runs took the slices, but the middle one went alone
     assert sum(decoded_runs) < CHUNK
@@ -635,7 +636,7 @@ def test_run_that_gdcm_refuses_falls_back_to_single_files(
         calls.append(len(headers))
         return False
 
-    monkeypatch.setattr(dicom, "_decode_run_with_sitk", refuse)
+    monkeypatch.setattr(dicom_decode, "_decode_run_with_sitk", refuse)
     volume = load_series(_only_series(scan_paths(chunk_files)))
     assert sum(calls) == CHUNK
     np.testing.assert_array_equal(volume.voxels, chunk.voxels)
