@@ -99,7 +99,8 @@ def _run_window(args: argparse.Namespace, self_test: SelfTest | None) -> int:
     from medview.ui.qt import QtWidgets
     from medview.ui.theme import apply_dark_theme
 
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
+    running = QtWidgets.QApplication.instance()
+    app = running if isinstance(running, QtWidgets.QApplication) else QtWidgets.QApplication([sys.argv[0]])
     app.setApplicationName("MedView")
     app.setApplicationVersion(__version__)
     apply_dark_theme(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
+from types import TracebackType
 
 from medview import __version__
 from medview.config import Settings, cache_dir, config_dir, data_dir
@@ -146,8 +147,8 @@ def install_excepthook(parent_getter: object) -> None:
     """Show unexpected exceptions on the GUI thread as a readable dialog, not a crash."""
     import traceback
 
-    def hook(kind: type[BaseException], error: BaseException, trace: object) -> None:
-        details = "".join(traceback.format_exception(kind, error, trace))  # type: ignore[arg-type]
+    def hook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        details = "".join(traceback.format_exception(kind, error, trace))
         sys.__stderr__.write(details) if sys.__stderr__ else None
         parent = parent_getter() if callable(parent_getter) else None
         show_message(

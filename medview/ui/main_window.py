@@ -12,8 +12,10 @@ receiver, the exports and the case report.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,6 +73,14 @@ KEY_USING_WIDGETS = (
     QtWidgets.QPlainTextEdit,
     QtWidgets.QComboBox,
 )
+
+
+def application() -> QtCore.QCoreApplication:
+    """The running Qt application (the window exists only inside one)."""
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        raise RuntimeError("no QApplication")
+    return app
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -145,7 +155,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ct.findings.task_tabs.currentChanged.connect(lambda _index: self.prepare_models())
         self.tags_dock.visibilityChanged.connect(lambda visible: visible and self.ct.tag_timer.start())
         self.ct.mpr.window_changed.connect(self._show_preset_of)
-        QtWidgets.QApplication.instance().installEventFilter(self)  # slice keys, whatever has the focus (eventFilter)
+        application().installEventFilter(self)  # slice keys, whatever has the focus (eventFilter)
         self._fit_to_screen()
 
     def _fit_to_screen(self) -> None:
@@ -166,8 +176,9 @@ class MainWindow(QtWidgets.QMainWindow):
         ignored, preferred = QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
         for index in range(self.workspaces.count()):
             page = self.workspaces.widget(index)
-            policy = preferred if page is current else ignored
-            page.setSizePolicy(policy, policy)
+            if page is not None:
+                policy = preferred if page is current else ignored
+                page.setSizePolicy(policy, policy)
         self.workspaces.updateGeometry()
 
     # ------------------------------------------------------------------ building
@@ -180,7 +191,11 @@ class MainWindow(QtWidgets.QMainWindow):
         return dock
 
     def _action(
-        self, text: str, slot: object, shortcut: str | QtGui.QKeySequence | None = None, checkable: bool = False
+        self,
+        text: str,
+        slot: Callable[..., object],
+        shortcut: str | QtGui.QKeySequence | QtGui.QKeySequence.StandardKey | None = None,
+        checkable: bool = False,
     ) -> QtGui.QAction:
         action = QtGui.QAction(text, self)
         if shortcut:
@@ -263,11 +278,14 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         toolbar.addWidget(self.preset_box)
         toolbar.addSeparator()
+        self.cine_fps = QtWidgets.QSpinBox()
+        self.cine_fps.setRange(1, 60)
+        self.cine_fps.setValue(10)
+        self.cine_fps.setSuffix(" fps")
         self.cine_action = self._action(
             "Cine", lambda running: self.ct.set_cine(running, self.cine_fps.value()), "Space", checkable=True
         )
         toolbar.addAction(self.cine_action)
-        self.cine_fps = QtWidgets.QSpinBox(minimum=1, maximum=60, value=10, suffix=" fps")
         self.cine_fps.valueChanged.connect(lambda fps: self.ct.cine_timer.setInterval(int(1000 / fps)))
         toolbar.addWidget(self.cine_fps)
         view_menu.addAction(self.cine_action)
@@ -276,9 +294,7 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         view_menu.addAction(self.single_action)
         self.ct.mpr.enlarged_changed.connect(self.single_action.setChecked)
-        view_menu.addAction(
-            self._action("Reset zoom", lambda: [v.reset_view() for v in self.ct.mpr.views.values()], "Ctrl+0")
-        )
+        view_menu.addAction(self._action("Reset zoom", self._reset_zoom, "Ctrl+0"))
         view_menu.addSeparator()
         for dock in self.findChildren(QtWidgets.QDockWidget):
             view_menu.addAction(dock.toggleViewAction())
@@ -292,10 +308,14 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         help_menu.addAction(self._action("&About MedView", self.show_about))
 
+    def _reset_zoom(self) -> None:
+        for view in self.ct.mpr.views.values():
+            view.reset_view()
+
     def _rebuild_recent(self) -> None:
         self.recent_menu.clear()
         for path in self.settings.recent_paths:
-            self.recent_menu.addAction(path, lambda p=path: self.open_paths([Path(p)]))
+            self.recent_menu.addAction(path, functools.partial(self.open_paths, [Path(path)]))
         self.recent_menu.setEnabled(bool(self.settings.recent_paths))
 
     # ------------------------------------------------------------------ opening
@@ -507,10 +527,13 @@ class MainWindow(QtWidgets.QMainWindow):
         task.signals.errored.connect(lambda text, details: self._on_task_error(text, details, task.description))
         task.signals.cancelled.connect(lambda: self.statusBar().showMessage(f"{task.description}: cancelled", 5000))
         task.signals.finished.connect(self._on_task_finished)
+
         # "Classifying…" must not outlive the work; a message the outcome put there stays
-        task.signals.finished.connect(
-            lambda: self.statusBar().currentMessage() == message and self.statusBar().clearMessage()
-        )
+        def clear_own_message() -> None:
+            if self.statusBar().currentMessage() == message:
+                self.statusBar().clearMessage()
+
+        task.signals.finished.connect(clear_own_message)
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
@@ -619,7 +642,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.engine is None:
             return None
         current = self.workspaces.currentWidget()
-        panel = self.ct.findings if current is self.ct.mpr else current
+        panel: ModelWorkspace = (
+            self.lung if current is self.lung else self.skin if current is self.skin else self.ct.findings
+        )
         cards = [card for card in panel.chosen_cards() if card.identity not in self._prepared]
         if not cards:
             return None
@@ -657,11 +682,12 @@ class MainWindow(QtWidgets.QMainWindow):
         them itself (a list, a text or number field, a slider): after a click on a Layers check box its arrow
         keys moved the focus and Home/End went nowhere."""
         if (
-            event.type() == QtCore.QEvent.Type.KeyPress
+            isinstance(event, QtGui.QKeyEvent)
+            and event.type() == QtCore.QEvent.Type.KeyPress
             and event.key() in NAVIGATION_KEYS
             and not event.modifiers() & ~QtCore.Qt.KeyboardModifier.KeypadModifier
             and isinstance(watched, QtWidgets.QWidget)
-            and self.isAncestorOf(watched)  # not watched.window(): SliceView.window is its W/L
+            and self.isAncestorOf(watched)  # a widget of this window: a dialog keeps its own keys
             and self.workspaces.currentWidget() is self.ct.mpr
             and self.ct.mpr.volume_shown()
             and watched is QtWidgets.QApplication.focusWidget()  # once, where the key lands first
@@ -684,7 +710,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.open_paths(paths)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
-        QtWidgets.QApplication.instance().removeEventFilter(self)
+        application().removeEventFilter(self)
         self._garbage_collector.timer.stop()
         gc.enable()  # the collector's timer stops with the window
         self.pacs.shutdown()

@@ -21,7 +21,7 @@ from medview.ui.dialogs import show_message
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task, TaskRunner
 
-TASK_TITLES = {
+TASK_TITLES: dict[str, str] = {  # by clinical task (a str enum): the manifest's task string finds it
     ClinicalTask.LIVER_SEGMENTATION: "Liver segmentation (CT)",
     ClinicalTask.KIDNEY_STONE: "Kidney stone (CT)",
     ClinicalTask.LUNG_SEGMENTATION: "Lung segmentation (chest CT, used by the COVID model)",

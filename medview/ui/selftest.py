@@ -210,8 +210,9 @@ class _WindowWatch(QtCore.QObject):
             self.painted_at, self.painted_age_s = time.perf_counter(), process_age_s()
             if self.on_painted is not None:
                 self.on_painted()
-        elif kind == QtCore.QEvent.Type.ChildPolished and isinstance(event.child(), QtWidgets.QMessageBox):
-            event.child().installEventFilter(self)  # its text is set after it is created: read it when shown
+        elif isinstance(event, QtCore.QChildEvent) and kind == QtCore.QEvent.Type.ChildPolished:
+            if isinstance(event.child(), QtWidgets.QMessageBox):
+                event.child().installEventFilter(self)  # its text is set after it is created: read it when shown
         elif kind == QtCore.QEvent.Type.Show and isinstance(watched, QtWidgets.QMessageBox):
             self.on_message(f"{watched.windowTitle()}: {watched.text()}")
         return False

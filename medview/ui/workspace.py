@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from medview.engine.api import InferenceService
+from medview.engine.manifest import ModelCard
 
 if TYPE_CHECKING:
     from medview.ui.report.sections import ReportSection
@@ -19,6 +20,9 @@ class ModelWorkspace(Protocol):
 
     def refresh_models(self) -> None:
         """List the installed bundles of this workspace's tasks again (after an import or removal)."""
+
+    def chosen_cards(self) -> list[ModelCard]:
+        """The bundles a run would use now (for the window to load them before the first run)."""
 
     def report_section(self, *, anonymise: bool = False) -> ReportSection | None:
         """What the case report prints of this workspace now; None when it holds nothing. GUI thread."""

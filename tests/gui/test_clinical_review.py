@@ -125,12 +125,12 @@ def test_a_series_opened_goes_to_recent(qtbot: Any, window: Any) -> None:
 def test_window_drag_is_proportional_and_the_preset_box_names_the_window(qtbot: Any, sample_window: Any) -> None:
     window, axial = sample_window, sample_window.ct.mpr.axial
     qtbot.keyClick(axial, Qt.Key.Key_1)  # Lung
-    assert axial.window == (-600.0, 1500.0)
+    assert axial.display_window == (-600.0, 1500.0)
     assert window.preset_box.currentText() == "Lung"
     viewport = axial.graphics.viewport()
     start = QtCore.QPoint(viewport.width() // 4, viewport.height() // 2)
     mouse_drag(viewport, start, start + QtCore.QPoint(190, 0), Qt.MouseButton.RightButton, steps=10)
-    center, width = axial.window
+    center, width = axial.display_window
     # 190 px took the width from 1500 to 5915 before (each step scaled by the width it had just grown to)
     assert 1500 < width < 2400
     assert center == pytest.approx(-600.0)

@@ -199,7 +199,7 @@ def test_keys_and_wheel_scroll_the_axial_view(qtbot: Any, sample_window: Any) ->
 def test_right_drag_sets_the_window_and_presets_apply_everywhere(qtbot: Any, sample_window: Any) -> None:
     window = sample_window
     axial = window.ct.mpr.axial
-    assert axial.window == (40.0, 300.0)
+    assert axial.display_window == (40.0, 300.0)
     viewport = axial.graphics.viewport()
     start = viewport.rect().center()
     moves = [QtCore.QPoint(start.x() + 12 * i, start.y() + 6 * i) for i in range(1, 6)]
@@ -210,7 +210,7 @@ def test_right_drag_sets_the_window_and_presets_apply_everywhere(qtbot: Any, sam
     # the whole drag (60 px right, 30 px down) changes the window by shares of the width it started from
     step = 300.0 / WINDOW_DRAG_PIXELS_PER_WIDTH
     center, width = 40.0 + 30 * step, 300.0 + 60 * step
-    assert axial.window == pytest.approx((center, width))
+    assert axial.display_window == pytest.approx((center, width))
     text = f"W {width:.0f}  L {center:.0f}"
     for view in window.ct.mpr.views.values():
         assert view.corner_labels["top_right"].text() == text

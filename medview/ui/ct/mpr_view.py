@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from medview.io.volume import Volume
 from medview.ui.ct.layers import LayerStack
 from medview.ui.ct.planes import PLANES, voxel_to_display
@@ -109,7 +111,7 @@ class MprView(QtWidgets.QWidget):
 
     def _on_window_changed(self, center: float, width: float) -> None:
         for view in self.views.values():
-            if view.window != (center, width):
+            if view.display_window != (center, width):
                 view.blockSignals(True)
                 view.set_window(center, width)
                 view.blockSignals(False)
@@ -138,11 +140,11 @@ class MprView(QtWidgets.QWidget):
         self.enlarged_changed.emit(self.enlarged is not None)
 
     def _toggle_enlarged(self) -> None:
-        self._last_used = self.sender()
+        self._last_used = cast(SliceView, self.sender())
         self.set_single(self.enlarged is None)
 
     def _on_view_used(self) -> None:
-        self._last_used = self.sender()
+        self._last_used = cast(SliceView, self.sender())
 
     def navigation_target(self) -> SliceView:
         """The view slice keys scroll when no view has the focus: the enlarged one, else the last one used."""

@@ -107,8 +107,9 @@ class StudyBrowserPanel(QtWidgets.QTreeWidget):
 
     def _child(self, parent: QtWidgets.QTreeWidgetItem, text: str) -> QtWidgets.QTreeWidgetItem:
         for index in range(parent.childCount()):
-            if parent.child(index).text(0) == text:
-                return parent.child(index)
+            child = parent.child(index)
+            if child is not None and child.text(0) == text:
+                return child
         item = QtWidgets.QTreeWidgetItem([text])
         item.setToolTip(0, text)
         parent.addChild(item)
@@ -168,7 +169,9 @@ class TagBrowserPanel(QtWidgets.QWidget):
     def _apply_filter(self, text: str) -> None:
         needle = text.strip().lower()
 
-        def visit(item: QtWidgets.QTreeWidgetItem) -> bool:
+        def visit(item: QtWidgets.QTreeWidgetItem | None) -> bool:
+            if item is None:
+                return False
             keyword = str(item.data(0, QtCore.Qt.ItemDataRole.UserRole) or "")
             own = not needle or needle in keyword.lower() or any(needle in item.text(c).lower() for c in range(4))
             child_match = False
@@ -182,11 +185,8 @@ class TagBrowserPanel(QtWidgets.QWidget):
 
     def visible_tags(self) -> list[str]:
         """Tags of the rows the filter leaves visible (top level), for tests and copying."""
-        return [
-            self.tree.topLevelItem(i).text(0)
-            for i in range(self.tree.topLevelItemCount())
-            if not self.tree.topLevelItem(i).isHidden()
-        ]
+        rows = (self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount()))
+        return [row.text(0) for row in rows if row is not None and not row.isHidden()]
 
 
 class LayersPanel(QtWidgets.QWidget):

@@ -152,12 +152,12 @@ class SliceView(QtWidgets.QWidget):
         self.layers = layers
         self.volume: Volume | None = None
         self.index = 0
-        self.window = DEFAULT_WINDOW  # center, width
+        self.display_window = DEFAULT_WINDOW  # center, width
         self.tool: Tool = "navigate"
         self.measurements: list[Measurement] = []
         self._drawing: Measurement | None = None
         self._cursor_point: QtCore.QPointF | None = None  # the mouse over the view, in view (mm) coordinates
-        self._window_at_drag_start = self.window
+        self._window_at_drag_start = self.display_window
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
@@ -213,7 +213,7 @@ class SliceView(QtWidgets.QWidget):
                 label.setText("")
             return
         if window is not None:
-            self.window = window
+            self.display_window = window
         count = plane_count(volume.shape, self.plane)
         self.index = count // 2
         letters = edge_letters(volume.direction_matrix, self.plane)
@@ -255,14 +255,14 @@ class SliceView(QtWidgets.QWidget):
 
     def set_window(self, center: float, width: float) -> None:
         """Set the display window in HU."""
-        self.window = (float(center), max(1.0, float(width)))
+        self.display_window = (float(center), max(1.0, float(width)))
         self.image_item.setLevels(self._levels())
         self._update_read_outs()
-        self.window_changed.emit(*self.window)
+        self.window_changed.emit(*self.display_window)
 
     def begin_window_drag(self) -> None:
         """A right-drag starts: its changes are measured from the window at this moment."""
-        self._window_at_drag_start = self.window
+        self._window_at_drag_start = self.display_window
 
     def drag_window(self, dx: float, dy: float) -> None:
         """Right-drag ``dx``, ``dy`` pixels from where it started: right widens the window, down raises the level.
@@ -276,7 +276,7 @@ class SliceView(QtWidgets.QWidget):
         self.set_window(center + dy * step, width + dx * step)
 
     def _levels(self) -> tuple[float, float]:
-        center, width = self.window
+        center, width = self.display_window
         return (center - width / 2, center + width / 2)
 
     def current_image(self) -> np.ndarray | None:
@@ -435,7 +435,7 @@ class SliceView(QtWidgets.QWidget):
         volume = self.volume
         if volume is None:
             return
-        center, width = self.window
+        center, width = self.display_window
         self.corner_labels["top_right"].setText(f"W {width:.0f}  L {center:.0f}")
         info = volume.info
         self.corner_labels["top_left"].setText(
@@ -490,7 +490,7 @@ class SliceView(QtWidgets.QWidget):
 
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
         key = event.key()
-        steps = {
+        steps: dict[int, int] = {
             QtCore.Qt.Key.Key_Up: 1,
             QtCore.Qt.Key.Key_Down: -1,
             QtCore.Qt.Key.Key_PageUp: 10,

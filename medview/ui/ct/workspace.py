@@ -13,6 +13,7 @@ in the status bar and title.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from medview.io.dicom import (
 from medview.io.dicom import load_series as load_dicom_series
 from medview.io.sources import is_volume_name
 from medview.io.volume import Volume
+from medview.progress import CancelCheck, ProgressCallback
 from medview.ui.ct.findings.panel import FindingsPanel
 from medview.ui.ct.layers import LabelLayer, Layer, LayerStack
 from medview.ui.ct.mpr_view import MprView
@@ -87,7 +89,7 @@ class CtWorkspace(QtCore.QObject):
         # the current slice, its display window and the ROIs drawn on it come from the axial view
         axial = self.mpr.axial
         self.findings.current_slice = lambda: axial.index
-        self.findings.display_window = lambda: axial.window
+        self.findings.display_window = lambda: axial.display_window
         kidney = self.findings.kidney
         kidney.current_slice = lambda: axial.index
         kidney.drawn_rois = lambda: axial.measurements
@@ -162,8 +164,8 @@ class CtWorkspace(QtCore.QObject):
         """Decode a series in the background; the first slice shows as soon as it is ready."""
         self._begin_load()
 
-        def work(progress: object, cancelled: object, partial: object) -> Volume:
-            return load_dicom_series(series, progress, cancelled, lambda volume, z: partial((volume, z)))  # type: ignore[arg-type, misc]
+        def work(progress: ProgressCallback, cancelled: CancelCheck, partial: Callable[[object], None]) -> Volume:
+            return load_dicom_series(series, progress, cancelled, lambda volume, z: partial((volume, z)))
 
         task = Task(work, f"Loading {series.display_name}")
         task.signals.partial.connect(lambda item, t=task: self._on_slice_decoded(item) if t is self.load_task else None)

@@ -136,6 +136,7 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.csv_button = QtWidgets.QPushButton("Export table…")
         self.icbhi_button = QtWidgets.QPushButton("Export ICBHI…")
         controls = QtWidgets.QHBoxLayout()
+        widget: QtWidgets.QWidget  # the loops below lay out widgets of several kinds
         for widget in (
             self.open_button,
             QtWidgets.QLabel("Model:"),
@@ -162,9 +163,11 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.truncated_note.hide()
 
         icons = self.style()
-        self.play_button = QtWidgets.QToolButton(text="Play")
+        self.play_button = QtWidgets.QToolButton()
+        self.play_button.setText("Play")
         self.play_button.setToolTip("Play or pause (Space); plays the selection when there is one")
-        self.stop_button = QtWidgets.QToolButton(text="Stop")
+        self.stop_button = QtWidgets.QToolButton()
+        self.stop_button.setText("Stop")
         self.stop_button.setIcon(icons.standardIcon(QtWidgets.QStyle.StandardPixmap.SP_MediaStop))
         for button in (self.play_button, self.stop_button):
             button.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -174,10 +177,13 @@ class LungSoundPanel(QtWidgets.QWidget):
         self.speed_box.addItems([f"{speed:g}×" for speed in SPEEDS])
         self.speed_box.setCurrentIndex(SPEEDS.index(1.0))
         self.speed_box.setToolTip("Playback speed; the pitch follows the speed, as on a tape")
-        self.volume_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal, minimum=0, maximum=100, value=100)
+        self.volume_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.volume_slider.setRange(0, 100)
+        self.volume_slider.setValue(100)
         self.volume_slider.setMaximumWidth(120)
         self.time_label = QtWidgets.QLabel(clock(0) + " / " + clock(0))
-        self.clear_selection_button = QtWidgets.QToolButton(text="Clear selection")
+        self.clear_selection_button = QtWidgets.QToolButton()
+        self.clear_selection_button.setText("Clear selection")
         self.playback_note = QtWidgets.QLabel()
         self.playback_note.setObjectName("playback_note")
         self.playback_note.setWordWrap(True)

@@ -245,7 +245,7 @@ class PacsQueryDialog(QtWidgets.QDialog):
         if node is None:
             return None
         our_title = self.settings.pacs_ae_title
-        keys = {
+        keys: dict[str, str] = {
             "patient_name": self.patient_name.text(),
             "patient_id": self.patient_id.text(),
             "study_date": self.study_date.text(),
@@ -254,7 +254,7 @@ class PacsQueryDialog(QtWidgets.QDialog):
         }
 
         def work(_progress: object, cancelled: Any, _partial: object) -> list[RemoteStudy]:
-            return find_studies(node, our_title, cancelled=cancelled, **keys)
+            return find_studies(node, our_title, cancelled=cancelled, **keys)  # type: ignore[arg-type]  # the 5 str keys
 
         task = Task(work, f"Searching {node}")
         self._retrieving = None

@@ -21,14 +21,18 @@ S = TypeVar("S", SeriesSection, LungSection, SkinSection)
 class OpenVolume(Protocol):
     """The CT workspace, as far as the report reads it: the open volume, whose patient the report is about."""
 
-    volume: Volume | None
+    @property
+    def volume(self) -> Volume | None: ...
 
 
 class ReportSource(Protocol):
     """What the report reads of the window: the open volume (for the patient lines) and the workspaces."""
 
-    ct: OpenVolume
-    model_workspaces: Sequence[ModelWorkspace]
+    @property
+    def ct(self) -> OpenVolume: ...
+
+    @property
+    def model_workspaces(self) -> Sequence[ModelWorkspace]: ...
 
 
 def collect_report(window: ReportSource, *, anonymise: bool = False) -> CaseReport:
@@ -39,7 +43,7 @@ def collect_report(window: ReportSource, *, anonymise: bool = False) -> CaseRepo
     dates.  Raises ``ExportError`` when nothing is open.
     """
     sections = [workspace.report_section(anonymise=anonymise) for workspace in window.model_workspaces]
-    ct, lung, skin = (_one(sections, kind) for kind in (SeriesSection, LungSection, SkinSection))
+    ct, lung, skin = _one(sections, SeriesSection), _one(sections, LungSection), _one(sections, SkinSection)
     if ct is None and lung is None and skin is None:
         raise ExportError(NOTHING_TO_REPORT)
     return CaseReport(
@@ -48,9 +52,9 @@ def collect_report(window: ReportSource, *, anonymise: bool = False) -> CaseRepo
         version=__version__,
         anonymised=anonymise,
         identifiers=patient_rows(window.ct.volume, anonymise),
-        ct=ct,  # type: ignore[arg-type]
-        lung=lung,  # type: ignore[arg-type]
-        skin=skin,  # type: ignore[arg-type]
+        ct=ct,
+        lung=lung,
+        skin=skin,
     )
 
 

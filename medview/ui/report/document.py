@@ -271,7 +271,7 @@ def render_pdf(report: CaseReport) -> bytes:
     finally:
         painter.end()
     buffer.close()
-    return bytes(buffer.data())
+    return bytes(buffer.data().data())
 
 
 def print_palette() -> QtGui.QPalette:

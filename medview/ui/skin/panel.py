@@ -329,6 +329,7 @@ class SkinPanel(QtWidgets.QWidget):
         self.status = QtWidgets.QLabel()
         self.status.setWordWrap(True)
         controls = QtWidgets.QHBoxLayout()
+        widget: QtWidgets.QWidget  # the loops below lay out widgets of several kinds
         for widget in (self.open_button, self.folder_button, QtWidgets.QLabel("Model:"), self.model_box):
             controls.addWidget(widget)
         controls.addWidget(self.classify_button)
@@ -492,17 +493,19 @@ class SkinPanel(QtWidgets.QWidget):
             return None
         shown = [view.entry for view in self.views if view.isVisible() and view.entry is not None]
         ordered = {id(entry): entry for entry in [*shown, *(item.entry for item in self.items())]}.values()
-        wanted = [
-            entry
-            for entry in ordered
-            if entry.photo is not None
-            and entry.result is not None
-            and entry.result.saliency is None
-            and entry.result.provenance.label == card.label
-        ]
+        wanted, jobs = [], []  # the photos, and what explaining each needs
+        for entry in ordered:
+            photo, result = entry.photo, entry.result
+            if (
+                photo is not None
+                and result is not None
+                and result.saliency is None
+                and result.provenance.label == card.label
+            ):
+                wanted.append(entry)
+                jobs.append((photo, result))
         if not wanted:
             return None
-        jobs = [(entry.photo, entry.result) for entry in wanted]  # each read and classified (above)
 
         def work(progress: ProgressCallback, cancelled: CancelCheck, partial: Any) -> None:
             for update in explain_photos(jobs, engine, card, progress, cancelled):

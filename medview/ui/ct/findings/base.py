@@ -151,6 +151,10 @@ class FindingTab(QtWidgets.QWidget):
         self.volume, self.volume_complete = volume, volume is not None and complete
         self.update_controls()
 
+    def run(self) -> Task | None:
+        """Run this tab's model on the open series with the chosen settings (a task; None when it cannot run)."""
+        raise NotImplementedError
+
     def running(self) -> bool:
         """Whether this tab's model run is still going."""
         return self.task is not None and not self.task.done.is_set()

@@ -127,11 +127,14 @@ def drawn_roi_mask(measurement: Measurement, volume: Volume) -> np.ndarray:
     pixels its measurement read-out counts (``measure.region_mask``)."""
     row_mm, col_mm = plane_spacing(volume.spacing, "axial")
     position, size = measurement.roi.pos(), measurement.roi.size()
+    kind = measurement.kind
+    if kind not in ("rectangle", "ellipse"):  # only these are offered as ROIs (refresh_rois)
+        raise ValueError(f"a {kind} measurement is not a region")
     return region_mask(
         volume.shape[1:],
         (position.y() / row_mm, position.x() / col_mm),
         (size.y() / row_mm, size.x() / col_mm),
-        measurement.kind,
+        kind,
     )
 
 

@@ -93,9 +93,9 @@ def key_slice(finding: Finding, current: int) -> tuple[int, str]:
         kept = list(result.kept_slices)
         layer = finding.heatmap_layer
         if layer is not None and result.heatmaps:
-            explained = [i for i in kept if i in result.heatmaps]
-            if explained:
-                index = max(explained, key=lambda i: float(np.sum(layer.values[i], dtype=np.float32)))
+            mapped = [i for i in kept if i in result.heatmaps]
+            if mapped:
+                index = max(mapped, key=lambda i: float(np.sum(layer.values[i], dtype=np.float32)))
                 return index, "widest Grad-CAM inside the lungs"
         index = max(kept, key=lambda i: int(result.lung_mask[i].sum()))
         return index, "largest lung area"
