@@ -22,17 +22,23 @@ class OpenVolume(Protocol):
     """The CT workspace, as far as the report reads it: the open volume, whose patient the report is about."""
 
     @property
-    def volume(self) -> Volume | None: ...
+    def volume(self) -> Volume | None:
+        """The open volume, or None."""
+        ...
 
 
 class ReportSource(Protocol):
     """What the report reads of the window: the open volume (for the patient lines) and the workspaces."""
 
     @property
-    def ct(self) -> OpenVolume: ...
+    def ct(self) -> OpenVolume:
+        """The CT workspace."""
+        ...
 
     @property
-    def model_workspaces(self) -> Sequence[ModelWorkspace]: ...
+    def model_workspaces(self) -> Sequence[ModelWorkspace]:
+        """Every workspace that runs models: each gives its part of the report."""
+        ...
 
 
 def collect_report(window: ReportSource, *, anonymise: bool = False) -> CaseReport:
