@@ -80,7 +80,7 @@ echo "== import contracts (lint-imports)"
 "$venv/bin/lint-imports"
 echo "== ruff"
 "$venv/bin/ruff" check medview training tests bench
-echo "== mypy (the Qt-free layers)"
+echo "== mypy (all of medview)"
 "$venv/bin/mypy"
 echo "== pytest"
 export QT_QPA_PLATFORM=offscreen
