@@ -443,7 +443,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
         Key images are drawn here, on the GUI thread (widgets draw them); the PDF is written on a worker.
         """
-        from medview.ui.report import collect_report, write_pdf  # on first use: start-up does not pay for it
+        # on first use: start-up does not pay for them (the workspaces import only the sections they fill)
+        from medview.ui.report.collect import collect_report
+        from medview.ui.report.document import write_pdf
 
         try:
             report = collect_report(self, anonymise=anonymise)

@@ -20,10 +20,10 @@ from medview import __version__
 from medview.errors import ExportError
 from medview.ui.ct.findings.report import KEY_IMAGE_SIDE
 from medview.ui.qt import QtGui, QtWidgets
-from medview.ui.report import (
-    ANONYMISED,
-    DEMO_WARNING,
-    PAGE_MARGINS_MM,
+from medview.ui.report.collect import collect_report
+from medview.ui.report.document import DEMO_WARNING, PAGE_MARGINS_MM, write_pdf
+from medview.ui.report.identifiers import ANONYMISED
+from medview.ui.report.sections import (
     CaseReport,
     CycleRow,
     FindingSection,
@@ -32,8 +32,6 @@ from medview.ui.report import (
     PhotoRow,
     SeriesSection,
     SkinSection,
-    collect_report,
-    write_pdf,
 )
 from tests.gui.conftest import SAMPLE_SERIES, open_and_wait
 from tests.gui.test_findings_panel import segment
