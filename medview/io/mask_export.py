@@ -77,7 +77,7 @@ def _check_mask(mask: np.ndarray, volume: Volume) -> np.ndarray:
     return array
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Run ``write(temporary)`` and move the result to ``path``; ExportError naming ``path`` on failure."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -138,14 +138,14 @@ def write_nifti_mask(
         text = "; ".join(f"{value}={name}" for value, name in sorted(label_names.items()))
         image.SetMetaData("ITK_FileNotes", text[:79])  # ITK's NIfTI writer puts this in "descrip"
     compress = path.name.lower().endswith(".gz")
-    return _write_atomically(path, lambda target: sitk.WriteImage(image, str(target), useCompression=compress))
+    return write_atomically(path, lambda target: sitk.WriteImage(image, str(target), useCompression=compress))
 
 
 # --------------------------------------------------------------------------- DICOM SEG
 
 
 @dataclass(frozen=True)
-class _Plane:
+class SourcePlane:
     """One source image plane: which volume slice it shows and how its pixels sit in that slice."""
 
     z: int
@@ -242,8 +242,8 @@ class _SourcePreparer:
             dataset.SpecificCharacterSet = "ISO_IR 100"
 
 
-def _source_planes(volume: Volume) -> tuple[list[Any], list[_Plane], set[int]]:
-    """The source datasets (headers), one ``_Plane`` per source image plane, and the slices with a source.
+def source_planes(volume: Volume) -> tuple[list[Any], list[SourcePlane], set[int]]:
+    """The source datasets (headers), one ``SourcePlane`` per source image plane, and the slices with a source.
 
     Single-frame images: one file per volume slice, in the volume's slice order.
     One enhanced (multi-frame) image: one plane per frame, in frame order, matched
@@ -318,15 +318,15 @@ def _source_planes(volume: Volume) -> tuple[list[Any], list[_Plane], set[int]]:
     return datasets, planes, set(present)
 
 
-def _plane(header: Any, z: int, volume: Volume, label: str) -> _Plane:
+def _plane(header: Any, z: int, volume: Volume, label: str) -> SourcePlane:
     """How the image plane of ``header`` (a ``SliceHeader``) maps onto slice ``z`` of ``volume``, size checked."""
     transpose, flip_rows, flip_columns = _plane_layout(header.orientation, volume, label)
-    plane = _Plane(z, transpose, flip_rows, flip_columns)
+    plane = SourcePlane(z, transpose, flip_rows, flip_columns)
     _check_plane_size(plane, header.rows, header.columns, volume, label)
     return plane
 
 
-def _check_plane_size(plane: _Plane, rows: int, columns: int, volume: Volume, label: str) -> None:
+def _check_plane_size(plane: SourcePlane, rows: int, columns: int, volume: Volume, label: str) -> None:
     expected = (volume.shape[2], volume.shape[1]) if plane.transpose else (volume.shape[1], volume.shape[2])
     if (rows, columns) != expected:
         raise InputError(
@@ -336,7 +336,7 @@ def _check_plane_size(plane: _Plane, rows: int, columns: int, volume: Volume, la
         )
 
 
-def _code(triple: CodeTriple) -> Any:
+def coded(triple: CodeTriple) -> Any:
     from pydicom.sr.coding import Code
 
     value, scheme, meaning = triple
@@ -393,7 +393,7 @@ def write_dicom_seg(
 
     path = Path(path)
     array = _check_mask(mask, volume)
-    datasets, planes, present = _source_planes(volume)
+    datasets, planes, present = source_planes(volume)
     outside = sorted(set(np.flatnonzero(array.any(axis=(1, 2))).tolist()) - present)
     if outside:
         shown = ", ".join(str(z + 1) for z in outside[:10]) + (", ..." if len(outside) > 10 else "")
@@ -404,7 +404,7 @@ def write_dicom_seg(
     pixel_array = np.stack([plane.pixels(array) for plane in planes]).astype(np.uint8)
     identification = hd.AlgorithmIdentificationSequence(
         name=algorithm_name,
-        family=_code(algorithm_family),
+        family=coded(algorithm_family),
         version=algorithm_version,
         source=manufacturer,
         parameters=dict(algorithm_parameters) if algorithm_parameters else None,
@@ -412,8 +412,8 @@ def write_dicom_seg(
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=segment_label,
-        segmented_property_category=_code(property_category),
-        segmented_property_type=_code(property_type),
+        segmented_property_category=coded(property_category),
+        segmented_property_type=coded(property_type),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=identification,
         display_color=hd.color.CIELabColor.from_rgb(*display_rgb) if display_rgb is not None else None,
@@ -446,7 +446,7 @@ def write_dicom_seg(
             f"the source series cannot carry a DICOM SEG ({type(error).__name__}: {error})",
             path=volume.slice_files[min(present)],
         ) from error
-    return _write_atomically(path, lambda target: seg.save_as(target, enforce_file_format=True))
+    return write_atomically(path, lambda target: seg.save_as(target, enforce_file_format=True))
 
 
 def _content_label(segment_label: str) -> str:

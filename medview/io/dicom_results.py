@@ -1,0 +1,650 @@
+"""AI results as standard DICOM objects that a PACS stores and other viewers show.
+
+Beside the DICOM SEG (``mask_export``), a run's results are written as:
+
+- a **Structured Report** (``write_measurement_report``): TID 1500 "Imaging
+  Measurement Report" in a Comprehensive 3D SR, one measurement group per
+  finding, each with its algorithm identification, its coded finding and
+  site, numeric measurements and coded qualitative evaluations, and
+  references to the CT images (or the SEG segment) it is about;
+- a **Parametric Map** (``write_parametric_map``): float maps (a probability
+  map, Grad-CAM) on the source images' pixel grid, with a real world value
+  mapping that says what the values mean and their range;
+- a **Secondary Capture** series (``write_secondary_capture``): the CT slice
+  with the overlay and a warning burned in, for PACS viewers that show
+  neither SEG nor parametric maps;
+- an **Encapsulated PDF** (``write_encapsulated_pdf``): the case report.
+
+Every object belongs to the source series' study and patient, takes the
+source headers through the same preparation as the SEG (stand-in UIDs for
+anonymised series, empty type 2 attributes), and is written atomically.
+The writers take plain data: the workflows map the engine's results to it.
+
+Codes are SNOMED CT and DCM where a code exists; the rest come from
+MedView's private coding scheme ``99MEDVIEW`` (``PRIVATE_CODES``, documented
+in README), declared in each SR's Coding Scheme Identification Sequence.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medview import __version__
+from medview.errors import InputError
+from medview.io.mask_export import CodeTriple, SourcePlane, coded, source_planes, write_atomically
+from medview.io.volume import Volume
+
+#: MedView's private coding scheme: designator, name, responsible organisation
+PRIVATE_SCHEME = ("99MEDVIEW", "MedView AI result codes", "MedView")
+PRIVATE = PRIVATE_SCHEME[0]
+#: the character set of the objects' own text (values copied from the source are re-encoded on writing)
+UTF8 = "ISO_IR 192"
+
+# standard codes
+PROBABILITY: CodeTriple = ("122157", "DCM", "Probability")
+THRESHOLD: CodeTriple = ("122411", "DCM", "Threshold Value")
+SENSITIVITY: CodeTriple = ("111088", "DCM", "Case Sensitivity")
+SPECIFICITY: CodeTriple = ("111090", "DCM", "Case Specificity")
+VOLUME: CodeTriple = ("118565006", "SCT", "Volume")
+PRESENT: CodeTriple = ("52101004", "SCT", "Present")
+ABSENT: CodeTriple = ("272519000", "SCT", "Absent")
+YES: CodeTriple = ("373066001", "SCT", "Yes")
+NO: CodeTriple = ("373067005", "SCT", "No")
+NO_UNITS: CodeTriple = ("1", "UCUM", "no units")
+MILLILITRE: CodeTriple = ("ml", "UCUM", "milliliter")
+CT_PROCEDURE: CodeTriple = ("77477000", "SCT", "Computerized axial tomography")
+
+# private codes: MedView's own concepts, where SNOMED CT and DCM have none
+FIRST_SLICE: CodeTriple = ("MV-FIRST-SLICE", PRIVATE, "First slice holding the finding (1-based)")
+LAST_SLICE: CodeTriple = ("MV-LAST-SLICE", PRIVATE, "Last slice holding the finding (1-based)")
+SLICES_RUN: CodeTriple = ("MV-SLICES-RUN", PRIVATE, "Slices the model ran on")
+SLICES_POSITIVE: CodeTriple = ("MV-SLICES-POS", PRIVATE, "Slices at or above the threshold")
+PADDING_SLOTS: CodeTriple = ("MV-PADDING", PRIVATE, "Black padding slots in the group")
+RULE_SWITCHED: CodeTriple = ("MV-RULE-0.9", PRIVATE, "Healthy majority overruled by a group above 0.9")
+GRAD_CAM: CodeTriple = ("MV-GRADCAM", PRIVATE, "Grad-CAM class activation")
+
+
+def class_probability(name: str) -> CodeTriple:
+    """The private concept "Probability of <class>" for a model's class name (code ``MVP-<CLASS>``)."""
+    return (_private_value("MVP", name), PRIVATE, f"Probability of {name.replace('_', ' ')}")
+
+
+def class_votes(name: str) -> CodeTriple:
+    """The private concept "Groups voting <class>" for a model's class name (code ``MVV-<CLASS>``)."""
+    return (_private_value("MVV", name), PRIVATE, f"Groups voting {name.replace('_', ' ')}")
+
+
+#: every private code this module writes, for README's table (the per-class ones are patterns)
+PRIVATE_CODES: tuple[CodeTriple, ...] = (
+    FIRST_SLICE,
+    LAST_SLICE,
+    SLICES_RUN,
+    SLICES_POSITIVE,
+    PADDING_SLOTS,
+    RULE_SWITCHED,
+    GRAD_CAM,
+    ("MVP-<CLASS>", PRIVATE, "Probability of <class>"),
+    ("MVV-<CLASS>", PRIVATE, "Groups voting <class>"),
+)
+
+
+def _private_value(prefix: str, name: str) -> str:
+    """``PREFIX-NAME`` as a code value: SH, 16 characters, upper case letters, digits and hyphens."""
+    text = "".join(c if c.isascii() and c.isalnum() else "-" for c in name.upper()).strip("-")
+    return f"{prefix}-{text}"[:16]
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """The model that made a result: the SR's and maps' algorithm identification."""
+
+    name: str  # the model id
+    version: str
+    demo: bool
+    parameters: Mapping[str, str] = field(default_factory=dict)  # e.g. threshold, ROI, operating point
+
+    def parameter_lines(self) -> list[str]:
+        lines = [f"{key}: {value}" for key, value in self.parameters.items()]
+        if self.demo:
+            lines.insert(0, "DEMO MODEL: not for diagnosis")
+        return lines
+
+
+@dataclass(frozen=True)
+class Numeric:
+    """One measurement: a coded concept, its value and unit."""
+
+    concept: CodeTriple
+    value: float
+    unit: CodeTriple = NO_UNITS
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One qualitative evaluation: a coded concept and its coded value."""
+
+    concept: CodeTriple
+    value: CodeTriple
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    """One measurement group of the report: what was found, where, and on which images."""
+
+    label: str  # its tracking identifier, in words ("kidney stone, slice 12")
+    finding: CodeTriple
+    site: CodeTriple | None = None
+    slices: tuple[int, ...] = ()  # volume slices (0-based) the group is about: referenced as source images
+    measurements: tuple[Numeric, ...] = ()
+    evaluations: tuple[Coded, ...] = ()
+    segment_file: Path | None = None  # a DICOM SEG of the same series whose segment ``segment_number`` it measures
+    segment_number: int = 1
+
+
+# --------------------------------------------------------------------------- source images
+
+
+@dataclass
+class _Sources:
+    """The source series' prepared headers and where each volume slice sits in them."""
+
+    datasets: list[Any]
+    planes: list[SourcePlane]
+    present: set[int]
+
+    @classmethod
+    def of(cls, volume: Volume) -> _Sources:
+        datasets, planes, present = source_planes(volume)
+        return cls(datasets, planes, present)
+
+    @property
+    def multi_frame(self) -> bool:
+        return len(self.datasets) == 1 and len(self.planes) > 1
+
+    def plane_index(self, z: int) -> int:
+        for index, plane in enumerate(self.planes):
+            if plane.z == z:
+                return index
+        raise InputError(f"slice {z + 1} is missing from the DICOM series: a DICOM object cannot reference it")
+
+    def image_of(self, z: int) -> tuple[Any, int | None]:
+        """The header of slice ``z``'s image and its frame number (1-based) in a multi-frame image, else None."""
+        index = self.plane_index(z)
+        return (self.datasets[0], index + 1) if self.multi_frame else (self.datasets[index], None)
+
+    def first(self) -> Any:
+        return self.datasets[0]
+
+
+def _common_attributes(target: Any, source: Any, *, series_description: str, series_number: int, modality: str) -> None:
+    """Patient, study and series attributes of a new object made by hand (pydicom), from a source header."""
+    import pydicom.uid
+
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "StudyID",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+    ):
+        setattr(target, keyword, source.get(keyword, ""))
+    target.SpecificCharacterSet = UTF8
+    now = datetime.datetime.now()
+    target.SeriesInstanceUID = pydicom.uid.generate_uid()
+    target.SOPInstanceUID = pydicom.uid.generate_uid()
+    target.Modality = modality
+    target.SeriesNumber = series_number
+    target.SeriesDescription = series_description[:64]
+    target.InstanceNumber = 1
+    target.ContentDate = now.strftime("%Y%m%d")
+    target.ContentTime = now.strftime("%H%M%S")
+    target.Manufacturer = "MedView"
+    target.ManufacturerModelName = "MedView"
+    target.SoftwareVersions = __version__
+
+
+# --------------------------------------------------------------------------- Structured Report
+
+
+def _algorithm_identification(algorithm: Algorithm) -> Any:
+    import highdicom as hd
+
+    return hd.sr.AlgorithmIdentification(
+        name=algorithm.name, version=algorithm.version, parameters=algorithm.parameter_lines() or None
+    )
+
+
+def _source_images_for_group(sources: _Sources, slices: Sequence[int]) -> list[Any]:
+    import highdicom as hd
+
+    if sources.multi_frame:
+        dataset = sources.first()
+        frames = sorted({sources.plane_index(z) + 1 for z in slices})
+        return [hd.sr.SourceImageForMeasurementGroup(dataset.SOPClassUID, dataset.SOPInstanceUID, frames)]
+    references = []
+    for z in sorted(set(slices)):
+        dataset, _ = sources.image_of(z)
+        references.append(hd.sr.SourceImageForMeasurementGroup(dataset.SOPClassUID, dataset.SOPInstanceUID))
+    return references
+
+
+def _measurement_group(group: FindingGroup, sources: _Sources, algorithm: Any, segments: dict[Path, Any]) -> Any:
+    import highdicom as hd
+
+    measurements = [
+        hd.sr.Measurement(name=coded(m.concept), value=m.value, unit=coded(m.unit)) for m in group.measurements
+    ]
+    evaluations = [hd.sr.QualitativeEvaluation(name=coded(e.concept), value=coded(e.value)) for e in group.evaluations]
+    common: dict[str, Any] = {
+        "tracking_identifier": hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=group.label[:64]),
+        "finding_type": coded(group.finding),
+        "algorithm_id": algorithm,
+        "finding_sites": [hd.sr.FindingSite(coded(group.site))] if group.site else None,
+        "measurements": measurements or None,
+        "qualitative_evaluations": evaluations or None,
+    }
+    if group.segment_file is not None:
+        segmentation = segments[group.segment_file]
+        # not ReferencedSegment.from_segmentation: it expects the segment in every frame's functional groups,
+        # and a one-segment SEG (ours, highdicom's) keeps it in the shared ones
+        segment = hd.sr.ReferencedSegment(
+            sop_class_uid=segmentation.SOPClassUID,
+            sop_instance_uid=segmentation.SOPInstanceUID,
+            segment_number=group.segment_number,
+            source_series=hd.sr.SourceSeriesForSegmentation(segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID),
+        )
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common)
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        source_images=_source_images_for_group(sources, group.slices) or None, **common
+    )
+
+
+def _declare_private_scheme(dataset: Any) -> None:
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodingSchemeDesignator, item.CodingSchemeName, item.CodingSchemeResponsibleOrganization = PRIVATE_SCHEME
+    schemes = list(dataset.get("CodingSchemeIdentificationSequence", []))
+    dataset.CodingSchemeIdentificationSequence = [*schemes, item]
+
+
+def write_measurement_report(
+    path: Path | str,
+    volume: Volume,
+    groups: Sequence[FindingGroup],
+    algorithm: Algorithm,
+    *,
+    series_description: str,
+    series_number: int = 901,
+) -> Path:
+    """Write ``groups`` as a TID 1500 measurement report (Comprehensive 3D SR) on ``volume``'s series.
+
+    Every group carries ``algorithm``'s identification (the demo flag among its
+    parameters) and references the CT images of its ``slices``, or, with a
+    ``segment_file``, that SEG's segment (the SEG joins the report's evidence).
+
+    Raises:
+        InputError: the volume has no DICOM source, a group names a slice missing from
+            it, or a segment file cannot be read as a SEG of this series.
+        ExportError: the file cannot be written.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    path = Path(path)
+    sources = _Sources.of(volume)
+    segments: dict[Path, Any] = {}
+    for group in groups:
+        if group.segment_file is not None and group.segment_file not in segments:
+            try:
+                segments[group.segment_file] = hd.seg.segread(group.segment_file)
+            except (OSError, ValueError, AttributeError) as error:
+                raise InputError(f"cannot read it as a DICOM SEG ({error})", path=group.segment_file) from error
+    identification = _algorithm_identification(algorithm)
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name="MedView", manufacturer_name="MedView", model_name=algorithm.name[:64]
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=coded(CT_PROCEDURE),
+        imaging_measurements=[_measurement_group(group, sources, identification, segments) for group in groups],
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    try:
+        sr = hd.sr.Comprehensive3DSR(
+            evidence=[*sources.datasets, *segments.values()],
+            content=report,
+            series_instance_uid=hd.UID(),
+            series_number=series_number,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="MedView",
+            is_complete=True,
+            series_description=series_description[:64],
+            software_versions=__version__,
+        )
+    except (ValueError, TypeError, AttributeError) as error:
+        raise InputError(
+            f"the source series cannot carry a structured report ({type(error).__name__}: {error})",
+            path=volume.slice_files[min(sources.present)],
+        ) from error
+    _declare_private_scheme(sr)
+    sr.SpecificCharacterSet = UTF8  # the validated line's intervals ("0.65–0.79") are not Latin-1
+    return write_atomically(path, partial(_save, sr))
+
+
+# --------------------------------------------------------------------------- Parametric Map
+
+
+@dataclass(frozen=True)
+class MapMeaning:
+    """What a parametric map's values are: its real world value mapping."""
+
+    label: str  # short, e.g. "LIVER_PROB"
+    explanation: str  # e.g. "Probability of liver (liver-unet 1.0.0)"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    unit: CodeTriple = NO_UNITS
+    quantity: CodeTriple = PROBABILITY
+
+
+_STORED_MAX = 65535
+
+
+def write_parametric_map(
+    path: Path | str,
+    values: Mapping[int, np.ndarray],
+    volume: Volume,
+    meaning: MapMeaning,
+    algorithm: Algorithm,
+    *,
+    series_description: str,
+    series_number: int = 902,
+) -> Path:
+    """Write float maps, one ``[y, x]`` array per volume slice in ``values``, as a DICOM Parametric Map.
+
+    Each frame lies on its CT image's pixel grid (the loader's LPS flips undone)
+    and references it; the real world value mapping says what the values mean.
+    Values are stored to 1/65535 of ``meaning.value_range`` and clipped to it.
+    Only series of single-frame images are supported.
+
+    Raises:
+        InputError: no DICOM source, a slice missing from it, a map not of the slice's
+            size, or a multi-frame source series.
+        ExportError: the file cannot be written.
+    """
+    import highdicom as hd
+    from pydicom.uid import RLELossless
+
+    path = Path(path)
+    if meaning.value_range[1] <= meaning.value_range[0]:
+        raise ValueError(f"meaning.value_range: expected low < high, got {meaning.value_range}")
+    if not values:
+        raise ValueError("values: expected at least one slice's map")
+    sources = _Sources.of(volume)
+    if sources.multi_frame:
+        raise InputError(
+            "parametric maps are written only for series of single-frame images; this series is one multi-frame image",
+            path=volume.slice_files[min(sources.present)],
+        )
+    shape = volume.shape[1:]
+    datasets, frames = [], []
+    for z in sorted(values):
+        array = np.asarray(values[z], dtype=np.float32)
+        if array.shape != shape:
+            raise ValueError(f"values[{z}]: expected the slice shape {shape}, got {array.shape}")
+        index = sources.plane_index(z)
+        datasets.append(sources.datasets[index])
+        # SourcePlane.pixels takes a volume; a one-slice stand-in at index z would copy it, so index from 0
+        plane = sources.planes[index]
+        frames.append(SourcePlane(0, plane.transpose, plane.flip_rows, plane.flip_columns).pixels(array[None]))
+    low, high = meaning.value_range
+    # Stored as 16-bit integers mapped back to the values by the slope and intercept, RLE-compressed: a tenth
+    # of float32's size for Grad-CAM (mostly zeros), at a step of 1/65535 of the range.
+    scale = (high - low) / _STORED_MAX
+    stored = np.clip(np.round((np.stack(frames) - low) / scale), 0, _STORED_MAX).astype(np.uint16)
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label=meaning.label[:16],
+        lut_explanation=meaning.explanation[:64],
+        unit=coded(meaning.unit),
+        value_range=(0, _STORED_MAX),
+        slope=scale,
+        intercept=float(low),
+        quantity_definition=coded(meaning.quantity),
+    )
+    description = f"{meaning.explanation}{' DEMO not for diagnosis' if algorithm.demo else ''}"
+    try:
+        parametric_map = hd.pm.ParametricMap(
+            source_images=datasets,
+            pixel_array=stored,
+            series_instance_uid=hd.UID(),
+            series_number=series_number,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="MedView",
+            manufacturer_model_name=algorithm.name[:64],
+            software_versions=f"{algorithm.version} (MedView {__version__})",
+            device_serial_number="1",
+            contains_recognizable_visual_features=False,
+            real_world_value_mappings=[mapping],
+            voi_lut_transformations=[hd.VOILUTTransformation(window_center=_STORED_MAX / 2, window_width=_STORED_MAX)],
+            transfer_syntax_uid=RLELossless,
+            content_description=description[:64],
+            content_label=_code_string(meaning.label),
+            series_description=series_description[:64],
+        )
+    except (ValueError, TypeError, AttributeError) as error:
+        raise InputError(
+            f"the source series cannot carry a parametric map ({type(error).__name__}: {error})",
+            path=volume.slice_files[min(sources.present)],
+        ) from error
+    _type_2c_laterality(parametric_map)
+    return write_atomically(path, partial(_save, parametric_map))
+
+
+def _save(dataset: Any, target: Path) -> None:
+    dataset.save_as(target, enforce_file_format=True)
+
+
+def _type_2c_laterality(dataset: Any) -> None:
+    """An empty Laterality where highdicom leaves it out: dciodvfy asks for it (type 2C) on CT of the
+    trunk, and the source CT does not say one side."""
+    if "Laterality" not in dataset:
+        dataset.Laterality = ""
+
+
+def _code_string(text: str) -> str:
+    """A valid Code String (A-Z, 0-9, space, underscore; 16 characters)."""
+    value = "".join(c if c.isascii() and (c.isalnum() or c in " _") else "_" for c in text.upper())
+    return (value.strip() or "MAP")[:16]
+
+
+# --------------------------------------------------------------------------- Secondary Capture
+
+
+def _orientation_letters(vector: np.ndarray) -> str:
+    """DICOM patient orientation letters for an LPS direction, strongest axis first (e.g. "L", "PF")."""
+    letters = []
+    for axis in np.argsort(-np.abs(vector)):
+        if abs(vector[axis]) > 0.1:
+            letters.append(("L", "P", "H")[axis] if vector[axis] > 0 else ("R", "A", "F")[axis])
+    return "".join(letters[:2]) or "L"
+
+
+#: overlay values below this are not drawn on a capture (Grad-CAM's faint background would tint the whole slice)
+_OVERLAY_FLOOR = 0.2
+
+
+def _burned_in_slice(
+    hu: np.ndarray,
+    overlay: np.ndarray,
+    colour: tuple[int, int, int] | None,
+    window: tuple[float, float],
+    lines: Sequence[str],
+) -> np.ndarray:
+    """An RGB image of a CT plane (``window`` = centre, width) with ``overlay`` (0-1) blended in and ``lines``
+    of text written on it.  ``colour`` draws a mask in one colour; None draws a map from red (low) to yellow
+    (high).  Drawn with NumPy and Pillow: the io layer does not use Qt."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    centre, width = window
+    grey = np.clip((hu - (centre - width / 2)) / width, 0.0, 1.0)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    values = np.clip(overlay, 0.0, 1.0)
+    if colour is None:
+        tint = np.stack([np.ones_like(values), values, np.zeros_like(values)], axis=-1)
+    else:
+        tint = np.broadcast_to(np.asarray(colour, dtype=float) / 255.0, rgb.shape)
+    alpha = np.where(values >= _OVERLAY_FLOOR, 0.5 if colour is not None else 0.25 + 0.35 * values, 0.0)[..., None]
+    rgb = rgb * (1 - alpha) + alpha * tint
+    image = Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    size = max(10, image.height // 36)
+    font = ImageFont.load_default(size=size)
+    y = 4
+    for line in lines:
+        box = draw.textbbox((4, y), line, font=font)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((4, y), line, fill=(255, 255, 0), font=font)
+        y = int(box[3]) + 4
+    return np.asarray(image)
+
+
+def write_secondary_capture(
+    folder: Path | str,
+    volume: Volume,
+    overlays: Mapping[int, np.ndarray],
+    algorithm: Algorithm,
+    *,
+    captions: Mapping[int, str],
+    colour: tuple[int, int, int] | None,
+    window: tuple[float, float],
+    series_description: str,
+    series_number: int = 903,
+) -> list[Path]:
+    """Write one Secondary Capture image per slice in ``overlays`` into ``folder``, all in one new series.
+
+    Each image is the CT plane in ``window``, its overlay (``[y, x]`` values 0-1 on the volume's slice: a
+    mask drawn in ``colour``, or a map when ``colour`` is None) and burned-in text: that it is an AI result
+    (from a demo model: not for diagnosis), the slice's caption, the model.
+
+    Raises:
+        InputError: no DICOM source or a slice missing from it.
+        ExportError: a file cannot be written.
+    """
+    import highdicom as hd
+    from pydicom.uid import RLELossless
+
+    folder = Path(folder)
+    if not overlays:
+        raise ValueError("overlays: expected at least one slice")
+    folder.mkdir(exist_ok=True)
+    sources = _Sources.of(volume)
+    warning = "AI result, demo model: not for diagnosis" if algorithm.demo else "AI result: to be confirmed by a reader"
+    series_uid = hd.UID()
+    voxels = volume.voxels
+    written = []
+    for number, z in enumerate(sorted(overlays), start=1):
+        dataset, _frame = sources.image_of(z)
+        plane = sources.planes[sources.plane_index(z)]
+        layout = SourcePlane(0, plane.transpose, plane.flip_rows, plane.flip_columns)
+        hu = layout.pixels(np.asarray(voxels[z], dtype=np.float32)[None])
+        overlay = layout.pixels(np.asarray(overlays[z], dtype=np.float32)[None])
+        caption = captions.get(z, "")
+        lines = [
+            warning,
+            f"{caption}, slice {z + 1}" if caption else f"Slice {z + 1}",
+            f"{algorithm.name} {algorithm.version}",
+        ]
+        pixels = _burned_in_slice(hu, overlay, colour, window, lines)
+        row_direction, column_direction = _plane_directions(plane, volume)
+        capture = hd.sc.SCImage.from_ref_dataset(
+            ref_dataset=dataset,
+            pixel_array=pixels,
+            photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+            bits_allocated=8,
+            coordinate_system=hd.CoordinateSystemNames.PATIENT,
+            series_instance_uid=series_uid,
+            series_number=series_number,
+            sop_instance_uid=hd.UID(),
+            instance_number=number,
+            manufacturer="MedView",
+            patient_orientation=(_orientation_letters(row_direction), _orientation_letters(column_direction)),
+            transfer_syntax_uid=RLELossless,
+            series_description=series_description[:64],
+        )
+        _type_2c_laterality(capture)
+        capture.BurnedInAnnotation = "YES"
+        capture.ImageComments = f"{warning}. {caption}, slice {z + 1}"
+        capture.SoftwareVersions = f"MedView {__version__}"
+        target = folder / f"capture_{number:04d}.dcm"
+        written.append(write_atomically(target, partial(_save, capture)))
+    return written
+
+
+def _plane_directions(plane: SourcePlane, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """The LPS directions of the source image's rows and columns (its ImageOrientationPatient), from how
+    its pixels sit in the volume's slice."""
+    direction = volume.direction_matrix
+    x_axis, y_axis = direction[:, 0], direction[:, 1]
+    along_rows, along_columns = (y_axis, x_axis) if plane.transpose else (x_axis, y_axis)
+    return (-along_rows if plane.flip_columns else along_rows), (-along_columns if plane.flip_rows else along_columns)
+
+
+# --------------------------------------------------------------------------- Encapsulated PDF
+
+
+def write_encapsulated_pdf(
+    path: Path | str, pdf: bytes, volume: Volume, *, title: str, series_number: int = 904
+) -> Path:
+    """Wrap ``pdf`` (the case report) as an Encapsulated PDF in ``volume``'s study.
+
+    Built with pydicom: highdicom does not write encapsulated documents.
+
+    Raises:
+        ValueError: ``pdf`` is not a PDF.
+        InputError: the volume has no DICOM source.
+        ExportError: the file cannot be written.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    if not pdf.startswith(b"%PDF-"):
+        raise ValueError("pdf: expected the bytes of a PDF document")
+    path = Path(path)
+    source = _Sources.of(volume).first()
+    document = Dataset()
+    _common_attributes(document, source, series_description=title, series_number=series_number, modality="DOC")
+    document.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF Storage
+    document.ConversionType = "WSD"  # workstation
+    document.BurnedInAnnotation = "YES"
+    document.DocumentTitle = title[:64]
+    document.ConceptNameCodeSequence = []
+    document.AcquisitionDateTime = document.ContentDate + document.ContentTime
+    document.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    document.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
+    document.EncapsulatedDocumentLength = len(pdf)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = document.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = document.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    document.file_meta = meta
+    return write_atomically(path, partial(_save, document))

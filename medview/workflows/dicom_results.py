@@ -1,0 +1,359 @@
+"""A CT finding's results as DICOM objects for the PACS: which objects, what they say, in which codes.
+
+``write_result_objects`` writes, for one engine result on the series it came from:
+
+- liver (or lung) segmentation: the SEG, a measurement report whose volumetric
+  group references the SEG's segment (volume in mL, first and last slice), and
+  the probability map as a Parametric Map;
+- kidney stone: a measurement report with one group for the run (stone present
+  or absent, slices run and positive, the threshold and its validated
+  sensitivity and specificity, the ROI among the algorithm's parameters) and
+  one per positive slice with its probability and image; the Grad-CAM maps as
+  a Parametric Map;
+- COVID-19: a measurement report with the patient verdict (coded finding,
+  votes per class, the 0.9 rule) and one group per 50-slice group with its
+  class probabilities, padding and slices; the Grad-CAM maps as a Parametric Map;
+- optionally a Secondary Capture series with the overlay and the warning burned
+  in, for PACS viewers that show neither SEG nor parametric maps.
+
+The io writers take plain data; this module is where the engine's results
+become that data (io may not import the engine).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medview.engine.api import CovidResult, Heatmap, Provenance, SegmentationResult, SliceClassificationResult
+from medview.io import dicom_results as dr
+from medview.io.mask_export import CodeTriple
+from medview.io.volume import Volume
+from medview.progress import CancelCheck
+
+KIDNEY_STONE: CodeTriple = ("95570007", "SCT", "Kidney stone")
+KIDNEY: CodeTriple = ("64033007", "SCT", "Kidney")
+LUNG: CodeTriple = ("39607008", "SCT", "Lung")
+#: segmented structures by the engine's label name: the SR's finding type and the SEG's property type
+STRUCTURES: dict[str, CodeTriple] = {"liver": ("10200004", "SCT", "Liver"), "lungs": LUNG, "lung": LUNG}
+#: the COVID-19 model's classes as SNOMED CT findings
+COVID_CLASSES: dict[str, CodeTriple] = {
+    "covid_pneumonia": ("840539006", "SCT", "COVID-19"),
+    "non_covid_pneumonia": ("233604007", "SCT", "Pneumonia"),
+    "healthy": ("17621005", "SCT", "Normal"),
+}
+#: soft-tissue and lung windows (centre, width) for burned-in captures
+ABDOMEN_WINDOW = (40.0, 400.0)
+LUNG_WINDOW = (-600.0, 1500.0)
+OVERLAY_COLOUR = (255, 140, 40)
+
+
+@dataclass(frozen=True)
+class WrittenObjects:
+    """What one result became: the files, and why an object that might be expected was not written."""
+
+    files: tuple[Path, ...]
+    notes: tuple[str, ...] = ()
+
+
+def algorithm_of(provenance: Provenance, **parameters: str) -> dr.Algorithm:
+    """The algorithm identification of a result: model id and version, demo flag, threshold, validated line."""
+    values: dict[str, str] = {}
+    if provenance.threshold is not None:
+        values["threshold"] = f"{provenance.threshold:g}"
+    values.update(parameters)
+    if provenance.validated:
+        values["validated"] = provenance.validated
+    values["training data"] = provenance.training_data
+    return dr.Algorithm(provenance.model_id, provenance.model_version, provenance.demo, values)
+
+
+def _operating_point(provenance: Provenance) -> tuple[dr.Numeric, ...]:
+    """The threshold and the validated sensitivity and specificity at it, as far as the bundle records them."""
+    measured = []
+    if provenance.threshold is not None:
+        measured.append(dr.Numeric(dr.THRESHOLD, provenance.threshold))
+    for concept, key in ((dr.SENSITIVITY, "sensitivity"), (dr.SPECIFICITY, "specificity")):
+        if key in provenance.metrics:
+            measured.append(dr.Numeric(concept, float(provenance.metrics[key])))
+    return tuple(measured)
+
+
+def kidney_groups(result: SliceClassificationResult) -> list[dr.FindingGroup]:
+    """The run (stone present or absent over the slices run) and each positive slice with its probability."""
+    positive = result.positive_slices()
+    probability = dict(zip(result.slice_indices, result.probabilities.tolist(), strict=True))
+    run = dr.FindingGroup(
+        label=f"kidney stone, {len(result.slice_indices)} slices run",
+        finding=KIDNEY_STONE,
+        site=KIDNEY,
+        slices=tuple(result.slice_indices),
+        measurements=(
+            dr.Numeric(dr.SLICES_RUN, len(result.slice_indices)),
+            dr.Numeric(dr.SLICES_POSITIVE, len(positive)),
+            *_operating_point(result.provenance),
+        ),
+        evaluations=(dr.Coded(KIDNEY_STONE, dr.PRESENT if positive else dr.ABSENT),),
+    )
+    slices = [
+        dr.FindingGroup(
+            label=f"kidney stone, slice {index + 1}",
+            finding=KIDNEY_STONE,
+            site=KIDNEY,
+            slices=(index,),
+            measurements=(dr.Numeric(dr.PROBABILITY, round(probability[index], 4)),),
+            evaluations=(dr.Coded(KIDNEY_STONE, dr.PRESENT),),
+        )
+        for index in positive
+    ]
+    return [run, *slices]
+
+
+def covid_groups(result: CovidResult) -> list[dr.FindingGroup]:
+    """The patient verdict with its votes and the 0.9 rule, then each 50-slice group with its probabilities."""
+    verdict = COVID_CLASSES.get(result.verdict, (_class_code(result.verdict), dr.PRIVATE, result.verdict))
+    patient = dr.FindingGroup(
+        label=f"COVID-19 verdict: {result.verdict.replace('_', ' ')}",
+        finding=verdict,
+        site=LUNG,
+        slices=tuple(result.kept_slices),
+        measurements=tuple(dr.Numeric(dr.class_votes(name), result.votes.get(name, 0)) for name in result.class_names),
+        evaluations=(dr.Coded(dr.RULE_SWITCHED, dr.YES if result.switched else dr.NO),),
+    )
+    groups = []
+    for group in result.groups:
+        real = tuple(sorted({int(s) for s in group.sources if s is not None}))
+        label = group.scores.label
+        groups.append(
+            dr.FindingGroup(
+                label=f"COVID-19 group: {group.description}",
+                finding=COVID_CLASSES.get(label, (_class_code(label), dr.PRIVATE, label)),
+                site=LUNG,
+                slices=real,
+                measurements=(
+                    *(
+                        dr.Numeric(dr.class_probability(name), round(float(value), 4))
+                        for name, value in group.scores.probabilities.items()
+                    ),
+                    dr.Numeric(dr.PADDING_SLOTS, sum(source is None for source in group.sources)),
+                ),
+            )
+        )
+    return [patient, *groups]
+
+
+def _class_code(name: str) -> str:
+    return "MVC-" + re.sub(r"[^A-Z0-9]+", "-", name.upper()).strip("-")[:12]
+
+
+def _structure(label_name: str) -> CodeTriple:
+    """A segmented structure's code: SNOMED CT for the ones MedView segments, else a private one."""
+    return STRUCTURES.get(label_name.lower(), (_class_code(label_name), dr.PRIVATE, label_name))
+
+
+def segmentation_groups(result: SegmentationResult, seg_file: Path) -> list[dr.FindingGroup]:
+    """The segmented structure: its volume and slice range, measured on the SEG's segment."""
+    structure = STRUCTURES.get(
+        result.label_name.lower(), (_class_code(result.label_name), dr.PRIVATE, result.label_name)
+    )
+    measurements = [dr.Numeric(dr.VOLUME, round(result.volume_ml, 1), dr.MILLILITRE)]
+    if result.slice_range is not None:
+        first, last = result.slice_range
+        measurements += [dr.Numeric(dr.FIRST_SLICE, first + 1), dr.Numeric(dr.LAST_SLICE, last + 1)]
+    return [
+        dr.FindingGroup(
+            label=f"{result.label_name} segmentation",
+            finding=structure,
+            site=structure,
+            measurements=tuple(measurements),
+            segment_file=seg_file,
+        )
+    ]
+
+
+def _grad_cam_maps(
+    heatmaps: Mapping[int, Heatmap], inside: np.ndarray | None = None
+) -> tuple[dict[int, np.ndarray], float]:
+    """Grad-CAM values on one scale for the run (divided by the run's highest value), and that value;
+    only ``inside`` a mask (the lungs) when one is given, as the viewer shows them."""
+    values = {z: h.values * inside[z] if inside is not None else h.values for z, h in heatmaps.items()}
+    peak = max((float(v.max()) for v in values.values() if v.size), default=0.0)
+    if peak <= 0:
+        return {}, 0.0
+    return {z: np.clip(v / peak, 0.0, 1.0).astype(np.float32) for z, v in values.items()}, peak
+
+
+@dataclass
+class _Plan:
+    """What one result writes besides its report: maps, captures, and how to draw them."""
+
+    algorithm: dr.Algorithm
+    groups: list[dr.FindingGroup]
+    what: str  # the report's series description, after "AI"
+    maps: dict[int, np.ndarray]  # slice -> values for the parametric map
+    meaning: dr.MapMeaning | None
+    overlays: dict[int, np.ndarray]  # slice -> what a capture draws
+    captions: dict[int, str]
+    window: tuple[float, float]
+    colour: tuple[int, int, int] | None  # a mask's colour; None draws a map
+
+
+def _segmentation_plan(result: SegmentationResult, seg: Path, volume: Volume) -> _Plan:
+    name = result.label_name
+    kept = [int(z) for z in np.flatnonzero(np.asarray(result.probability).max(axis=(1, 2)) > 0.01)]
+    return _Plan(
+        algorithm=algorithm_of(result.provenance),
+        groups=segmentation_groups(result, seg),
+        what=f"{name} report",
+        maps={z: np.asarray(result.probability[z], dtype=np.float32) for z in kept if z not in volume.missing_slices},
+        meaning=dr.MapMeaning(f"{name[:11]}_PROB", f"Probability of {name}"),
+        overlays={int(z): result.mask[z].astype(np.float32) for z in np.flatnonzero(result.mask.any(axis=(1, 2)))},
+        captions={},
+        window=ABDOMEN_WINDOW if name.lower() == "liver" else LUNG_WINDOW,
+        colour=OVERLAY_COLOUR,
+    )
+
+
+def _kidney_plan(result: SliceClassificationResult, roi: str, volume: Volume) -> _Plan:
+    maps, peak = _grad_cam_maps(result.heatmaps)
+    probability = dict(zip(result.slice_indices, result.probabilities.tolist(), strict=True))
+    positive = result.positive_slices()
+    threshold = f" (threshold {result.provenance.threshold:g})" if result.provenance.threshold is not None else ""
+    return _Plan(
+        algorithm=algorithm_of(result.provenance, ROI=roi or result.roi),
+        groups=kidney_groups(result),
+        what="kidney stone report",
+        maps=maps,
+        meaning=_grad_cam_meaning(result.positive_class, peak),
+        overlays={z: maps.get(z, np.zeros(volume.shape[1:], np.float32)) for z in positive},
+        captions={z: f"Kidney stone probability {probability[z]:.2f}{threshold}" for z in positive},
+        window=ABDOMEN_WINDOW,
+        colour=None,
+    )
+
+
+def _covid_plan(result: CovidResult) -> _Plan:
+    maps, peak = _grad_cam_maps(result.heatmaps, result.lung_mask)
+    target = next(iter({h.target_class for h in result.heatmaps.values()}), "")
+    verdict = result.verdict.replace("_", " ")
+    return _Plan(
+        algorithm=algorithm_of(result.provenance, rule="a healthy majority switches to a pneumonia class above 0.9"),
+        groups=covid_groups(result),
+        what="COVID-19 report",
+        maps=maps,
+        meaning=_grad_cam_meaning(target, peak),
+        overlays=maps,
+        captions={z: f"COVID-19 verdict {verdict}; Grad-CAM" for z in maps},
+        window=LUNG_WINDOW,
+        colour=None,
+    )
+
+
+def _grad_cam_meaning(target: str, peak: float) -> dr.MapMeaning:
+    explanation = f"Grad-CAM of {target.replace('_', ' ')}; 1 = the run's maximum, {peak:.3g}"
+    return dr.MapMeaning("GRAD_CAM", explanation, quantity=dr.GRAD_CAM)
+
+
+def write_result_objects(
+    folder: Path,
+    volume: Volume,
+    result: SegmentationResult | SliceClassificationResult | CovidResult,
+    *,
+    roi: str = "",
+    captures: bool = False,
+    cancelled: CancelCheck | None = None,
+) -> WrittenObjects:
+    """Write ``result`` (on ``volume``'s DICOM series) as DICOM objects into ``folder``; see the module doc.
+
+    ``roi`` names the region a kidney run used.  ``captures`` adds the Secondary
+    Capture series.  ``cancelled`` is checked between objects; what was written
+    before stays, and the notes say it was cancelled.
+    """
+    provenance = result.provenance
+    stem = f"{provenance.model_id}_{provenance.model_version}"
+    files: list[Path] = []
+    notes: list[str] = []
+
+    def series(what: str) -> str:
+        return f"AI {what} {provenance.model_id}" + (" DEMO not for diagnosis" if provenance.demo else "")
+
+    def stopped() -> bool:
+        return cancelled is not None and cancelled()
+
+    if isinstance(result, SegmentationResult):
+        files.append(_write_seg(folder / f"{stem}_seg.dcm", result, volume, series(f"{result.label_name} SEG")))
+        plan = _segmentation_plan(result, files[0], volume)
+    elif isinstance(result, SliceClassificationResult):
+        plan = _kidney_plan(result, roi, volume)
+    else:
+        plan = _covid_plan(result)
+    steps: list[Callable[[], list[Path]]] = [
+        lambda: [
+            dr.write_measurement_report(
+                folder / f"{stem}_sr.dcm", volume, plan.groups, plan.algorithm, series_description=series(plan.what)
+            )
+        ]
+    ]
+    if plan.maps and plan.meaning is not None:
+        meaning = plan.meaning
+        steps.append(
+            lambda: [
+                dr.write_parametric_map(
+                    folder / f"{stem}_{'probability' if meaning.quantity == dr.PROBABILITY else 'gradcam'}.dcm",
+                    plan.maps,
+                    volume,
+                    meaning,
+                    plan.algorithm,
+                    series_description=series(meaning.label.replace("_", " ").lower()),
+                )
+            ]
+        )
+    else:
+        notes.append("no map was computed in this run (Grad-CAM off): no parametric map")
+    if captures and plan.overlays:
+        capture_folder = folder / f"{stem}_capture"
+        steps.append(
+            lambda: dr.write_secondary_capture(
+                capture_folder,
+                volume,
+                plan.overlays,
+                plan.algorithm,
+                captions=plan.captions,
+                colour=plan.colour,
+                window=plan.window,
+                series_description=series("overlay capture"),
+            )
+        )
+    elif captures:
+        notes.append("nothing to draw: no screenshot series")
+    for step in steps:
+        if stopped():
+            notes.append("cancelled: the objects listed were written before")
+            break
+        files += step()
+    return WrittenObjects(tuple(files), tuple(notes))
+
+
+def _write_seg(path: Path, result: SegmentationResult, volume: Volume, description: str) -> Path:
+    from medview.io.mask_export import write_dicom_seg
+
+    provenance = result.provenance
+    parameters = {"demo": str(provenance.demo).lower()}
+    if provenance.threshold is not None:
+        parameters["threshold"] = f"{provenance.threshold:g}"
+    structure = _structure(result.label_name)
+    return write_dicom_seg(
+        path,
+        result.mask,
+        volume,
+        algorithm_name=provenance.model_id,
+        algorithm_version=provenance.model_version,
+        algorithm_parameters=parameters,
+        segment_label=result.label_name.capitalize(),
+        property_type=structure,
+        series_description=description,
+    )
