@@ -73,12 +73,12 @@ GRAD_CAM: CodeTriple = ("MV-GRADCAM", PRIVATE, "Grad-CAM class activation")
 
 def class_probability(name: str) -> CodeTriple:
     """The private concept "Probability of <class>" for a model's class name (code ``MVP-<CLASS>``)."""
-    return (_private_value("MVP", name), PRIVATE, f"Probability of {name.replace('_', ' ')}")
+    return (private_code("MVP", name), PRIVATE, f"Probability of {name.replace('_', ' ')}")
 
 
 def class_votes(name: str) -> CodeTriple:
     """The private concept "Groups voting <class>" for a model's class name (code ``MVV-<CLASS>``)."""
-    return (_private_value("MVV", name), PRIVATE, f"Groups voting {name.replace('_', ' ')}")
+    return (private_code("MVV", name), PRIVATE, f"Groups voting {name.replace('_', ' ')}")
 
 
 #: every private code this module writes, for README's table (the per-class ones are patterns)
@@ -95,8 +95,9 @@ PRIVATE_CODES: tuple[CodeTriple, ...] = (
 )
 
 
-def _private_value(prefix: str, name: str) -> str:
-    """``PREFIX-NAME`` as a code value: SH, 16 characters, upper case letters, digits and hyphens."""
+def private_code(prefix: str, name: str) -> str:
+    """``PREFIX-NAME`` as a code value of the private scheme: SH, at most 16 characters (upper case letters,
+    digits and hyphens)."""
     text = "".join(c if c.isascii() and c.isalnum() else "-" for c in name.upper()).strip("-")
     return f"{prefix}-{text}"[:16]
 

@@ -22,7 +22,6 @@ become that data (io may not import the engine).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medview.engine.api import CovidResult, Heatmap, Provenance, SegmentationResult, SliceClassificationResult
+from medview.errors import Cancelled
 from medview.io import dicom_results as dr
 from medview.io.mask_export import CodeTriple
 from medview.io.volume import Volume
@@ -115,7 +115,7 @@ def kidney_groups(result: SliceClassificationResult) -> list[dr.FindingGroup]:
 
 def covid_groups(result: CovidResult) -> list[dr.FindingGroup]:
     """The patient verdict with its votes and the 0.9 rule, then each 50-slice group with its probabilities."""
-    verdict = COVID_CLASSES.get(result.verdict, (_class_code(result.verdict), dr.PRIVATE, result.verdict))
+    verdict = _coded(COVID_CLASSES, result.verdict)
     patient = dr.FindingGroup(
         label=f"COVID-19 verdict: {result.verdict.replace('_', ' ')}",
         finding=verdict,
@@ -131,7 +131,7 @@ def covid_groups(result: CovidResult) -> list[dr.FindingGroup]:
         groups.append(
             dr.FindingGroup(
                 label=f"COVID-19 group: {group.description}",
-                finding=COVID_CLASSES.get(label, (_class_code(label), dr.PRIVATE, label)),
+                finding=_coded(COVID_CLASSES, label),
                 site=LUNG,
                 slices=real,
                 measurements=(
@@ -146,20 +146,14 @@ def covid_groups(result: CovidResult) -> list[dr.FindingGroup]:
     return [patient, *groups]
 
 
-def _class_code(name: str) -> str:
-    return "MVC-" + re.sub(r"[^A-Z0-9]+", "-", name.upper()).strip("-")[:12]
-
-
-def _structure(label_name: str) -> CodeTriple:
-    """A segmented structure's code: SNOMED CT for the ones MedView segments, else a private one."""
-    return STRUCTURES.get(label_name.lower(), (_class_code(label_name), dr.PRIVATE, label_name))
+def _coded(table: Mapping[str, CodeTriple], name: str) -> CodeTriple:
+    """A class's or structure's code from ``table`` (SNOMED CT), else a private one (``MVC-<NAME>``)."""
+    return table.get(name.lower()) or (dr.private_code("MVC", name), dr.PRIVATE, name.replace("_", " "))
 
 
 def segmentation_groups(result: SegmentationResult, seg_file: Path) -> list[dr.FindingGroup]:
     """The segmented structure: its volume and slice range, measured on the SEG's segment."""
-    structure = STRUCTURES.get(
-        result.label_name.lower(), (_class_code(result.label_name), dr.PRIVATE, result.label_name)
-    )
+    structure = _coded(STRUCTURES, result.label_name)
     measurements = [dr.Numeric(dr.VOLUME, round(result.volume_ml, 1), dr.MILLILITRE)]
     if result.slice_range is not None:
         first, last = result.slice_range
@@ -270,8 +264,8 @@ def write_result_objects(
     """Write ``result`` (on ``volume``'s DICOM series) as DICOM objects into ``folder``; see the module doc.
 
     ``roi`` names the region a kidney run used.  ``captures`` adds the Secondary
-    Capture series.  ``cancelled`` is checked between objects; what was written
-    before stays, and the notes say it was cancelled.
+    Capture series.  ``cancelled`` is checked between objects (``Cancelled`` is
+    raised; the objects written before it stay in ``folder``).
     """
     provenance = result.provenance
     stem = f"{provenance.model_id}_{provenance.model_version}"
@@ -280,9 +274,6 @@ def write_result_objects(
 
     def series(what: str) -> str:
         return f"AI {what} {provenance.model_id}" + (" DEMO not for diagnosis" if provenance.demo else "")
-
-    def stopped() -> bool:
-        return cancelled is not None and cancelled()
 
     if isinstance(result, SegmentationResult):
         files.append(_write_seg(folder / f"{stem}_seg.dcm", result, volume, series(f"{result.label_name} SEG")))
@@ -331,9 +322,8 @@ def write_result_objects(
     elif captures:
         notes.append("nothing to draw: no screenshot series")
     for step in steps:
-        if stopped():
-            notes.append("cancelled: the objects listed were written before")
-            break
+        if cancelled is not None and cancelled():
+            raise Cancelled
         files += step()
     return WrittenObjects(tuple(files), tuple(notes))
 
@@ -345,7 +335,7 @@ def _write_seg(path: Path, result: SegmentationResult, volume: Volume, descripti
     parameters = {"demo": str(provenance.demo).lower()}
     if provenance.threshold is not None:
         parameters["threshold"] = f"{provenance.threshold:g}"
-    structure = _structure(result.label_name)
+    structure = _coded(STRUCTURES, result.label_name)
     return write_dicom_seg(
         path,
         result.mask,

@@ -256,6 +256,42 @@ def test_a_series_of_another_body_part_gets_a_warning_naming_what_the_model_is_m
         assert warnings == ()
 
 
+def test_the_finding_saves_as_dicom_objects_for_the_pacs_and_the_save_is_audited(
+    qtbot: Any, ct_window: Any, tmp_path: Path
+) -> None:
+    import pydicom
+
+    from medview.audit import audit_log
+
+    window = ct_window
+    finding = segment(qtbot, window)
+    panel = window.ct.findings
+    assert panel.dicom_button.isEnabled()
+    with_captures = tmp_path / "with captures"
+    with_captures.mkdir()
+    wait_until_settled(qtbot, window, panel.export_dicom_results(tmp_path), RUN_TIMEOUT_MS)
+    wait_until_settled(qtbot, window, panel.export_dicom_results(with_captures, captures=True), RUN_TIMEOUT_MS)
+    modalities = sorted(pydicom.dcmread(path, stop_before_pixels=True).Modality for path in tmp_path.glob("*.dcm"))
+    assert modalities == ["OT", "SEG", "SR"]  # a parametric map's modality is the source's or OT
+    captures = list(with_captures.rglob("capture_*.dcm"))
+    assert len(captures) == int(finding.result.mask.any(axis=(1, 2)).sum())
+    assert panel.note.text().startswith(f"Saved {3 + len(captures)} DICOM file(s) in {with_captures}")
+    (exported, *_) = [event for event in audit_log().read_events() if event.event == "Export"]
+    destination = next(item for item in exported.objects if item["role"] == "Destination")
+    assert destination["id"] == str(tmp_path)
+    assert destination["format"] == "DICOM SR, SEG, parametric map"
+
+
+def test_a_series_from_a_file_cannot_be_saved_as_dicom_objects(qtbot: Any, window: Any, engine: Any) -> None:
+    window.set_engine(engine)
+    voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)
+    window.ct.show_loaded_volume(make_volume(voxels, series_uid="1.2.3"))
+    with qtbot.waitSignal(window.ct.findings.finding_added, timeout=RUN_TIMEOUT_MS):
+        window.ct.findings.liver.run()
+    assert not window.ct.findings.dicom_button.isEnabled()
+    assert "this volume came from a file" in window.ct.findings.dicom_button.toolTip()
+
+
 def test_the_finding_exports_as_dicom_seg_and_nifti_that_read_back_onto_the_series(
     qtbot: Any, ct_window: Any, tmp_path: Path
 ) -> None:

@@ -83,8 +83,21 @@ class FindingsPanel(QtWidgets.QWidget):
         self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.colour_button = QtWidgets.QPushButton("Colour…")
-        self.seg_button = QtWidgets.QPushButton("Export DICOM SEG…")
-        self.nifti_button = QtWidgets.QPushButton("Export NIfTI…")
+        self.seg_button = QtWidgets.QPushButton("DICOM SEG…")
+        self.nifti_button = QtWidgets.QPushButton("NIfTI…")
+        self.dicom_button = QtWidgets.QPushButton("For the PACS…")
+        self.dicom_button.setObjectName("findings_dicom")
+        dicom_menu = QtWidgets.QMenu(self.dicom_button)
+        self.dicom_action = dicom_menu.addAction("Report, segmentation and maps…")
+        self.dicom_action.setToolTip(
+            "A DICOM structured report (TID 1500), the SEG and the probability or Grad-CAM map"
+        )
+        self.dicom_captures_action = dicom_menu.addAction("…with overlay screenshots for PACS viewers")
+        self.dicom_captures_action.setToolTip(
+            "Also a screenshot series with the overlay and the warning burned in, for viewers that show "
+            "neither SEG nor parametric maps"
+        )
+        self.dicom_button.setMenu(dicom_menu)
         # a text browser, not a word-wrapped QLabel: COVID's details (a table of every slice) took a QLabel
         # 170-190 ms to lay out on the GUI thread when the finding arrived, a QTextBrowser 20 ms
         self.details = QtWidgets.QTextBrowser()
@@ -101,8 +114,10 @@ class FindingsPanel(QtWidgets.QWidget):
         opacity_row.addWidget(QtWidgets.QLabel("Opacity"))
         opacity_row.addWidget(self.opacity)
         export_row = QtWidgets.QHBoxLayout()
+        export_row.addWidget(QtWidgets.QLabel("Export"))
         export_row.addWidget(self.seg_button)
         export_row.addWidget(self.nifti_button)
+        export_row.addWidget(self.dicom_button)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.task_tabs)
@@ -128,6 +143,8 @@ class FindingsPanel(QtWidgets.QWidget):
         self.nifti_button.clicked.connect(
             lambda: self._choose_export("NIfTI (*.nii.gz *.nii)", ".nii.gz", self.export_nifti)
         )
+        self.dicom_action.triggered.connect(lambda: self._choose_dicom_folder(captures=False))
+        self.dicom_captures_action.triggered.connect(lambda: self._choose_dicom_folder(captures=True))
         self._show_selected()
 
     # ------------------------------------------------------------------ engine and series
@@ -291,6 +308,12 @@ class FindingsPanel(QtWidgets.QWidget):
         self.nifti_button.setEnabled(exportable)
         from_dicom = self.volume is not None and bool(self.volume.slice_files)
         self.seg_button.setEnabled(exportable and from_dicom)
+        self.dicom_button.setEnabled(finding is not None and from_dicom)
+        self.dicom_button.setToolTip(
+            "DICOM objects need the DICOM series the finding was made on; this volume came from a file"
+            if finding is not None and not from_dicom
+            else "The finding as DICOM objects for the PACS: a structured report, the SEG, the maps"
+        )
         self.seg_button.setToolTip(
             "A DICOM SEG needs a DICOM series; this volume came from a file: export NIfTI instead"
             if exportable and not from_dicom
@@ -374,23 +397,57 @@ class FindingsPanel(QtWidgets.QWidget):
 
         return self._export(work, path, "NIfTI", finding, volume)
 
+    def export_dicom_results(self, folder: Path, *, captures: bool = False) -> Task | None:
+        """Write the selected finding as DICOM objects (report, SEG, maps, optionally screenshots) into
+        ``folder``, in the background."""
+        finding, volume = self.selected_finding(), self.volume
+        if finding is None or volume is None:
+            return None
+        result, roi = finding.result, getattr(finding, "roi_name", "")
+
+        def work(_progress: object, cancelled: Callable[[], bool], _partial: object) -> Any:
+            # imported on first use: highdicom and SimpleITK are not worth loading at every start-up
+            from medview.workflows.dicom_results import write_result_objects
+
+            return write_result_objects(folder, volume, result, roi=roi, captures=captures, cancelled=cancelled)
+
+        def done(written: Any) -> None:
+            notes = "".join(f"; {note}" for note in written.notes)
+            self.note.setText(f"Saved {len(written.files)} DICOM file(s) in {folder}{notes}")
+
+        kind = f"{finding.kind} results as DICOM ({finding.provenance.label})"
+        return self._export(work, folder, "DICOM SR, SEG, parametric map", finding, volume, kind=kind, done=done)
+
     def _export(
-        self, work: Callable[..., Path], path: Path, file_format: str, finding: Finding, volume: Volume
+        self,
+        work: Callable[..., Any],
+        path: Path,
+        file_format: str,
+        finding: Finding,
+        volume: Volume,
+        *,
+        kind: str = "",
+        done: Callable[[Any], None] | None = None,
     ) -> Task:
         audited = AuditedExport(
-            f"{(finding.export_label or 'AI').lower()} segmentation ({finding.provenance.label})",
+            kind or f"{(finding.export_label or 'AI').lower()} segmentation ({finding.provenance.label})",
             path,
             file_format,
             series_uid=dicom_series_uid(volume.series_uid),
             patient_id=volume.info.get("PatientID"),
         )
 
-        def audited_work(progress: object, cancelled: object, partial: object) -> Path:
+        def audited_work(progress: object, cancelled: object, partial: object) -> Any:
             return audited.write(lambda: work(progress, cancelled, partial))
 
         task = Task(audited_work, f"Exporting {path.name}")
-        task.signals.succeeded.connect(lambda written: self.note.setText(f"Exported {written}"))
+        task.signals.succeeded.connect(done or (lambda written: self.note.setText(f"Exported {written}")))
         return self.start_task(task, f"Exporting {path.name}…")
+
+    def _choose_dicom_folder(self, *, captures: bool) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Save the finding as DICOM into the folder")
+        if folder:
+            self.export_dicom_results(Path(folder), captures=captures)
 
     def _choose_export(self, file_filter: str, suffix: str, export: Callable[[Path], Task | None]) -> None:
         finding = self.selected_finding()
