@@ -321,7 +321,7 @@ def _series(answer: Dataset, study_uid: str) -> RemoteSeries:
     )
 
 
-def _status_text(code: int, table: dict[int, tuple[str, str]]) -> str:
+def status_text(code: int, table: dict[int, tuple[str, str]]) -> str:
     """A response status in words, e.g. "unable to process (status 0xC001)"."""
     description = table.get(code, ("", ""))[1] or code_to_category(code)
     return f"{description.lower()} (status 0x{code:04X})"
@@ -418,7 +418,7 @@ def _not_associated(
 
 
 @contextmanager
-def _association(
+def association(
     node: RemoteNode,
     our_ae_title: str,
     contexts: Sequence[ContextSpec],
@@ -499,7 +499,7 @@ def _find(
         elif category == STATUS_SUCCESS:
             break
         else:
-            raise node.error(f"refused the {what}: {_status_text(code, QR_FIND_SERVICE_CLASS_STATUS)}")
+            raise node.error(f"refused the {what}: {status_text(code, QR_FIND_SERVICE_CLASS_STATUS)}")
     return answers
 
 
@@ -562,7 +562,7 @@ def find_studies(
     query.NumberOfStudyRelatedInstances = ""
     query.SOPClassesInStudy = ""
     query.StudyInstanceUID = ""
-    with _association(node, our_ae_title, _find_context(), cancelled=cancelled, timeouts=timeouts) as (assoc, _w):
+    with association(node, our_ae_title, _find_context(), cancelled=cancelled, timeouts=timeouts) as (assoc, _w):
         studies = [_study(answer) for answer in _find(assoc, node, query, cancelled, limit, "search")]
         studies = [study for study in studies if study.study_uid]
         if wanted_modality:
@@ -603,7 +603,7 @@ def find_series(
         Cancelled: ``cancelled()`` turned true.
     """
     uid = _uid(study_uid, "study instance UID")
-    with _association(node, our_ae_title, _find_context(), cancelled=cancelled, timeouts=timeouts) as (assoc, _w):
+    with association(node, our_ae_title, _find_context(), cancelled=cancelled, timeouts=timeouts) as (assoc, _w):
         answers = _find(assoc, node, _series_query(uid), cancelled, MAX_RESULTS, "series search")
     series = [_series(answer, uid) for answer in answers if _value(answer, "SeriesInstanceUID")]
     series.sort(key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid))
@@ -702,7 +702,7 @@ def _get_pass(
     get_context = (StudyRootQueryRetrieveInformationModelGet, tuple(DEFAULT_TRANSFER_SYNTAXES))
     roles = [build_role(sop_class, scp_role=True) for sop_class, _syntaxes in contexts]
     handlers = [(evt.EVT_C_STORE, state.on_c_store)]
-    with _association(
+    with association(
         node,
         our_ae_title,
         [get_context, *contexts],
@@ -809,7 +809,7 @@ def retrieve_study(
                 raise node.error(f"sent study {uid}, but no instance could be filed: {reason}")
             raise node.error(
                 f"could not send any of the {state.expected} instances of study {uid}: "
-                f"{_status_text(final, QR_GET_SERVICE_CLASS_STATUS)}"
+                f"{status_text(final, QR_GET_SERVICE_CLASS_STATUS)}"
             )
     except Cancelled:
         _audit(state, uid, Outcome.MINOR_FAILURE, "cancelled by the user")

@@ -199,7 +199,7 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (POSIX; Windows cannot open folders and needs no such step)."""
     if os.name != "posix":
         return
@@ -322,7 +322,7 @@ class LocalStudyStore:
                     "SELECT path FROM instances WHERE sop_instance_uid = ?", (instance.sop_instance_uid,)
                 ).fetchone()
                 os.replace(temporary, final)
-                _fsync_folder(final.parent)
+                fsync_folder(final.parent)
                 self._upsert([instance])
                 if previous is not None and previous[0] != str(instance.path):
                     self._remove_file(self.root / previous[0])

@@ -1,0 +1,311 @@
+"""The outbox: DICOM objects waiting to reach a PACS, kept on disk until the PACS has stored them.
+
+``add`` copies the files into the outbox (so the folder they came from may go)
+and indexes them in SQLite, one row per object with its destination; only
+then does anything go out.  ``deliver`` sends what is due, one association
+per destination, and records each object's outcome: stored (the copy is
+deleted, the row kept as history), or not (the PACS's reason, the attempt
+count, and the time of the next try, backing off from 30 s to an hour).
+
+Nothing is lost to a crash: a row leaves "waiting" only after the PACS
+answered, so an object being sent when the process died is sent again after
+restart (a PACS keeps one copy of a SOP instance it receives twice).  A copy
+made but not yet indexed when the process died is removed on the next open.
+Every delivery attempt is in the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from medview.audit import Outcome, audit_log
+from medview.config import data_dir
+from medview.errors import ExportError, MedviewError
+from medview.pacs.query import RemoteNode
+from medview.pacs.send import SendOutcome, send_files
+from medview.pacs.store import fsync_folder
+from medview.progress import CancelCheck, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "outbox.sqlite3"
+FIRST_RETRY_S = 30.0
+LAST_RETRY_S = 3600.0
+
+WAITING, SENT = "waiting", "sent"
+
+Sender = Callable[..., list[SendOutcome]]
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds until the next try after ``attempts`` failed ones: 30 s, doubling, at most an hour."""
+    return min(FIRST_RETRY_S * 2 ** max(attempts - 1, 0), LAST_RETRY_S)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One object in the outbox, as the user sees it."""
+
+    id: int
+    description: str  # what it is: "kidney stone report (kidney-hybrid 1.3.0)"
+    file_name: str  # the name it had when added
+    node: RemoteNode
+    status: str  # "waiting" or "sent"
+    attempts: int
+    next_try: float  # time.time() of the next try (waiting)
+    message: str  # the last try's outcome: a PACS's reason, a warning, or ""
+    added: str  # ISO time
+    sent: str  # ISO time, or ""
+    path: Path  # the outbox's copy (gone once sent)
+
+    @property
+    def state(self) -> str:
+        """The status in words, e.g. "sent", "waiting: next try in 2 min (3 tries: connection refused)"."""
+        if self.status == SENT:
+            return f"sent {self.sent[:19].replace('T', ' ')}" + (f" ({self.message})" if self.message else "")
+        if not self.attempts:
+            return "waiting: not tried yet"
+        wait = max(0.0, self.next_try - time.time())
+        when = "now" if wait < 1 else f"in {wait:.0f} s" if wait < 90 else f"in {wait / 60:.0f} min"
+        return f"waiting: next try {when} ({self.attempts} tries: {self.message})"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one ``deliver`` did."""
+
+    stored: int
+    failed: int
+    messages: tuple[str, ...]  # one per destination or object that failed
+
+    @property
+    def summary(self) -> str:
+        text = f"{self.stored} object(s) stored in the PACS"
+        if self.failed:
+            text += f"; {self.failed} still waiting in the outbox: " + "; ".join(dict.fromkeys(self.messages))
+        return text
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Outbox:
+    """Objects waiting for a PACS, on disk; thread-safe (a worker delivers while the UI lists)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else data_dir() / "outbox"
+        self.files = self.root / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._connection = sqlite3.connect(self.root / INDEX_NAME, check_same_thread=False, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=FULL")
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, file TEXT NOT NULL, name TEXT NOT NULL, "
+            "description TEXT NOT NULL, ae_title TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL, "
+            "status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0, "
+            "message TEXT NOT NULL DEFAULT '', added TEXT NOT NULL, sent TEXT NOT NULL DEFAULT '', "
+            "study_uid TEXT NOT NULL DEFAULT '', patient_id TEXT NOT NULL DEFAULT '')"
+        )
+        self._remove_unindexed_copies()
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def _remove_unindexed_copies(self) -> None:
+        """Copies a crash left between copying and indexing: never announced, so removed."""
+        with self._lock:
+            known = {row[0] for row in self._connection.execute("SELECT file FROM items")}
+        for path in self.files.iterdir():
+            if path.name not in known:
+                log.info("outbox: removing %s, copied but never queued (interrupted add)", path.name)
+                path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ adding
+
+    def add(
+        self, paths: Sequence[Path], node: RemoteNode, description: str, *, study_uid: str = "", patient_id: str = ""
+    ) -> list[int]:
+        """Copy ``paths`` into the outbox for ``node``; their ids.  Copies are durable before they are queued.
+
+        Raises:
+            ExportError: a file cannot be read or the outbox cannot be written (nothing is queued).
+        """
+        copies = []
+        try:
+            for path in paths:
+                target = self.files / f"{uuid.uuid4().hex}.dcm"
+                temporary = target.with_suffix(".part")
+                shutil.copyfile(path, temporary)
+                with open(temporary, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(temporary, target)
+                copies.append((Path(path), target))
+            fsync_folder(self.files)
+        except OSError as error:
+            for _source, target in copies:
+                target.unlink(missing_ok=True)
+            raise ExportError(
+                f"cannot put it in the outbox ({error.strerror or error})", path=error.filename
+            ) from error
+        added = _now_iso()
+        with self._lock, self._connection:
+            self._connection.execute("BEGIN")
+            ids = [
+                self._connection.execute(
+                    "INSERT INTO items (file, name, description, ae_title, host, port, status, added, study_uid, "
+                    "patient_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        target.name,
+                        source.name,
+                        description,
+                        node.ae_title,
+                        node.host,
+                        node.port,
+                        WAITING,
+                        added,
+                        study_uid,
+                        patient_id,
+                    ),
+                ).lastrowid
+                or 0
+                for source, target in copies
+            ]
+        return ids
+
+    # ------------------------------------------------------------------ listing
+
+    def items(self) -> list[OutboxItem]:
+        """Every object, newest first."""
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT id, description, name, ae_title, host, port, status, attempts, next_try, message, added, "
+                "sent, file FROM items ORDER BY id DESC"
+            ).fetchall()
+        return [
+            OutboxItem(
+                row[0],
+                row[1],
+                row[2],
+                RemoteNode(row[3], row[4], row[5]),
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+                row[10],
+                row[11],
+                self.files / row[12],
+            )
+            for row in rows
+        ]
+
+    def waiting(self) -> list[OutboxItem]:
+        return [item for item in self.items() if item.status == WAITING]
+
+    def next_due(self) -> float | None:
+        """When the next waiting object is due (time.time()), or None when nothing waits."""
+        with self._lock:
+            (due,) = self._connection.execute("SELECT MIN(next_try) FROM items WHERE status = ?", (WAITING,)).fetchone()
+        return due
+
+    # ------------------------------------------------------------------ the user's controls
+
+    def retry_now(self, ids: Sequence[int] | None = None) -> None:
+        """Make waiting objects (all, or ``ids``) due now."""
+        with self._lock, self._connection:
+            if ids is None:
+                self._connection.execute("UPDATE items SET next_try = 0 WHERE status = ?", (WAITING,))
+            else:
+                self._connection.executemany(
+                    "UPDATE items SET next_try = 0 WHERE id = ? AND status = ?", [(i, WAITING) for i in ids]
+                )
+
+    def remove(self, ids: Sequence[int]) -> None:
+        """Take objects out of the outbox (a waiting one is then never sent)."""
+        with self._lock, self._connection:
+            for item_id in ids:
+                row = self._connection.execute("SELECT file FROM items WHERE id = ?", (item_id,)).fetchone()
+                if row is not None:
+                    (self.files / row[0]).unlink(missing_ok=True)
+                    self._connection.execute("DELETE FROM items WHERE id = ?", (item_id,))
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver(
+        self,
+        our_ae_title: str,
+        *,
+        now: float | None = None,
+        send: Sender = send_files,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> Delivery:
+        """Send every waiting object that is due, one association per destination, and record each outcome."""
+        moment = time.time() if now is None else now
+        due = [item for item in self.waiting() if item.next_try <= moment]
+        by_node: dict[RemoteNode, list[OutboxItem]] = {}
+        for item in reversed(due):  # oldest first
+            by_node.setdefault(item.node, []).append(item)
+        stored, failed, messages = 0, 0, []
+        for node, items in by_node.items():
+            try:
+                outcomes = send(
+                    node, our_ae_title, [item.path for item in items], progress=progress, cancelled=cancelled
+                )
+            except MedviewError as error:  # no association: every object waits, with the reason
+                outcomes = [SendOutcome(item.path, "", False, str(error)) for item in items]
+            for item, outcome in zip(items, outcomes, strict=True):
+                self._record(item, outcome, moment)
+                stored += outcome.stored
+                failed += not outcome.stored
+                if not outcome.stored:
+                    messages.append(outcome.message)
+            self._audit(node, items, outcomes)
+        return Delivery(stored, failed, tuple(messages))
+
+    def _record(self, item: OutboxItem, outcome: SendOutcome, moment: float) -> None:
+        with self._lock, self._connection:
+            if outcome.stored:
+                self._connection.execute(
+                    "UPDATE items SET status = ?, sent = ?, message = ?, attempts = attempts + 1 WHERE id = ?",
+                    (SENT, _now_iso(), outcome.message, item.id),
+                )
+                item.path.unlink(missing_ok=True)
+            else:
+                attempts = item.attempts + 1
+                self._connection.execute(
+                    "UPDATE items SET attempts = ?, next_try = ?, message = ? WHERE id = ?",
+                    (attempts, moment + retry_delay(attempts), outcome.message, item.id),
+                )
+
+    def _audit(self, node: RemoteNode, items: list[OutboxItem], outcomes: list[SendOutcome]) -> None:
+        with self._lock:
+            rows = self._connection.execute(
+                f"SELECT DISTINCT study_uid, patient_id FROM items WHERE id IN ({','.join('?' * len(items))})",
+                [item.id for item in items],
+            ).fetchall()
+        refused = [outcome for outcome in outcomes if not outcome.stored]
+        description = "; ".join(dict.fromkeys(outcome.message for outcome in refused))
+        for study_uid, patient_id in rows:
+            audit_log().record_export(
+                f"{len(outcomes)} DICOM object(s): {', '.join(dict.fromkeys(item.description for item in items))}",
+                str(node),
+                anonymised=False,
+                file_format="DICOM C-STORE",
+                study_uid=study_uid or None,
+                patient_id=patient_id or None,
+                outcome=Outcome.SUCCESS if not refused else Outcome.MINOR_FAILURE,
+                outcome_description=description,
+            )
