@@ -70,14 +70,15 @@ class OutboxItem:
 
     @property
     def state(self) -> str:
-        """The status in words, e.g. "sent", "waiting: next try in 2 min (3 tries: connection refused)"."""
+        """The status in a few words, e.g. "sent 2026-12-07 16:46:44", "waiting: next try in 2 min (3 tries)";
+        ``message`` says why a waiting object did not arrive."""
         if self.status == SENT:
-            return f"sent {self.sent[:19].replace('T', ' ')}" + (f" ({self.message})" if self.message else "")
+            return f"sent {self.sent[:19].replace('T', ' ')}"
         if not self.attempts:
             return "waiting: not tried yet"
         wait = max(0.0, self.next_try - time.time())
         when = "now" if wait < 1 else f"in {wait:.0f} s" if wait < 90 else f"in {wait / 60:.0f} min"
-        return f"waiting: next try {when} ({self.attempts} tries: {self.message})"
+        return f"waiting: next try {when} ({self.attempts} {'try' if self.attempts == 1 else 'tries'})"
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ class Outbox:
             except MedviewError as error:  # no association: every object waits, with the reason
                 outcomes = [SendOutcome(item.path, "", False, str(error)) for item in items]
             for item, outcome in zip(items, outcomes, strict=True):
-                self._record(item, outcome, moment)
+                self._record(item, outcome, moment, str(node))
                 stored += outcome.stored
                 failed += not outcome.stored
                 if not outcome.stored:
@@ -275,19 +276,21 @@ class Outbox:
             self._audit(node, items, outcomes)
         return Delivery(stored, failed, tuple(messages))
 
-    def _record(self, item: OutboxItem, outcome: SendOutcome, moment: float) -> None:
+    def _record(self, item: OutboxItem, outcome: SendOutcome, moment: float, node: str) -> None:
+        # the row names its PACS already: "PACS X@host:port: connection refused" is kept as "connection refused"
+        message = outcome.message.removeprefix(f"{node}: ").removeprefix(f"{node} ")
         with self._lock, self._connection:
             if outcome.stored:
                 self._connection.execute(
                     "UPDATE items SET status = ?, sent = ?, message = ?, attempts = attempts + 1 WHERE id = ?",
-                    (SENT, _now_iso(), outcome.message, item.id),
+                    (SENT, _now_iso(), message, item.id),
                 )
                 item.path.unlink(missing_ok=True)
             else:
                 attempts = item.attempts + 1
                 self._connection.execute(
                     "UPDATE items SET attempts = ?, next_try = ?, message = ? WHERE id = ?",
-                    (attempts, moment + retry_delay(attempts), outcome.message, item.id),
+                    (attempts, moment + retry_delay(attempts), message, item.id),
                 )
 
     def _audit(self, node: RemoteNode, items: list[OutboxItem], outcomes: list[SendOutcome]) -> None:

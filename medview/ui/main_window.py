@@ -35,6 +35,7 @@ from medview.ui.ct.workspace import CtWorkspace
 from medview.ui.dialogs import AboutDialog, ShortcutsDialog, show_message
 from medview.ui.lung.panel import AUDIO_FILTER, LungSoundPanel
 from medview.ui.models_dialog import ModelsDialog
+from medview.ui.pacs.outbox import OutboxDialog, PacsOutbox
 from medview.ui.pacs.receiver import PacsReceiver, PacsSettingsDialog
 from medview.ui.qt import GarbageCollector, QtCore, QtGui, QtWidgets
 from medview.ui.skin.panel import PHOTO_FILTER, SkinPanel
@@ -149,6 +150,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.pacs.status_changed.connect(lambda text: self.statusBar().showMessage(f"DICOM receiver: {text}", 10000))
         QtCore.QTimer.singleShot(0, self.pacs.apply_settings)  # starts it only when the settings enable it
         QtCore.QTimer.singleShot(0, self.pacs.publish_stored)  # what was received before, in the browser
+        self.outbox = PacsOutbox(self.settings, self._start, self)
+        self.outbox.status_changed.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.ct.findings.send_to_pacs = self.outbox.send
+        self.outbox.start()  # what a previous session left waiting goes out once the window is up
 
         self._build_actions()
         self.workspaces.currentChanged.connect(self._on_workspace_changed)
@@ -227,6 +232,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self._action("DICOM &receiver (PACS)…", self.show_pacs_settings))
         file_menu.addAction(self._action("&Query/retrieve from PACS…", self.show_pacs_query, "Ctrl+Shift+Q"))
+        file_menu.addAction(self._action("&Outbox (results sent to the PACS)…", self.show_outbox))
         file_menu.addAction(self._action("&Audit log…", self.show_audit_log))
         file_menu.addSeparator()
         file_menu.addAction(self._action("Show &problems of the last open", self.ct.show_problems))
@@ -517,6 +523,13 @@ class MainWindow(QtWidgets.QMainWindow):
         dialog.show()
         return dialog
 
+    def show_outbox(self) -> OutboxDialog:
+        """What was sent to the PACS and what is waiting, with why; retry or remove."""
+        dialog = OutboxDialog(self.outbox, parent=self)
+        dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
+
     def show_audit_log(self) -> AuditLogDialog:
         """Who opened, ran and exported what: the audit log, read-only."""
         dialog = AuditLogDialog(self.tasks, parent=self)
@@ -716,6 +729,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._garbage_collector.timer.stop()
         gc.enable()  # the collector's timer stops with the window
         self.pacs.shutdown()
+        self.outbox.close()
         self.ct.shutdown()
         for workspace in (self.skin, self.lung):
             workspace.shutdown()

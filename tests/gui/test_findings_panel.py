@@ -282,6 +282,51 @@ def test_the_finding_saves_as_dicom_objects_for_the_pacs_and_the_save_is_audited
     assert destination["format"] == "DICOM SR, SEG, parametric map"
 
 
+def test_send_to_the_pacs_stores_the_objects_there_and_what_does_not_arrive_waits_in_the_outbox(
+    qtbot: Any, ct_window: Any, tmp_path: Path
+) -> None:
+    import socket
+
+    from medview.pacs.receiver import StorageServer
+    from medview.pacs.store import LocalStudyStore
+    from medview.ui.pacs.outbox import OutboxDialog
+
+    window = ct_window
+    segment(qtbot, window)
+    panel = window.ct.findings
+    settings = window.settings
+    with LocalStudyStore(tmp_path / "pacs") as store:
+        server = StorageServer("127.0.0.1")
+        server.start("HOSPITALPACS", 0, store)
+        try:
+            settings.pacs_remote_ae_title, settings.pacs_remote_host = "HOSPITALPACS", "127.0.0.1"
+            settings.pacs_remote_port = server.port
+            wait_until_settled(qtbot, window, panel.send_results(), RUN_TIMEOUT_MS)
+            assert panel.note.text().endswith("3 object(s) stored in the PACS"), panel.note.text()
+            series = [series for study in store.studies() for series in store.series(study.study_uid)]
+            assert sorted(one.modality for one in series) == ["OT", "SEG", "SR"]  # map, SEG, report
+        finally:
+            server.stop()
+    with socket.socket() as probe:  # a port nothing listens on: the PACS is down
+        probe.bind(("127.0.0.1", 0))
+        settings.pacs_remote_port = probe.getsockname()[1]
+    wait_until_settled(qtbot, window, panel.send_results(), RUN_TIMEOUT_MS)
+    assert "3 still waiting in the outbox" in panel.note.text()
+    assert "connection refused" in panel.note.text()
+    dialog = window.show_outbox()
+    assert isinstance(dialog, OutboxDialog)
+    rows = [(dialog.table.item(row, 4).text(), dialog.table.item(row, 5).text()) for row in range(6)]
+    assert dialog.table.rowCount() == 6
+    assert sum(state.startswith("sent ") for state, _answer in rows) == 3
+    waiting = [(state, answer) for state, answer in rows if state.startswith("waiting: next try in ")]
+    assert len(waiting) == 3
+    assert all(answer.startswith("connection refused") for _state, answer in waiting)
+    dialog.table.selectRow(0)
+    dialog.remove_button.click()
+    assert dialog.table.rowCount() == 5
+    dialog.close()
+
+
 def test_a_series_from_a_file_cannot_be_saved_as_dicom_objects(qtbot: Any, window: Any, engine: Any) -> None:
     window.set_engine(engine)
     voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)

@@ -97,7 +97,15 @@ class FindingsPanel(QtWidgets.QWidget):
             "Also a screenshot series with the overlay and the warning burned in, for viewers that show "
             "neither SEG nor parametric maps"
         )
+        dicom_menu.addSeparator()
+        self.send_action = dicom_menu.addAction("Send to the PACS")
+        self.send_action.setToolTip(
+            "The report, SEG and maps to the PACS set up in File > Query/retrieve; what does not arrive waits in "
+            "File > Outbox and is sent again by itself"
+        )
         self.dicom_button.setMenu(dicom_menu)
+        #: set by the window: puts files in the outbox and sends them (``PacsOutbox.send``)
+        self.send_to_pacs: Callable[..., Task] | None = None
         # a text browser, not a word-wrapped QLabel: COVID's details (a table of every slice) took a QLabel
         # 170-190 ms to lay out on the GUI thread when the finding arrived, a QTextBrowser 20 ms
         self.details = QtWidgets.QTextBrowser()
@@ -145,6 +153,7 @@ class FindingsPanel(QtWidgets.QWidget):
         )
         self.dicom_action.triggered.connect(lambda: self._choose_dicom_folder(captures=False))
         self.dicom_captures_action.triggered.connect(lambda: self._choose_dicom_folder(captures=True))
+        self.send_action.triggered.connect(self.send_results)
         self._show_selected()
 
     # ------------------------------------------------------------------ engine and series
@@ -417,6 +426,29 @@ class FindingsPanel(QtWidgets.QWidget):
 
         kind = f"{finding.kind} results as DICOM ({finding.provenance.label})"
         return self._export(work, folder, "DICOM SR, SEG, parametric map", finding, volume, kind=kind, done=done)
+
+    def send_results(self) -> Task | None:
+        """Send the selected finding's report, SEG and maps to the PACS, through the outbox."""
+        finding, volume = self.selected_finding(), self.volume
+        if finding is None or volume is None or self.send_to_pacs is None:
+            return None
+        result, roi = finding.result, getattr(finding, "roi_name", "")
+
+        def make_files(folder: Path, cancelled: Callable[[], bool]) -> list[Path]:
+            from medview.workflows.dicom_results import write_result_objects  # as in export_dicom_results
+
+            return list(write_result_objects(folder, volume, result, roi=roi, cancelled=cancelled).files)
+
+        description = f"{finding.kind} results ({finding.provenance.label})"
+        task = self.send_to_pacs(
+            make_files,
+            description,
+            study_uid=volume.info.get("StudyInstanceUID", ""),
+            patient_id=volume.info.get("PatientID", ""),
+        )
+        task.signals.succeeded.connect(lambda summary: self.note.setText(f"{description}: {summary}"))
+        task.signals.errored.connect(lambda message, _details: self.note.setText(f"Not sent: {message}"))
+        return task
 
     def _export(
         self,
