@@ -24,9 +24,10 @@ venv="$repo/.venv"
 # xvfb/xauth: a virtual screen for the screenshot test and for `run` on a machine without one.
 system_packages=(libportaudio2 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0
                  libegl1 libgl1 libfontconfig1 libdbus-1-3 xvfb xauth)
-# Test only: the DICOM validators the SEG export tests run on what MedView writes
-# (dciodvfy from dicom3tools checks the object against the standard, dcmdump from dcmtk parses it).
-test_packages=(dicom3tools dcmtk)
+# Test only: the DICOM validators the export tests run on what MedView writes
+# (dciodvfy from dicom3tools checks the object against the standard, dcmdump from dcmtk parses it),
+# dcmtk's SCPs, and Orthanc with its DICOMweb plugin: the PACS the send and query/retrieve tests talk to.
+test_packages=(dicom3tools dcmtk orthanc orthanc-dicomweb)
 [[ $mode == test ]] && system_packages+=("${test_packages[@]}")
 
 missing=()
@@ -37,6 +38,11 @@ if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     echo "== installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      # orthanc's package would start a system-wide Orthanc service; the tests start their own on loopback
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
