@@ -232,6 +232,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self._action("DICOM &receiver (PACS)…", self.show_pacs_settings))
         file_menu.addAction(self._action("&Query/retrieve from PACS…", self.show_pacs_query, "Ctrl+Shift+Q"))
+        file_menu.addAction(self._action("Send case report to the &PACS", self.send_report_to_pacs))
         file_menu.addAction(self._action("&Outbox (results sent to the PACS)…", self.show_outbox))
         file_menu.addAction(self._action("&Audit log…", self.show_audit_log))
         file_menu.addSeparator()
@@ -522,6 +523,42 @@ class MainWindow(QtWidgets.QMainWindow):
         dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.show()
         return dialog
+
+    def send_report_to_pacs(self) -> Task | None:
+        """The case report (not anonymised: it joins the patient's study) as an Encapsulated PDF in the open CT
+        series' study, sent through the outbox."""
+        from medview.ui.report.collect import collect_report  # on first use, as in export_report
+        from medview.ui.report.document import write_pdf
+
+        volume = self.ct.volume
+        if volume is None or not volume.slice_files:
+            show_message(
+                self,
+                "No study to send to",
+                "The case report goes into the CT study it is about: open its DICOM "
+                "series first (a series opened from a NIfTI or NRRD file has no study in the PACS).",
+            )
+            return None
+        try:
+            report = collect_report(self, anonymise=False)
+        except MedviewError as error:
+            show_message(self, "No report", str(error))
+            return None
+
+        def make_files(folder: Path, _cancelled: object) -> list[Path]:
+            from medview.io.dicom_results import write_encapsulated_pdf
+
+            pdf = folder / "case_report.pdf"
+            write_pdf(report, pdf)
+            title = "MedView case report"
+            return [write_encapsulated_pdf(folder / "case_report.dcm", pdf.read_bytes(), volume, title=title)]
+
+        return self.outbox.send(
+            make_files,
+            "case report (PDF)",
+            study_uid=volume.info.get("StudyInstanceUID", ""),
+            patient_id=volume.info.get("PatientID", ""),
+        )
 
     def show_outbox(self) -> OutboxDialog:
         """What was sent to the PACS and what is waiting, with why; retry or remove."""

@@ -287,6 +287,8 @@ def test_send_to_the_pacs_stores_the_objects_there_and_what_does_not_arrive_wait
 ) -> None:
     import socket
 
+    import pydicom
+
     from medview.pacs.receiver import StorageServer
     from medview.pacs.store import LocalStudyStore
     from medview.ui.pacs.outbox import OutboxDialog
@@ -305,6 +307,14 @@ def test_send_to_the_pacs_stores_the_objects_there_and_what_does_not_arrive_wait
             assert panel.note.text().endswith("3 object(s) stored in the PACS"), panel.note.text()
             series = [series for study in store.studies() for series in store.series(study.study_uid)]
             assert sorted(one.modality for one in series) == ["OT", "SEG", "SR"]  # map, SEG, report
+            # the case report joins them, as an encapsulated PDF in the same study
+            wait_until_settled(qtbot, window, window.send_report_to_pacs(), RUN_TIMEOUT_MS)
+            (study,) = store.studies()
+            (document,) = [one for one in store.series(study.study_uid) if one.modality == "DOC"]
+            (path,) = store.series_files(document.series_uid, study.study_uid)
+            pdf = pydicom.dcmread(path)
+            assert pdf.EncapsulatedDocument.startswith(b"%PDF-")
+            assert pdf.DocumentTitle == "MedView case report"
         finally:
             server.stop()
     with socket.socket() as probe:  # a port nothing listens on: the PACS is down
@@ -315,15 +325,15 @@ def test_send_to_the_pacs_stores_the_objects_there_and_what_does_not_arrive_wait
     assert "connection refused" in panel.note.text()
     dialog = window.show_outbox()
     assert isinstance(dialog, OutboxDialog)
-    rows = [(dialog.table.item(row, 4).text(), dialog.table.item(row, 5).text()) for row in range(6)]
-    assert dialog.table.rowCount() == 6
-    assert sum(state.startswith("sent ") for state, _answer in rows) == 3
+    assert dialog.table.rowCount() == 7  # 3 + the report sent, 3 waiting
+    rows = [(dialog.table.item(row, 4).text(), dialog.table.item(row, 5).text()) for row in range(7)]
+    assert sum(state.startswith("sent ") for state, _answer in rows) == 4
     waiting = [(state, answer) for state, answer in rows if state.startswith("waiting: next try in ")]
     assert len(waiting) == 3
     assert all(answer.startswith("connection refused") for _state, answer in waiting)
     dialog.table.selectRow(0)
     dialog.remove_button.click()
-    assert dialog.table.rowCount() == 5
+    assert dialog.table.rowCount() == 6
     dialog.close()
 
 
