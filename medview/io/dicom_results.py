@@ -649,3 +649,258 @@ def write_encapsulated_pdf(
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     document.file_meta = meta
     return write_atomically(path, partial(_save, document))
+
+
+# --------------------------------------------------------------------------- reading results back
+
+
+#: SOP classes of the result objects found beside a series: SRs of TID 1500, SEG, Parametric Map
+REPORT_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR",
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR",
+}
+SEGMENTATION_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+PARAMETRIC_MAP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
+#: at most this many files are looked at for results beside a series (headers only)
+RESULT_SEARCH_LIMIT = 5000
+
+
+@dataclass(frozen=True)
+class FoundResult:
+    """A result object that refers to a series: where it is and what it is."""
+
+    path: Path
+    sop_class: str
+    sop_instance_uid: str
+
+
+def _referenced_instances(dataset: Any) -> set[str]:
+    """The SOP Instance UIDs a SEG, map (Referenced Series) or SR (its evidence) says it was made from."""
+    found: set[str] = set()
+    for keyword in ("ReferencedSeriesSequence", "CurrentRequestedProcedureEvidenceSequence"):
+        for item in dataset.get(keyword, []):
+            for series in [item, *item.get("ReferencedSeriesSequence", [])]:
+                for key in ("ReferencedInstanceSequence", "ReferencedSOPSequence"):
+                    found.update(str(ref.get("ReferencedSOPInstanceUID", "")) for ref in series.get(key, []))
+    found.discard("")
+    return found
+
+
+def find_result_files(volume: Volume, *, limit: int = RESULT_SEARCH_LIMIT) -> list[FoundResult]:
+    """Reports, SEGs and parametric maps made from ``volume``'s series, found beside it on disk.
+
+    Looked for in the folders that hold the series' files and in their sibling
+    folders: the study folder of the received-studies store (one folder per
+    series) and an export folder opened with the series.  An object counts when
+    the images it names include one of the volume's; headers only.  Searching the
+    store's index instead would miss exports opened from a folder; a folder walk
+    covers both.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from medview.io.dicom import DicomSource
+
+    ours = set(volume.slice_uids) - {""}
+    if not ours or not volume.slice_files:
+        return []
+    series_folders = {DicomSource.from_label(label).path.parent for label in volume.slice_files if label}
+    study_uid = str(volume.info.get("StudyInstanceUID", "") or "")
+    folders = set(series_folders)
+    for folder in series_folders:
+        if folder.parent != folder:
+            siblings = (child for child in folder.parent.iterdir() if child.is_dir() and child not in folders)
+            # a folder of other patients' studies is passed over by its first file, not read whole
+            folders.update(sibling for sibling in siblings if _may_hold_study(sibling, study_uid))
+    own_files = {DicomSource.from_label(label).path for label in volume.slice_files if label}
+    candidates = sorted(
+        path for folder in folders for path in folder.iterdir() if path.is_file() and path not in own_files
+    )[:limit]
+    found = []
+    for path in candidates:
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        except (OSError, InvalidDicomError, ValueError, TypeError, AttributeError):
+            continue  # not DICOM, or damaged: opening the series does not report on its neighbours
+        sop_class = str(dataset.get("SOPClassUID", ""))
+        if sop_class not in REPORT_CLASSES and sop_class not in (SEGMENTATION_CLASS, PARAMETRIC_MAP_CLASS):
+            continue
+        if _referenced_instances(dataset) & ours:
+            found.append(FoundResult(path, sop_class, str(dataset.get("SOPInstanceUID", ""))))
+    return found
+
+
+def _may_hold_study(folder: Path, study_uid: str) -> bool:
+    """Whether ``folder``'s first DICOM file belongs to the study (or the study has no UID to tell by)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not study_uid:
+        return True
+    for path in sorted(folder.iterdir())[:20]:
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        except (OSError, InvalidDicomError, ValueError, TypeError, AttributeError):
+            continue
+        return str(header.get("StudyInstanceUID", "")) == study_uid
+    return False
+
+
+@dataclass(frozen=True)
+class ReportedGroup:
+    """One measurement group of a report, read back."""
+
+    label: str
+    finding: str  # the finding type's meaning
+    site: str
+    measurements: tuple[tuple[str, float, str], ...]  # (concept meaning, value, unit code)
+    evaluations: tuple[tuple[str, str], ...]  # (concept meaning, value meaning)
+    slices: tuple[int, ...]  # the volume slices (0-based) of its source images
+    segment_uid: str = ""  # the SEG whose segment it measures
+
+
+@dataclass(frozen=True)
+class ReadReport:
+    """A TID 1500 measurement report as MedView shows it again."""
+
+    path: Path
+    algorithm: Algorithm | None
+    series_description: str
+    written: str  # content date and time, "YYYY-MM-DD HH:MM"
+    manufacturer: str
+    groups: tuple[ReportedGroup, ...]
+
+
+def _texts_by_code(items: Any, code_value: str) -> list[str]:
+    found = []
+    for item in items:
+        concept = item.get("ConceptNameCodeSequence")
+        if item.get("ValueType") == "TEXT" and concept and concept[0].CodeValue == code_value:
+            found.append(str(item.TextValue))
+        found += _texts_by_code(item.get("ContentSequence", []), code_value)
+    return found
+
+
+def _algorithm_of_group(group: Any) -> Algorithm | None:
+    """The algorithm identification (TID 4019: DCM 111001 name, 111003 version, 111002 parameters)."""
+    names, versions = _texts_by_code(group, "111001"), _texts_by_code(group, "111003")
+    if not names:
+        return None
+    parameters: dict[str, str] = {}
+    demo = False
+    for line in _texts_by_code(group, "111002"):
+        if line.startswith("DEMO MODEL"):
+            demo = True
+        elif ": " in line:
+            key, value = line.split(": ", 1)
+            parameters[key] = value
+    return Algorithm(names[0], versions[0] if versions else "", demo, parameters)
+
+
+def read_measurement_report(path: Path | str, volume: Volume) -> ReadReport:
+    """Read a TID 1500 measurement report made from ``volume``'s series (highdicom), for showing it again.
+
+    Raises:
+        InputError: the file is not a readable measurement report.
+    """
+    import highdicom as hd
+
+    path = Path(path)
+    try:
+        report = hd.sr.srread(path)
+        content: Any = report.content  # a MeasurementReport for TID 1500 (highdicom types it as its base)
+        groups = [*content.get_image_measurement_groups(), *content.get_volumetric_roi_measurement_groups()]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
+        raise InputError(f"not a readable measurement report ({error})", path=path) from error
+    slice_of = {uid: z for z, uid in enumerate(volume.slice_uids) if uid}
+    read = []
+    for group in groups:
+        images = getattr(group, "source_images", None) or []
+        segment = getattr(group, "referenced_segment", None)
+        read.append(
+            ReportedGroup(
+                label=str(group.tracking_identifier or ""),
+                finding=group.finding_type.meaning if group.finding_type is not None else "",
+                site=", ".join(site.value.meaning for site in group.finding_sites),
+                measurements=tuple((m.name.meaning, float(m.value), m.unit.value) for m in group.get_measurements()),
+                evaluations=tuple((e.name.meaning, e.value.meaning) for e in group.get_qualitative_evaluations()),
+                slices=tuple(
+                    sorted(
+                        slice_of[i.referenced_sop_instance_uid]
+                        for i in images
+                        if i.referenced_sop_instance_uid in slice_of
+                    )
+                ),
+                segment_uid=segment.referenced_sop_instance_uid if segment is not None else "",
+            )
+        )
+    date, time_ = str(report.get("ContentDate", "")), str(report.get("ContentTime", ""))
+    written = f"{date[:4]}-{date[4:6]}-{date[6:8]} {time_[:2]}:{time_[2:4]}" if len(date) == 8 else ""
+    return ReadReport(
+        path=path,
+        algorithm=next((a for a in map(_algorithm_of_group, groups) if a is not None), None),
+        series_description=str(report.get("SeriesDescription", "")),
+        written=written,
+        manufacturer=str(report.get("Manufacturer", "")),
+        groups=tuple(read),
+    )
+
+
+@dataclass(frozen=True)
+class ReadMap:
+    """A parametric map put back on the volume's slices, with what its values mean."""
+
+    path: Path
+    label: str
+    explanation: str
+    values: dict[int, np.ndarray]  # slice -> [y, x] real-world values
+    value_range: tuple[float, float]
+    model: str  # Manufacturer's Model Name: the algorithm MedView wrote it with
+    demo: bool
+
+
+def read_parametric_map(path: Path | str, volume: Volume) -> ReadMap:
+    """Read a parametric map made from ``volume``'s series onto its slices (the writer's flips undone).
+
+    Raises:
+        InputError: not a readable parametric map, or none of its frames is on one of the volume's images.
+    """
+    import pydicom
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path)
+        (mapping,) = dataset.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence
+        pixels = dataset.pixel_array
+        pixels = pixels[None] if pixels.ndim == 2 else pixels
+        slope = float(mapping.get("RealWorldValueSlope", 1.0))
+        intercept = float(mapping.get("RealWorldValueIntercept", 0.0))
+        first, last = mapping.RealWorldValueFirstValueMapped, mapping.RealWorldValueLastValueMapped
+        frames = [
+            str(group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+            for group in dataset.PerFrameFunctionalGroupsSequence
+        ]
+    except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
+        raise InputError(f"not a readable parametric map ({error})", path=path) from error
+    sources = _Sources.of(volume)
+    slice_of = {uid: z for z, uid in enumerate(volume.slice_uids) if uid}
+    values = {}
+    for index, uid in enumerate(frames):
+        if uid not in slice_of:
+            continue
+        z = slice_of[uid]
+        plane = sources.planes[sources.plane_index(z)]
+        values[z] = plane.to_volume(pixels[index].astype(np.float32) * slope + intercept)
+    if not values:
+        raise InputError("none of its frames lies on an image of this series", path=path)
+    description = f"{dataset.get('ContentDescription', '')} {dataset.get('SeriesDescription', '')}"
+    return ReadMap(
+        path=path,
+        label=str(mapping.get("LUTLabel", "")),
+        explanation=str(mapping.get("LUTExplanation", "")),
+        values=values,
+        value_range=(float(first) * slope + intercept, float(last) * slope + intercept),
+        model=str(dataset.get("ManufacturerModelName", "")),
+        demo="DEMO" in description,
+    )

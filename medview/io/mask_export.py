@@ -164,6 +164,15 @@ class SourcePlane:
             plane = plane[:, ::-1]
         return plane
 
+    def to_volume(self, pixels: np.ndarray) -> np.ndarray:
+        """The inverse of ``pixels``: an image plane's ``[row, column]`` array as the volume's ``[y, x]`` slice."""
+        plane = pixels
+        if self.flip_columns:
+            plane = plane[:, ::-1]
+        if self.flip_rows:
+            plane = plane[::-1, :]
+        return plane.T if self.transpose else plane
+
 
 def _plane_layout(orientation: Sequence[float] | None, volume: Volume, label: str) -> tuple[bool, bool, bool]:
     """(transpose, flip rows, flip columns) that put a volume slice onto an image with this orientation."""

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medview.engine.api import CovidResult, Heatmap, Provenance, SegmentationResult, SliceClassificationResult
-from medview.errors import Cancelled
+from medview.errors import Cancelled, MedviewError
 from medview.io import dicom_results as dr
 from medview.io.mask_export import CodeTriple
 from medview.io.volume import Volume
@@ -347,3 +347,83 @@ def _write_seg(path: Path, result: SegmentationResult, volume: Volume, descripti
         property_type=structure,
         series_description=description,
     )
+
+
+# --------------------------------------------------------------------------- opening them again
+
+
+@dataclass(frozen=True)
+class ReopenedResult:
+    """A measurement report found beside a series, with the SEG it measures and the map written with it."""
+
+    kind: str  # "liver", "kidney stone", "COVID-19", or what its first group found
+    report: dr.ReadReport
+    mask: np.ndarray | None  # bool [z, y, x] from the SEG, on the volume
+    map: dr.ReadMap | None
+
+
+def _kind(report: dr.ReadReport) -> str:
+    findings = {group.finding for group in report.groups}
+    if "Kidney stone" in findings:
+        return "kidney stone"
+    if {code[2] for code in COVID_CLASSES.values()} & findings and any(
+        group.label.startswith("COVID-19") for group in report.groups
+    ):
+        return "COVID-19"
+    first = report.groups[0].finding if report.groups else "result"
+    return first.lower() if first in {code[2] for code in STRUCTURES.values()} else first
+
+
+def reopen_results(volume: Volume, cancelled: CancelCheck | None = None) -> tuple[list[ReopenedResult], list[str]]:
+    """The measurement reports made from ``volume``'s series that lie beside it, each with its SEG and map,
+    oldest first; and a line for each object that could not be read.  A map goes with the report of the same
+    model written closest in time."""
+    from medview.io.volume_files import read_label_map
+
+    found = dr.find_result_files(volume)
+    problems: list[str] = []
+    reports, segs, maps = [], {}, []
+    for item in found:
+        if cancelled is not None and cancelled():
+            raise Cancelled
+        try:
+            if item.sop_class in dr.REPORT_CLASSES:
+                reports.append(dr.read_measurement_report(item.path, volume))
+            elif item.sop_class == dr.SEGMENTATION_CLASS:
+                segs[item.sop_instance_uid] = item.path
+            else:
+                maps.append(dr.read_parametric_map(item.path, volume))
+        except MedviewError as error:
+            problems.append(str(error))
+    reports.sort(key=lambda report: report.written)
+    unpaired = list(maps)
+    reopened = []
+    for report in reports:
+        mask = None
+        uids = [group.segment_uid for group in report.groups if group.segment_uid]
+        if uids and uids[0] in segs:
+            try:
+                mask = read_label_map(segs[uids[0]], volume).labels > 0
+            except MedviewError as error:
+                problems.append(str(error))
+        name = report.algorithm.name if report.algorithm is not None else ""
+        same_model = [m for m in unpaired if name and m.model == name]
+        paired = min(same_model, key=lambda m: abs(_written(m.path) - _written(report.path)), default=None)
+        if paired is not None:
+            unpaired.remove(paired)
+        reopened.append(ReopenedResult(_kind(report), report, mask, paired))
+    return reopened, problems
+
+
+def _written(path: Path) -> float:
+    """When an object was written (its Content Date and Time), as seconds, for pairing maps with reports."""
+    import datetime as dt
+
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ContentDate", "ContentTime"])
+    text = f"{header.get('ContentDate', '')}{str(header.get('ContentTime', ''))[:6]}"
+    try:
+        return dt.datetime.strptime(text, "%Y%m%d%H%M%S").timestamp()
+    except ValueError:
+        return 0.0

@@ -337,6 +337,51 @@ def test_send_to_the_pacs_stores_the_objects_there_and_what_does_not_arrive_wait
     dialog.close()
 
 
+def test_stored_results_beside_a_series_come_back_as_findings_in_a_new_session(
+    qtbot: Any, window: Any, engine: Any, tmp_path: Path
+) -> None:
+    """The study folder as the received-studies store keeps it: one folder per series. Results saved beside
+    the CT are read back when the CT is opened again, in another window (a new session)."""
+    import shutil
+
+    from medview.ui.main_window import MainWindow
+
+    study = tmp_path / "study"
+    shutil.copytree(SAMPLE_SERIES, study / "ct")
+    window.set_engine(engine)
+    open_and_wait(qtbot, window, study / "ct")
+    original = segment(qtbot, window)
+    (study / "results").mkdir()
+    wait_until_settled(qtbot, window, window.ct.findings.export_dicom_results(study / "results"), RUN_TIMEOUT_MS)
+
+    later = MainWindow()
+    qtbot.addWidget(later)
+    try:
+        open_and_wait(qtbot, later, study / "ct")
+        panel = later.ct.findings
+        qtbot.waitUntil(lambda: panel.list.count() == 1, timeout=RUN_TIMEOUT_MS)
+        (finding,) = panel.current_findings()
+        assert finding.stored
+        volume_ml = original.result.volume_ml
+        assert finding.title.startswith(f"Stored: Liver volume {volume_ml:,.1f} mL on slices 1-20:")
+        assert finding.title.endswith(f"{original.provenance.label} (demo)")
+        assert finding.provenance.validated == original.provenance.validated  # beside the verdict, as when run
+        panel.list.setCurrentRow(0)
+        details = panel.details.toPlainText()
+        assert details.index("Liver volume") < details.index(original.provenance.validated)
+        assert "Demo model: not for diagnosis" in details
+        assert "MedView did not run the model now" in details
+        # the SEG's mask and the probability map are the overlays, on the same voxels
+        assert np.array_equal(finding.mask_layer.labels > 0, original.result.mask)
+        np.testing.assert_allclose(
+            finding.heatmap_layer.values, np.asarray(original.result.probability, np.float32), atol=2e-3
+        )
+        assert not panel.dicom_button.isEnabled()  # it is DICOM already
+    finally:
+        later.close()
+        later.tasks.pool.waitForDone(5000)
+
+
 def test_a_series_from_a_file_cannot_be_saved_as_dicom_objects(qtbot: Any, window: Any, engine: Any) -> None:
     window.set_engine(engine)
     voxels = np.random.default_rng(0).integers(0, 400, (4, 64, 64)).astype(np.int16)

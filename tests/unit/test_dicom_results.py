@@ -34,6 +34,7 @@ COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+P001_DIR = Path("covid_ct") / "COVID-CT-MD" / "COVID-19" / "P001"
 
 
 def _dciodvfy(path: Path) -> list[str]:
@@ -61,7 +62,7 @@ def sample_ct(sample_series_dir: Path) -> Volume:
 
 @pytest.fixture(scope="module")
 def p001(shared_data: Path) -> Volume:
-    return load_dicom([shared_data / "covid_ct" / "COVID-CT-MD" / "COVID-19" / "P001"])
+    return load_dicom([shared_data / P001_DIR])
 
 
 @pytest.fixture(scope="module")
@@ -322,3 +323,51 @@ def test_a_volume_without_a_dicom_series_is_refused_with_a_message(
     with pytest.raises(InputError, match="needs the DICOM series"):
         write_result_objects(tmp_path, from_file, liver)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+# --------------------------------------------------------------------------- reading them back
+
+
+@pytest.mark.parametrize("name", ["kidney", "covid"])
+def test_results_beside_the_series_are_read_back_with_their_map(
+    tmp_path: Path,
+    name: str,
+    sample_series_dir: Path,
+    shared_data: Path,
+    kidney: SliceClassificationResult,
+    covid: CovidResult,
+) -> None:
+    """A study folder as the received-studies store keeps it (a folder per series): the CT, and the results."""
+    from medview.workflows.dicom_results import reopen_results
+
+    source, result = (sample_series_dir, kidney) if name == "kidney" else (shared_data / P001_DIR, covid)
+    (tmp_path / "ct").symlink_to(source, target_is_directory=True)
+    volume = load_dicom([tmp_path / "ct"])
+    (tmp_path / "results").mkdir()
+    write_result_objects(tmp_path / "results", volume, result, roi="drawn rectangle")
+    (reopened,), problems = reopen_results(volume)
+    assert problems == []
+    assert reopened.kind == {"kidney": "kidney stone", "covid": "COVID-19"}[name]
+    algorithm = reopened.report.algorithm
+    assert algorithm is not None
+    assert (algorithm.name, algorithm.version, algorithm.demo) == (
+        result.provenance.model_id,
+        result.provenance.model_version,
+        True,
+    )
+    assert algorithm.parameters["validated"] == result.provenance.validated
+    assert reopened.mask is None
+    assert reopened.map is not None
+    assert set(reopened.map.values) == set(result.heatmaps)
+    if name == "covid":
+        assert len(reopened.report.groups) == 1 + len(covid.groups)
+        assert reopened.report.groups[0].slices == tuple(covid.kept_slices)
+    else:
+        assert len(reopened.report.groups) == 1 + len(kidney.positive_slices())
+        assert [g.slices for g in reopened.report.groups[1:]] == [(z,) for z in kidney.positive_slices()]
+
+
+def test_nothing_is_found_beside_a_series_without_results(sample_ct: Volume) -> None:
+    from medview.workflows.dicom_results import reopen_results
+
+    assert reopen_results(sample_ct) == ([], [])

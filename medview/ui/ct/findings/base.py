@@ -43,6 +43,8 @@ class Finding:
     #: a long per-slice table, folded under ``more_title`` below the provenance until the reader opens it
     more_html: str = ""
     more_title: str = ""
+    #: read back from a stored report (SR, SEG, map) found beside the series, not run now
+    stored: bool = False
 
     @property
     def layers(self) -> list[Layer]:

@@ -55,6 +55,8 @@ class FindingsPanel(QtWidgets.QWidget):
         self.current_slice: Callable[[], int] | None = None
         self.display_window: Callable[[], tuple[float, float]] | None = None
         self.findings: dict[str, list[Finding]] = {}  # by series key, for as long as the app runs
+        self._looked_up: set[str] = set()  # series whose stored results were looked for
+        self.stored_lookup: Task | None = None  # the latest look for them
 
         self.liver = LiverTab(layers, start_task)
         self.runners: list[FindingTab] = [self.liver]
@@ -195,7 +197,45 @@ class FindingsPanel(QtWidgets.QWidget):
             missing = [layer for f in self.current_findings() for layer in f.layers if layer not in self.layers.layers]
             if missing:
                 self.layers.add(*missing)
+            self._look_for_stored_results()
         self._rebuild_list()
+
+    def _look_for_stored_results(self) -> Task | None:
+        """Reports (with their SEG and map) made from the open series and stored beside it, read back as findings
+        in the background; once per series."""
+        volume = self.volume
+        if volume is None or not volume.slice_files or series_id(volume) in self._looked_up:
+            return None
+        self._looked_up.add(series_id(volume))
+
+        def work(_progress: object, cancelled: Callable[[], bool], _partial: object) -> Any:
+            # imported here: highdicom and SimpleITK load with the first series that has neighbours to look at
+            from medview.workflows.dicom_results import reopen_results
+
+            return reopen_results(volume, cancelled)
+
+        def found(answer: Any) -> None:
+            from medview.ui.ct.findings.reopened import reopened_finding
+
+            results, problems = answer
+            for result in results:
+                self._add_stored(volume, reopened_finding(result, volume))
+            if results or problems:
+                text = f"{len(results)} stored result(s) found beside the series, shown as findings"
+                self.note.setText(text + "".join(f"; {problem}" for problem in problems))
+
+        task = Task(work, "Looking for stored results beside the series", background=True)
+        task.signals.succeeded.connect(found)
+        self.stored_lookup = task
+        return self.start_task(task, "")
+
+    def _add_stored(self, volume: Volume, finding: Finding) -> None:
+        """A finding read back (no model ran: not audited as a run)."""
+        self.findings.setdefault(series_id(volume), []).append(finding)
+        shown = series_id(volume) == series_id(self.volume)
+        if shown and self.volume_complete:
+            self.layers.add(*finding.layers)
+        self._list_found(finding, shown)
 
     def report_section(self, *, anonymise: bool = False) -> SeriesSection | None:
         """The open series with its findings and their key images, for the case report (None: no series)."""
@@ -317,9 +357,11 @@ class FindingsPanel(QtWidgets.QWidget):
         self.nifti_button.setEnabled(exportable)
         from_dicom = self.volume is not None and bool(self.volume.slice_files)
         self.seg_button.setEnabled(exportable and from_dicom)
-        self.dicom_button.setEnabled(finding is not None and from_dicom)
+        self.dicom_button.setEnabled(finding is not None and from_dicom and not finding.stored)
         self.dicom_button.setToolTip(
-            "DICOM objects need the DICOM series the finding was made on; this volume came from a file"
+            "A stored result is in DICOM already"
+            if finding is not None and finding.stored
+            else "DICOM objects need the DICOM series the finding was made on; this volume came from a file"
             if finding is not None and not from_dicom
             else "The finding as DICOM objects for the PACS: a structured report, the SEG, the maps"
         )
