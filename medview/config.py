@@ -22,6 +22,7 @@ SCHEMA_VERSION = 1
 MAX_RECENT = 10
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 MAX_COMPUTE_THREADS = 256
+RETRIEVE_METHODS = ("C-GET", "C-MOVE")
 #: libgomp's own spin count when OMP_WAIT_POLICY is unset (its documentation): how long an idle OpenMP thread spins
 LIBGOMP_DEFAULT_SPINCOUNT = "300000"
 
@@ -75,6 +76,8 @@ class Settings:
     pacs_remote_ae_title: str = ""
     pacs_remote_host: str = ""
     pacs_remote_port: int = 104  # the port DICOM registered; many PACS use 11112 or 4242 instead
+    #: how that PACS is asked for images: "C-GET" (on our association) or "C-MOVE" (to our receiver)
+    pacs_remote_retrieve: str = "C-GET"
 
     def add_recent(self, path: Path | str) -> None:
         """Put ``path`` first in the recent list, without duplicates."""
@@ -132,6 +135,8 @@ class Settings:
         remote_port = raw.get("pacs_remote_port")
         if isinstance(remote_port, int) and 0 < remote_port < 65536:
             settings.pacs_remote_port = remote_port
+        if raw.get("pacs_remote_retrieve") in RETRIEVE_METHODS:
+            settings.pacs_remote_retrieve = raw["pacs_remote_retrieve"]
         return settings
 
     def user_models_dir(self) -> Path:

@@ -422,6 +422,16 @@ class LocalStudyStore:
             rows = self._connection.execute(query, arguments).fetchall()
         return [self.root / row[0] for row in rows]
 
+    def study_instances(self, study_uid: str) -> list[StoredInstance]:
+        """Every instance of one study, by series and instance number."""
+        query = (
+            f"SELECT {', '.join(_COLUMNS)} FROM instances WHERE study_uid = ? "
+            "ORDER BY series_number IS NULL, series_number, series_uid, instance_number IS NULL, instance_number"
+        )
+        with self._lock:
+            rows = self._connection.execute(query, (study_uid,)).fetchall()
+        return [self._absolute(StoredInstance(**dict(zip(_COLUMNS, row, strict=True)))) for row in rows]
+
     def instance(self, sop_instance_uid: str) -> StoredInstance | None:
         """One instance by its SOP Instance UID, or None."""
         with self._lock:

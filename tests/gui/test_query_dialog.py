@@ -161,3 +161,50 @@ def test_unreachable_pacs_is_reported_naming_it(qtbot: Any, tmp_path: Path) -> N
         assert dialog.error_label.text().startswith(f"PACS ORTHANC@127.0.0.1:{port}: connection refused")
         qtbot.waitUntil(lambda: dialog.search_button.isEnabled())
         assert dialog.table.rowCount() == 0
+
+
+def test_c_move_brings_the_study_to_the_running_receiver_and_the_browser(
+    qtbot: Any, window: Any, shared_data: Path, tmp_path: Path
+) -> None:
+    """Orthanc knows this workstation's receiver (AE title, port) and sends the study there."""
+    from medview.pacs.send import send_files
+    from tests.orthanc import PACS_TITLE, start_orthanc
+
+    settings = window.settings
+    settings.pacs_enabled, settings.pacs_ae_title, settings.pacs_port = True, "MEDVIEW", free_port()
+    window.pacs.apply_settings()
+    qtbot.waitUntil(lambda: window.pacs.server.port == settings.pacs_port, timeout=NETWORK_TIMEOUT_MS)
+    orthanc = start_orthanc(tmp_path / "orthanc", "MEDVIEW", settings.pacs_port)
+    try:
+        cap001 = sorted((shared_data / "covid_ct" / "COVID-CT-MD" / "CAP" / "cap001").glob("*.dcm"))
+        assert all(outcome.stored for outcome in send_files(orthanc.node, "SCANNER", cap001))
+        dialog = window.show_pacs_query()
+        enter_node(dialog, PACS_TITLE, orthanc.dicom_port)
+        dialog.method.setCurrentIndex(dialog.method.findData("C-MOVE"))
+        with qtbot.waitSignal(dialog.searched, timeout=NETWORK_TIMEOUT_MS):
+            qtbot.mouseClick(dialog.search_button, Qt.MouseButton.LeftButton)
+        assert dialog.table.rowCount() == 1
+        dialog.table.selectRow(0)
+        with qtbot.waitSignal(dialog.retrieved, timeout=NETWORK_TIMEOUT_MS) as retrieved:
+            qtbot.mouseClick(dialog.retrieve_button, Qt.MouseButton.LeftButton)
+        assert len(retrieved.args[0]) == len(cap001)
+        assert dialog.status_label.text() == f"Retrieved {len(cap001)} images of 1 study"
+        assert dialog.error_label.isHidden()
+        instances = window.pacs.store.study_instances(dialog.studies[0].study_uid)
+        assert {instance.calling_ae for instance in instances} == {PACS_TITLE}  # the PACS pushed them
+        assert Settings.load().pacs_remote_retrieve == "C-MOVE"
+    finally:
+        orthanc.stop()
+
+
+def test_c_move_with_the_receiver_off_says_so_before_asking_the_pacs(qtbot: Any, tmp_path: Path) -> None:
+    with LocalStudyStore(tmp_path / "studies") as store:
+        dialog = PacsQueryDialog(Settings(), store)
+        qtbot.addWidget(dialog)
+        enter_node(dialog, "ANY", 104)
+        dialog.method.setCurrentIndex(dialog.method.findData("C-MOVE"))
+        from medview.pacs.query import RemoteNode, RemoteStudy
+
+        study = RemoteStudy("1.2.3", "", "", "", "", "", "", "", (), None, None, ())
+        assert dialog.retrieve(RemoteNode("ANY", "127.0.0.1", 104), [study]) is None
+        assert "receiver, which is off" in dialog.error_label.text()

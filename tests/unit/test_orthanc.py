@@ -1,26 +1,18 @@
 """The PACS loop against a real Orthanc (Debian's ``orthanc`` package) on loopback.
 
-Orthanc is configured as a hospital would: its own AE title, MedView declared
-as a known modality (so only MedView may query and retrieve, as
-``DicomAlwaysAllowFind/Get`` stay off), the DICOMweb plugin loaded.  The round
+Orthanc is configured as a hospital would (``tests/orthanc.py``).  The round
 trip, by DIMSE: P001 is pushed into Orthanc, found with C-FIND and fetched
 with C-GET into MedView's study store, liver and COVID-19 run on it, their
 report, SEG and maps go back through the outbox, and Orthanc is then asked
 (C-FIND, and its REST API on loopback) for every object, which is fetched
 again and parsed with highdicom.
 
-Still to come in this loop (issue 22): DICOMweb retrieve and store, C-MOVE,
-and reopening the results as findings.
+C-MOVE is tested against the same Orthanc, with MedView's receiver as the
+destination it knows.  Still to come in this loop (issue 22): DICOMweb.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,99 +23,81 @@ import pytest
 
 from medview.engine.service import Engine
 from medview.io.dicom import load_dicom
+from medview.pacs.move import move_study
 from medview.pacs.outbox import Outbox
 from medview.pacs.query import RemoteNode, find_series, find_studies, retrieve_study
+from medview.pacs.receiver import PacsError, StorageServer
 from medview.pacs.send import send_files
 from medview.pacs.store import LocalStudyStore
 from medview.workflows.dicom_results import write_result_objects
 from tests.conftest import RESOURCES
+from tests.orthanc import LOCALHOST, PACS_TITLE, RunningOrthanc, start_orthanc
 
-ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-LOCALHOST = "127.0.0.1"
-PACS_TITLE = "HOSPITALPACS"
 OUR_TITLE = "MEDVIEW"
 P001 = Path("covid_ct") / "COVID-CT-MD" / "COVID-19" / "P001"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
-class RunningOrthanc:
-    process: subprocess.Popen[bytes]
-    dicom_port: int
-    http_port: int
-    log: Path
+class PacsAndReceiver:
+    orthanc: RunningOrthanc
+    receiver_store: LocalStudyStore  # MedView's receiver: the C-MOVE destination Orthanc knows
 
     @property
     def node(self) -> RemoteNode:
-        return RemoteNode(PACS_TITLE, LOCALHOST, self.dicom_port)
-
-    def rest(self, path: str) -> object:
-        with urllib.request.urlopen(f"http://{LOCALHOST}:{self.http_port}{path}", timeout=30) as answer:
-            return json.load(answer)
+        return self.orthanc.node
 
 
 @pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOrthanc]:
-    if not Path(ORTHANC).is_file():
-        pytest.skip("Orthanc is not installed (Debian: installer/bootstrap.sh test installs orthanc)")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PacsAndReceiver]:
     folder = tmp_path_factory.mktemp("orthanc")
-    dicom_port, http_port = _free_port(), _free_port()
-    config = {
-        "Name": "MedView test PACS",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "index"),
-        "DicomAet": PACS_TITLE,
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": True,
-        # only known modalities may query and retrieve (Orthanc's defaults); MedView is one
-        "DicomModalities": {"medview": [OUR_TITLE, LOCALHOST, _free_port()]},
-        "DicomAlwaysAllowFind": False,
-        "DicomAlwaysAllowGet": False,
-        "Plugins": [str(DICOMWEB_PLUGIN)] if DICOMWEB_PLUGIN.is_file() else [],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    config_path = folder / "orthanc.json"
-    config_path.write_text(json.dumps(config), encoding="utf-8")
-    log = folder / "orthanc.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen([ORTHANC, str(config_path)], stdout=output, stderr=subprocess.STDOUT)
-    running = RunningOrthanc(process, dicom_port, http_port, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            running.rest("/system")
-            socket.create_connection((LOCALHOST, dicom_port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(f"Orthanc did not start: {log.read_text(errors='replace')[-3000:]}")
-    yield running
-    process.terminate()
+    receiver_store = LocalStudyStore(folder / "medview-received")
+    receiver = StorageServer(LOCALHOST)
+    receiver.start(OUR_TITLE, 0, receiver_store)
+    assert receiver.port is not None
     try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        running = start_orthanc(folder, OUR_TITLE, receiver.port)
+        yield PacsAndReceiver(running, receiver_store)
+        running.stop()
+    finally:
+        receiver.stop()
+        receiver_store.close()
 
 
-def test_round_trip_by_dimse_results_arrive_in_orthanc_and_parse(
-    orthanc: RunningOrthanc, shared_data: Path, tmp_path: Path
-) -> None:
-    # a modality pushes the study into the PACS
+def _push_p001(orthanc: PacsAndReceiver, shared_data: Path) -> list[Path]:
+    """P001 into Orthanc as a modality would send it (again is harmless: a PACS keeps one copy)."""
     source = sorted((shared_data / P001).glob("*.dcm"))
     assert len(source) == 148
     pushed = send_files(orthanc.node, "SCANNER", source)
     assert all(outcome.stored for outcome in pushed), {o.message for o in pushed if not o.stored}
+    return source
+
+
+def test_c_move_sends_the_study_to_medviews_receiver(orthanc: PacsAndReceiver, shared_data: Path) -> None:
+    source = _push_p001(orthanc, shared_data)
+    (study,) = find_studies(orthanc.node, OUR_TITLE, patient_id=pydicom.dcmread(source[0]).PatientID)
+    moved = move_study(orthanc.node, OUR_TITLE, study.study_uid, orthanc.receiver_store)
+    assert moved.complete
+    assert len(moved.instances) == 148
+    assert moved.expected == 148
+    assert {instance.calling_ae for instance in moved.instances} == {PACS_TITLE}  # Orthanc opened the association
+    uids = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in source}
+    assert {instance.sop_instance_uid for instance in moved.instances} == uids
+
+
+def test_c_move_to_a_destination_the_pacs_does_not_know_says_what_to_do(
+    orthanc: PacsAndReceiver, shared_data: Path
+) -> None:
+    source = _push_p001(orthanc, shared_data)
+    (study,) = find_studies(orthanc.node, OUR_TITLE, patient_id=pydicom.dcmread(source[0]).PatientID)
+    with pytest.raises(PacsError, match=r"refused the move .* do not know the move destination ELSEWHERE: if so, ask"):
+        move_study(orthanc.node, OUR_TITLE, study.study_uid, orthanc.receiver_store, destination="ELSEWHERE")
+
+
+def test_round_trip_by_dimse_results_arrive_in_orthanc_and_parse(
+    orthanc: PacsAndReceiver, shared_data: Path, tmp_path: Path
+) -> None:
+    # a modality pushes the study into the PACS
+    source = _push_p001(orthanc, shared_data)
 
     # MedView finds it and fetches it
     (study,) = find_studies(orthanc.node, OUR_TITLE, patient_id=pydicom.dcmread(source[0]).PatientID)
@@ -157,7 +131,7 @@ def test_round_trip_by_dimse_results_arrive_in_orthanc_and_parse(
     expected = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in written}
     modalities = sorted(series.modality for series in find_series(orthanc.node, OUR_TITLE, study.study_uid))
     assert modalities == ["CT", "OT", "OT", "SEG", "SR", "SR"]  # maps are OT, reports SR
-    statistics = orthanc.rest(f"/studies/{_orthanc_study_id(orthanc, study.study_uid)}/statistics")
+    statistics = orthanc.orthanc.rest(f"/studies/{orthanc.orthanc.study_id(study.study_uid)}/statistics")
     assert int(statistics["CountInstances"]) == 148 + len(written)  # type: ignore[index]
     (now,) = find_studies(orthanc.node, OUR_TITLE, patient_id=study.patient_id)
     assert {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30"} <= set(
@@ -182,13 +156,3 @@ def test_round_trip_by_dimse_results_arrive_in_orthanc_and_parse(
                 assert hd.pm.ParametricMap.from_dataset(dataset).NumberOfFrames > 0
             kinds.add(dataset.Modality)
         assert kinds == {"SR", "SEG", "OT"}
-
-
-def _orthanc_study_id(orthanc: RunningOrthanc, study_uid: str) -> str:
-    """Orthanc's own identifier of a study (its REST API's key), looked up by Study Instance UID."""
-    request = urllib.request.Request(
-        f"http://{LOCALHOST}:{orthanc.http_port}/tools/lookup", data=study_uid.encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        (found,) = json.load(answer)
-    return str(found["ID"])

@@ -116,6 +116,16 @@ class PacsQueryDialog(QtWidgets.QDialog):
         node_form.addRow("AE title", self.ae_title)
         node_form.addRow("Host", self.host)
         node_form.addRow("Port", self.port)
+        self.method = QtWidgets.QComboBox()
+        self.method.setObjectName("retrieve_method")
+        self.method.addItem("C-GET: the images come back on this workstation's connection", "C-GET")
+        self.method.addItem("C-MOVE: the PACS sends them to this workstation's receiver", "C-MOVE")
+        self.method.setCurrentIndex(max(self.method.findData(settings.pacs_remote_retrieve), 0))
+        self.method.setToolTip(
+            "Many PACS allow only C-MOVE. It needs this workstation's DICOM receiver on (File > DICOM receiver), "
+            "and the PACS must know its AE title, host and port"
+        )
+        node_form.addRow("Retrieve with", self.method)
         node_form.addRow(self.calling_label)
         node_box = QtWidgets.QGroupBox("PACS")
         node_box.setLayout(node_form)
@@ -197,6 +207,9 @@ class PacsQueryDialog(QtWidgets.QDialog):
 
     def _remember(self, node: RemoteNode) -> None:
         settings = self.settings
+        if settings.pacs_remote_retrieve != self.method.currentData():
+            settings.pacs_remote_retrieve = self.method.currentData()
+            settings.save()
         if (settings.pacs_remote_ae_title, settings.pacs_remote_host, settings.pacs_remote_port) != (
             node.ae_title,
             node.host,
@@ -299,26 +312,39 @@ class PacsQueryDialog(QtWidgets.QDialog):
             return None
         return self.retrieve(node, studies)
 
-    def retrieve(self, node: RemoteNode, studies: list[RemoteStudy]) -> Task:
-        """Fetch ``studies`` from ``node`` one after the other; a study that fails does not stop the others."""
+    def retrieve(self, node: RemoteNode, studies: list[RemoteStudy]) -> Task | None:
+        """Fetch ``studies`` from ``node`` one after the other (C-GET, or C-MOVE to this workstation's receiver as
+        chosen); a study that fails does not stop the others."""
         our_title, store = self.settings.pacs_ae_title, self.store
+        move = self.method.currentData() == "C-MOVE"
+        if move and not self.settings.pacs_enabled:
+            self._show_error(
+                "C-MOVE sends the images to this workstation's DICOM receiver, which is off: turn it on in "
+                "File > DICOM receiver (PACS), or retrieve with C-GET"
+            )
+            return None
+
+        def fetch(study: RemoteStudy, progress: Any, cancelled: Any) -> RetrieveResult:
+            if move:
+                from medview.pacs.move import move_study  # as the C-GET client: loaded with the first use
+
+                return move_study(node, our_title, study.study_uid, store, progress=progress, cancelled=cancelled)
+            return retrieve_study(
+                node,
+                our_title,
+                study.study_uid,
+                store,
+                progress=progress,
+                cancelled=cancelled,
+                sop_classes=study.sop_classes,
+            )
 
         def work(progress: Any, cancelled: Any, partial: Any) -> RetrieveSummary:
             summary = RetrieveSummary()
             for index, study in enumerate(studies):
                 partial(("study", index, len(studies)))
                 try:
-                    summary.results.append(
-                        retrieve_study(
-                            node,
-                            our_title,
-                            study.study_uid,
-                            store,
-                            progress=progress,
-                            cancelled=cancelled,
-                            sop_classes=study.sop_classes,
-                        )
-                    )
+                    summary.results.append(fetch(study, progress, cancelled))
                 except Cancelled:
                     partial(("series", announce_study(store, study.study_uid)))
                     raise
