@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -72,6 +73,9 @@ from medview.pacs.receiver import (
 )
 from medview.pacs.store import LocalStudyStore, StoredInstance, safe_file_name
 from medview.progress import CancelCheck, ProgressCallback
+
+if TYPE_CHECKING:
+    from medview.pacs.dicomweb import WebNode
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +205,7 @@ class RetrieveResult:
     ``refused`` names those the store would not file (no UIDs, ...) with the reason.
     """
 
-    node: RemoteNode
+    node: RemoteNode | WebNode
     study_uid: str
     instances: tuple[StoredInstance, ...]
     expected: int  # instances the PACS said the study has (0: it did not say)
@@ -292,7 +296,7 @@ def _number(dataset: Dataset, keyword: str) -> int | None:
         return None
 
 
-def _study(answer: Dataset) -> RemoteStudy:
+def study_from_answer(answer: Dataset) -> RemoteStudy:
     return RemoteStudy(
         study_uid=_value(answer, "StudyInstanceUID"),
         patient_name=_value(answer, "PatientName"),
@@ -309,7 +313,7 @@ def _study(answer: Dataset) -> RemoteStudy:
     )
 
 
-def _series(answer: Dataset, study_uid: str) -> RemoteSeries:
+def series_from_answer(answer: Dataset, study_uid: str) -> RemoteSeries:
     return RemoteSeries(
         study_uid=_value(answer, "StudyInstanceUID") or study_uid,
         series_uid=_value(answer, "SeriesInstanceUID"),
@@ -563,7 +567,7 @@ def find_studies(
     query.SOPClassesInStudy = ""
     query.StudyInstanceUID = ""
     with association(node, our_ae_title, _find_context(), cancelled=cancelled, timeouts=timeouts) as (assoc, _w):
-        studies = [_study(answer) for answer in _find(assoc, node, query, cancelled, limit, "search")]
+        studies = [study_from_answer(answer) for answer in _find(assoc, node, query, cancelled, limit, "search")]
         studies = [study for study in studies if study.study_uid]
         if wanted_modality:
             studies = _with_modality(assoc, node, studies, wanted_modality, cancelled)
@@ -605,7 +609,7 @@ def find_series(
     uid = _uid(study_uid, "study instance UID")
     with association(node, our_ae_title, _find_context(), cancelled=cancelled, timeouts=timeouts) as (assoc, _w):
         answers = _find(assoc, node, _series_query(uid), cancelled, MAX_RESULTS, "series search")
-    series = [_series(answer, uid) for answer in answers if _value(answer, "SeriesInstanceUID")]
+    series = [series_from_answer(answer, uid) for answer in answers if _value(answer, "SeriesInstanceUID")]
     series.sort(key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid))
     return series
 

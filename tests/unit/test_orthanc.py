@@ -23,6 +23,8 @@ import pytest
 
 from medview.engine.service import Engine
 from medview.io.dicom import load_dicom
+from medview.pacs import dicomweb
+from medview.pacs.dicomweb import WebNode
 from medview.pacs.move import move_study
 from medview.pacs.outbox import Outbox
 from medview.pacs.query import RemoteNode, find_series, find_studies, retrieve_study
@@ -31,7 +33,7 @@ from medview.pacs.send import send_files
 from medview.pacs.store import LocalStudyStore
 from medview.workflows.dicom_results import write_result_objects
 from tests.conftest import RESOURCES
-from tests.orthanc import LOCALHOST, PACS_TITLE, RunningOrthanc, start_orthanc
+from tests.orthanc import LOCALHOST, PACS_TITLE, RunningOrthanc, free_port, start_orthanc
 
 OUR_TITLE = "MEDVIEW"
 P001 = Path("covid_ct") / "COVID-CT-MD" / "COVID-19" / "P001"
@@ -156,3 +158,51 @@ def test_round_trip_by_dimse_results_arrive_in_orthanc_and_parse(
                 assert hd.pm.ParametricMap.from_dataset(dataset).NumberOfFrames > 0
             kinds.add(dataset.Modality)
         assert kinds == {"SR", "SEG", "OT"}
+
+
+# --------------------------------------------------------------------------- DICOMweb
+
+
+def _web(orthanc: PacsAndReceiver) -> WebNode:
+    return WebNode(f"http://{LOCALHOST}:{orthanc.orthanc.http_port}/dicom-web")
+
+
+def test_round_trip_by_dicomweb_search_retrieve_and_store(
+    orthanc: PacsAndReceiver, shared_data: Path, tmp_path: Path
+) -> None:
+    """The same loop over HTTP: QIDO-RS finds P001, WADO-RS fetches it as Orthanc keeps it, STOW-RS stores
+    the results, and QIDO-RS then lists them in the patient's study."""
+    source = _push_p001(orthanc, shared_data)
+    web = _web(orthanc)
+    (study,) = dicomweb.find_studies(web, patient_id=pydicom.dcmread(source[0]).PatientID)
+    assert study.modalities[:1] == ("CT",)
+    with LocalStudyStore(tmp_path / "studies") as store:
+        fetched = dicomweb.retrieve_study(web, study.study_uid, store)
+        assert fetched.complete
+        uids = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in source}
+        ct = [instance for instance in fetched.instances if instance.modality == "CT"]
+        assert {instance.sop_instance_uid for instance in ct} == uids
+        assert {instance.transfer_syntax_uid for instance in ct} == {"1.2.840.10008.1.2.4.70"}  # as kept
+        volume = load_dicom([instance.path for instance in ct])
+    engine = Engine([RESOURCES / "models"], device_preference="cpu")
+    (kidney_card,) = engine.cards("kidney_stone")
+    kidney = engine.classify_kidney_slices(kidney_card, volume, range(60, 70), explain_slices=[65])
+    (tmp_path / "kidney").mkdir()
+    written = write_result_objects(tmp_path / "kidney", volume, kidney).files
+    outcomes = dicomweb.store_files(web, list(written))
+    assert [outcome.stored for outcome in outcomes] == [True] * len(written), [o.message for o in outcomes]
+    series = dicomweb.find_series(web, study.study_uid)
+    assert "SR" in {one.modality for one in series}
+    stored = {str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID) for path in written}
+    assert stored <= {one.series_uid for one in series}
+
+
+def test_dicomweb_errors_name_the_server_and_what_happened(orthanc: PacsAndReceiver) -> None:
+    with pytest.raises(
+        PacsError, match=r"DICOMweb http://127\.0\.0\.1:\d+/dicom-web: cannot connect \(connection refused\)"
+    ):
+        dicomweb.find_studies(WebNode(f"http://{LOCALHOST}:{free_port()}/dicom-web"))
+    with pytest.raises(PacsError, match=r"refused the request \(HTTP 404"):
+        dicomweb.find_studies(WebNode(f"http://{LOCALHOST}:{orthanc.orthanc.http_port}/not-dicom-web"))
+    with pytest.raises(PacsError, match="is not a URL such as"):
+        WebNode("pacs.hospital:8042")
