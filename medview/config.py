@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 MAX_RECENT = 10
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 MAX_COMPUTE_THREADS = 256
-RETRIEVE_METHODS = ("C-GET", "C-MOVE")
+RETRIEVE_METHODS = ("C-GET", "C-MOVE", "DICOMweb")
 #: libgomp's own spin count when OMP_WAIT_POLICY is unset (its documentation): how long an idle OpenMP thread spins
 LIBGOMP_DEFAULT_SPINCOUNT = "300000"
 
@@ -76,8 +76,11 @@ class Settings:
     pacs_remote_ae_title: str = ""
     pacs_remote_host: str = ""
     pacs_remote_port: int = 104  # the port DICOM registered; many PACS use 11112 or 4242 instead
-    #: how that PACS is asked for images: "C-GET" (on our association) or "C-MOVE" (to our receiver)
+    #: how that PACS is spoken to: "C-GET" (on our association), "C-MOVE" (to our receiver) or "DICOMweb"
     pacs_remote_retrieve: str = "C-GET"
+    #: its DICOMweb base URL, and the CA file to trust for HTTPS ("" = the system's), when it speaks DICOMweb
+    pacs_remote_url: str = ""
+    pacs_remote_ca_file: str = ""
 
     def add_recent(self, path: Path | str) -> None:
         """Put ``path`` first in the recent list, without duplicates."""
@@ -137,6 +140,8 @@ class Settings:
             settings.pacs_remote_port = remote_port
         if raw.get("pacs_remote_retrieve") in RETRIEVE_METHODS:
             settings.pacs_remote_retrieve = raw["pacs_remote_retrieve"]
+        settings.pacs_remote_url = str(raw.get("pacs_remote_url", "")).strip()
+        settings.pacs_remote_ca_file = str(raw.get("pacs_remote_ca_file", "")).strip()
         return settings
 
     def user_models_dir(self) -> Path:

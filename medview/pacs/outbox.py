@@ -31,7 +31,9 @@ from pathlib import Path
 from medview.audit import Outcome, audit_log
 from medview.config import data_dir
 from medview.errors import ExportError, MedviewError
+from medview.pacs.dicomweb import WebNode, store_files
 from medview.pacs.query import RemoteNode
+from medview.pacs.receiver import PacsError
 from medview.pacs.send import SendOutcome, send_files
 from medview.pacs.store import fsync_folder
 from medview.progress import CancelCheck, ProgressCallback
@@ -59,7 +61,7 @@ class OutboxItem:
     id: int
     description: str  # what it is: "kidney stone report (kidney-hybrid 1.3.0)"
     file_name: str  # the name it had when added
-    node: RemoteNode
+    node: RemoteNode | WebNode
     status: str  # "waiting" or "sent"
     attempts: int
     next_try: float  # time.time() of the next try (waiting)
@@ -97,6 +99,16 @@ class Delivery:
         return text
 
 
+def _node(ae_title: str, host: str, port: int, url: str, ca_file: str) -> RemoteNode | WebNode:
+    """An item's destination as stored: a DICOMweb server when it has a URL, else a DIMSE node."""
+    if not url:
+        return RemoteNode(ae_title, host, port)
+    try:
+        return WebNode(url, ca_file)
+    except PacsError:  # the CA file has gone since: the system's CAs verify, and the error will say if they fail
+        return WebNode(url)
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -117,7 +129,8 @@ class Outbox:
             "description TEXT NOT NULL, ae_title TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL, "
             "status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0, "
             "message TEXT NOT NULL DEFAULT '', added TEXT NOT NULL, sent TEXT NOT NULL DEFAULT '', "
-            "study_uid TEXT NOT NULL DEFAULT '', patient_id TEXT NOT NULL DEFAULT '')"
+            "study_uid TEXT NOT NULL DEFAULT '', patient_id TEXT NOT NULL DEFAULT '', "
+            "url TEXT NOT NULL DEFAULT '', ca_file TEXT NOT NULL DEFAULT '')"
         )
         self._remove_unindexed_copies()
 
@@ -137,7 +150,13 @@ class Outbox:
     # ------------------------------------------------------------------ adding
 
     def add(
-        self, paths: Sequence[Path], node: RemoteNode, description: str, *, study_uid: str = "", patient_id: str = ""
+        self,
+        paths: Sequence[Path],
+        node: RemoteNode | WebNode,
+        description: str,
+        *,
+        study_uid: str = "",
+        patient_id: str = "",
     ) -> list[int]:
         """Copy ``paths`` into the outbox for ``node``; their ids.  Copies are durable before they are queued.
 
@@ -162,24 +181,17 @@ class Outbox:
                 f"cannot put it in the outbox ({error.strerror or error})", path=error.filename
             ) from error
         added = _now_iso()
+        if isinstance(node, RemoteNode):
+            where: tuple[str, str, int, str, str] = (node.ae_title, node.host, node.port, "", "")
+        else:
+            where = ("", "", 0, node.url, node.ca_file)
         with self._lock, self._connection:
             self._connection.execute("BEGIN")
             ids = [
                 self._connection.execute(
-                    "INSERT INTO items (file, name, description, ae_title, host, port, status, added, study_uid, "
-                    "patient_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        target.name,
-                        source.name,
-                        description,
-                        node.ae_title,
-                        node.host,
-                        node.port,
-                        WAITING,
-                        added,
-                        study_uid,
-                        patient_id,
-                    ),
+                    "INSERT INTO items (file, name, description, ae_title, host, port, url, ca_file, status, added, "
+                    "study_uid, patient_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (target.name, source.name, description, *where, WAITING, added, study_uid, patient_id),
                 ).lastrowid
                 or 0
                 for source, target in copies
@@ -192,22 +204,22 @@ class Outbox:
         """Every object, newest first."""
         with self._lock:
             rows = self._connection.execute(
-                "SELECT id, description, name, ae_title, host, port, status, attempts, next_try, message, added, "
-                "sent, file FROM items ORDER BY id DESC"
+                "SELECT id, description, name, ae_title, host, port, url, ca_file, status, attempts, next_try, "
+                "message, added, sent, file FROM items ORDER BY id DESC"
             ).fetchall()
         return [
             OutboxItem(
-                row[0],
-                row[1],
-                row[2],
-                RemoteNode(row[3], row[4], row[5]),
-                row[6],
-                row[7],
-                row[8],
-                row[9],
-                row[10],
-                row[11],
-                self.files / row[12],
+                id=row[0],
+                description=row[1],
+                file_name=row[2],
+                node=_node(*row[3:8]),
+                status=row[8],
+                attempts=row[9],
+                next_try=row[10],
+                message=row[11],
+                added=row[12],
+                sent=row[13],
+                path=self.files / row[14],
             )
             for row in rows
         ]
@@ -256,15 +268,17 @@ class Outbox:
         """Send every waiting object that is due, one association per destination, and record each outcome."""
         moment = time.time() if now is None else now
         due = [item for item in self.waiting() if item.next_try <= moment]
-        by_node: dict[RemoteNode, list[OutboxItem]] = {}
+        by_node: dict[RemoteNode | WebNode, list[OutboxItem]] = {}
         for item in reversed(due):  # oldest first
             by_node.setdefault(item.node, []).append(item)
         stored, failed, messages = 0, 0, []
         for node, items in by_node.items():
+            paths = [item.path for item in items]
             try:
-                outcomes = send(
-                    node, our_ae_title, [item.path for item in items], progress=progress, cancelled=cancelled
-                )
+                if isinstance(node, RemoteNode):
+                    outcomes = send(node, our_ae_title, paths, progress=progress, cancelled=cancelled)
+                else:
+                    outcomes = store_files(node, paths, progress=progress, cancelled=cancelled)
             except MedviewError as error:  # no association: every object waits, with the reason
                 outcomes = [SendOutcome(item.path, "", False, str(error)) for item in items]
             for item, outcome in zip(items, outcomes, strict=True):
@@ -293,7 +307,7 @@ class Outbox:
                     (attempts, moment + retry_delay(attempts), message, item.id),
                 )
 
-    def _audit(self, node: RemoteNode, items: list[OutboxItem], outcomes: list[SendOutcome]) -> None:
+    def _audit(self, node: RemoteNode | WebNode, items: list[OutboxItem], outcomes: list[SendOutcome]) -> None:
         with self._lock:
             rows = self._connection.execute(
                 f"SELECT DISTINCT study_uid, patient_id FROM items WHERE id IN ({','.join('?' * len(items))})",
@@ -306,7 +320,7 @@ class Outbox:
                 f"{len(outcomes)} DICOM object(s): {', '.join(dict.fromkeys(item.description for item in items))}",
                 str(node),
                 anonymised=False,
-                file_format="DICOM C-STORE",
+                file_format="DICOM C-STORE" if isinstance(node, RemoteNode) else "DICOMweb STOW-RS",
                 study_uid=study_uid or None,
                 patient_id=patient_id or None,
                 outcome=Outcome.SUCCESS if not refused else Outcome.MINOR_FAILURE,

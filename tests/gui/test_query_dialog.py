@@ -208,3 +208,36 @@ def test_c_move_with_the_receiver_off_says_so_before_asking_the_pacs(qtbot: Any,
         study = RemoteStudy("1.2.3", "", "", "", "", "", "", "", (), None, None, ())
         assert dialog.retrieve(RemoteNode("ANY", "127.0.0.1", 104), [study]) is None
         assert "receiver, which is off" in dialog.error_label.text()
+
+
+def test_dicomweb_search_and_retrieve_from_the_dialog(
+    qtbot: Any, window: Any, shared_data: Path, tmp_path: Path
+) -> None:
+    from medview.pacs.send import send_files
+    from tests.orthanc import start_orthanc
+
+    orthanc = start_orthanc(tmp_path / "orthanc", "MEDVIEW", free_port())
+    try:
+        cap001 = sorted((shared_data / "covid_ct" / "COVID-CT-MD" / "CAP" / "cap001").glob("*.dcm"))
+        assert all(outcome.stored for outcome in send_files(orthanc.node, "SCANNER", cap001))
+        dialog = window.show_pacs_query()
+        dialog.method.setCurrentIndex(dialog.method.findData("DICOMweb"))
+        assert not dialog.ae_title.isEnabled()
+        assert dialog.url.isEnabled()
+        dialog.url.setText(f"http://127.0.0.1:{orthanc.http_port}/dicom-web/")
+        with qtbot.waitSignal(dialog.searched, timeout=NETWORK_TIMEOUT_MS):
+            qtbot.mouseClick(dialog.search_button, Qt.MouseButton.LeftButton)
+        assert dialog.table.rowCount() == 1
+        assert dialog.status_label.text() == "1 study found"
+        dialog.table.selectRow(0)
+        with qtbot.waitSignal(dialog.retrieved, timeout=NETWORK_TIMEOUT_MS) as retrieved:
+            qtbot.mouseClick(dialog.retrieve_button, Qt.MouseButton.LeftButton)
+        assert len(retrieved.args[0]) == len(cap001)
+        assert dialog.error_label.isHidden()
+        saved = Settings.load()
+        assert (saved.pacs_remote_retrieve, saved.pacs_remote_url) == (
+            "DICOMweb",
+            f"http://127.0.0.1:{orthanc.http_port}/dicom-web",
+        )
+    finally:
+        orthanc.stop()

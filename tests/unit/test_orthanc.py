@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 
+from medview.audit import audit_log
 from medview.engine.service import Engine
+from medview.io import dicom_results as dr
 from medview.io.dicom import load_dicom
 from medview.pacs import dicomweb
 from medview.pacs.dicomweb import WebNode
@@ -206,3 +209,25 @@ def test_dicomweb_errors_name_the_server_and_what_happened(orthanc: PacsAndRecei
         dicomweb.find_studies(WebNode(f"http://{LOCALHOST}:{orthanc.orthanc.http_port}/not-dicom-web"))
     with pytest.raises(PacsError, match="is not a URL such as"):
         WebNode("pacs.hospital:8042")
+
+
+def test_the_outbox_delivers_by_stow_rs_to_a_dicomweb_node(
+    orthanc: PacsAndReceiver, shared_data: Path, tmp_path: Path
+) -> None:
+    source = _push_p001(orthanc, shared_data)
+    volume = load_dicom(source)
+    values = {40: np.linspace(0, 1, 512 * 512, dtype=np.float32).reshape(512, 512)}
+    algorithm = dr.Algorithm("test-model", "1.0.0", demo=True)
+    path = dr.write_parametric_map(
+        tmp_path / "map.dcm", values, volume, dr.MapMeaning("RAMP", "A ramp"), algorithm, series_description="ramp"
+    )
+    outbox = Outbox(tmp_path / "outbox")
+    outbox.add([path], _web(orthanc), "a map")
+    delivery = outbox.deliver(OUR_TITLE)
+    assert (delivery.stored, delivery.failed) == (1, 0), delivery.summary
+    (item,) = outbox.items()
+    assert str(item.node).startswith("DICOMweb http://")
+    uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    assert orthanc.orthanc.rest("/tools/lookup", uid.encode())  # Orthanc holds the instance
+    exports = [event for event in audit_log().read_events() if event.event == "Export"]
+    assert next(o for o in exports[-1].objects if o["role"] == "Destination")["format"] == "DICOMweb STOW-RS"

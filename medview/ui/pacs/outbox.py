@@ -25,6 +25,7 @@ from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task
 
 if TYPE_CHECKING:
+    from medview.pacs.dicomweb import WebNode
     from medview.pacs.outbox import Outbox
     from medview.pacs.query import RemoteNode
 
@@ -39,10 +40,14 @@ FIRST_CHECK_MS = 5_000
 FileMaker = Callable[[Path, CancelCheck], list[Path]]
 
 
-def remote_node(settings: Settings) -> RemoteNode:
-    """The PACS results go to (the one *Query/retrieve* uses), or ``PacsError`` saying what to set."""
+def remote_node(settings: Settings) -> RemoteNode | WebNode:
+    """The PACS results go to (the one *Query/retrieve* uses, by DIMSE or DICOMweb as chosen there), or
+    ``PacsError`` saying what to set."""
+    from medview.pacs.dicomweb import WebNode
     from medview.pacs.query import RemoteNode
 
+    if settings.pacs_remote_retrieve == "DICOMweb":
+        return WebNode(settings.pacs_remote_url, settings.pacs_remote_ca_file)
     if not settings.pacs_remote_host or not settings.pacs_remote_ae_title:
         from medview.pacs.receiver import PacsError
 
@@ -221,7 +226,11 @@ class OutboxDialog(QtWidgets.QDialog):
         )
         self.table.setRowCount(len(items))
         for row, item in enumerate(items):
-            node = f"{item.node.ae_title}@{item.node.host}:{item.node.port}"
+            node = (
+                item.node.url
+                if hasattr(item.node, "url")
+                else f"{item.node.ae_title}@{item.node.host}:{item.node.port}"
+            )
             added = item.added[:19].replace("T", " ")
             values = (item.description, item.file_name, node, added, item.state, item.message)
             for column, value in enumerate(values):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medview.config import Settings
 from medview.errors import Cancelled, MedviewError
@@ -23,6 +23,9 @@ from medview.pacs.receiver import validate_ae_title
 from medview.pacs.store import LocalStudyStore
 from medview.ui.qt import QtCore, QtWidgets
 from medview.ui.workers import Task, TaskRunner
+
+if TYPE_CHECKING:
+    from medview.pacs.dicomweb import WebNode
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +123,22 @@ class PacsQueryDialog(QtWidgets.QDialog):
         self.method.setObjectName("retrieve_method")
         self.method.addItem("C-GET: the images come back on this workstation's connection", "C-GET")
         self.method.addItem("C-MOVE: the PACS sends them to this workstation's receiver", "C-MOVE")
+        self.method.addItem("DICOMweb: search, retrieve and send over HTTP(S)", "DICOMweb")
         self.method.setCurrentIndex(max(self.method.findData(settings.pacs_remote_retrieve), 0))
         self.method.setToolTip(
             "Many PACS allow only C-MOVE. It needs this workstation's DICOM receiver on (File > DICOM receiver), "
             "and the PACS must know its AE title, host and port"
         )
         node_form.addRow("Retrieve with", self.method)
+        self.url = QtWidgets.QLineEdit(settings.pacs_remote_url)
+        self.url.setPlaceholderText("e.g. https://pacs.hospital:8042/dicom-web")
+        self.ca_file = QtWidgets.QLineEdit(settings.pacs_remote_ca_file)
+        self.ca_file.setPlaceholderText("the hospital's CA file for HTTPS; empty: the system's")
+        node_form.addRow("DICOMweb URL", self.url)
+        node_form.addRow("CA file", self.ca_file)
         node_form.addRow(self.calling_label)
+        self.method.currentIndexChanged.connect(lambda _index: self._show_method())
+        self._show_method()
         node_box = QtWidgets.QGroupBox("PACS")
         node_box.setLayout(node_form)
 
@@ -200,16 +212,32 @@ class PacsQueryDialog(QtWidgets.QDialog):
 
     # ------------------------------------------------------------------ input
 
-    def node(self) -> RemoteNode:
-        """The PACS as entered; ``PacsError`` saying what is wrong with it."""
+    def _show_method(self) -> None:
+        web = self.method.currentData() == "DICOMweb"
+        for widget in (self.ae_title, self.host, self.port):
+            widget.setEnabled(not web)
+        for widget in (self.url, self.ca_file):
+            widget.setEnabled(web)
+
+    def node(self) -> RemoteNode | WebNode:
+        """The PACS as entered (a DICOMweb server when that is chosen); ``PacsError`` saying what is wrong."""
+        if self.method.currentData() == "DICOMweb":
+            from medview.pacs.dicomweb import WebNode
+
+            return WebNode(self.url.text(), self.ca_file.text().strip())
         validate_ae_title(self.settings.pacs_ae_title)  # ours: the receiver's settings dialog sets it
         return RemoteNode(self.ae_title.text(), self.host.text(), self.port.value())
 
-    def _remember(self, node: RemoteNode) -> None:
+    def _remember(self, node: RemoteNode | WebNode) -> None:
         settings = self.settings
         if settings.pacs_remote_retrieve != self.method.currentData():
             settings.pacs_remote_retrieve = self.method.currentData()
             settings.save()
+        if not isinstance(node, RemoteNode):
+            if (settings.pacs_remote_url, settings.pacs_remote_ca_file) != (node.url, node.ca_file):
+                settings.pacs_remote_url, settings.pacs_remote_ca_file = node.url, node.ca_file
+                settings.save()
+            return
         if (settings.pacs_remote_ae_title, settings.pacs_remote_host, settings.pacs_remote_port) != (
             node.ae_title,
             node.host,
@@ -219,7 +247,7 @@ class PacsQueryDialog(QtWidgets.QDialog):
             settings.pacs_remote_port = node.port
             settings.save()
 
-    def _valid_node(self) -> RemoteNode | None:
+    def _valid_node(self) -> RemoteNode | WebNode | None:
         try:
             node = self.node()
         except MedviewError as error:
@@ -267,6 +295,10 @@ class PacsQueryDialog(QtWidgets.QDialog):
         }
 
         def work(_progress: object, cancelled: Any, _partial: object) -> list[RemoteStudy]:
+            if not isinstance(node, RemoteNode):
+                from medview.pacs import dicomweb  # loaded with the first DICOMweb search
+
+                return dicomweb.find_studies(node, **keys)  # type: ignore[arg-type]  # the 5 str keys
             return find_studies(node, our_title, cancelled=cancelled, **keys)  # type: ignore[arg-type]  # the 5 str keys
 
         task = Task(work, f"Searching {node}")
@@ -312,7 +344,7 @@ class PacsQueryDialog(QtWidgets.QDialog):
             return None
         return self.retrieve(node, studies)
 
-    def retrieve(self, node: RemoteNode, studies: list[RemoteStudy]) -> Task | None:
+    def retrieve(self, node: RemoteNode | WebNode, studies: list[RemoteStudy]) -> Task | None:
         """Fetch ``studies`` from ``node`` one after the other (C-GET, or C-MOVE to this workstation's receiver as
         chosen); a study that fails does not stop the others."""
         our_title, store = self.settings.pacs_ae_title, self.store
@@ -325,6 +357,10 @@ class PacsQueryDialog(QtWidgets.QDialog):
             return None
 
         def fetch(study: RemoteStudy, progress: Any, cancelled: Any) -> RetrieveResult:
+            if not isinstance(node, RemoteNode):
+                from medview.pacs import dicomweb
+
+                return dicomweb.retrieve_study(node, study.study_uid, store, progress=progress, cancelled=cancelled)
             if move:
                 from medview.pacs.move import move_study  # as the C-GET client: loaded with the first use
 
