@@ -70,8 +70,11 @@ class RunningOrthanc:
             self.process.wait(15)
 
 
-def start_orthanc(folder: Path, medview_title: str, medview_port: int) -> RunningOrthanc:
-    """Orthanc on free loopback ports, knowing MedView as ``medview_title`` at ``medview_port``; waits until up."""
+def start_orthanc(
+    folder: Path, medview_title: str, medview_port: int, extra: dict[str, Any] | None = None
+) -> RunningOrthanc:
+    """Orthanc on free loopback ports, knowing MedView as ``medview_title`` at ``medview_port``; waits until up.
+    ``extra`` adds to or overrides its configuration (TLS, say)."""
     if not Path(ORTHANC).is_file():
         raise OrthancMissing("Orthanc is not installed (Debian: installer/bootstrap.sh test installs orthanc)")
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,6 +94,7 @@ def start_orthanc(folder: Path, medview_title: str, medview_port: int) -> Runnin
         "DicomAlwaysAllowGet": False,
         "Plugins": [str(DICOMWEB_PLUGIN)] if DICOMWEB_PLUGIN.is_file() else [],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        **(extra or {}),
     }
     config_path = folder / "orthanc.json"
     config_path.write_text(json.dumps(config), encoding="utf-8")
@@ -102,7 +106,7 @@ def start_orthanc(folder: Path, medview_title: str, medview_port: int) -> Runnin
     while time.monotonic() < deadline and process.poll() is None:
         try:
             running.rest("/system")
-            socket.create_connection((LOCALHOST, dicom_port), timeout=1).close()
+            socket.create_connection((LOCALHOST, dicom_port), timeout=1).close()  # a TCP connection, TLS or not
             return running
         except OSError:
             time.sleep(0.1)

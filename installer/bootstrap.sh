@@ -26,8 +26,9 @@ system_packages=(libportaudio2 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libx
                  libegl1 libgl1 libfontconfig1 libdbus-1-3 xvfb xauth)
 # Test only: the DICOM validators the export tests run on what MedView writes
 # (dciodvfy from dicom3tools checks the object against the standard, dcmdump from dcmtk parses it),
-# dcmtk's SCPs, and Orthanc with its DICOMweb plugin: the PACS the send and query/retrieve tests talk to.
-test_packages=(dicom3tools dcmtk orthanc orthanc-dicomweb)
+# dcmtk's SCPs, and Orthanc with its DICOMweb plugin: the PACS the send and query/retrieve tests talk to
+# (openssl makes the certificate of its TLS test).
+test_packages=(dicom3tools dcmtk orthanc orthanc-dicomweb openssl)
 [[ $mode == test ]] && system_packages+=("${test_packages[@]}")
 
 missing=()

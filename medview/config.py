@@ -81,6 +81,8 @@ class Settings:
     #: its DICOMweb base URL, and the CA file to trust for HTTPS ("" = the system's), when it speaks DICOMweb
     pacs_remote_url: str = ""
     pacs_remote_ca_file: str = ""
+    #: DIMSE over TLS to that PACS (verified against the CA file above, or the system's)
+    pacs_remote_tls: bool = False
 
     def add_recent(self, path: Path | str) -> None:
         """Put ``path`` first in the recent list, without duplicates."""
@@ -142,6 +144,7 @@ class Settings:
             settings.pacs_remote_retrieve = raw["pacs_remote_retrieve"]
         settings.pacs_remote_url = str(raw.get("pacs_remote_url", "")).strip()
         settings.pacs_remote_ca_file = str(raw.get("pacs_remote_ca_file", "")).strip()
+        settings.pacs_remote_tls = raw.get("pacs_remote_tls") is True
         return settings
 
     def user_models_dir(self) -> Path:

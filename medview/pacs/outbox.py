@@ -99,14 +99,14 @@ class Delivery:
         return text
 
 
-def _node(ae_title: str, host: str, port: int, url: str, ca_file: str) -> RemoteNode | WebNode:
+def _node(ae_title: str, host: str, port: int, url: str, ca_file: str, tls: int) -> RemoteNode | WebNode:
     """An item's destination as stored: a DICOMweb server when it has a URL, else a DIMSE node."""
-    if not url:
-        return RemoteNode(ae_title, host, port)
     try:
-        return WebNode(url, ca_file)
+        if url:
+            return WebNode(url, ca_file)
+        return RemoteNode(ae_title, host, port, tls=bool(tls), ca_file=ca_file)
     except PacsError:  # the CA file has gone since: the system's CAs verify, and the error will say if they fail
-        return WebNode(url)
+        return WebNode(url) if url else RemoteNode(ae_title, host, port, tls=bool(tls))
 
 
 def _now_iso() -> str:
@@ -130,7 +130,7 @@ class Outbox:
             "status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0, "
             "message TEXT NOT NULL DEFAULT '', added TEXT NOT NULL, sent TEXT NOT NULL DEFAULT '', "
             "study_uid TEXT NOT NULL DEFAULT '', patient_id TEXT NOT NULL DEFAULT '', "
-            "url TEXT NOT NULL DEFAULT '', ca_file TEXT NOT NULL DEFAULT '')"
+            "url TEXT NOT NULL DEFAULT '', ca_file TEXT NOT NULL DEFAULT '', tls INTEGER NOT NULL DEFAULT 0)"
         )
         self._remove_unindexed_copies()
 
@@ -182,15 +182,22 @@ class Outbox:
             ) from error
         added = _now_iso()
         if isinstance(node, RemoteNode):
-            where: tuple[str, str, int, str, str] = (node.ae_title, node.host, node.port, "", "")
+            where: tuple[str, str, int, str, str, int] = (
+                node.ae_title,
+                node.host,
+                node.port,
+                "",
+                node.ca_file,
+                int(node.tls),
+            )
         else:
-            where = ("", "", 0, node.url, node.ca_file)
+            where = ("", "", 0, node.url, node.ca_file, 0)
         with self._lock, self._connection:
             self._connection.execute("BEGIN")
             ids = [
                 self._connection.execute(
-                    "INSERT INTO items (file, name, description, ae_title, host, port, url, ca_file, status, added, "
-                    "study_uid, patient_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO items (file, name, description, ae_title, host, port, url, ca_file, tls, status, "
+                    "added, study_uid, patient_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (target.name, source.name, description, *where, WAITING, added, study_uid, patient_id),
                 ).lastrowid
                 or 0
@@ -204,22 +211,22 @@ class Outbox:
         """Every object, newest first."""
         with self._lock:
             rows = self._connection.execute(
-                "SELECT id, description, name, ae_title, host, port, url, ca_file, status, attempts, next_try, "
-                "message, added, sent, file FROM items ORDER BY id DESC"
+                "SELECT id, description, name, ae_title, host, port, url, ca_file, tls, status, attempts, "
+                "next_try, message, added, sent, file FROM items ORDER BY id DESC"
             ).fetchall()
         return [
             OutboxItem(
                 id=row[0],
                 description=row[1],
                 file_name=row[2],
-                node=_node(*row[3:8]),
-                status=row[8],
-                attempts=row[9],
-                next_try=row[10],
-                message=row[11],
-                added=row[12],
-                sent=row[13],
-                path=self.files / row[14],
+                node=_node(*row[3:9]),
+                status=row[9],
+                attempts=row[10],
+                next_try=row[11],
+                message=row[12],
+                added=row[13],
+                sent=row[14],
+                path=self.files / row[15],
             )
             for row in rows
         ]

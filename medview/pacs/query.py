@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -134,13 +136,19 @@ DEFAULT_TIMEOUTS = Timeouts()
 class RemoteNode:
     """A PACS (any Query/Retrieve SCP) as its administrator describes it; validated on creation.
 
+    With ``tls`` the association runs over TLS, the PACS's certificate verified
+    against ``ca_file`` (the hospital's CA) or the system's certificate authorities.
+
     Raises:
-        PacsError: an invalid AE title, an empty or malformed host, a port outside 1-65535.
+        PacsError: an invalid AE title, an empty or malformed host, a port outside 1-65535, a CA file that
+            does not exist.
     """
 
     ae_title: str
     host: str
     port: int
+    tls: bool = False
+    ca_file: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -155,11 +163,19 @@ class RemoteNode:
         port = validate_port(self.port)
         if port == 0:
             raise PacsError("PACS: the port must be a number from 1 to 65535, got 0")
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise PacsError(f"PACS: the CA file {self.ca_file} does not exist")
         object.__setattr__(self, "ae_title", title)
         object.__setattr__(self, "host", host.strip("[]"))  # "[::1]" as URLs write IPv6: the bare address
 
     def __str__(self) -> str:
-        return f"PACS {self.ae_title}@{self.host}:{self.port}"
+        return f"PACS {self.ae_title}@{self.host}:{self.port}" + (" (TLS)" if self.tls else "")
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client side of TLS: the PACS's certificate and host name verified (None without TLS)."""
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=self.ca_file or None)
 
     def error(self, problem: str) -> PacsError:
         """A ``PacsError`` whose message names this node."""
@@ -418,7 +434,8 @@ def _not_associated(
     answer = assoc.acceptor.primitive
     if answer is not None and answer.result == 0x00:
         return node.error("accepted the association but none of the services asked for")
-    return node.error(f"no answer to the association request within {timeouts.acse_s:g} s, or it was aborted")
+    hint = "" if node.tls else " (does the PACS expect TLS on this port?)"
+    return node.error(f"no answer to the association request within {timeouts.acse_s:g} s, or it was aborted{hint}")
 
 
 @contextmanager
@@ -446,6 +463,9 @@ def association(
     attempt = _Attempt()
     all_handlers = [*handlers, (evt.EVT_CONN_OPEN, attempt.on_connected), (evt.EVT_PDU_RECV, attempt.on_pdu)]
     started = time.monotonic()
+    context = node.tls_context()
+    if context is not None:
+        _check_tls(node, context, timeouts)
     try:
         assoc = ae.associate(  # as in receiver.py: pynetdicom's stubs do not match its own evt constants
             node.host,
@@ -453,6 +473,7 @@ def association(
             ae_title=node.ae_title,
             ext_neg=list(roles) or None,  # type: ignore[arg-type]
             evt_handlers=all_handlers,  # type: ignore[arg-type]
+            tls_args=(context, node.host) if context is not None else None,
         )
     except OSError as error:  # the host name cannot be resolved
         raise node.error(f"cannot find the host ({error.strerror or error})") from error
@@ -470,6 +491,26 @@ def association(
         raise Cancelled()
     if assoc.is_established:
         assoc.release()
+
+
+def _check_tls(node: RemoteNode, context: ssl.SSLContext, timeouts: Timeouts) -> None:
+    """A TLS handshake with the PACS before associating, so that a certificate it cannot trust or a PACS
+    without TLS is named as such (pynetdicom reports either as a connection that failed)."""
+    try:
+        connection = socket.create_connection((node.host, node.port), timeout=timeouts.connect_s)
+    except OSError:
+        return  # no connection at all: the association attempt says why, as without TLS
+    try:
+        with context.wrap_socket(connection, server_hostname=node.host):
+            pass
+    except ssl.SSLCertVerificationError as error:
+        raise node.error(
+            f"its TLS certificate is not trusted ({error.verify_message}): give the hospital's CA file"
+        ) from error
+    except (ssl.SSLError, OSError) as error:
+        raise node.error(f"the TLS handshake failed ({error}): does the PACS use TLS on this port?") from error
+    finally:
+        connection.close()
 
 
 def _accepted(assoc: Association, abstract_syntax: str) -> bool:

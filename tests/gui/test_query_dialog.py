@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from medview.config import Settings
+from medview.errors import MedviewError
 from medview.io.dicom import SeriesInfo
 from medview.pacs.store import LocalStudyStore
 from medview.ui.pacs.query_dialog import PacsQueryDialog
@@ -241,3 +242,24 @@ def test_dicomweb_search_and_retrieve_from_the_dialog(
         )
     finally:
         orthanc.stop()
+
+
+def test_tls_and_its_ca_file_are_part_of_the_node_and_remembered(qtbot: Any, tmp_path: Path) -> None:
+    ca_file = tmp_path / "hospital-ca.pem"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n", encoding="ascii")
+    with LocalStudyStore(tmp_path / "studies") as store:
+        dialog = PacsQueryDialog(Settings(), store)
+        qtbot.addWidget(dialog)
+        enter_node(dialog, "SECUREPACS", 2762)
+        assert not dialog.ca_file.isEnabled()
+        dialog.tls.setChecked(True)
+        assert dialog.ca_file.isEnabled()
+        dialog.ca_file.setText(str(ca_file))
+        node = dialog.node()
+        assert (node.tls, node.ca_file, str(node)) == (True, str(ca_file), "PACS SECUREPACS@127.0.0.1:2762 (TLS)")
+        dialog._remember(node)
+        saved = Settings.load()
+        assert (saved.pacs_remote_tls, saved.pacs_remote_ca_file) == (True, str(ca_file))
+        dialog.ca_file.setText(str(tmp_path / "missing.pem"))
+        with pytest.raises(MedviewError, match=r"the CA file .*missing\.pem does not exist"):
+            dialog.node()

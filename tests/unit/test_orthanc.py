@@ -13,6 +13,8 @@ destination it knows.  Still to come in this loop (issue 22): DICOMweb.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,3 +233,62 @@ def test_the_outbox_delivers_by_stow_rs_to_a_dicomweb_node(
     assert orthanc.orthanc.rest("/tools/lookup", uid.encode())  # Orthanc holds the instance
     exports = [event for event in audit_log().read_events() if event.event == "Export"]
     assert next(o for o in exports[-1].objects if o["role"] == "Destination")["format"] == "DICOMweb STOW-RS"
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningOrthanc, Path]]:
+    """Orthanc taking DICOM over TLS only, with a certificate for 127.0.0.1 from its own CA file."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (installer/bootstrap.sh test installs it)")
+    folder = tmp_path_factory.mktemp("orthanc-tls")
+    certificate, key = folder / "pacs.pem", folder / "pacs.key"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test PACS",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls = {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(certificate),
+        "DicomTlsPrivateKey": str(key),
+        "DicomTlsTrustedCertificates": str(certificate),
+        "DicomTlsRemoteCertificateRequired": False,
+    }
+    running = start_orthanc(folder, OUR_TITLE, free_port(), tls)
+    yield running, certificate
+    running.stop()
+
+
+def test_tls_association_with_the_hospital_ca_and_clear_refusals_without(
+    tls_orthanc: tuple[RunningOrthanc, Path],
+) -> None:
+    running, ca_file = tls_orthanc
+    secure = RemoteNode(PACS_TITLE, LOCALHOST, running.dicom_port, tls=True, ca_file=str(ca_file))
+    assert find_studies(secure, OUR_TITLE) == []  # associated over TLS: the empty PACS answers
+    assert str(secure).endswith("(TLS)")
+    untrusted = RemoteNode(PACS_TITLE, LOCALHOST, running.dicom_port, tls=True)
+    with pytest.raises(PacsError, match=r"its TLS certificate is not trusted .*: give the hospital's CA file"):
+        find_studies(untrusted, OUR_TITLE)
+    with pytest.raises(PacsError, match=r"or it was aborted \(does the PACS expect TLS on this port\?\)"):
+        find_studies(RemoteNode(PACS_TITLE, LOCALHOST, running.dicom_port), OUR_TITLE)  # plain DICOM to a TLS port

@@ -54,7 +54,14 @@ def remote_node(settings: Settings) -> RemoteNode | WebNode:
         raise PacsError(
             "no PACS is set up to send to: enter its AE title, host and port in File > Query/retrieve from PACS"
         )
-    return RemoteNode(settings.pacs_remote_ae_title, settings.pacs_remote_host, settings.pacs_remote_port)
+    ca_file = settings.pacs_remote_ca_file if settings.pacs_remote_tls else ""
+    return RemoteNode(
+        settings.pacs_remote_ae_title,
+        settings.pacs_remote_host,
+        settings.pacs_remote_port,
+        tls=settings.pacs_remote_tls,
+        ca_file=ca_file,
+    )
 
 
 class PacsOutbox(QtCore.QObject):

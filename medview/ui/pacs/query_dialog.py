@@ -134,10 +134,14 @@ class PacsQueryDialog(QtWidgets.QDialog):
         self.url.setPlaceholderText("e.g. https://pacs.hospital:8042/dicom-web")
         self.ca_file = QtWidgets.QLineEdit(settings.pacs_remote_ca_file)
         self.ca_file.setPlaceholderText("the hospital's CA file for HTTPS; empty: the system's")
+        self.tls = QtWidgets.QCheckBox("TLS (the PACS's certificate checked against the CA file)")
+        self.tls.setChecked(settings.pacs_remote_tls)
+        node_form.addRow("", self.tls)
         node_form.addRow("DICOMweb URL", self.url)
         node_form.addRow("CA file", self.ca_file)
         node_form.addRow(self.calling_label)
         self.method.currentIndexChanged.connect(lambda _index: self._show_method())
+        self.tls.toggled.connect(lambda _on: self._show_method())
         self._show_method()
         node_box = QtWidgets.QGroupBox("PACS")
         node_box.setLayout(node_form)
@@ -214,10 +218,10 @@ class PacsQueryDialog(QtWidgets.QDialog):
 
     def _show_method(self) -> None:
         web = self.method.currentData() == "DICOMweb"
-        for widget in (self.ae_title, self.host, self.port):
+        for widget in (self.ae_title, self.host, self.port, self.tls):
             widget.setEnabled(not web)
-        for widget in (self.url, self.ca_file):
-            widget.setEnabled(web)
+        self.url.setEnabled(web)
+        self.ca_file.setEnabled(web or self.tls.isChecked())
 
     def node(self) -> RemoteNode | WebNode:
         """The PACS as entered (a DICOMweb server when that is chosen); ``PacsError`` saying what is wrong."""
@@ -226,7 +230,9 @@ class PacsQueryDialog(QtWidgets.QDialog):
 
             return WebNode(self.url.text(), self.ca_file.text().strip())
         validate_ae_title(self.settings.pacs_ae_title)  # ours: the receiver's settings dialog sets it
-        return RemoteNode(self.ae_title.text(), self.host.text(), self.port.value())
+        tls = self.tls.isChecked()
+        ca_file = self.ca_file.text().strip() if tls else ""
+        return RemoteNode(self.ae_title.text(), self.host.text(), self.port.value(), tls=tls, ca_file=ca_file)
 
     def _remember(self, node: RemoteNode | WebNode) -> None:
         settings = self.settings
@@ -238,6 +244,13 @@ class PacsQueryDialog(QtWidgets.QDialog):
                 settings.pacs_remote_url, settings.pacs_remote_ca_file = node.url, node.ca_file
                 settings.save()
             return
+        if (settings.pacs_remote_tls, settings.pacs_remote_ca_file) != (
+            node.tls,
+            node.ca_file or settings.pacs_remote_ca_file,
+        ):
+            settings.pacs_remote_tls = node.tls
+            settings.pacs_remote_ca_file = node.ca_file or settings.pacs_remote_ca_file
+            settings.save()
         if (settings.pacs_remote_ae_title, settings.pacs_remote_host, settings.pacs_remote_port) != (
             node.ae_title,
             node.host,
