@@ -1,14 +1,13 @@
 """The PACS loop against a real Orthanc (Debian's ``orthanc`` package) on loopback.
 
-Orthanc is configured as a hospital would (``tests/orthanc.py``).  The round
-trip, by DIMSE: P001 is pushed into Orthanc, found with C-FIND and fetched
-with C-GET into MedView's study store, liver and COVID-19 run on it, their
-report, SEG and maps go back through the outbox, and Orthanc is then asked
-(C-FIND, and its REST API on loopback) for every object, which is fetched
-again and parsed with highdicom.
-
-C-MOVE is tested against the same Orthanc, with MedView's receiver as the
-destination it knows.  Still to come in this loop (issue 22): DICOMweb.
+Orthanc is configured as a hospital would (``bench/orthanc.py``).  The round
+trip is one test: P001 pushed into Orthanc, found and retrieved by DIMSE and by
+DICOMweb, liver and COVID-19 run on it, their reports, SEG, maps and the case
+report PDF sent back through the outbox, Orthanc asked for every object, each
+fetched again and parsed with highdicom, and the results reopened beside the
+CT.  Beside it: C-MOVE into MedView's receiver (the destination Orthanc knows),
+DICOMweb search/retrieve/store and errors, the outbox by STOW-RS, and DICOM
+over TLS against a second Orthanc that takes TLS only.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from medview.pacs.query import RemoteNode, find_series, find_studies, retrieve_s
 from medview.pacs.receiver import PacsError, StorageServer
 from medview.pacs.send import send_files
 from medview.pacs.store import LocalStudyStore
-from medview.workflows.dicom_results import write_result_objects
+from medview.workflows.dicom_results import reopen_results, write_result_objects
 from tests.conftest import RESOURCES
 from tests.orthanc import LOCALHOST, PACS_TITLE, RunningOrthanc, free_port, start_orthanc
 
@@ -100,23 +99,45 @@ def test_c_move_to_a_destination_the_pacs_does_not_know_says_what_to_do(
         move_study(orthanc.node, OUR_TITLE, study.study_uid, orthanc.receiver_store, destination="ELSEWHERE")
 
 
-def test_round_trip_by_dimse_results_arrive_in_orthanc_and_parse(
-    orthanc: PacsAndReceiver, shared_data: Path, tmp_path: Path
+def _case_report_pdf(path: Path, lines: list[str]) -> bytes:
+    """A one-page PDF drawn with Qt (as the app's case report is), for the encapsulated PDF."""
+    from PySide6 import QtGui
+
+    writer = QtGui.QPdfWriter(str(path))
+    painter = QtGui.QPainter(writer)
+    for number, line in enumerate(lines):
+        painter.drawText(200, 400 + number * 300, line)
+    painter.end()
+    return path.read_bytes()
+
+
+def test_round_trip_push_retrieve_run_send_back_and_reopen(
+    qapp: object, orthanc: PacsAndReceiver, shared_data: Path, tmp_path: Path
 ) -> None:
+    """Issue 22's loop as one test: P001 pushed into Orthanc; found and retrieved by DIMSE (C-FIND, C-GET) and by
+    DICOMweb (QIDO-RS, WADO-RS); liver and COVID-19 run; their reports, SEG, maps and the case report PDF sent
+    back through the outbox; Orthanc asked for every object, each fetched again and parsed with highdicom; and
+    the CT reopened in MedView's store with the results beside it shows them as stored findings."""
     # a modality pushes the study into the PACS
     source = _push_p001(orthanc, shared_data)
+    uids = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in source}
 
-    # MedView finds it and fetches it
+    # MedView finds it and fetches it, both ways
     (study,) = find_studies(orthanc.node, OUR_TITLE, patient_id=pydicom.dcmread(source[0]).PatientID)
-    assert [series.modality for series in find_series(orthanc.node, OUR_TITLE, study.study_uid)] == ["CT"]
+    before = sorted(series.series_uid for series in find_series(orthanc.node, OUR_TITLE, study.study_uid))
     with LocalStudyStore(tmp_path / "studies") as store:
-        fetched = retrieve_study(orthanc.node, OUR_TITLE, study.study_uid, store)
-        assert fetched.complete
-        assert len(fetched.paths) == 148
-        volume = load_dicom(fetched.paths)
+        fetched = retrieve_study(
+            orthanc.node, OUR_TITLE, study.study_uid, store, sop_classes=("1.2.840.10008.5.1.4.1.1.2",)
+        )
+        ct = [instance for instance in fetched.instances if instance.modality == "CT"]
+        assert {instance.sop_instance_uid for instance in ct} == uids
+        volume = load_dicom([instance.path for instance in ct])
+    with LocalStudyStore(tmp_path / "by-dicomweb") as web_store:
+        by_web = dicomweb.retrieve_study(_web(orthanc), study.study_uid, web_store)
+        assert {i.sop_instance_uid for i in by_web.instances if i.modality == "CT"} == uids
     assert volume.shape[0] == 148
 
-    # the models run, and the results go back through the outbox
+    # the models run, and the results go back through the outbox with the case report
     engine = Engine([RESOURCES / "models"], device_preference="cpu")
     (liver_card,) = engine.cards("liver_segmentation")
     (covid_card,) = engine.cards("covid_ct")
@@ -128,41 +149,52 @@ def test_round_trip_by_dimse_results_arrive_in_orthanc_and_parse(
         folder = tmp_path / name
         folder.mkdir()
         written += write_result_objects(folder, volume, result).files
+    pdf = _case_report_pdf(tmp_path / "report.pdf", [f"Liver {liver.volume_ml:.0f} mL", f"COVID-19: {covid.verdict}"])
+    written.append(dr.write_encapsulated_pdf(tmp_path / "report.dcm", pdf, volume, title="MedView case report"))
     outbox = Outbox(tmp_path / "outbox")
-    outbox.add(written, orthanc.node, "liver and COVID-19 results", study_uid=study.study_uid)
+    outbox.add(written, orthanc.node, "liver and COVID-19 results, case report", study_uid=study.study_uid)
     delivery = outbox.deliver(OUR_TITLE)
     assert (delivery.stored, delivery.failed) == (len(written), 0), delivery.summary
     assert not outbox.waiting()
 
-    # the PACS holds every object in the patient's study, and each parses
-    expected = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in written}
-    modalities = sorted(series.modality for series in find_series(orthanc.node, OUR_TITLE, study.study_uid))
-    assert modalities == ["CT", "OT", "OT", "SEG", "SR", "SR"]  # maps are OT, reports SR
-    statistics = orthanc.orthanc.rest(f"/studies/{orthanc.orthanc.study_id(study.study_uid)}/statistics")
-    assert int(statistics["CountInstances"]) == 148 + len(written)  # type: ignore[index]
+    # the PACS holds every object in the patient's study: what Orthanc says of each
+    expected = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID): path for path in written}
+    after = find_series(orthanc.node, OUR_TITLE, study.study_uid)
+    new = sorted(series.modality for series in after if series.series_uid not in before)
+    assert new == ["DOC", "OT", "OT", "SEG", "SR", "SR"]  # the PDF, 2 maps, the SEG, 2 reports
+    for uid in expected:
+        (found,) = orthanc.orthanc.rest("/tools/lookup", uid.encode())
+        assert found["Type"] == "Instance"
     (now,) = find_studies(orthanc.node, OUR_TITLE, patient_id=study.patient_id)
-    assert {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30"} <= set(
-        now.sop_classes
-    )  # Comprehensive 3D SR, Segmentation, Parametric Map, as Orthanc lists them
+    classes = {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30"}
+    assert classes | {"1.2.840.10008.5.1.4.1.1.104.1"} <= set(now.sop_classes)  # SR, SEG, map, encapsulated PDF
+
+    # fetched again, each parses with highdicom (pydicom for the PDF), and MedView shows them again
     with LocalStudyStore(tmp_path / "again") as again:
         back = retrieve_study(orthanc.node, OUR_TITLE, study.study_uid, again, sop_classes=now.sop_classes)
-        ours = {p for p in back.paths if str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) in expected}
+        ours = [p for p in back.paths if str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) in expected]
         assert len(ours) == len(expected)
-        kinds = set()
         for path in ours:
             dataset = pydicom.dcmread(path)
             if dataset.Modality == "SR":
-                report = hd.sr.srread(path)
-                assert (
-                    report.content.get_image_measurement_groups()
-                    or report.content.get_volumetric_roi_measurement_groups()
-                )
+                content = hd.sr.srread(path).content
+                assert [*content.get_image_measurement_groups(), *content.get_volumetric_roi_measurement_groups()]
             elif dataset.Modality == "SEG":
                 assert hd.seg.segread(path).number_of_segments == 1
+            elif dataset.Modality == "DOC":
+                assert dataset.EncapsulatedDocument[: len(pdf)] == pdf
             else:
                 assert hd.pm.ParametricMap.from_dataset(dataset).NumberOfFrames > 0
-            kinds.add(dataset.Modality)
-        assert kinds == {"SR", "SEG", "OT"}
+        ct_again = [instance.path for instance in again.study_instances(study.study_uid) if instance.modality == "CT"]
+        reopened_volume = load_dicom(ct_again)
+    reopened, problems = reopen_results(reopened_volume)
+    assert problems == []
+    by_kind = {result.kind: result for result in reopened}
+    assert set(by_kind) == {"liver", "COVID-19"}
+    assert by_kind["liver"].mask is not None
+    assert np.array_equal(by_kind["liver"].mask, liver.mask)
+    assert by_kind["COVID-19"].map is not None
+    assert set(by_kind["COVID-19"].map.values) == set(covid.heatmaps)
 
 
 # --------------------------------------------------------------------------- DICOMweb
