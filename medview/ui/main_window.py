@@ -232,6 +232,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self._action("DICOM &receiver (PACS)…", self.show_pacs_settings))
         file_menu.addAction(self._action("&Query/retrieve from PACS…", self.show_pacs_query, "Ctrl+Shift+Q"))
+        file_menu.addAction(self._action("Send the series' AI &results to the PACS", self.send_series_results))
         file_menu.addAction(self._action("Send case report to the &PACS", self.send_report_to_pacs))
         file_menu.addAction(self._action("&Outbox (results sent to the PACS)…", self.show_outbox))
         file_menu.addAction(self._action("&Audit log…", self.show_audit_log))
@@ -523,6 +524,10 @@ class MainWindow(QtWidgets.QMainWindow):
         dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.show()
         return dialog
+
+    def send_series_results(self) -> Task | None:
+        """Every AI result of the open series (reports, SEG, maps) to the PACS, through the outbox."""
+        return self.ct.findings.send_results(every_finding=True)
 
     def send_report_to_pacs(self) -> Task | None:
         """The case report (not anonymised: it joins the patient's study) as an Encapsulated PDF in the open CT

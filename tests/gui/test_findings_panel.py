@@ -12,7 +12,7 @@ import pytest
 
 from medview.io.volume_files import read_label_map
 from medview.ui.ct.layers import HeatmapLayer, LabelLayer
-from medview.ui.qt import QtCore, QtWidgets
+from medview.ui.qt import QtCore, QtGui, QtWidgets
 
 from .conftest import SAMPLE_MASK, SAMPLE_SERIES, make_volume, open_and_wait, wait_until_settled, watch_tasks
 
@@ -335,6 +335,31 @@ def test_send_to_the_pacs_stores_the_objects_there_and_what_does_not_arrive_wait
     dialog.remove_button.click()
     assert dialog.table.rowCount() == 6
     dialog.close()
+
+
+def test_file_send_the_series_results_sends_every_finding_of_the_series(
+    qtbot: Any, ct_window: Any, tmp_path: Path
+) -> None:
+    from medview.pacs.receiver import StorageServer
+    from medview.pacs.store import LocalStudyStore
+
+    window = ct_window
+    segment(qtbot, window)
+    segment(qtbot, window)  # a second run: two findings of the same model
+    with LocalStudyStore(tmp_path / "pacs") as store:
+        server = StorageServer("127.0.0.1")
+        server.start("HOSPITALPACS", 0, store)
+        try:
+            settings = window.settings
+            settings.pacs_remote_ae_title, settings.pacs_remote_host = "HOSPITALPACS", "127.0.0.1"
+            settings.pacs_remote_port = server.port
+            entries = [action.text() for action in window.findChildren(QtGui.QAction)]
+            assert "Send the series' AI &results to the PACS" in entries
+            wait_until_settled(qtbot, window, window.send_series_results(), RUN_TIMEOUT_MS)
+            assert window.ct.findings.note.text().endswith("6 object(s) stored in the PACS")
+            assert store.instance_count() == 6
+        finally:
+            server.stop()
 
 
 def test_stored_results_beside_a_series_come_back_as_findings_in_a_new_session(

@@ -469,19 +469,35 @@ class FindingsPanel(QtWidgets.QWidget):
         kind = f"{finding.kind} results as DICOM ({finding.provenance.label})"
         return self._export(work, folder, "DICOM SR, SEG, parametric map", finding, volume, kind=kind, done=done)
 
-    def send_results(self) -> Task | None:
-        """Send the selected finding's report, SEG and maps to the PACS, through the outbox."""
-        finding, volume = self.selected_finding(), self.volume
-        if finding is None or volume is None or self.send_to_pacs is None:
+    def send_results(self, *, every_finding: bool = False) -> Task | None:
+        """Send the selected finding's report, SEG and maps (or those of every finding made on the open series:
+        File > Send the series' results) to the PACS, through the outbox; None when there is nothing to send."""
+        volume = self.volume
+        selected = self.selected_finding()
+        chosen = self.current_findings() if every_finding else [selected] if selected is not None else []
+        findings = [finding for finding in chosen if not finding.stored]
+        if not findings or volume is None or self.send_to_pacs is None:
+            if every_finding:
+                self.note.setText(
+                    "No result of this series to send: run a model first (stored results are in the PACS)"
+                )
             return None
-        result, roi = finding.result, getattr(finding, "roi_name", "")
+        runs = [(finding.result, getattr(finding, "roi_name", "")) for finding in findings]
 
         def make_files(folder: Path, cancelled: Callable[[], bool]) -> list[Path]:
             from medview.workflows.dicom_results import write_result_objects  # as in export_dicom_results
 
-            return list(write_result_objects(folder, volume, result, roi=roi, cancelled=cancelled).files)
+            files: list[Path] = []
+            for number, (result, roi) in enumerate(runs):
+                into = folder / str(number)  # each run's files apart: two runs of one model share file names
+                into.mkdir()
+                files += write_result_objects(into, volume, result, roi=roi, cancelled=cancelled).files
+            return files
 
-        description = f"{finding.kind} results ({finding.provenance.label})"
+        if len(findings) == 1:
+            description = f"{findings[0].kind} results ({findings[0].provenance.label})"
+        else:
+            description = f"results of {len(findings)} findings ({', '.join(f.kind for f in findings)})"
         task = self.send_to_pacs(
             make_files,
             description,
