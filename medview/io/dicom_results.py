@@ -92,6 +92,7 @@ PRIVATE_CODES: tuple[CodeTriple, ...] = (
     GRAD_CAM,
     ("MVP-<CLASS>", PRIVATE, "Probability of <class>"),
     ("MVV-<CLASS>", PRIVATE, "Groups voting <class>"),
+    ("MVC-<NAME>", PRIVATE, "A class or structure with no SNOMED CT code"),
 )
 
 

@@ -371,3 +371,11 @@ def test_nothing_is_found_beside_a_series_without_results(sample_ct: Volume) -> 
     from medview.workflows.dicom_results import reopen_results
 
     assert reopen_results(sample_ct) == ([], [])
+
+
+def test_readme_documents_every_private_code() -> None:
+    """README's table of MedView's private coding scheme lists every code the writers use."""
+    readme = (RESOURCES.parent / "README.md").read_text(encoding="utf-8")
+    assert dr.PRIVATE_SCHEME[0] in readme
+    missing = [code for code, _scheme, _meaning in dr.PRIVATE_CODES if f"`{code}`" not in readme]
+    assert not missing, f"not in README: {missing}"

@@ -20,6 +20,7 @@ import pytest
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
+from bench.orthanc import free_port
 from medview.audit import audit_log
 from medview.io import dicom_results as dr
 from medview.io.dicom import load_dicom
@@ -33,14 +34,6 @@ LOCALHOST = "127.0.0.1"
 TITLE = "PACS"
 STORESCP = Path("/usr/bin/storescp")
 QUICK = Timeouts(connect_s=2, acse_s=5, dimse_s=10, network_s=20)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +65,7 @@ def storescp(tmp_path: Path) -> Iterator[tuple[RemoteNode, Path]]:
         pytest.skip("dcmtk's storescp is not installed (installer/bootstrap.sh test installs it)")
     folder = tmp_path / "storescp"
     folder.mkdir()
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([str(STORESCP), "-aet", TITLE, "-od", str(folder), str(port)])
     deadline = time.monotonic() + 10
     import socket
@@ -163,7 +156,7 @@ def test_the_outbox_keeps_what_did_not_arrive_and_delivers_it_when_due(
     tmp_path: Path, objects: list[Path], receiver: tuple[RemoteNode, LocalStudyStore]
 ) -> None:
     node, store = receiver
-    down = RemoteNode(TITLE, LOCALHOST, _free_port())  # nothing listens there
+    down = RemoteNode(TITLE, LOCALHOST, free_port())  # nothing listens there
     outbox = Outbox(tmp_path / "outbox")
     ids = outbox.add(objects[:2], down, "liver report (test-model 1.0.0)", study_uid="1.2.3", patient_id="P1")
     assert len(ids) == 2
@@ -200,7 +193,7 @@ def test_the_outbox_keeps_what_did_not_arrive_and_delivers_it_when_due(
 
 def test_retry_now_makes_waiting_objects_due_and_remove_drops_them(tmp_path: Path, objects: list[Path]) -> None:
     outbox = Outbox(tmp_path / "outbox")
-    down = RemoteNode(TITLE, LOCALHOST, _free_port())
+    down = RemoteNode(TITLE, LOCALHOST, free_port())
     ids = outbox.add(objects[:2], down, "report")
     outbox.deliver("MEDVIEW", now=time.time(), send=lambda *a, **k: send_files(*a, **k, timeouts=QUICK))
     assert outbox.next_due() > time.time() + 10
