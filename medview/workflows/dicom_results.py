@@ -190,6 +190,7 @@ class _Plan:
     what: str  # the report's series description, after "AI"
     maps: dict[int, np.ndarray]  # slice -> values for the parametric map
     meaning: dr.MapMeaning | None
+    map_what: str  # the map's series description, after "AI"
     overlays: dict[int, np.ndarray]  # slice -> what a capture draws
     captions: dict[int, str]
     window: tuple[float, float]
@@ -205,6 +206,7 @@ def _segmentation_plan(result: SegmentationResult, seg: Path, volume: Volume) ->
         what=f"{name} report",
         maps={z: np.asarray(result.probability[z], dtype=np.float32) for z in kept if z not in volume.missing_slices},
         meaning=dr.MapMeaning(f"{name[:11]}_PROB", f"Probability of {name}"),
+        map_what=f"{name} probability map",
         overlays={int(z): result.mask[z].astype(np.float32) for z in np.flatnonzero(result.mask.any(axis=(1, 2)))},
         captions={},
         window=ABDOMEN_WINDOW if name.lower() == "liver" else LUNG_WINDOW,
@@ -223,6 +225,7 @@ def _kidney_plan(result: SliceClassificationResult, roi: str, volume: Volume) ->
         what="kidney stone report",
         maps=maps,
         meaning=_grad_cam_meaning(result.positive_class, peak),
+        map_what="kidney stone Grad-CAM map",
         overlays={z: maps.get(z, np.zeros(volume.shape[1:], np.float32)) for z in positive},
         captions={z: f"Kidney stone probability {probability[z]:.2f}{threshold}" for z in positive},
         window=ABDOMEN_WINDOW,
@@ -240,6 +243,7 @@ def _covid_plan(result: CovidResult) -> _Plan:
         what="COVID-19 report",
         maps=maps,
         meaning=_grad_cam_meaning(target, peak),
+        map_what="COVID-19 Grad-CAM map",
         overlays=maps,
         captions={z: f"COVID-19 verdict {verdict}; Grad-CAM" for z in maps},
         window=LUNG_WINDOW,
@@ -273,7 +277,8 @@ def write_result_objects(
     notes: list[str] = []
 
     def series(what: str) -> str:
-        return f"AI {what} {provenance.model_id}" + (" DEMO not for diagnosis" if provenance.demo else "")
+        # the demo warning before the model id: Series Description keeps 64 characters, and a long id is cut
+        return f"AI {what}" + (" DEMO not for diagnosis" if provenance.demo else "") + f" {provenance.model_id}"
 
     if isinstance(result, SegmentationResult):
         files.append(_write_seg(folder / f"{stem}_seg.dcm", result, volume, series(f"{result.label_name} SEG")))
@@ -299,7 +304,7 @@ def write_result_objects(
                     volume,
                     meaning,
                     plan.algorithm,
-                    series_description=series(meaning.label.replace("_", " ").lower()),
+                    series_description=series(plan.map_what),
                 )
             ]
         )

@@ -147,6 +147,17 @@ def test_the_objects_belong_to_the_source_study_and_patient(written: dict[str, W
     assert len(series) == 3  # report, map, and one series for all the captures
 
 
+
+def test_the_demo_warning_survives_a_long_model_id_in_every_series_description(
+    written: dict[str, WrittenObjects], kidney: SliceClassificationResult
+) -> None:
+    """Series Description holds 64 characters; the kidney model's id is 32: the warning comes before it."""
+    assert len(kidney.provenance.model_id) > 30
+    for path in written["kidney"].files:
+        description = pydicom.dcmread(path, stop_before_pixels=True).SeriesDescription
+        assert "DEMO not for diagnosis" in description, description
+
+
 # --------------------------------------------------------------------------- what the reports say
 
 
