@@ -39,13 +39,16 @@ if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     echo "== installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    held_services=false
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
       # orthanc's package would start a system-wide Orthanc service; the tests start their own on loopback
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+      held_services=true
     fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # removed at once, not by a trap: `run` ends in exec, where an EXIT trap would never fire
+    [[ $held_services == true ]] && rm -f /usr/sbin/policy-rc.d
   else
     echo "Missing system packages: ${missing[*]}" >&2
     echo "Run as root:  apt-get update && apt-get install -y ${missing[*]}" >&2

@@ -28,7 +28,7 @@ in README), declared in each SR's Coding Scheme Identification Sequence.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -232,8 +232,10 @@ def _algorithm_identification(algorithm: Algorithm) -> Any:
 
 
 def _source_images_for_group(sources: _Sources, slices: Sequence[int]) -> list[Any]:
+    """References to the images of ``slices``; a slice missing from the series (shown as air) has none."""
     import highdicom as hd
 
+    slices = [z for z in slices if z in sources.present]
     if sources.multi_frame:
         dataset = sources.first()
         frames = sorted({sources.plane_index(z) + 1 for z in slices})
@@ -808,34 +810,31 @@ def read_measurement_report(path: Path | str, volume: Volume) -> ReadReport:
     import highdicom as hd
 
     path = Path(path)
+    slice_of = _slice_finder(volume)
     try:
         report = hd.sr.srread(path)
         content: Any = report.content  # a MeasurementReport for TID 1500 (highdicom types it as its base)
         groups = [*content.get_image_measurement_groups(), *content.get_volumetric_roi_measurement_groups()]
-    except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
-        raise InputError(f"not a readable measurement report ({error})", path=path) from error
-    slice_of = {uid: z for z, uid in enumerate(volume.slice_uids) if uid}
-    read = []
-    for group in groups:
-        images = getattr(group, "source_images", None) or []
-        segment = getattr(group, "referenced_segment", None)
-        read.append(
-            ReportedGroup(
-                label=str(group.tracking_identifier or ""),
-                finding=group.finding_type.meaning if group.finding_type is not None else "",
-                site=", ".join(site.value.meaning for site in group.finding_sites),
-                measurements=tuple((m.name.meaning, float(m.value), m.unit.value) for m in group.get_measurements()),
-                evaluations=tuple((e.name.meaning, e.value.meaning) for e in group.get_qualitative_evaluations()),
-                slices=tuple(
-                    sorted(
-                        slice_of[i.referenced_sop_instance_uid]
-                        for i in images
-                        if i.referenced_sop_instance_uid in slice_of
-                    )
-                ),
-                segment_uid=segment.referenced_sop_instance_uid if segment is not None else "",
+        read = []
+        for group in groups:
+            images = getattr(group, "source_images", None) or []
+            segment = getattr(group, "referenced_segment", None)
+            read.append(
+                ReportedGroup(
+                    label=str(group.tracking_identifier or ""),
+                    finding=group.finding_type.meaning if group.finding_type is not None else "",
+                    site=", ".join(site.value.meaning for site in group.finding_sites),
+                    # a measurement without a value (another vendor's, with a qualifier instead) is left out
+                    measurements=tuple(
+                        (m.name.meaning, float(m.value), m.unit.value) for m in _valued(group.get_measurements())
+                    ),
+                    evaluations=tuple((e.name.meaning, e.value.meaning) for e in group.get_qualitative_evaluations()),
+                    slices=tuple(sorted({z for image in images for z in slice_of(image)})),
+                    segment_uid=segment.referenced_sop_instance_uid if segment is not None else "",
+                )
             )
-        )
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
+        raise InputError(f"not a readable measurement report ({type(error).__name__}: {error})", path=path) from error
     date, time_ = str(report.get("ContentDate", "")), str(report.get("ContentTime", ""))
     written = f"{date[:4]}-{date[4:6]}-{date[6:8]} {time_[:2]}:{time_[2:4]}" if len(date) == 8 else ""
     return ReadReport(
@@ -846,6 +845,39 @@ def read_measurement_report(path: Path | str, volume: Volume) -> ReadReport:
         manufacturer=str(report.get("Manufacturer", "")),
         groups=tuple(read),
     )
+
+
+def _valued(measurements: Sequence[Any]) -> list[Any]:
+    """The measurements that carry a value (TID 300 allows a qualifier such as "not a number" instead)."""
+    valued = []
+    for measurement in measurements:
+        try:
+            float(measurement.value)
+        except (IndexError, TypeError, ValueError, AttributeError):
+            continue
+        valued.append(measurement)
+    return valued
+
+
+def _slice_finder(volume: Volume) -> Callable[[Any], list[int]]:
+    """The volume slices an SR image reference (SOP instance, frame numbers) points at.  For an enhanced
+    (multi-frame) series every slice has the same instance UID, so frames are matched as the writer placed them."""
+    uids = [uid for uid in volume.slice_uids if uid]
+    if len(set(uids)) == len(uids):
+        slice_of = {uid: z for z, uid in enumerate(volume.slice_uids) if uid}
+        return lambda image: (
+            [slice_of[image.referenced_sop_instance_uid]] if image.referenced_sop_instance_uid in slice_of else []
+        )
+    sources = _Sources.of(volume)
+    instance = str(sources.first().SOPInstanceUID)
+
+    def frames(image: Any) -> list[int]:
+        if image.referenced_sop_instance_uid != instance:
+            return []
+        numbers = getattr(image, "referenced_frame_numbers", None) or []
+        return [sources.planes[n - 1].z for n in numbers if 0 < n <= len(sources.planes)]
+
+    return frames
 
 
 @dataclass(frozen=True)
@@ -885,6 +917,8 @@ def read_parametric_map(path: Path | str, volume: Volume) -> ReadMap:
     except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
         raise InputError(f"not a readable parametric map ({error})", path=path) from error
     sources = _Sources.of(volume)
+    if sources.multi_frame:
+        raise InputError("maps of a multi-frame series are not read back (MedView writes none for one)", path=path)
     slice_of = {uid: z for z, uid in enumerate(volume.slice_uids) if uid}
     values = {}
     for index, uid in enumerate(frames):

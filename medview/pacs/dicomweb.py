@@ -85,6 +85,9 @@ def _client(node: WebNode) -> Iterator[object]:
     session = requests.Session()
     session.verify = node.ca_file or True
     session.trust_env = False  # no proxy from the environment: the PACS is on the hospital network
+    # no redirects: a query string carries the patient's name and ID, and a login page or another host must not
+    # receive them (requests would follow a redirect anywhere)
+    session.max_redirects = 0
     try:
         yield DICOMwebClient(node.url, session=session, timeout=TIMEOUT_S)
     except requests.exceptions.SSLError as error:
@@ -93,13 +96,27 @@ def _client(node: WebNode) -> Iterator[object]:
         raise node.error(f"cannot connect ({_reason(error)}): check the URL, and that the server runs") from error
     except requests.exceptions.Timeout as error:
         raise node.error("no answer in time") from error
+    except requests.exceptions.TooManyRedirects as error:
+        raise node.error("the server redirects elsewhere: give the DICOMweb URL it redirects to") from error
     except requests.exceptions.HTTPError as error:
-        response = error.response
-        code = response.status_code if response is not None else "?"
-        text = (response.text or "").strip().splitlines()[0][:200] if response is not None and response.text else ""
-        raise node.error(f"refused the request (HTTP {code}{': ' + text if text else ''})") from error
+        raise node.error(_refusal(error)) from error
+    except (requests.exceptions.RequestException, ValueError) as error:  # a broken or unreadable answer
+        raise node.error(f"gave an answer that cannot be read ({type(error).__name__}: {_reason(error)})") from error
+    except OSError as error:
+        if "CA certificate bundle" not in str(error):  # a disk error of the caller's, say: not the server's doing
+            raise
+        raise node.error(f"the CA file {node.ca_file} cannot be used ({error})") from error
     finally:
         session.close()
+
+
+def _refusal(error: Exception) -> str:
+    """An HTTP error answer in words: its status code and the first line of its body."""
+    response = getattr(error, "response", None)
+    code = response.status_code if response is not None else "?"
+    lines = (response.text or "").strip().splitlines() if response is not None else []
+    text = lines[0][:200] if lines else ""
+    return f"refused the request (HTTP {code}{': ' + text if text else ''})"
 
 
 def _reason(error: Exception) -> str:
@@ -179,7 +196,7 @@ def retrieve_study(
                     progress(number, 0, f"retrieving from {node}")
         if not stored and not refused:
             raise node.error(f"has no instances of study {study_uid}")
-    except (Cancelled, PacsError) as error:
+    except Exception as error:  # every way it ends early is in the audit record, then goes on up
         outcome = Outcome.MINOR_FAILURE if isinstance(error, Cancelled) else Outcome.SERIOUS_FAILURE
         description = "cancelled by the user" if isinstance(error, Cancelled) else str(error)
         raise
@@ -230,6 +247,8 @@ def store_files(
             readable.append((path, pydicom.dcmread(path)))
         except (OSError, InvalidDicomError, AttributeError) as error:
             outcomes[path] = SendOutcome(path, "", False, f"{path.name}: not a readable DICOM file ({error})")
+    import requests
+
     with _client(node) as client:
         for start in range(0, len(readable), STORE_BATCH):
             if cancelled is not None and cancelled():
@@ -237,7 +256,12 @@ def store_files(
             batch = readable[start : start + STORE_BATCH]
             if progress is not None:
                 progress(start, len(readable), f"storing on {node}")
-            answer = client.store_instances([dataset for _path, dataset in batch])  # type: ignore[attr-defined]
+            try:
+                answer = client.store_instances([dataset for _path, dataset in batch])  # type: ignore[attr-defined]
+            except requests.exceptions.HTTPError as error:  # e.g. 409: this batch refused, the others go on
+                refused = f"{node} {_refusal(error)}"
+                outcomes.update((path, SendOutcome(path, str(ds.SOPInstanceUID), False, refused)) for path, ds in batch)
+                continue
             outcomes.update(_store_outcomes(node, batch, answer))
     if progress is not None:
         progress(len(readable), len(readable), f"stored on {node}")
@@ -246,9 +270,13 @@ def store_files(
 
 def _store_outcomes(node: WebNode, batch: list[tuple[Path, Dataset]], answer: Dataset) -> dict[Path, SendOutcome]:
     """Each file's outcome from a STOW-RS response (PS3.18 Store Instances Response Module)."""
+    if "ReferencedSOPSequence" not in answer and "FailedSOPSequence" not in answer:
+        # a success status (the client raises for the others) whose body it could not read, e.g. JSON declared
+        # with a charset: PS3.18 says a 200 stored them all
+        return {path: SendOutcome(path, str(dataset.SOPInstanceUID), True) for path, dataset in batch}
     stored = {str(item.ReferencedSOPInstanceUID) for item in answer.get("ReferencedSOPSequence", [])}
     failed = {
-        str(item.ReferencedSOPInstanceUID): int(item.get("FailureReason", 0))
+        str(item.ReferencedSOPInstanceUID): int(item.get("FailureReason") or 0)
         for item in answer.get("FailedSOPSequence", [])
     }
     outcomes = {}

@@ -28,7 +28,7 @@ from medview.pacs.query import (
     association,
     status_text,
 )
-from medview.pacs.store import LocalStudyStore
+from medview.pacs.store import LocalStudyStore, utc_now
 from medview.progress import CancelCheck, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def move_study(
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
     contexts = [(StudyRootQueryRetrieveInformationModelMove, tuple(DEFAULT_TRANSFER_SYNTAXES))]
+    began = utc_now()
     completed = failed = warned = 0
     final, comment = 0x0000, ""
     with association(node, our_ae_title, contexts, cancelled=cancelled, timeouts=timeouts) as (assoc, _watch):
@@ -97,7 +98,8 @@ def move_study(
             f"refused the move of study {study_uid} ({reason}). Some PACS answer so when they do not know the "
             f"move destination {target}: if so, {add_us}"
         )
-    instances = tuple(store.study_instances(study_uid))
+    # what this move brought: received since it began (a study fetched before is in the store already)
+    instances = tuple(instance for instance in store.study_instances(study_uid) if instance.received_at >= began)
     if not instances:
         raise node.error(
             f"reported the move of study {study_uid} done, but nothing arrived at {target}: is this "

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from medview.audit import Outcome, audit_log
 from medview.config import data_dir
-from medview.errors import ExportError, MedviewError
+from medview.errors import Cancelled, ExportError, MedviewError
 from medview.pacs.dicomweb import WebNode, store_files
 from medview.pacs.query import RemoteNode
 from medview.pacs.receiver import PacsError
@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "outbox.sqlite3"
 FIRST_RETRY_S = 30.0
 LAST_RETRY_S = 3600.0
+
+#: after this many failed tries an object is no longer tried by itself (about 6 hours): Retry now sends it again
+MAX_ATTEMPTS = 12
+#: the next_try of an object given up on
+NEVER = 9e18
 
 WAITING, SENT = "waiting", "sent"
 
@@ -78,6 +83,8 @@ class OutboxItem:
             return f"sent {self.sent[:19].replace('T', ' ')}"
         if not self.attempts:
             return "waiting: not tried yet"
+        if self.next_try >= NEVER:
+            return f"not sent: given up after {self.attempts} tries (Retry now sends it again)"
         wait = max(0.0, self.next_try - time.time())
         when = "now" if wait < 1 else f"in {wait:.0f} s" if wait < 90 else f"in {wait / 60:.0f} min"
         return f"waiting: next try {when} ({self.attempts} {'try' if self.attempts == 1 else 'tries'})"
@@ -121,6 +128,7 @@ class Outbox:
         self.files = self.root / "files"
         self.files.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._delivery = threading.Lock()
         self._connection = sqlite3.connect(self.root / INDEX_NAME, check_same_thread=False, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=FULL")
@@ -235,9 +243,11 @@ class Outbox:
         return [item for item in self.items() if item.status == WAITING]
 
     def next_due(self) -> float | None:
-        """When the next waiting object is due (time.time()), or None when nothing waits."""
+        """When the next waiting object is due (time.time()), or None when nothing waits to be tried by itself."""
         with self._lock:
-            (due,) = self._connection.execute("SELECT MIN(next_try) FROM items WHERE status = ?", (WAITING,)).fetchone()
+            (due,) = self._connection.execute(
+                "SELECT MIN(next_try) FROM items WHERE status = ? AND next_try < ?", (WAITING, NEVER)
+            ).fetchone()
         return due
 
     # ------------------------------------------------------------------ the user's controls
@@ -273,7 +283,17 @@ class Outbox:
         cancelled: CancelCheck | None = None,
     ) -> Delivery:
         """Send every waiting object that is due, one association per destination, and record each outcome."""
-        moment = time.time() if now is None else now
+        with self._delivery:  # one delivery at a time: a send and the timer's retry must not send an object twice
+            return self._deliver(our_ae_title, time.time() if now is None else now, send, progress, cancelled)
+
+    def _deliver(
+        self,
+        our_ae_title: str,
+        moment: float,
+        send: Sender,
+        progress: ProgressCallback | None,
+        cancelled: CancelCheck | None,
+    ) -> Delivery:
         due = [item for item in self.waiting() if item.next_try <= moment]
         by_node: dict[RemoteNode | WebNode, list[OutboxItem]] = {}
         for item in reversed(due):  # oldest first
@@ -286,8 +306,14 @@ class Outbox:
                     outcomes = send(node, our_ae_title, paths, progress=progress, cancelled=cancelled)
                 else:
                     outcomes = store_files(node, paths, progress=progress, cancelled=cancelled)
+            except Cancelled:
+                raise  # nothing recorded: what was not confirmed stays due (a PACS keeps one copy of a resend)
             except MedviewError as error:  # no association: every object waits, with the reason
                 outcomes = [SendOutcome(item.path, "", False, str(error)) for item in items]
+            except Exception as error:
+                log.exception("outbox: sending to %s failed", node)
+                reason = f"{node}: {type(error).__name__}: {error}"
+                outcomes = [SendOutcome(item.path, "", False, reason) for item in items]
             for item, outcome in zip(items, outcomes, strict=True):
                 self._record(item, outcome, moment, str(node))
                 stored += outcome.stored
@@ -309,9 +335,10 @@ class Outbox:
                 item.path.unlink(missing_ok=True)
             else:
                 attempts = item.attempts + 1
+                next_try = moment + retry_delay(attempts) if attempts < MAX_ATTEMPTS else NEVER
                 self._connection.execute(
-                    "UPDATE items SET attempts = ?, next_try = ?, message = ? WHERE id = ?",
-                    (attempts, moment + retry_delay(attempts), message, item.id),
+                    "UPDATE items SET attempts = ?, next_try = ?, message = ? WHERE id = ? AND status = ?",
+                    (attempts, next_try, message, item.id, WAITING),
                 )
 
     def _audit(self, node: RemoteNode | WebNode, items: list[OutboxItem], outcomes: list[SendOutcome]) -> None:

@@ -175,7 +175,10 @@ class RemoteNode:
         """The client side of TLS: the PACS's certificate and host name verified (None without TLS)."""
         if not self.tls:
             return None
-        return ssl.create_default_context(cafile=self.ca_file or None)
+        try:
+            return ssl.create_default_context(cafile=self.ca_file or None)
+        except (ssl.SSLError, OSError) as error:
+            raise self.error(f"the CA file {self.ca_file} cannot be read as certificates ({error})") from error
 
     def error(self, problem: str) -> PacsError:
         """A ``PacsError`` whose message names this node."""

@@ -195,7 +195,7 @@ def _read_header(data: bytes | Path, label: str) -> Dataset:
         raise DicomError(f"unreadable DICOM header ({type(error).__name__}: {error})", path=label) from error
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
@@ -300,7 +300,7 @@ class LocalStudyStore:
         """
         sender = f"instance received from {calling_ae or 'an unnamed sender'}"
         dataset = _read_header(encoded, sender)
-        instance = self._describe(dataset, sender, calling_ae, _utc_now())
+        instance = self._describe(dataset, sender, calling_ae, utc_now())
         meta_uid = _text(dataset.file_meta, "MediaStorageSOPInstanceUID") if dataset.file_meta else ""
         if meta_uid and meta_uid != instance.sop_instance_uid:
             raise DicomError(

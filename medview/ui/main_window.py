@@ -530,8 +530,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.ct.findings.send_results(every_finding=True)
 
     def send_report_to_pacs(self) -> Task | None:
-        """The case report (not anonymised: it joins the patient's study) as an Encapsulated PDF in the open CT
-        series' study, sent through the outbox."""
+        """The case report's CT part (not anonymised: it joins the patient's study; no lung sound or skin section,
+        which may be another patient's) as an Encapsulated PDF in the open CT series' study, through the outbox."""
         from medview.ui.report.collect import collect_report  # on first use, as in export_report
         from medview.ui.report.document import write_pdf
 
@@ -545,7 +545,7 @@ class MainWindow(QtWidgets.QMainWindow):
             )
             return None
         try:
-            report = collect_report(self, anonymise=False)
+            report = collect_report(self, anonymise=False, ct_only=True)
         except MedviewError as error:
             show_message(self, "No report", str(error))
             return None

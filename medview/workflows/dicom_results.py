@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medview.engine.api import CovidResult, Heatmap, Provenance, SegmentationResult, SliceClassificationResult
-from medview.errors import Cancelled, MedviewError
+from medview.errors import Cancelled, InputError, MedviewError
 from medview.io import dicom_results as dr
 from medview.io.mask_export import CodeTriple
 from medview.io.volume import Volume
@@ -272,7 +272,7 @@ def write_result_objects(
     raised; the objects written before it stay in ``folder``).
     """
     provenance = result.provenance
-    stem = f"{provenance.model_id}_{provenance.model_version}"
+    stem = _free_stem(folder, f"{provenance.model_id}_{provenance.model_version}")
     files: list[Path] = []
     notes: list[str] = []
 
@@ -287,50 +287,74 @@ def write_result_objects(
         plan = _kidney_plan(result, roi, volume)
     else:
         plan = _covid_plan(result)
-    steps: list[Callable[[], list[Path]]] = [
-        lambda: [
-            dr.write_measurement_report(
-                folder / f"{stem}_sr.dcm", volume, plan.groups, plan.algorithm, series_description=series(plan.what)
-            )
-        ]
+    steps: list[tuple[str, Callable[[], list[Path]]]] = [
+        (
+            "",
+            lambda: [
+                dr.write_measurement_report(
+                    folder / f"{stem}_sr.dcm", volume, plan.groups, plan.algorithm, series_description=series(plan.what)
+                )
+            ],
+        ),
     ]
     if plan.maps and plan.meaning is not None:
         meaning = plan.meaning
         steps.append(
-            lambda: [
-                dr.write_parametric_map(
-                    folder / f"{stem}_{'probability' if meaning.quantity == dr.PROBABILITY else 'gradcam'}.dcm",
-                    plan.maps,
-                    volume,
-                    meaning,
-                    plan.algorithm,
-                    series_description=series(plan.map_what),
-                )
-            ]
+            (
+                "parametric map",
+                lambda: [
+                    dr.write_parametric_map(
+                        folder / f"{stem}_{'probability' if meaning.quantity == dr.PROBABILITY else 'gradcam'}.dcm",
+                        plan.maps,
+                        volume,
+                        meaning,
+                        plan.algorithm,
+                        series_description=series(plan.map_what),
+                    )
+                ],
+            )
         )
     else:
         notes.append("no map was computed in this run (Grad-CAM off): no parametric map")
     if captures and plan.overlays:
         capture_folder = folder / f"{stem}_capture"
         steps.append(
-            lambda: dr.write_secondary_capture(
-                capture_folder,
-                volume,
-                plan.overlays,
-                plan.algorithm,
-                captions=plan.captions,
-                colour=plan.colour,
-                window=plan.window,
-                series_description=series("overlay capture"),
+            (
+                "screenshot series",
+                lambda: dr.write_secondary_capture(
+                    capture_folder,
+                    volume,
+                    plan.overlays,
+                    plan.algorithm,
+                    captions=plan.captions,
+                    colour=plan.colour,
+                    window=plan.window,
+                    series_description=series("overlay capture"),
+                ),
             )
         )
     elif captures:
         notes.append("nothing to draw: no screenshot series")
-    for step in steps:
+    for optional, step in steps:
         if cancelled is not None and cancelled():
             raise Cancelled
-        files += step()
+        try:
+            files += step()
+        except InputError as error:  # the report is written; a map or screenshots this series cannot carry are not
+            if not optional:
+                raise
+            notes.append(f"no {optional}: {error}")
     return WrittenObjects(tuple(files), tuple(notes))
+
+
+def _free_stem(folder: Path, stem: str) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``…: a second export of one model into a folder keeps the first."""
+    taken = {path.name for path in folder.iterdir()} if folder.is_dir() else set()
+    candidate, number = stem, 1
+    while any(name.startswith(f"{candidate}_") for name in taken):
+        number += 1
+        candidate = f"{stem}_{number}"
+    return candidate
 
 
 def _write_seg(path: Path, result: SegmentationResult, volume: Volume, description: str) -> Path:

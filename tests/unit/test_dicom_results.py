@@ -147,7 +147,6 @@ def test_the_objects_belong_to_the_source_study_and_patient(written: dict[str, W
     assert len(series) == 3  # report, map, and one series for all the captures
 
 
-
 def test_the_demo_warning_survives_a_long_model_id_in_every_series_description(
     written: dict[str, WrittenObjects], kidney: SliceClassificationResult
 ) -> None:
@@ -390,3 +389,26 @@ def test_readme_documents_every_private_code() -> None:
     assert dr.PRIVATE_SCHEME[0] in readme
     missing = [code for code, _scheme, _meaning in dr.PRIVATE_CODES if f"`{code}`" not in readme]
     assert not missing, f"not in README: {missing}"
+
+
+def test_a_run_over_a_series_with_a_missing_slice_still_writes_its_report(
+    tmp_path: Path, sample_ct: Volume, kidney: SliceClassificationResult
+) -> None:
+    """A whole-series run covers every slice, also one missing from the series (shown as air): the report
+    references the images that exist."""
+    gap = dataclasses.replace(sample_ct, missing_slices=frozenset({3}))
+    written = write_result_objects(tmp_path, gap, kidney)
+    (report,) = [path for path in written.files if path.name.endswith("_sr.dcm")]
+    run, *_slices = _groups(report)
+    referenced = {image.referenced_sop_instance_uid for image in run.source_images}
+    assert referenced == {uid for z, uid in enumerate(sample_ct.slice_uids) if z != 3}
+
+
+def test_a_second_export_into_the_same_folder_keeps_the_first(
+    tmp_path: Path, sample_ct: Volume, liver: SegmentationResult
+) -> None:
+    first = write_result_objects(tmp_path, sample_ct, liver).files
+    second = write_result_objects(tmp_path, sample_ct, liver).files
+    assert not set(first) & set(second)
+    assert all(path.is_file() for path in (*first, *second))
+    assert {path.name for path in second} == {path.name.replace("1.0.0_", "1.0.0_2_") for path in first}

@@ -22,12 +22,13 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 
 from bench.orthanc import free_port
 from medview.audit import audit_log
+from medview.errors import Cancelled
 from medview.io import dicom_results as dr
 from medview.io.dicom import load_dicom
-from medview.pacs.outbox import FIRST_RETRY_S, SENT, WAITING, Outbox, retry_delay
+from medview.pacs.outbox import FIRST_RETRY_S, MAX_ATTEMPTS, SENT, WAITING, Outbox, retry_delay
 from medview.pacs.query import RemoteNode, Timeouts
 from medview.pacs.receiver import StorageServer
-from medview.pacs.send import send_files
+from medview.pacs.send import SendOutcome, send_files
 from medview.pacs.store import LocalStudyStore
 
 LOCALHOST = "127.0.0.1"
@@ -232,3 +233,45 @@ def test_a_kill_9_after_queueing_loses_nothing_and_a_copy_never_queued_is_remove
         for item, src in zip(reversed(waiting), objects[:2], strict=True)
     )
     assert not (outbox.files / "interrupted.dcm").exists()
+
+
+def test_an_object_is_given_up_after_the_last_try_and_retry_now_brings_it_back(
+    tmp_path: Path, objects: list[Path]
+) -> None:
+    outbox = Outbox(tmp_path / "outbox")
+    node = RemoteNode(TITLE, LOCALHOST, free_port())
+    (item_id,) = outbox.add(objects[:1], node, "report")
+
+    def refuse(node: RemoteNode, _title: str, paths: list[Path], **_options: object) -> list[SendOutcome]:
+        return [SendOutcome(path, "", False, f"{node} refused it: out of resources") for path in paths]
+
+    moment = time.time()
+    for _ in range(MAX_ATTEMPTS):
+        outbox.deliver("MEDVIEW", now=moment, send=refuse)
+        moment = (outbox.next_due() or moment) + 1
+    (item,) = outbox.items()
+    assert item.state == f"not sent: given up after {MAX_ATTEMPTS} tries (Retry now sends it again)"
+    assert outbox.next_due() is None  # not tried by itself any more
+    outbox.retry_now([item_id])
+    assert outbox.next_due() == 0
+
+
+def test_an_unexpected_error_waits_with_its_reason_and_a_cancel_records_nothing(
+    tmp_path: Path, objects: list[Path]
+) -> None:
+    outbox = Outbox(tmp_path / "outbox")
+    node = RemoteNode(TITLE, LOCALHOST, free_port())
+    outbox.add(objects[:2], node, "report")
+
+    def broken(*_args: object, **_options: object) -> list[SendOutcome]:
+        raise FileNotFoundError("gone")
+
+    def cancelled(*_args: object, **_options: object) -> list[SendOutcome]:
+        raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        outbox.deliver("MEDVIEW", send=cancelled)
+    assert [item.attempts for item in outbox.items()] == [0, 0]
+    delivery = outbox.deliver("MEDVIEW", send=broken)
+    assert delivery.failed == 2
+    assert all(item.message == "FileNotFoundError: gone" for item in outbox.items())

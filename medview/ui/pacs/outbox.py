@@ -13,6 +13,8 @@ first send or check, on a worker, never at start-up.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +86,7 @@ class PacsOutbox(QtCore.QObject):
         self.start_task = start_task  # the window's: progress and Cancel in the status bar
         self.root = root
         self._outbox: Outbox | None = None
+        self._opening = threading.Lock()
         self._delivering: Task | None = None
         self.timer = QtCore.QTimer(self, interval=CHECK_MS)
         self.timer.timeout.connect(self.deliver_due)
@@ -95,11 +98,12 @@ class PacsOutbox(QtCore.QObject):
 
     def outbox(self) -> Outbox:
         """The on-disk outbox, opened on first use (call from a worker: it imports pynetdicom)."""
-        if self._outbox is None:
-            from medview.pacs.outbox import Outbox
+        with self._opening:  # two workers at once must not open two: the second would remove the first's copies
+            if self._outbox is None:
+                from medview.pacs.outbox import Outbox
 
-            self._outbox = Outbox(self.root)
-        return self._outbox
+                self._outbox = Outbox(self.root)
+            return self._outbox
 
     def close(self) -> None:
         self.timer.stop()
@@ -221,7 +225,7 @@ class OutboxDialog(QtWidgets.QDialog):
     def refresh(self) -> None:
         try:
             items = self.outbox.items()
-        except MedviewError as error:
+        except (MedviewError, sqlite3.Error) as error:
             self.summary.setText(f"The outbox cannot be read: {error}")
             return
         waiting = sum(item.status != "sent" for item in items)

@@ -244,12 +244,9 @@ class PacsQueryDialog(QtWidgets.QDialog):
                 settings.pacs_remote_url, settings.pacs_remote_ca_file = node.url, node.ca_file
                 settings.save()
             return
-        if (settings.pacs_remote_tls, settings.pacs_remote_ca_file) != (
-            node.tls,
-            node.ca_file or settings.pacs_remote_ca_file,
-        ):
-            settings.pacs_remote_tls = node.tls
-            settings.pacs_remote_ca_file = node.ca_file or settings.pacs_remote_ca_file
+        ca_file = node.ca_file if node.tls else settings.pacs_remote_ca_file  # kept for when TLS is ticked again
+        if (settings.pacs_remote_tls, settings.pacs_remote_ca_file) != (node.tls, ca_file):
+            settings.pacs_remote_tls, settings.pacs_remote_ca_file = node.tls, ca_file
             settings.save()
         if (settings.pacs_remote_ae_title, settings.pacs_remote_host, settings.pacs_remote_port) != (
             node.ae_title,

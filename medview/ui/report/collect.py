@@ -41,15 +41,19 @@ class ReportSource(Protocol):
         ...
 
 
-def collect_report(window: ReportSource, *, anonymise: bool = False) -> CaseReport:
+def collect_report(window: ReportSource, *, anonymise: bool = False, ct_only: bool = False) -> CaseReport:
     """Gather the current case from ``window``'s workspaces (GUI thread: key images are drawn by widgets).
 
     ``anonymise`` replaces the patient's name, ID, birth date and the accession
     number with "ANONYMISED" (on the key images too) and keeps only the year of
-    dates.  Raises ``ExportError`` when nothing is open.
+    dates.  ``ct_only`` leaves out the lung sound and skin sections: a report filed
+    into the CT patient's study must not carry a recording or photos that may be
+    another patient's.  Raises ``ExportError`` when nothing is open.
     """
     sections = [workspace.report_section(anonymise=anonymise) for workspace in window.model_workspaces]
     ct, lung, skin = _one(sections, SeriesSection), _one(sections, LungSection), _one(sections, SkinSection)
+    if ct_only:
+        lung = skin = None
     if ct is None and lung is None and skin is None:
         raise ExportError(NOTHING_TO_REPORT)
     return CaseReport(

@@ -16,6 +16,7 @@ mask of an anatomical structure exports it as DICOM SEG or NIfTI.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections.abc import Callable
 from pathlib import Path
@@ -454,7 +455,7 @@ class FindingsPanel(QtWidgets.QWidget):
         finding, volume = self.selected_finding(), self.volume
         if finding is None or volume is None:
             return None
-        result, roi = finding.result, getattr(finding, "roi_name", "")
+        result, roi = _result_as_shown(finding), getattr(finding, "roi_name", "")
 
         def work(_progress: object, cancelled: Callable[[], bool], _partial: object) -> Any:
             # imported on first use: highdicom and SimpleITK are not worth loading at every start-up
@@ -482,7 +483,7 @@ class FindingsPanel(QtWidgets.QWidget):
                     "No result of this series to send: run a model first (stored results are in the PACS)"
                 )
             return None
-        runs = [(finding.result, getattr(finding, "roi_name", "")) for finding in findings]
+        runs = [(_result_as_shown(finding), getattr(finding, "roi_name", "")) for finding in findings]
 
         def make_files(folder: Path, cancelled: Callable[[], bool]) -> list[Path]:
             from medview.workflows.dicom_results import write_result_objects  # as in export_dicom_results
@@ -548,3 +549,12 @@ class FindingsPanel(QtWidgets.QWidget):
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export the mask", name, file_filter)
         if path:
             export(Path(path))
+
+
+def _result_as_shown(finding: Finding) -> Any:
+    """The finding's result with every Grad-CAM the panel shows: a kidney finding gathers those of its positive
+    slices and of *Grad-CAM of this slice* after the run, beside the result's own."""
+    shown = getattr(finding, "heatmaps", None)
+    if shown and hasattr(finding.result, "heatmaps"):
+        return dataclasses.replace(finding.result, heatmaps={**finding.result.heatmaps, **shown})
+    return finding.result
