@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from medview import __version__
-from medview.errors import InputError
+from medview.errors import Cancelled, InputError
 from medview.io.mask_export import CodeTriple, SourcePlane, coded, source_planes, write_atomically
 from medview.io.volume import Volume
+from medview.progress import CancelCheck
 
 #: MedView's private coding scheme: designator, name, responsible organisation
 PRIVATE_SCHEME = ("99MEDVIEW", "MedView AI result codes", "MedView")
@@ -690,7 +691,9 @@ def _referenced_instances(dataset: Any) -> set[str]:
     return found
 
 
-def find_result_files(volume: Volume, *, limit: int = RESULT_SEARCH_LIMIT) -> list[FoundResult]:
+def find_result_files(
+    volume: Volume, *, limit: int = RESULT_SEARCH_LIMIT, cancelled: CancelCheck | None = None
+) -> list[FoundResult]:
     """Reports, SEGs and parametric maps made from ``volume``'s series, found beside it on disk.
 
     Looked for in the folders that hold the series' files and in their sibling
@@ -722,6 +725,8 @@ def find_result_files(volume: Volume, *, limit: int = RESULT_SEARCH_LIMIT) -> li
     )[:limit]
     found = []
     for path in candidates:
+        if cancelled is not None and cancelled():
+            raise Cancelled()
         try:
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
         except (OSError, InvalidDicomError, ValueError, TypeError, AttributeError):

@@ -409,7 +409,7 @@ def reopen_results(volume: Volume, cancelled: CancelCheck | None = None) -> tupl
     model written closest in time."""
     from medview.io.volume_files import read_label_map
 
-    found = dr.find_result_files(volume)
+    found = dr.find_result_files(volume, cancelled=cancelled)
     problems: list[str] = []
     reports, segs, maps = [], {}, []
     for item in found:

@@ -275,3 +275,10 @@ def test_an_unexpected_error_waits_with_its_reason_and_a_cancel_records_nothing(
     delivery = outbox.deliver("MEDVIEW", send=broken)
     assert delivery.failed == 2
     assert all(item.message == "FileNotFoundError: gone" for item in outbox.items())
+
+
+def test_the_window_looks_for_the_outbox_where_it_is() -> None:
+    from medview.pacs.outbox import INDEX_NAME
+    from medview.ui.pacs.outbox import OUTBOX_INDEX
+
+    assert OUTBOX_INDEX == INDEX_NAME

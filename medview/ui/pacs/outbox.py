@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 CHECK_MS = 30_000
 #: the first check after start-up, once the window is up
 FIRST_CHECK_MS = 5_000
+#: the outbox's index file (``medview.pacs.outbox.INDEX_NAME``, named here so that start-up need not import it)
+OUTBOX_INDEX = "outbox.sqlite3"
 
 #: makes the files to send into the folder it is given (a temporary one), checking ``cancelled`` between them
 FileMaker = Callable[[Path, CancelCheck], list[Path]]
@@ -93,7 +95,7 @@ class PacsOutbox(QtCore.QObject):
 
     def start(self) -> None:
         """Check for objects left waiting (a restart), then every ``CHECK_MS``."""
-        QtCore.QTimer.singleShot(FIRST_CHECK_MS, self.deliver_due)
+        QtCore.QTimer.singleShot(FIRST_CHECK_MS, self, self.deliver_due)  # not after the window has gone
         self.timer.start()
 
     def outbox(self) -> Outbox:
@@ -104,6 +106,12 @@ class PacsOutbox(QtCore.QObject):
 
                 self._outbox = Outbox(self.root)
             return self._outbox
+
+    def _index_exists(self) -> bool:
+        from medview.config import data_dir
+
+        root = self.root if self.root is not None else data_dir() / "outbox"
+        return (root / OUTBOX_INDEX).is_file()
 
     def close(self) -> None:
         self.timer.stop()
@@ -133,8 +141,11 @@ class PacsOutbox(QtCore.QObject):
         return self._start(Task(work, f"Sending {description} to the PACS"), f"Sending {description} to the PACS…")
 
     def deliver_due(self) -> Task | None:
-        """Send what is waiting and due, unless a delivery is already running."""
+        """Send what is waiting and due, unless a delivery is already running or nothing was ever put in the
+        outbox (then no worker starts: most sessions never send)."""
         if self._delivering is not None and not self._delivering.done.is_set():
+            return None
+        if self._outbox is None and not self._index_exists():
             return None
         settings = self.settings
 
