@@ -133,7 +133,7 @@ class PacsQueryDialog(QtWidgets.QDialog):
         self.url = QtWidgets.QLineEdit(settings.pacs_remote_url)
         self.url.setPlaceholderText("e.g. https://pacs.hospital:8042/dicom-web")
         self.ca_file = QtWidgets.QLineEdit(settings.pacs_remote_ca_file)
-        self.ca_file.setPlaceholderText("the hospital's CA file for HTTPS; empty: the system's")
+        self.ca_file.setPlaceholderText("the hospital's CA file (HTTPS, TLS); empty: the system's")
         self.tls = QtWidgets.QCheckBox("TLS (the PACS's certificate checked against the CA file)")
         self.tls.setChecked(settings.pacs_remote_tls)
         node_form.addRow("", self.tls)
