@@ -7,8 +7,8 @@ Beside the DICOM SEG (``mask_export``), a run's results are written as:
   finding, each with its algorithm identification, its coded finding and
   site, numeric measurements and coded qualitative evaluations, and
   references to the CT images (or the SEG segment) it is about;
-- a **Parametric Map** (``write_parametric_map``): float maps (a probability
-  map, Grad-CAM) on the source images' pixel grid, with a real world value
+- a **Parametric Map** (``write_parametric_map``): maps (a probability map,
+  Grad-CAM) on the source images' pixel grid, 16-bit with a real world value
   mapping that says what the values mean and their range;
 - a **Secondary Capture** series (``write_secondary_capture``): the CT slice
   with the overlay and a warning burned in, for PACS viewers that show
@@ -23,6 +23,10 @@ The writers take plain data: the workflows map the engine's results to it.
 Codes are SNOMED CT and DCM where a code exists; the rest come from
 MedView's private coding scheme ``99MEDVIEW`` (``PRIVATE_CODES``, documented
 in README), declared in each SR's Coding Scheme Identification Sequence.
+
+The readers go the other way: ``find_result_files`` finds the reports, SEGs and
+maps made from a series beside it on disk, ``read_measurement_report`` and
+``read_parametric_map`` put them back on the volume's slices.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@
   in, for PACS viewers that show neither SEG nor parametric maps.
 
 The io writers take plain data; this module is where the engine's results
-become that data (io may not import the engine).
+become that data (io may not import the engine).  ``reopen_results`` goes the
+other way: the reports found beside a series, each with its SEG and map.
 """
 
 from __future__ import annotations
