@@ -29,10 +29,9 @@ from medview.pacs.query import (
     RemoteSeries,
     RemoteStudy,
     RetrieveResult,
-    _date_range,
-    _matching_text,
     series_from_answer,
     study_from_answer,
+    study_keys,
 )
 from medview.pacs.receiver import PacsError
 from medview.pacs.send import SendOutcome
@@ -138,13 +137,7 @@ def find_studies(
     limit: int = MAX_RESULTS,
 ) -> list[RemoteStudy]:
     """The studies matching every non-empty key (QIDO-RS), newest first; the keys as for the DIMSE search."""
-    filters = {
-        "PatientName": _matching_text("patient name", patient_name, 64),
-        "PatientID": _matching_text("patient ID", patient_id, 64),
-        "StudyDate": _date_range(study_date),
-        "ModalitiesInStudy": _matching_text("modality", modality, 16).upper(),
-        "AccessionNumber": _matching_text("accession number", accession, 16),
-    }
+    filters = study_keys(patient_name, patient_id, study_date, modality, accession)
     with _client(node) as client:
         answers = client.search_for_studies(  # type: ignore[attr-defined]
             search_filters={key: value for key, value in filters.items() if value},

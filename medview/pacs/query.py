@@ -568,6 +568,24 @@ def _series_query(study_uid: str) -> Dataset:
     return query
 
 
+def study_keys(patient_name: str, patient_id: str, study_date: str, modality: str, accession: str) -> dict[str, str]:
+    """The search keys as DICOM carries them (the same for C-FIND and QIDO-RS), by keyword; "" = any.
+
+    Raises:
+        PacsError: a key DICOM cannot carry (too long, a character it has not, not a modality code, a bad date).
+    """
+    wanted_modality = _matching_text("modality", modality, MAX_CS).upper()
+    if wanted_modality and not _MODALITY.fullmatch(wanted_modality):
+        raise PacsError(f"modality {modality!r}: expected a DICOM modality code such as CT, MR or US")
+    return {
+        "PatientName": _matching_text("patient name", patient_name, MAX_PN),
+        "PatientID": _matching_text("patient ID", patient_id, MAX_LO),
+        "StudyDate": _date_range(study_date),
+        "AccessionNumber": _matching_text("accession number", accession, MAX_SH),
+        "ModalitiesInStudy": wanted_modality,
+    }
+
+
 def find_studies(
     node: RemoteNode,
     our_ae_title: str,
@@ -593,19 +611,15 @@ def find_studies(
         PacsError: a key DICOM cannot carry, or the PACS cannot be reached, rejects or refuses.
         Cancelled: ``cancelled()`` turned true.
     """
+    keys = study_keys(patient_name, patient_id, study_date, modality, accession)
+    wanted_modality = keys["ModalitiesInStudy"]
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
-    query.PatientName = _matching_text("patient name", patient_name, MAX_PN)
-    query.PatientID = _matching_text("patient ID", patient_id, MAX_LO)
+    for keyword, value in keys.items():
+        setattr(query, keyword, value)
     query.PatientBirthDate = ""
-    query.StudyDate = _date_range(study_date)
     query.StudyTime = ""
-    query.AccessionNumber = _matching_text("accession number", accession, MAX_SH)
     query.StudyDescription = ""
-    wanted_modality = _matching_text("modality", modality, MAX_CS).upper()
-    if wanted_modality and not _MODALITY.fullmatch(wanted_modality):
-        raise PacsError(f"modality {modality!r}: expected a DICOM modality code such as CT, MR or US")
-    query.ModalitiesInStudy = wanted_modality
     query.NumberOfStudyRelatedSeries = ""
     query.NumberOfStudyRelatedInstances = ""
     query.SOPClassesInStudy = ""
