@@ -211,18 +211,19 @@ class FindingsPanel(QtWidgets.QWidget):
 
         def work(_progress: object, cancelled: Callable[[], bool], _partial: object) -> Any:
             # imported here: highdicom and SimpleITK load with the first series that has neighbours to look at
+            from medview.ui.ct.findings.reopened import reopened_finding
             from medview.workflows.dicom_results import reopen_results
 
-            return reopen_results(volume, cancelled)
+            results, problems = reopen_results(volume, cancelled)
+            # the findings and their volume-sized overlays are built here, not on the GUI thread
+            return [reopened_finding(result, volume) for result in results], problems
 
         def found(answer: Any) -> None:
-            from medview.ui.ct.findings.reopened import reopened_finding
-
-            results, problems = answer
-            for result in results:
-                self._add_stored(volume, reopened_finding(result, volume))
-            if results or problems:
-                text = f"{len(results)} stored result(s) found beside the series, shown as findings"
+            findings, problems = answer
+            for finding in findings:
+                self._add_stored(volume, finding)
+            if findings or problems:
+                text = f"{len(findings)} stored result(s) found beside the series, shown as findings"
                 self.note.setText(text + "".join(f"; {problem}" for problem in problems))
 
         task = Task(work, "Looking for stored results beside the series", background=True)
