@@ -843,7 +843,7 @@ def read_measurement_report(path: Path | str, volume: Volume) -> ReadReport:
                 )
             )
     except (OSError, ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
-        raise InputError(f"not a readable measurement report ({type(error).__name__}: {error})", path=path) from error
+        raise InputError(f"not a readable measurement report ({_first_line(error)})", path=path) from error
     date, time_ = str(report.get("ContentDate", "")), str(report.get("ContentTime", ""))
     written = f"{date[:4]}-{date[4:6]}-{date[6:8]} {time_[:2]}:{time_[2:4]}" if len(date) == 8 else ""
     return ReadReport(
@@ -854,6 +854,12 @@ def read_measurement_report(path: Path | str, volume: Volume) -> ReadReport:
         manufacturer=str(report.get("Manufacturer", "")),
         groups=tuple(read),
     )
+
+
+def _first_line(error: Exception) -> str:
+    """An error in one line for the user: highdicom's messages can end in a dump of the dataset."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200].rstrip(':')}" if lines else type(error).__name__
 
 
 def _valued(measurements: Sequence[Any]) -> list[Any]:
@@ -924,7 +930,7 @@ def read_parametric_map(path: Path | str, volume: Volume) -> ReadMap:
             for group in dataset.PerFrameFunctionalGroupsSequence
         ]
     except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
-        raise InputError(f"not a readable parametric map ({error})", path=path) from error
+        raise InputError(f"not a readable parametric map ({_first_line(error)})", path=path) from error
     sources = _Sources.of(volume)
     if sources.multi_frame:
         raise InputError("maps of a multi-frame series are not read back (MedView writes none for one)", path=path)

@@ -412,3 +412,23 @@ def test_a_second_export_into_the_same_folder_keeps_the_first(
     assert not set(first) & set(second)
     assert all(path.is_file() for path in (*first, *second))
     assert {path.name for path in second} == {path.name.replace("1.0.0_", "1.0.0_2_") for path in first}
+
+
+def test_a_damaged_report_beside_the_series_is_named_and_the_others_still_come_back(
+    tmp_path: Path, sample_series_dir: Path, liver: SegmentationResult, kidney: SliceClassificationResult
+) -> None:
+    from medview.workflows.dicom_results import reopen_results
+
+    (tmp_path / "ct").symlink_to(sample_series_dir, target_is_directory=True)
+    volume = load_dicom([tmp_path / "ct"])
+    (tmp_path / "results").mkdir()
+    write_result_objects(tmp_path / "results", volume, liver)
+    (kidney_report,) = [p for p in write_result_objects(tmp_path, volume, kidney).files if p.name.endswith("_sr.dcm")]
+    damaged = tmp_path / "results" / "damaged_sr.dcm"
+    damaged.write_bytes(kidney_report.read_bytes()[: kidney_report.stat().st_size * 2 // 3])
+    (tmp_path / "results" / "photo.dcm").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(300))  # not DICOM: passed over
+    reopened, problems = reopen_results(volume)
+    assert [result.kind for result in reopened] == ["liver"]
+    (problem,) = problems
+    assert problem.startswith(f"{damaged}: not a readable measurement report (")
+    assert "\n" not in problem  # one line, not highdicom's dump of the dataset
