@@ -130,6 +130,15 @@ TASKS = {
                 {"type": float, "default": 0.9, "help": "the operating point chosen on the validation scans"},
             ),
             ("--compare-bundle", {"type": Path, "help": "a previous kidney bundle to evaluate on the same slices"}),
+            (
+                "--threshold-folds",
+                {
+                    "type": int,
+                    "default": 3,
+                    "help": "patient-level folds of the non-test scans whose out-of-fold scores set the calibration "
+                    "and threshold, the shipped network trained on all of them (0: one validation set, as 1.3.0)",
+                },
+            ),
         ),
         demo_more_data=("kidney_ct_kaggle",),
         imagenet=True,

@@ -17,6 +17,7 @@ from training.common.splits import (
     holdout,
     holdout_per_class_of_patients,
     official_split,
+    patient_folds_per_class,
     patient_split,
     random_patient_splits,
 )
@@ -328,6 +329,33 @@ def test_holdout_per_class_of_patients_balances_patients_not_items() -> None:
     assert holdout_per_class_of_patients(labels, groups, 0.2, 0)[1].tolist() != (
         holdout_per_class_of_patients(labels, groups, 0.2, 1)[1].tolist()
     )
+
+
+def test_patient_folds_per_class_deal_each_class_patients_round_the_folds() -> None:
+    # 9 normal scans of 25-140 slices and 21 stone runs of 1-140: what the kidney operating point is chosen on
+    rng = np.random.default_rng(0)
+    sizes = {f"n{i}": int(rng.integers(25, 140)) for i in range(9)} | {
+        f"s{i}": int(rng.integers(1, 140)) for i in range(21)
+    }
+    groups = [patient for patient, size in sizes.items() for _ in range(size)]
+    labels = [int(patient.startswith("s")) for patient in groups]
+    for seed in range(4):
+        folds = patient_folds_per_class(labels, groups, 3, seed)
+        assert len(folds) == 3
+        assert sorted(np.concatenate(folds).tolist()) == list(range(len(groups)))  # every item held out once
+        held_patients = [{groups[i] for i in fold} for fold in folds]
+        for one, other in ((0, 1), (0, 2), (1, 2)):
+            assert not held_patients[one] & held_patients[other]  # no patient in two folds
+        for prefix, each in (("n", 3), ("s", 7)):
+            assert [sum(p.startswith(prefix) for p in fold) for fold in held_patients] == [each] * 3
+    assert (
+        patient_folds_per_class(labels, groups, 3, 0)[0].tolist()
+        != patient_folds_per_class(labels, groups, 3, 1)[0].tolist()
+    )
+    # fewer patients than folds: one fold per patient
+    assert [len(fold) for fold in patient_folds_per_class([0, 0, 1], ["a", "a", "b"], 3, 0)] in ([2, 1], [1, 2])
+    with pytest.raises(ValueError, match="at least 2 folds and 2 patients"):
+        patient_folds_per_class([0, 1], ["a", "a"], 3, 0)
 
 
 def test_holdout_holds_out_every_class_when_one_class_has_few_patients() -> None:

@@ -145,6 +145,32 @@ def holdout_per_class_of_patients(
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+def patient_folds_per_class(labels: Sequence[int], groups: Sequence[str], folds: int, seed: int) -> list[np.ndarray]:
+    """The held-out indices of ``folds`` patient-level folds that balance each class's patients (not its items).
+
+    Each class's patients, shuffled with ``seed``, are dealt round the folds in
+    turn, carrying on from where the previous class stopped, so the folds differ
+    by at most one patient of a class and one patient in all.  Stratified group
+    folds balance items instead, and with runs of 1 to 150 slices a fold can end
+    up with no patient of a class.  Fewer patients than ``folds`` give one fold
+    per patient.
+    """
+    label_array, group_array = np.asarray(labels), np.asarray(groups)
+    patients = sorted(set(group_array.tolist()))
+    if len(patients) < 2 or folds < 2:
+        raise ValueError(f"patient-level folds need at least 2 folds and 2 patients, got {folds} and {len(patients)}")
+    patient_class = {patient: int(np.bincount(label_array[group_array == patient]).argmax()) for patient in patients}
+    count = min(folds, len(patients))
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    for label in sorted(set(patient_class.values())):
+        members = [patient for patient in patients if patient_class[patient] == label]
+        for patient in rng.permutation(members).tolist():
+            fold_of[patient] = len(fold_of) % count
+    assigned = np.asarray([fold_of[group] for group in group_array.tolist()])
+    return [np.flatnonzero(assigned == fold) for fold in range(count)]
+
+
 def patient_split(
     labels: Sequence[int],
     groups: Sequence[str],

@@ -35,6 +35,20 @@ for 50 epochs of the demo data), while this one trains in about half an hour:
   Kaggle set mixes 13 coronal scans in (``KidneySet.axial_patients``), which
   train but never measure.  Among the held-out scans of 1.1.0 one coronal
   scan held 62 of the 114 stone slices, and the 5-block branch missed 90% of it.
+- The operating point comes from every non-test axial scan, not from a quarter
+  of them (``threshold_folds``, 3 by default).  Those scans are split into 3
+  patient-level folds; a network trained without each fold scores it, and the
+  Platt calibration and the stone threshold are fitted on these out-of-fold
+  scores.  The shipped network then trains on all of them, for the same epochs
+  with the learning rate annealed to zero (cosine), and keeps its last weights:
+  no held-out scan picks its epoch.  This is scikit-learn's
+  ``CalibratedClassifierCV(ensemble=False)`` scheme (the calibrator fitted on
+  ``cross_val_predict`` scores, the estimator refitted on all the data), done by
+  hand because the networks are torch modules.  1.3.0's single validation set,
+  3 normal and 5 stone scans, set a threshold that its stones cleared and 28% of
+  the test scans' stones did not; and its network's validation AUC swung from
+  0.86 to 0.99 between epochs at a constant learning rate, so the epoch picked
+  by validation was partly luck.  ``--threshold-folds 0`` trains 1.3.0's way.
 Both settings share the rest: the frozen branch's 7x7 maps are computed once
 per slice and read back every epoch (:meth:`KidneyHybrid.forward`'s
 ``frozen``), the stone threshold is chosen on the validation scans for a
@@ -88,6 +102,7 @@ from training.common.splits import (
     first_fold_with_every_class,
     holdout,
     holdout_per_class_of_patients,
+    patient_folds_per_class,
 )
 from training.export import ResponseEvidence, as_shipped, export_bundle
 from training.kidney.data import CLASS_NAMES, HU_WINDOW, KidneySet, load_kidney_data
@@ -106,6 +121,8 @@ LIGHT_FILTERS, LIGHT_LEARNING_RATE, LIGHT_EPOCHS, LIGHT_EVERY = (32, 32, 32, 32,
 #: threshold: at 15% they were 1 normal and 3 stone scans, which separated perfectly and put the threshold where
 #: those 3 scans' stones scored (1.2.0); at least 3 scans of each class, and a quarter of the stone scans.
 LIGHT_TEST_FRACTION, LIGHT_VALIDATION_FRACTION, LIGHT_VALIDATION_MIN_PATIENTS = 0.2, 0.25, 3
+#: patient-level folds of the non-test axial scans whose out-of-fold scores set the operating point (module docstring)
+LIGHT_THRESHOLD_FOLDS = 3
 TARGET_SENSITIVITY = 0.9  # MODELS.md: the stone operating point
 VALIDATION_KEYS = ("sensitivity", "specificity", "auc")  # the validation measures the manifest keeps
 
@@ -137,11 +154,17 @@ class KidneySettings:
     more_data: tuple[Path, ...] = ()  # further class folders of the same numbering (kidney_ct_kaggle)
     target_sensitivity: float = TARGET_SENSITIVITY
     compare_bundle: Path | None = None  # a previous kidney bundle to evaluate on the same held-out slices
+    threshold_folds: int = LIGHT_THRESHOLD_FOLDS  # 0: the operating point from one validation set (1.3.0)
 
     @property
     def light(self) -> bool:
         """The shipped default's variant of the hybrid (not the paper's setting, the baseline or a search)."""
         return not (self.paper or self.baseline or self.search)
+
+    @property
+    def cross_fitted(self) -> bool:
+        """The operating point from out-of-fold scores, the shipped network trained on every non-test scan."""
+        return self.light and self.threshold_folds > 1
 
     def training_every(self) -> int:
         return self.every if self.every is not None else (LIGHT_EVERY if self.light else 1)
@@ -260,6 +283,8 @@ def _train_one(
     epochs: int,
     name: str,
 ) -> tuple[nn.Module, str | None, list[dict[str, float]]]:
+    """One network trained on ``train``: the weights of its best epoch on ``validation``, or with
+    ``settings.cross_fitted`` its last weights after the learning rate is annealed to zero."""
     model, imagenet = _build(options, settings, arch_args)
     device = options.torch_device()
     generator = seed_everything(options.seed)
@@ -294,19 +319,57 @@ def _train_one(
                 "arch": arch_args,
                 "baseline": settings.baseline,
                 "light": settings.light,
+                "cosine": settings.cross_fitted,
             },
             epochs=epochs,
             batch_size=options.batch_size or BATCH,
             # the threshold is chosen on validation afterwards, so the ranking (AUC) is what the epoch must get
             # right; the loss swings with the calibration (epochs of AUC 0.99 had a worse loss than one of 0.85)
             monitor="val_auc" if settings.light else "val_accuracy",
+            scheduler_per_batch=settings.cross_fitted,
         ),
         device=device,
         validate=validate if len(validation) else None,
+        scheduler_factory=_cosine(epochs) if settings.cross_fitted else None,
         generator=generator,
     )
-    model.load_state_dict(result.best_state)
+    if not settings.cross_fitted:
+        model.load_state_dict(result.best_state)
     return model, imagenet, result.history
+
+
+def _cosine(epochs: int) -> Any:
+    def factory(optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
+
+    return factory
+
+
+def _out_of_fold_margins(
+    options: RunOptions,
+    settings: KidneySettings,
+    arch_args: Mapping[str, Any],
+    slices: KidneySlices,
+    dataset: KidneySet,
+    rest: np.ndarray,
+    folds: Sequence[np.ndarray],
+    *,
+    epochs: int,
+) -> dict[int, float]:
+    """Each fold's slices scored (stone logit margin) by a network trained on the rest of ``rest`` without it."""
+    device = options.torch_device()
+    margins: dict[int, float] = {}
+    for number, held in enumerate(folds, start=1):
+        fold_train = every_nth(dataset, np.setdiff1d(rest, held), settings.training_every())
+        network, _, _ = _train_one(
+            options, settings, arch_args, slices, fold_train, held[:0], epochs=epochs, name=f"fold{number}"
+        )
+        fold_margins = stone_margins(network.to(device), slices, held, device)
+        margins.update(zip(held.tolist(), fold_margins.tolist(), strict=True))
+        stone = slices.labels[held] == POSITIVE
+        auc = roc_points(stone, fold_margins)[2] if 0 < stone.sum() < stone.size else math.nan
+        log.info("fold %d of %d: %d out-of-fold slices, AUC %.3f", number, len(folds), len(held), auc)
+    return margins
 
 
 def _validation_part(dataset: KidneySet, indices: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -429,11 +492,28 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
             + (f", the {len(not_axial)} coronal/sagittal runs train only" if not_axial else "")
         )
     rest = np.setdiff1d(np.arange(len(labels)), test)
+    folds: list[np.ndarray] = []  # with settings.cross_fitted: the scans each fold network never sees
     if settings.light:
         axial_rest = rest[~np.isin(np.asarray(dataset.patients)[rest], sorted(not_axial))]
+        axial_patients = [dataset.patients[i] for i in axial_rest]
+    if settings.cross_fitted:
+        folds = [
+            axial_rest[held]
+            for held in patient_folds_per_class(
+                labels[axial_rest], axial_patients, settings.threshold_folds, options.seed + 1
+            )
+        ]
+        validation = np.sort(np.concatenate(folds))
+        train = rest
+        described = described.replace(", 25% of each class's remaining axial patients (at least 3) for validation", "")
+        described += (
+            f"; the operating point from {len(folds)} patient-level folds of the {len(set(axial_patients))} "
+            "remaining axial scans (out-of-fold scores), the shipped network trained on all of them"
+        )
+    elif settings.light:
         held = holdout_per_class_of_patients(
             labels[axial_rest],
-            [dataset.patients[i] for i in axial_rest],
+            axial_patients,
             LIGHT_VALIDATION_FRACTION,
             options.seed + 1,
             minimum=LIGHT_VALIDATION_MIN_PATIENTS,
@@ -444,9 +524,17 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         train, validation = _validation_part(dataset, rest, options.seed)
     every = settings.training_every()
     train = every_nth(dataset, train, every)
-    split = Split(train, validation, test, described + (f", 1 in {every} training slices" if every > 1 else ""))
+    split = Split(
+        train,
+        validation[:0] if folds else validation,  # out-of-fold scans train the shipped network too
+        test,
+        described + (f", 1 in {every} training slices" if every > 1 else ""),
+    )
     split.check(dataset.patients)
     split.save(options.run_dir / "split.json", dataset.ids, dataset.patients, [CLASS_NAMES[i] for i in labels])
+    if folds:
+        fold_record = [sorted({dataset.patients[i] for i in fold}) for fold in folds]
+        (options.run_dir / "folds.json").write_text(json.dumps(fold_record, indent=1) + "\n", encoding="utf-8")
 
     arch_args: dict[str, Any] = {"backbone": backbone}
     if not settings.baseline:
@@ -454,18 +542,40 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         if settings.search:
             arch_args = _search(options, settings, slices, train, validation)
     epochs = options.epochs or (LIGHT_EPOCHS if settings.light else EPOCHS)
+    device = options.torch_device()
+    out_of_fold = _out_of_fold_margins(options, settings, arch_args, slices, dataset, rest, folds, epochs=epochs)
     model, imagenet, history = _train_one(
-        options, settings, arch_args, slices, train, validation, epochs=epochs, name="holdout"
+        options,
+        settings,
+        arch_args,
+        slices,
+        train,
+        validation[:0] if folds else validation,
+        epochs=epochs,
+        name="final" if folds else "holdout",
     )
     plot_history(options.run_dir / "history.png", history, "kidney: hold-out training")
 
-    device = options.torch_device()
     calibration = None
-    if settings.light and len(set(labels[validation].tolist())) == 2:
+    both_classes = len(set(labels[validation].tolist())) == 2
+    if folds:
+        margins = np.array([out_of_fold[i] for i in validation.tolist()])
+        if both_classes:
+            calibration = platt_scaling(margins, labels[validation] == POSITIVE)
+            fold_into_output_layer(model, *calibration)
+        slope, intercept = calibration or (1.0, 0.0)  # uncalibrated: softmax of two logits = sigmoid of the margin
+        validation_probability = 1 / (1 + np.exp(-(slope * margins + intercept)))
+    elif settings.light and both_classes:
         calibration = calibrate_stone_probability(model.to(device), slices, validation, device)
-        log.info("Platt calibration on the validation scans: P(stone) = sigmoid(%.4g * margin + %.4g)", *calibration)
+    if calibration is not None:
+        log.info(
+            "Platt calibration on the %s: P(stone) = sigmoid(%.4g * margin + %.4g)",
+            "out-of-fold scores" if folds else "validation scans",
+            *calibration,
+        )
     shipped = as_shipped(model, options.half).to(device)
-    validation_probability = stone_probability(shipped, slices, validation, device)
+    if not folds:
+        validation_probability = stone_probability(shipped, slices, validation, device)
     threshold = 0.5
     if (labels[validation] == POSITIVE).any():
         threshold = threshold_for_sensitivity(
@@ -476,10 +586,11 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         log.warning("no stone slice among the validation scans: the threshold stays 0.5")
     validated = evaluate(labels[validation], validation_probability, threshold) if len(validation) else {}
     log.info(
-        "threshold %.4g for sensitivity %.2f on %d validation slices (reached %.3f, specificity %.3f)",
+        "threshold %.4g for sensitivity %.2f on %d %s slices (reached %.3f, specificity %.3f)",
         threshold,
         settings.target_sensitivity,
         len(validation),
+        "out-of-fold" if folds else "validation",
         validated.get("sensitivity", math.nan),
         validated.get("specificity", math.nan),
     )
@@ -605,6 +716,7 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
                     "test": len(test),
                     "test_patients": test_patients,
                     "not_axial_patients": len(not_axial),
+                    **({"validation_folds": len(folds)} if folds else {}),
                     **test_counts,
                 },
                 demo=options.demo,
@@ -636,18 +748,35 @@ def calibrate_stone_probability(
     layer as logits (0, slope * margin + intercept), the app runs it unchanged.
     The ranking, and so every sensitivity/specificity pair, stays the same.
     """
-    from sklearn.linear_model import LogisticRegression
+    calibration = platt_scaling(stone_margins(model, slices, validation, device), slices.labels[validation] == POSITIVE)
+    fold_into_output_layer(model, *calibration)
+    return calibration
 
+
+@torch.no_grad()
+def stone_margins(model: nn.Module, slices: KidneySlices, indices: np.ndarray, device: torch.device) -> np.ndarray:
+    """The stone-minus-normal logit margin of each listed slice, in eval mode, the frozen branch from the cache."""
     model.eval()
-    margins = []
-    for start in range(0, len(validation), BATCH):
-        picks = validation[start : start + BATCH]
+    margins = [np.zeros(0, np.float32)]
+    for start in range(0, len(indices), BATCH):
+        picks = indices[start : start + BATCH]
         frozen = slices.frozen[picks].to(device) if slices.frozen is not None else None
         logits = model(slices.inputs(picks).to(device), frozen=frozen).float()
         margins.append((logits[:, POSITIVE] - logits[:, 1 - POSITIVE]).cpu().numpy())
-    margin = np.concatenate(margins)[:, None]
-    fitted = LogisticRegression(C=1e4).fit(margin, slices.labels[validation] == POSITIVE)
-    slope, intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+    return np.concatenate(margins)
+
+
+def platt_scaling(margins: np.ndarray, stone: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of the logistic fit P(stone) = sigmoid(slope * margin + intercept) (Platt 1999)."""
+    from sklearn.linear_model import LogisticRegression
+
+    fitted = LogisticRegression(C=1e4).fit(np.asarray(margins)[:, None], np.asarray(stone, dtype=bool))
+    return float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+
+
+@torch.no_grad()
+def fold_into_output_layer(model: nn.Module, slope: float, intercept: float) -> None:
+    """Write the calibration into the network's last layer as logits (0, slope * margin + intercept)."""
     output = model.head.output
     weight, bias = output.weight.data, output.bias.data
     stone_weight = slope * (weight[POSITIVE] - weight[1 - POSITIVE])
@@ -656,7 +785,6 @@ def calibrate_stone_probability(
     bias[1 - POSITIVE].zero_()
     weight[POSITIVE].copy_(stone_weight)
     bias[POSITIVE].copy_(stone_bias)
-    return slope, intercept
 
 
 def blank_probability(model: nn.Module, mean: Sequence[float], std: Sequence[float], device: torch.device) -> float:
@@ -700,11 +828,21 @@ def _notes(
     parts.append(f"{epochs} epochs" + ("" if epochs == EPOCHS else f" (paper: {EPOCHS})"))
     if settings.training_every() > 1:
         parts.append(f"trained on 1 in {settings.training_every()} slices of each scan")
-    if settings.light:
+    if settings.cross_fitted:
+        parts.append(
+            f"operating point from {settings.threshold_folds} patient-level folds of the non-test axial scans: "
+            "Platt calibration (folded into the last layer) and threshold fitted on the out-of-fold scores, the "
+            "shipped network then trained on all those scans with the learning rate annealed to zero, last weights "
+            "kept (scikit-learn CalibratedClassifierCV(ensemble=False)'s scheme); "
+            "--threshold-folds 0 trains 1.3.0's way"
+        )
+    elif settings.light:
         parts.append("probabilities Platt-calibrated on the validation scans (folded into the last layer)")
+    if settings.light:
         parts.append("validated and tested on axial scans only, the plane the app classifies")
+    where = "out-of-fold scores" if settings.cross_fitted else "validation scans"
     parts.append(
-        f"stone threshold chosen on the validation scans for sensitivity {settings.target_sensitivity:g}, mid-way "
+        f"stone threshold chosen on the {where} for sensitivity {settings.target_sensitivity:g}, mid-way "
         "in log-odds to the next normal slice's score below it; "
         "patients = runs of neighbouring slices (the public copies carry no patient ids)"
     )
