@@ -188,6 +188,20 @@ def test_kidney_run_exports_a_bundle_the_engine_runs_like_training(shared_data: 
     assert card.arch == "kidney_hybrid"
     assert card.input.hu_window == HU_WINDOW
     assert "Recall" in outcome.table
+    # the operating point from out-of-fold scores: each non-test scan in one fold, the shipped network on all of them
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    folds = json.loads((tmp_path / "run" / "folds.json").read_text())
+    test_patients = {row["patient"] for row in split["test"]}
+    fold_patients = [patient for fold in folds for patient in fold]
+    assert len(folds) == card.trained_on.counts["validation_folds"] == 3
+    assert len(fold_patients) == len(set(fold_patients))
+    assert not test_patients & set(fold_patients)
+    assert set(fold_patients) <= {row["patient"] for row in split["train"]}
+    assert split["validation"] == []
+    assert card.trained_on.counts["validation"] == len(fold_patients)  # one slice per patient in this sample
+    assert "out-of-fold scores" in card.trained_on.notes
+    assert "out-of-fold scores" in card.trained_on.split
+    assert {"validation_sensitivity", "validation_specificity"} <= set(card.metrics)
 
     dataset = load_kidney_data(data)
     network = load_networks(card)[0]
@@ -201,6 +215,24 @@ def test_kidney_run_exports_a_bundle_the_engine_runs_like_training(shared_data: 
     result = Engine([tmp_path], "cpu").classify_kidney_slices(card, volume, [0, 1], explain_slices=[1])
     np.testing.assert_allclose(result.probabilities, expected, rtol=1e-4, atol=1e-5)
     assert result.heatmaps[1].values.shape == hu.shape[1:]
+
+
+@pytest.mark.usefixtures("one_epoch_models_export")
+def test_kidney_threshold_folds_0_chooses_the_operating_point_on_one_validation_set(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    data = _kidney_sample(shared_data, tmp_path)
+    outcome = train_kidney(_options(data, tmp_path, epochs=1, batch_size=4), KidneySettings(threshold_folds=0))
+    card = outcome.card
+    assert card is not None
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    validation_patients = {row["patient"] for row in split["validation"]}
+    assert len(validation_patients) >= 2  # at least one scan of each class, none of them trained on
+    assert not validation_patients & {row["patient"] for row in split["train"]}
+    assert not (tmp_path / "run" / "folds.json").exists()
+    assert "validation_folds" not in card.trained_on.counts
+    assert "validation scans" in card.trained_on.notes
+    assert "out-of-fold" not in card.trained_on.notes
 
 
 @pytest.mark.usefixtures("one_epoch_models_export")
