@@ -82,6 +82,14 @@ TASKS = {
             ("--cache", {"type": Path, "help": "feature cache folder (default ~/.cache/medview-train)"}),
             ("--no-cache", {"action": "store_true", "help": "compute every CNN feature afresh, store none"}),
             (
+                "--validation-set",
+                {
+                    "action": "store_true",
+                    "help": "fit the forest on the training photos and choose the threshold on the validation photos "
+                    "(1.3.0); default: threshold from the selection folds' out-of-fold scores, forest fitted on both",
+                },
+            ),
+            (
                 "--compare-bundle",
                 {"type": Path, "help": "a previous skin bundle to evaluate on the same test photos"},
             ),

@@ -48,7 +48,7 @@ from training.liver.data import read_liver_dataset
 from training.liver.train import LiverSettings, _augment, liver_probability, train_liver
 from training.lung.data import read_icbhi_dataset
 from training.lung.train import LungSettings, ensemble_probabilities, train_lung
-from training.skin.train import photo_features, train_skin
+from training.skin.train import SkinSettings, photo_features, train_skin
 
 
 @pytest.fixture
@@ -132,7 +132,8 @@ def test_fit_resumes_to_the_same_weights(tmp_path: Path) -> None:
         run(4, tmp_path / "resumed.pt", resume=True, fingerprint="b")
 
 
-def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
+def _skin_sample(shared_data: Path, tmp_path: Path) -> tuple[Path, list[dict[str, str]]]:
+    """15 benign and 15 malignant ISIC photos with their labels.csv, and their rows."""
     source = shared_data / "skin" / "isic_uda1_250px"
     data = tmp_path / "skin"
     data.mkdir()
@@ -147,13 +148,23 @@ def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Pa
         for row in chosen:
             writer.writerow({"file": row["file"], "benign_malignant": row["benign_malignant"]})
             shutil.copy(source / row["file"], data)
+    return data, chosen
 
+
+def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Path, tmp_path: Path) -> None:
+    data, chosen = _skin_sample(shared_data, tmp_path)
     outcome = train_skin(_options(data, tmp_path))
     card = outcome.card
     assert card is not None
     assert card.is_demo
     assert card.trained_on.counts["images"] == 30
     assert 0 <= outcome.metrics["accuracy"] <= 1
+    # the threshold from the folds' out-of-fold scores, the forest fitted on every photo they scored, none of the test
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    fitted = len(split["train"]) + len(split["validation"])
+    assert card.trained_on.counts["train"] == card.trained_on.counts["validation"] == fitted == 30 - len(split["test"])
+    assert card.trained_on.counts["validation_folds"] == 5
+    assert f"out-of-fold scores of the {fitted} training + validation photos" in card.trained_on.notes
     assert (tmp_path / "run" / "evaluation.txt").read_text().count("paper 003") == 1
     assert (tmp_path / "run" / "roc.png").stat().st_size > 0
 
@@ -177,6 +188,19 @@ def test_skin_run_exports_a_bundle_the_engine_runs_like_training(shared_data: Pa
     assert sum(result.votes.values()) == forest.n_estimators * len(views)
     assert result.provenance.demo
     assert result.saliency is not None
+
+
+def test_skin_validation_set_fits_the_forest_on_training_photos_and_the_threshold_on_validation(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    data, _ = _skin_sample(shared_data, tmp_path)
+    card = train_skin(_options(data, tmp_path), SkinSettings(validation_set=True)).card
+    assert card is not None
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert card.trained_on.counts["train"] == len(split["train"])
+    assert card.trained_on.counts["validation"] == len(split["validation"]) > 0
+    assert "validation_folds" not in card.trained_on.counts
+    assert f"on {len(split['validation'])} validation photos" in card.trained_on.notes
 
 
 @pytest.mark.usefixtures("one_epoch_models_export")

@@ -24,11 +24,17 @@ training photos and ships, and the manifest's notes say which ran and every
 candidate's AUC.  Some variants also let the photo's three mirror images
 vote, or all eight of its mirrored and turned views (test-time augmentation of
 the features: the vote share is the mean over them; the bundle's input spec
-lists them as ``vote_views`` and the app's pipeline does the same).  The
-threshold is the malignant vote share that reaches the target sensitivity
-(0.9, MODELS.md) on the validation photos, never chosen on the test photos;
-the test photos give the shipped sensitivity and specificity with 95% Wilson
-intervals, and the AUC.
+lists them as ``vote_views`` and the app's pipeline does the same).
+
+The threshold is the malignant vote share that reaches the target sensitivity
+(0.9, MODELS.md) on photos the scoring forest never saw, never on the test
+photos: by default the winner's out-of-fold scores over those 5 folds of the
+training + validation photos, and the shipped forest is then fitted on all of
+them (scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` scheme, as the
+kidney trainer does; a quarter more photos than the training photos alone).
+``validation_set`` keeps 1.3.0's way: the forest fitted on the training photos,
+the threshold chosen on the validation photos alone.  The test photos give the
+shipped sensitivity and specificity with 95% Wilson intervals, and the AUC.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import numpy as np
 import torch
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import precision_recall_fscore_support
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 from tqdm import tqdm
 
@@ -189,6 +195,7 @@ class SkinSettings:
     cache: Path | None = None  # the feature cache folder (default ~/.cache/medview-train)
     no_cache: bool = False  # compute every feature afresh, store nothing
     compare_bundle: Path | None = None  # a previous skin bundle to evaluate on the same test photos
+    validation_set: bool = False  # 1.3.0's way: forest on the training photos, threshold on the validation photos
 
 
 def _copies(views: tuple[str, ...]) -> str:
@@ -314,31 +321,36 @@ def choose_forest(
     features: dict[str, np.ndarray],
     split: Split,
     labels: np.ndarray,
+    patients: Sequence[str],
     seed: int,
-) -> tuple[ForestSetting, dict[str, float]]:
-    """The setting with the best mean AUC over stratified folds of the training + validation photos.
+) -> tuple[ForestSetting, dict[str, float], np.ndarray]:
+    """The setting with the best mean AUC over stratified folds of the training + validation photos, every
+    setting's AUC, and the winner's out-of-fold class probabilities of those photos (training photos first).
 
-    The first listed (the paper's) wins ties; with one setting there is nothing to choose.  Folds
-    rather than the one validation set, whose ~60 melanomas give an AUC a standard error of about
-    0.035, as large as the differences between the settings.  The test photos take no part.
+    The first listed (the paper's) wins ties.  Folds rather than the one validation set, whose ~60
+    melanomas give an AUC a standard error of about 0.035, as large as the differences between the
+    settings.  The test photos take no part, and a patient's photos stay in one fold (the out-of-fold
+    scores set the threshold).
     """
-    if len(settings) == 1:
-        return settings[0], {}
     pool = np.concatenate([split.train, split.validation])
-    folds = StratifiedKFold(n_splits=SELECTION_FOLDS, shuffle=True, random_state=seed)
+    folds = StratifiedGroupKFold(n_splits=SELECTION_FOLDS, shuffle=True, random_state=seed)
+    groups = np.asarray(patients)[pool]
     aucs: dict[str, float] = {}
+    out_of_fold: dict[str, np.ndarray] = {}
     for setting in settings:
         fold_aucs = []
-        for kept, held in folds.split(pool, labels[pool]):
+        scored = np.zeros((len(pool), len(CLASS_NAMES)))
+        for kept, held in folds.split(pool, labels[pool], groups):
             forest = _fit(setting, features, pool[kept], labels, seed)
-            scores = forest_scores(forest, setting.vote_views, features, pool[held])[:, POSITIVE]
-            fold_aucs.append(roc_points(labels[pool[held]] == POSITIVE, scores)[2])
+            scored[held] = forest_scores(forest, setting.vote_views, features, pool[held])
+            fold_aucs.append(roc_points(labels[pool[held]] == POSITIVE, scored[held, POSITIVE])[2])
         aucs[setting.name] = float(np.mean(fold_aucs))
+        out_of_fold[setting.name] = scored
         log.info(
             "%d-fold AUC %.4f (sd %.4f): %s", SELECTION_FOLDS, aucs[setting.name], np.std(fold_aucs), setting.describe()
         )
     best = max(settings, key=lambda setting: (round(aucs[setting.name], 6), -settings.index(setting)))
-    return best, aucs
+    return best, aucs, out_of_fold[best.name]
 
 
 def evaluate_bundle(
@@ -423,21 +435,30 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
 
     feature_seconds = time.perf_counter() - started
     fitting = time.perf_counter()
-    setting, selection_aucs = choose_forest(candidates, features, split, labels, options.seed)
-    forest = _fit(setting, features, split.train, labels, options.seed)
+    setting, selection_aucs, out_of_fold = choose_forest(
+        candidates, features, split, labels, dataset.patients, options.seed
+    )
+    if settings.validation_set:
+        fitted_on, scored = split.train, split.validation
+    else:  # the threshold from the folds' scores, the forest fitted on every photo they scored (module docstring)
+        fitted_on = scored = np.concatenate([split.train, split.validation])
+    forest = _fit(setting, features, fitted_on, labels, options.seed)
     fit_seconds = time.perf_counter() - fitting
-    validation_scores = forest_scores(forest, setting.vote_views, features, split.validation)
+    validation_scores = (
+        forest_scores(forest, setting.vote_views, features, scored) if settings.validation_set else out_of_fold
+    )
     threshold = threshold_for_sensitivity(
-        labels[split.validation] == POSITIVE, validation_scores[:, POSITIVE], settings.target_sensitivity
+        labels[scored] == POSITIVE, validation_scores[:, POSITIVE], settings.target_sensitivity
     )
     threshold = floor_significant(threshold)  # 4 significant digits for the manifest and the screen; never fewer calls
-    validation = evaluate(labels[split.validation], validation_scores, threshold)
+    validation = evaluate(labels[scored], validation_scores, threshold)
     log.info(
-        "forest %s; threshold %.3f for sensitivity %.2f on %d validation photos (reached %.3f, specificity %.3f)",
+        "forest %s; threshold %.3f for sensitivity %.2f on %d %s photos (reached %.3f, specificity %.3f)",
         setting.describe(),
         threshold,
         settings.target_sensitivity,
-        len(split.validation),
+        len(scored),
+        "validation" if settings.validation_set else "out-of-fold",
         validation["sensitivity"],
         validation["specificity"],
     )
@@ -487,7 +508,7 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
         blank = forest.predict_proba(blank_features(shipped, device))[0]
         evidence = ResponseEvidence(
             probabilities=validation_scores,
-            labels=labels[split.validation],
+            labels=labels[scored],
             blank=blank,
             predicted=(validation_scores[:, POSITIVE] >= threshold).astype(int),
         )
@@ -527,13 +548,15 @@ def train_skin(options: RunOptions, settings: SkinSettings | None = None) -> Tas
             class_names=CLASS_NAMES,
             trained_on=DataProvenance(
                 dataset=f"{options.data.name} ({dataset.layout})",
-                split=split.provenance(dataset.ids),
+                split=split.provenance(dataset.ids)
+                + ("" if settings.validation_set else "; the forest refitted on the training + validation photos"),
                 counts={
                     **counts,
-                    "train": len(split.train),
-                    "validation": len(split.validation),
+                    "train": len(fitted_on),
+                    "validation": len(scored),
                     "test": len(split.test),
                     **test_counts,
+                    **({} if settings.validation_set else {"validation_folds": SELECTION_FOLDS}),
                 },
                 demo=options.demo,
                 imagenet_backbone=imagenet,
@@ -570,12 +593,24 @@ def _notes(
         if settings.paper_forest
         else f", chosen by {SELECTION_FOLDS}-fold AUC on the training + validation photos ({tried})"
     )
+    pool = len(split.train) + len(split.validation)
+    fitted = (
+        f"fitted on the {len(split.train)} training photos"
+        if settings.validation_set
+        else f"fitted on the {pool} training + validation photos"
+    )
+    scored = (
+        f"{len(split.validation)} validation photos"
+        if settings.validation_set
+        else f"the out-of-fold scores of the {pool} training + validation photos ({SELECTION_FOLDS} folds, each "
+        "scored by a forest fitted without it; CalibratedClassifierCV(ensemble=False)'s scheme; --validation-set "
+        "fits the forest on the training photos and chooses the threshold on the validation photos)"
+    )
     parts = [
         f"metrics on {len(split.test)} held-out photos (sensitivity/specificity with 95% Wilson intervals)",
-        f"forest: {setting.describe()}{chosen}; fitted on the {len(split.train)} training photos",
+        f"forest: {setting.describe()}{chosen}; {fitted}",
         f"threshold: malignant vote share for sensitivity {settings.target_sensitivity:g} on "
-        f"{len(split.validation)} validation photos, mid-way in log-odds to the next benign photo's below it "
-        "(the paper's majority vote is 0.5)",
+        f"{scored}, mid-way in log-odds to the next benign photo's below it (the paper's majority vote is 0.5)",
         f"training took {seconds:.0f} s",
     ]
     if imagenet is None:
@@ -584,6 +619,7 @@ def _notes(
         parts.append("EfficientNet-Lite0 stands in for the paper's ResNet18/MobileNetV2/Darknet19 (no offline weights)")
     if options.demo:
         parts.append(
-            f"demo model: forest fitted on {len(split.train)} public ISIC dermoscopy photos, not for diagnosis"
+            f"demo model: forest fitted on {len(split.train) if settings.validation_set else pool} public ISIC "
+            "dermoscopy photos, not for diagnosis"
         )
     return "; ".join(parts)
