@@ -38,6 +38,7 @@ import numpy as np
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from bench.gui import StallMeter, offscreen_window, spin_until
+from bench.inference import network_gflop
 from bench.results import Row, report
 from medview.engine.service import Engine
 from medview.io.dicom import load_series, scan_paths
@@ -145,6 +146,9 @@ def run_all(engine: Engine, volume: Volume, args: argparse.Namespace) -> None:
             target=30.0,
         )
     )
+
+    kidney_network = engine.networks(kidney)[0]
+    rows.append(Row("kidney: the shipped network, per slice", network_gflop(kidney_network, kidney.arch), "GFLOP"))
 
     if not args.skip_gui:
         rows.append(Row("GUI longest stall, Segment liver", gui_stall_ms(engine, volume), "ms", target=100.0))
