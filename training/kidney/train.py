@@ -51,7 +51,7 @@ for 50 epochs of the demo data), while this one trains in about half an hour:
   by validation was partly luck.  ``--threshold-folds 0`` trains 1.3.0's way.
 Both settings share the rest: the frozen branch's 7x7 maps are computed once
 per slice and read back every epoch (:meth:`KidneyHybrid.forward`'s
-``frozen``), the stone threshold is chosen on the validation scans for a
+``frozen``), the stone threshold is chosen on held-out scans for a
 target sensitivity (0.9), and the manifest records it with the held-out
 sensitivity and specificity, their 95% intervals, and the training time.
 """
@@ -487,8 +487,13 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         ]
         described = (
             f"by patient (seed {options.seed}): {LIGHT_TEST_FRACTION:.0%} of each class's axial patients held out "
-            f"for test, {LIGHT_VALIDATION_FRACTION:.0%} of each class's remaining axial patients (at least "
-            f"{LIGHT_VALIDATION_MIN_PATIENTS}) for validation"
+            "for test"
+            + (
+                ""
+                if settings.cross_fitted
+                else f", {LIGHT_VALIDATION_FRACTION:.0%} of each class's remaining axial patients (at least "
+                f"{LIGHT_VALIDATION_MIN_PATIENTS}) for validation"
+            )
             + (f", the {len(not_axial)} coronal/sagittal runs train only" if not_axial else "")
         )
     rest = np.setdiff1d(np.arange(len(labels)), test)
@@ -505,7 +510,6 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         ]
         validation = np.sort(np.concatenate(folds))
         train = rest
-        described = described.replace(", 25% of each class's remaining axial patients (at least 3) for validation", "")
         described += (
             f"; the operating point from {len(folds)} patient-level folds of the {len(set(axial_patients))} "
             "remaining axial scans (out-of-fold scores), the shipped network trained on all of them"
@@ -524,9 +528,10 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         train, validation = _validation_part(dataset, rest, options.seed)
     every = settings.training_every()
     train = every_nth(dataset, train, every)
+    network_validation = validation[:0] if folds else validation  # out-of-fold scans train the shipped network too
     split = Split(
         train,
-        validation[:0] if folds else validation,  # out-of-fold scans train the shipped network too
+        network_validation,
         test,
         described + (f", 1 in {every} training slices" if every > 1 else ""),
     )
@@ -550,7 +555,7 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         arch_args,
         slices,
         train,
-        validation[:0] if folds else validation,
+        network_validation,
         epochs=epochs,
         name="final" if folds else "holdout",
     )
