@@ -19,8 +19,8 @@ Forest: the paper's (50 trees, majority vote) stays the default baseline and
 own family (a random forest on the same 1000 features: class weights, more
 trees with a minimum leaf size, the training photos' mirror images as extra
 rows) are compared by their mean AUC over 5 stratified folds of the training +
-validation photos, the paper's winning ties; the winner is fitted on the
-training photos and ships, and the manifest's notes say which ran and every
+validation photos (a patient's photos in one fold), the paper's winning ties;
+the winner ships, and the manifest's notes say which ran and every
 candidate's AUC.  Some variants also let the photo's three mirror images
 vote, or all eight of its mirrored and turned views (test-time augmentation of
 the features: the vote share is the mean over them; the bundle's input spec
