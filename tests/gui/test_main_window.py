@@ -93,6 +93,27 @@ def test_sample_series_opens_with_labels_and_orientation(qtbot: Any, window: Any
         assert view.corner_labels["top_right"].text() == "W 300  L 40"  # the series' own window
 
 
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
+def test_read_outs_of_a_view_never_cover_each_other(qtbot: Any, sample_window: Any, size: tuple[int, int]) -> None:
+    # at 1280x720 the coronal and sagittal views are about 230 pixels wide: the series' date and name ran under
+    # the window read-out, and the orientation letter under both
+    window = sample_window
+    window.resize(*size)
+    window.show()
+    qtbot.waitExposed(window)
+    for view in window.ct.mpr.views.values():
+        qtbot.waitUntil(lambda view=view: view.graphics.width() < size[0] // 2)  # laid out in the resized window
+        shown = [
+            label
+            for label in (*view.corner_labels.values(), *view.edge_labels.values())
+            if label.text() and label.isVisible()
+        ]
+        assert len(shown) == 7  # three corners (no cursor read-out without a mouse), four orientation letters
+        for index, label in enumerate(shown):
+            for other in shown[index + 1 :]:
+                assert not label.geometry().intersects(other.geometry()), (view.plane, label.text(), other.text())
+
+
 def test_mask_overlay_follows_the_layers_panel(qtbot: Any, sample_window: Any) -> None:
     window = sample_window
     volume = window.ct.volume

@@ -485,6 +485,26 @@ class SliceView(QtWidgets.QWidget):
             if name in ("left", "right"):
                 y = (height - h) // 2
             label.move(int(x), int(y))
+        labels = {**self.corner_labels, **self.edge_labels}
+        for row, downwards in (
+            (("top_left", "top", "top_right"), True),
+            (("bottom_left", "bottom", "bottom_right"), False),
+        ):
+            self._unstack_row([labels[name] for name in row], downwards, margin)
+
+    @staticmethod
+    def _unstack_row(row: list[QtWidgets.QLabel], downwards: bool, margin: int) -> None:
+        """In a view too narrow for one row of read-outs (the MPR views at 1280x720), move each label that
+        would cover one to its left off the image's edge, below it (top row) or above it (bottom row)."""
+        placed: list[QtWidgets.QLabel] = []
+        for label in row:
+            if not label.text():
+                continue
+            for other in placed:
+                if label.geometry().intersects(other.geometry().adjusted(-margin, 0, margin, 0)):
+                    y = other.y() + other.height() if downwards else other.y() - label.height()
+                    label.move(label.x(), y)
+            placed.append(label)
 
     # ------------------------------------------------------------------ keys
 
