@@ -568,8 +568,6 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         if both_classes:
             calibration = platt_scaling(margins, labels[validation] == POSITIVE)
             fold_into_output_layer(model, *calibration)
-        slope, intercept = calibration or (1.0, 0.0)  # uncalibrated: softmax of two logits = sigmoid of the margin
-        validation_probability = 1 / (1 + np.exp(-(slope * margins + intercept)))
     elif settings.light and both_classes:
         calibration = calibrate_stone_probability(model.to(device), slices, validation, device)
     if calibration is not None:
@@ -579,7 +577,10 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
             *calibration,
         )
     shipped = as_shipped(model, options.half).to(device)
-    if not folds:
+    if folds:  # the fold networks' margins through the shipped calibration (uncalibrated: sigmoid of the margin)
+        slope, intercept = calibration or (1.0, 0.0)
+        validation_probability = 1 / (1 + np.exp(-(slope * margins + intercept)))
+    else:
         validation_probability = stone_probability(shipped, slices, validation, device)
     threshold = 0.5
     if (labels[validation] == POSITIVE).any():
