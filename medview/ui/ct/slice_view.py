@@ -469,7 +469,8 @@ class SliceView(QtWidgets.QWidget):
         # the read-outs sit on the image: left of the colour bar when a map shows one
         width = self.graphics.mapFromScene(self.view_box.sceneBoundingRect().topRight()).x()
         height, margin = self.graphics.height(), 6
-        for name, label in {**self.corner_labels, **self.edge_labels}.items():
+        labels = {**self.corner_labels, **self.edge_labels}
+        for name, label in labels.items():
             if label.wordWrap():
                 # a long slice note wraps instead of running off a narrow view (adjustSize would wrap short
                 # lines too: a word-wrapped QLabel picks its own narrower width)
@@ -485,7 +486,6 @@ class SliceView(QtWidgets.QWidget):
             if name in ("left", "right"):
                 y = (height - h) // 2
             label.move(int(x), int(y))
-        labels = {**self.corner_labels, **self.edge_labels}
         for row, downwards in (
             (("top_left", "top", "top_right"), True),
             (("bottom_left", "bottom", "bottom_right"), False),
