@@ -66,6 +66,8 @@ class Settings:
     device: str = "auto"
     #: CPU threads of the AI engine; 0 = the measured default (``medview.engine.device.default_compute_threads``)
     compute_threads: int = 0
+    #: threads that decode a DICOM series; 0 = the measured default (``medview.io.dicom.decode.default_decode_threads``)
+    decode_threads: int = 0
     #: the user's model folder (bundles imported by the Models dialog); "" = the default per-user folder
     model_folder: str = ""
     #: DICOM C-STORE receiver (PACS push to this workstation): off until the user enables it
@@ -125,6 +127,9 @@ class Settings:
         threads = raw.get("compute_threads")
         if isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= MAX_COMPUTE_THREADS:
             settings.compute_threads = threads
+        decoders = raw.get("decode_threads")
+        if isinstance(decoders, int) and not isinstance(decoders, bool) and 0 <= decoders <= MAX_COMPUTE_THREADS:
+            settings.decode_threads = decoders
         settings.model_folder = str(raw.get("model_folder", ""))
         settings.pacs_enabled = raw.get("pacs_enabled") is True
         title = raw.get("pacs_ae_title")
@@ -169,6 +174,13 @@ class Settings:
             os.replace(temporary, path)
         except OSError as error:
             log.warning("could not save settings to %s: %s", path, error)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a container's share), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def prepare_compute_environment() -> None:

@@ -8,26 +8,18 @@ small GPU still gets its result, slower, with a note in the result's provenance.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import TypeVar
 
 import torch
 
-from medview.config import DEVICE_CHOICES
+from medview.config import DEVICE_CHOICES, usable_cores
 from medview.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 PREFERENCES = DEVICE_CHOICES
 T = TypeVar("T")
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity, e.g. a container's share), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def default_compute_threads() -> int:

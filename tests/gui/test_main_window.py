@@ -62,6 +62,26 @@ def image_fraction_point(view: Any, fx: float, fy: float) -> QtCore.QPointF:
 # --------------------------------------------------------------------------- opening
 
 
+def test_decode_threads_setting_reaches_the_series_load(
+    qtbot: Any, window: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings' decode pool size is what the workspace's background load decodes with."""
+    from medview.ui.ct import workspace
+
+    pools: list[int | None] = []
+    real_load = workspace.load_dicom_series
+
+    def recording(*args: Any, workers: int | None = None, **kwargs: Any) -> Any:
+        pools.append(workers)
+        return real_load(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(workspace, "load_dicom_series", recording)
+    window.settings.decode_threads = 3
+    volume = open_and_wait(qtbot, window, SAMPLE_SERIES)
+    assert pools == [3]
+    assert volume.shape == (20, 512, 512)
+
+
 def test_sample_series_opens_with_labels_and_orientation(qtbot: Any, window: Any, config_dir: Path) -> None:
     volume = open_and_wait(qtbot, window, SAMPLE_SERIES)
     assert volume.shape == (20, 512, 512)

@@ -7,6 +7,7 @@ import shutil
 import warnings
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -599,6 +600,28 @@ def test_cancellation(chunk_files: list[Path]) -> None:
     assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # rising, once per decoded run
     assert sorted(shown) == list(range(CHUNK))
     assert shown[0] == CHUNK // 2  # the middle slice is decoded and shown first
+
+
+def test_decode_pool_is_threads_per_core_unless_the_caller_sizes_it(
+    chunk_files: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More decode threads than cores (GDCM drops the GIL; a busy machine shares its cores by thread)."""
+    pools: list[int] = []
+    real_pool = dicom_decode.ThreadPoolExecutor
+
+    def recording(max_workers: int) -> ThreadPoolExecutor:
+        pools.append(max_workers)
+        return real_pool(max_workers=max_workers)
+
+    monkeypatch.setattr(dicom_decode, "ThreadPoolExecutor", recording)
+    monkeypatch.setattr(dicom_decode, "usable_cores", lambda: 2)
+    series = _only_series(scan_paths(chunk_files))
+    by_default = load_series(series)
+    sized = load_series(series, workers=1)
+    assert pools == [2 * dicom_decode.DECODE_THREADS_PER_CORE, 1]
+    np.testing.assert_array_equal(by_default.voxels, sized.voxels)
+    monkeypatch.setattr(dicom_decode, "usable_cores", lambda: 64)
+    assert dicom_decode.default_decode_threads() == dicom_decode.MAX_DECODE_THREADS
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -70,6 +70,13 @@ def test_settings_round_trip_and_recent_order(tmp_path: Path) -> None:
         raw = json.loads((tmp_path / "settings.json").read_text())
         (tmp_path / "settings.json").write_text(json.dumps({**raw, "compute_threads": unusable}))
         assert Settings.load(tmp_path).compute_threads == 0
+    settings.decode_threads = 5
+    settings.save(tmp_path)
+    assert Settings.load(tmp_path).decode_threads == 5
+    for unusable in (-1, "2", True, 10_000):
+        raw = json.loads((tmp_path / "settings.json").read_text())
+        (tmp_path / "settings.json").write_text(json.dumps({**raw, "decode_threads": unusable}))
+        assert Settings.load(tmp_path).decode_threads == 0
 
 
 def test_compute_environment_makes_openmp_waits_passive_unless_the_environment_chose(

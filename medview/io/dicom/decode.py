@@ -6,7 +6,6 @@ fast as pylibjpeg's), pydicom with the pylibjpeg plugins otherwise."""
 from __future__ import annotations
 
 import math
-import os
 import queue
 import threading
 import warnings
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from medview.config import usable_cores
 from medview.errors import Cancelled, DicomError
 from medview.io.dicom.geometry import sort_slices
 from medview.io.dicom.model import MAX_VOXELS, MISSING_SLICE_VALUE, SeriesInfo, SliceHeader
@@ -114,6 +114,16 @@ def decode_slice(header: SliceHeader) -> np.ndarray:
     return plane if plane is not None else _decode_with_pydicom(header)
 
 
+#: decode threads per core.  GDCM decodes without the GIL, so the threads run in parallel; where the
+#: scheduler shares the cores by thread, more threads take a larger share of a busy machine.  P001 (148
+#: JPEG-lossless slices, 2 cores) beside two multi-threaded competitors in the same scheduling group
+#: loaded in 0.82x SimpleITK's time with 2 threads, 0.62x with 4, 0.55x with 6 and 0.52x with 8; quiet,
+#: 0.66-0.70x with each count.  Where each process is its own group (Linux autogroup: the competitors of
+#: ``bench.summary --contention`` run in sessions of their own) the count changes nothing (3.07 s with 6,
+#: 3.03 s with 2): each group gets its share of the cores however many threads it runs (issue 23).
+DECODE_THREADS_PER_CORE = 3
+MAX_DECODE_THREADS = 32  # a cap for many-core machines (not measured there): 300 slices are then in runs of _RUN_MIN
+
 # Neighbouring slices are decoded in runs, one SimpleITK ImageSeriesReader per
 # run: a fresh ImageFileReader per file re-parses each header and builds a new
 # reader and image each time (P001, 148 JPEG-lossless slices on two threads:
@@ -122,6 +132,11 @@ def decode_slice(header: SliceHeader) -> np.ndarray:
 _RUN_MIN, _RUN_MAX = 4, 12  # slices per run: longer runs cost less, shorter ones balance and cancel sooner
 _RUNS_PER_WORKER = 3
 _CANCEL_POLL_S = 0.05
+
+
+def default_decode_threads() -> int:
+    """The decode pool's size when the settings leave it to MedView (``decode_threads`` 0)."""
+    return min(MAX_DECODE_THREADS, DECODE_THREADS_PER_CORE * usable_cores())
 
 
 def _run_length(count: int, workers: int) -> int:
@@ -197,6 +212,7 @@ def load_series(
     place, middle slice first, so a viewer can show the image before the rest is
     decoded.  Unreadable slices are reported in ``Volume.warnings`` and left as
     missing; if no slice decodes, ``DicomError`` names the first failing file.
+    ``workers`` threads decode (None or 0: ``default_decode_threads()``).
     """
     geometry = sort_slices(series.slices)
     first = geometry.slices[0]
@@ -263,7 +279,7 @@ def load_series(
     )
     count = len(geometry.slices)
     middle = count // 2
-    pool_size = workers or os.cpu_count() or 2
+    pool_size = workers or default_decode_threads()
     run_length = _run_length(count - 1, pool_size)
     # the middle slice alone first, so a viewer has its picture after one decode
     runs = [[middle]] + [

@@ -165,7 +165,13 @@ class CtWorkspace(QtCore.QObject):
         self._begin_load()
 
         def work(progress: ProgressCallback, cancelled: CancelCheck, partial: Callable[[object], None]) -> Volume:
-            return load_dicom_series(series, progress, cancelled, lambda volume, z: partial((volume, z)))
+            return load_dicom_series(
+                series,
+                progress,
+                cancelled,
+                lambda volume, z: partial((volume, z)),
+                workers=self.settings.decode_threads,
+            )
 
         task = Task(work, f"Loading {series.display_name}")
         task.signals.partial.connect(lambda item, t=task: self._on_slice_decoded(item) if t is self.load_task else None)
