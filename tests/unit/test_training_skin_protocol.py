@@ -181,6 +181,14 @@ def test_validated_line_names_the_held_out_patients_and_says_when_none_was_held_
     counts = {"images": 1851, "test": 583, "test_patients": 10}
     card = replace(shipped, metrics=metrics, trained_on=replace(shipped.trained_on, counts=counts))
     assert validated_summary(card, 0.25).endswith("; on 583 held-out images of 10 patients")
+    # intervals over images of few patients say they are too narrow (the images of a patient are alike)
+    intervals = {"sensitivity_ci_low": 0.8, "sensitivity_ci_high": 0.95, "specificity_ci_low": 0.7}
+    clustered = replace(card, metrics={**metrics, **intervals, "specificity_ci_high": 0.9})
+    assert validated_summary(clustered, 0.25) == (
+        "Validated: sensitivity 0.90, specificity 0.80 at threshold 0.25 (95% CI counting images as independent, "
+        "too narrow for 10 patients: sensitivity 0.80–0.95, specificity 0.70–0.90); "
+        "on 583 held-out images of 10 patients"
+    )
     # COVID-19 from one patient per class: the slice score held out, the verdict on nobody unseen
     covid = replace(
         card,
