@@ -166,6 +166,12 @@ def kidney_summary(
     count = len(result.slice_indices)
     explained = ", ".join(str(index + 1) for index in sorted(heatmaps)) or "none"
     empty = [index + 1 for index in sorted(heatmaps) if not heatmaps[index].values.any()]
+    # a map scaled to its own maximum looks as strong on a slice the model calls normal as on a stone
+    below = [
+        index + 1
+        for index in sorted(heatmaps)
+        if heatmaps[index].values.any() and probabilities.get(index, threshold) < threshold
+    ]
     scale = "one scale for all explained slices" if absolute else "each slice scaled to its own maximum"
     verdict = (
         f"{result.positive_class.capitalize()} probability ≥ {threshold:g} on {len(positives)} of {count} "
@@ -179,6 +185,12 @@ def kidney_summary(
             f"<br>No region raises the {html.escape(result.positive_class)} score on slice(s) "
             f"{', '.join(map(str, empty))}: their maps are empty"
             if empty
+            else ""
+        )
+        + (
+            f"<br>Slice(s) {', '.join(map(str, below))} below the threshold: the map shows where the "
+            f"{html.escape(result.positive_class)} score rose most, not a {html.escape(result.positive_class)}"
+            if below
             else ""
         )
         + "</p>"
