@@ -108,11 +108,19 @@ def validated_summary(card: ModelCard, threshold: float | None = None) -> str:
     if threshold is not None and sensitivity is not None:
         parts[-1] += f" at threshold {threshold:g}"
     if sensitivity is not None and specificity is not None and all(None not in pair[1:] for pair in intervals):
-        # Wilson intervals over images: where many images come from few patients they are too narrow,
-        # because the images of one patient are alike (kidney 1.4.0: 320 slices of 7 scans, 2 of them normal)
+        # intervals over images are too narrow where many images come from few patients, whose images are
+        # alike (kidney 1.4.0: 320 slices of 7 scans, 2 of them normal); training now counts each patient once
         patients = counts.get("test_patients")
         clustered = patients is not None and held_out is not None and 0 < patients < held_out
-        basis = f"95% CI counting images as independent, too narrow for {patients} patients" if clustered else "95% CI"
+        basis = "95% CI"
+        if "interval_positive_patients" in metrics and "interval_negative_patients" in metrics:
+            negative, positive_class = _binary_classes(card)
+            basis += (
+                f" over {metrics['interval_positive_patients']:.0f} {positive_class} and "
+                f"{metrics['interval_negative_patients']:.0f} {negative} patients"
+            )
+        elif clustered:
+            basis += f" counting images as independent, too narrow for {patients} patients"
         parts[-1] += f" ({basis}: " + ", ".join(f"{name} {low:.2f}–{high:.2f}" for name, low, high in intervals) + ")"
     if held_out == 0:
         parts.append("no patient held out for the verdict: untested on unseen patients")
@@ -126,6 +134,13 @@ def validated_summary(card: ModelCard, threshold: float | None = None) -> str:
     elif "patients" in counts:
         parts.append(f"from {counts['patients']} patients in all")
     return "Validated: " + "; ".join(parts)
+
+
+def _binary_classes(card: ModelCard) -> tuple[str, str]:
+    """The negative and the positive class of a two-class card, in words (the positive one has the threshold)."""
+    positive = next(iter(card.thresholds), card.class_names[-1] if card.class_names else "positive")
+    negative = next((name for name in card.class_names if name != positive), "negative")
+    return negative.replace("_", " "), positive.replace("_", " ")
 
 
 @dataclass(frozen=True, eq=False)

@@ -226,6 +226,11 @@ def test_kidney_run_exports_a_bundle_the_engine_runs_like_training(shared_data: 
     assert "out-of-fold scores" in card.trained_on.notes
     assert "out-of-fold scores" in card.trained_on.split
     assert {"validation_sensitivity", "validation_specificity"} <= set(card.metrics)
+    # the test intervals are over the test scans of each class, not over their slices
+    test_classes = {(row["patient"], row["label"]) for row in split["test"]}
+    assert card.metrics["interval_positive_patients"] == sum(label == "stone" for _, label in test_classes)
+    assert card.metrics["interval_negative_patients"] == sum(label == "normal" for _, label in test_classes)
+    assert "95% intervals over the test scans" in card.trained_on.notes
 
     dataset = load_kidney_data(data)
     network = load_networks(card)[0]

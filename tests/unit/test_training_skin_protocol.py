@@ -45,6 +45,28 @@ def test_wilson_interval_matches_the_published_values() -> None:
         wilson_interval(5, 4)
 
 
+def test_intervals_over_patients_count_each_patient_once_at_the_rate_measured_on_the_items() -> None:
+    """320 slices of 7 scans (5 stone, 2 normal): the rates are over slices, the intervals over scans."""
+    truth = np.array([True] * 167 + [False] * 153)
+    called = truth.copy()
+    called[:7] = False  # 7 stone slices missed
+    scans = [f"stone{i % 5}" for i in range(167)] + [f"normal{i % 2}" for i in range(153)]
+    over_slices = rates_with_intervals(truth, called)
+    over_scans = rates_with_intervals(truth, called, scans)
+    assert over_scans["sensitivity"] == over_slices["sensitivity"] == pytest.approx(160 / 167)
+    assert over_scans["specificity"] == over_slices["specificity"] == 1.0
+    assert (over_scans["positive_patients"], over_scans["negative_patients"]) == (5, 2)
+    assert (over_scans["sensitivity_ci_low"], over_scans["sensitivity_ci_high"]) == pytest.approx(
+        wilson_interval(5 * 160 / 167, 5)
+    )
+    assert over_scans["specificity_ci_low"] == pytest.approx(wilson_interval(2, 2)[0])
+    assert over_scans["specificity_ci_low"] == pytest.approx(0.3424, abs=1e-4)  # 2 normal scans
+    assert over_slices["specificity_ci_low"] == pytest.approx(0.9755, abs=1e-4)  # what 153 slices claimed
+    assert over_scans["specificity_ci_high"] == 1.0
+    with pytest.raises(ValueError, match="patients"):
+        rates_with_intervals(truth, called, scans[:10])
+
+
 def test_threshold_for_sensitivity_keeps_the_most_specificity_at_or_above_the_target() -> None:
     truth = np.array([1] * 10 + [0] * 10, dtype=bool)
     scores = np.r_[np.linspace(0.95, 0.5, 10), np.linspace(0.6, 0.0, 10)]
@@ -181,13 +203,20 @@ def test_validated_line_names_the_held_out_patients_and_says_when_none_was_held_
     counts = {"images": 1851, "test": 583, "test_patients": 10}
     card = replace(shipped, metrics=metrics, trained_on=replace(shipped.trained_on, counts=counts))
     assert validated_summary(card, 0.25).endswith("; on 583 held-out images of 10 patients")
-    # intervals over images of few patients say they are too narrow (the images of a patient are alike)
+    # intervals over images of few patients say they are too narrow (the images of a patient are alike);
+    # intervals training computed over patients say over how many of each class
     intervals = {"sensitivity_ci_low": 0.8, "sensitivity_ci_high": 0.95, "specificity_ci_low": 0.7}
     clustered = replace(card, metrics={**metrics, **intervals, "specificity_ci_high": 0.9})
     assert validated_summary(clustered, 0.25) == (
         "Validated: sensitivity 0.90, specificity 0.80 at threshold 0.25 (95% CI counting images as independent, "
         "too narrow for 10 patients: sensitivity 0.80–0.95, specificity 0.70–0.90); "
         "on 583 held-out images of 10 patients"
+    )
+    over_patients = replace(
+        clustered, metrics={**clustered.metrics, "interval_positive_patients": 6, "interval_negative_patients": 4}
+    )
+    assert "(95% CI over 6 malignant and 4 benign patients: sensitivity 0.80–0.95" in validated_summary(
+        over_patients, 0.25
     )
     # COVID-19 from one patient per class: the slice score held out, the verdict on nobody unseen
     covid = replace(

@@ -11,6 +11,7 @@ small counts (tens of positives) these samples have.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -18,8 +19,11 @@ from numpy.typing import ArrayLike
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
-def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``successes / total`` (95% by default); (0, 1) when total is 0."""
+def wilson_interval(successes: float, total: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / total`` (95% by default); (0, 1) when total is 0.
+
+    ``successes`` may be fractional: a rate measured over more items than the ``total`` it is counted as
+    (``rates_with_intervals`` with patients)."""
     if total < 0 or not 0 <= successes <= max(total, 0):
         raise ValueError(f"wilson_interval: expected 0 <= successes <= total, got {successes} of {total}")
     if total == 0:
@@ -83,8 +87,18 @@ def floor_significant(value: float, digits: int = 4) -> float:
     return math.floor(value * scale) / scale
 
 
-def rates_with_intervals(truth: ArrayLike, predicted: ArrayLike) -> dict[str, float]:
-    """Sensitivity and specificity of boolean predictions with their 95% Wilson intervals, and the counts."""
+def rates_with_intervals(
+    truth: ArrayLike, predicted: ArrayLike, patients: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Sensitivity and specificity of boolean predictions with their 95% Wilson intervals, and the counts.
+
+    The rates are over items.  With ``patients`` (one per item) each interval is over that class's
+    patients instead: the Wilson interval of the rate measured on the items, counted as one observation
+    per patient.  The slices of one scan are alike, so counting them as independent claims a certainty
+    the patients do not give (kidney 1.4.0: specificity 0.98-1.00 from 153 slices of 2 normal scans);
+    one per patient is the design effect at its largest (intraclass correlation 1), the cautious bound.
+    ``positive_patients`` and ``negative_patients`` then give those counts.
+    """
     truth_array = np.asarray(truth, dtype=bool)
     predicted_array = np.asarray(predicted, dtype=bool)
     if truth_array.shape != predicted_array.shape:
@@ -92,15 +106,26 @@ def rates_with_intervals(truth: ArrayLike, predicted: ArrayLike) -> dict[str, fl
     positives, negatives = int(truth_array.sum()), int((~truth_array).sum())
     true_positives = int((truth_array & predicted_array).sum())
     true_negatives = int((~truth_array & ~predicted_array).sum())
-    sensitivity_low, sensitivity_high = wilson_interval(true_positives, positives)
-    specificity_low, specificity_high = wilson_interval(true_negatives, negatives)
+    sensitivity = true_positives / positives if positives else 0.0
+    specificity = true_negatives / negatives if negatives else 0.0
+    counted = {"positives": positives, "negatives": negatives}
+    if patients is None:
+        sensitivity_interval = wilson_interval(true_positives, positives)
+        specificity_interval = wilson_interval(true_negatives, negatives)
+    else:
+        patient_array = np.asarray(patients)
+        if patient_array.shape != truth_array.shape:
+            raise ValueError(f"{truth_array.size} labels but {patient_array.size} patients")
+        counted["positive_patients"] = len(set(patient_array[truth_array].tolist()))
+        counted["negative_patients"] = len(set(patient_array[~truth_array].tolist()))
+        sensitivity_interval = wilson_interval(sensitivity * counted["positive_patients"], counted["positive_patients"])
+        specificity_interval = wilson_interval(specificity * counted["negative_patients"], counted["negative_patients"])
     return {
-        "sensitivity": true_positives / positives if positives else 0.0,
-        "sensitivity_ci_low": sensitivity_low,
-        "sensitivity_ci_high": sensitivity_high,
-        "specificity": true_negatives / negatives if negatives else 0.0,
-        "specificity_ci_low": specificity_low,
-        "specificity_ci_high": specificity_high,
-        "positives": positives,
-        "negatives": negatives,
+        "sensitivity": sensitivity,
+        "sensitivity_ci_low": sensitivity_interval[0],
+        "sensitivity_ci_high": sensitivity_interval[1],
+        "specificity": specificity,
+        "specificity_ci_low": specificity_interval[0],
+        "specificity_ci_high": specificity_interval[1],
+        **counted,
     }

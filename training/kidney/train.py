@@ -239,15 +239,25 @@ def stone_probability(
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
-    """Paper 000's metrics at ``threshold``, the AUC, the balanced accuracy and the rates' 95% intervals."""
+def evaluate(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, patients: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Paper 000's metrics at ``threshold``, the AUC, the balanced accuracy and the rates' 95% intervals.
+
+    With ``patients`` (the scan of each slice) the intervals are over the scans (``rates_with_intervals``),
+    and ``interval_positive_patients`` / ``interval_negative_patients`` say over how many of each class.
+    """
     stone = labels == POSITIVE
     predicted = (probabilities >= threshold).astype(int)
     metrics = binary_metrics(labels, predicted, positive=POSITIVE)
     metrics["auc"] = roc_points(stone, probabilities)[2] if 0 < stone.sum() < stone.size else math.nan
     metrics["balanced_accuracy"] = (metrics["sensitivity"] + metrics["specificity"]) / 2
-    rates = rates_with_intervals(stone, predicted == POSITIVE)
-    metrics.update({key: float(value) for key, value in rates.items() if key not in ("positives", "negatives")})
+    rates = rates_with_intervals(stone, predicted == POSITIVE, patients)
+    for key, value in rates.items():
+        if key in ("positive_patients", "negative_patients"):
+            metrics[f"interval_{key}"] = float(value)
+        elif key not in ("positives", "negatives"):
+            metrics[key] = float(value)
     return metrics
 
 
@@ -601,7 +611,7 @@ def train_kidney(options: RunOptions, settings: KidneySettings | None = None) ->
         validated.get("specificity", math.nan),
     )
     probabilities = stone_probability(shipped, slices, test, device)
-    metrics = evaluate(labels[test], probabilities, threshold)
+    metrics = evaluate(labels[test], probabilities, threshold, [dataset.patients[i] for i in test])
     predicted = (probabilities >= threshold).astype(int)
     name = "hybrid" if not settings.baseline else "transfer-learning baseline"
     if settings.light:
@@ -811,7 +821,7 @@ def evaluate_bundle(bundle: Path, dataset: KidneySet, device: torch.device) -> t
     slices = KidneySlices(dataset, network.mean, network.std)
     threshold = float(card.thresholds.get("stone", 0.5))
     probabilities = stone_probability(network, slices, np.arange(len(dataset.labels)), device)
-    return evaluate(dataset.labels, probabilities, threshold), threshold, card.label
+    return evaluate(dataset.labels, probabilities, threshold, dataset.patients), threshold, card.label
 
 
 def _notes(
@@ -852,6 +862,7 @@ def _notes(
         "in log-odds to the next normal slice's score below it; "
         "patients = runs of neighbouring slices (the public copies carry no patient ids)"
     )
+    parts.append("95% intervals over the test scans, each counted once (its slices are alike), not over slices")
     parts.append(f"training took {training_seconds / 60:.0f} min on {machine_description()}")
     if imagenet is None:
         parts.append("frozen branch NOT ImageNet-initialised (random weights)")
