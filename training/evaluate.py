@@ -230,8 +230,9 @@ def evaluate_skin(engine: Any, card: ModelCard, data: Path, *, progress: bool = 
 
 def _kidney_slices(
     engine: Any, card: ModelCard, data: Path, progress: bool
-) -> tuple[list[str], list[str], list[float], set[str], str]:
-    """(ids, true classes, stone probabilities, patients, layout) of every slice of the folder."""
+) -> tuple[list[str], list[str], list[float], list[str], str]:
+    """(ids, true classes, stone probabilities, patients, layout) of every slice of the folder, one patient
+    (scan) per slice."""
     from medview.io.volume import Volume
     from training.common.datasets import LabelledImages
     from training.kidney.data import CASES_FILE, kidney_set_from_images, read_kidney_cases, read_kidney_dataset
@@ -239,6 +240,7 @@ def _kidney_slices(
     ids: list[str] = []
     truth: list[str] = []
     chances: list[float] = []
+    patients: list[str] = []
     if (data / CASES_FILE).is_file():  # CT volumes with kidney masks: the slices with kidney, the mask as the ROI
         cases = read_kidney_cases(data, data / CASES_FILE)
         for case in _progress(cases, "CT cases", "case", progress):
@@ -247,7 +249,8 @@ def _kidney_slices(
             ids += [f"{case.name}#z{z}" for z in slices]
             truth += ["stone" if z in case.stone_slices else "normal" for z in slices]
             chances += [float(p) for p in result.probabilities]
-        return ids, truth, chances, {case.patient for case in cases}, f"{CASES_FILE}: CT volumes, kidney masks as ROI"
+            patients += [case.patient] * len(slices)
+        return ids, truth, chances, patients, f"{CASES_FILE}: CT volumes, kidney masks as ROI"
     dataset = read_kidney_dataset(data)
     low, high = card.input.hu_window or (0.0, 1.0)
     bar = tqdm(
@@ -266,7 +269,7 @@ def _kidney_slices(
     bar.close()
     ids = list(dataset.ids)
     truth = [dataset.class_names[label] for label in dataset.labels]
-    return ids, truth, chances, set(dataset.patients), dataset.layout
+    return ids, truth, chances, list(dataset.patients), dataset.layout
 
 
 def evaluate_kidney(engine: Any, card: ModelCard, data: Path, *, progress: bool = True) -> Evaluation:
@@ -286,7 +289,7 @@ def evaluate_kidney(engine: Any, card: ModelCard, data: Path, *, progress: bool 
         for item, true_class, chance in zip(ids, truth, chances, strict=True)
     ]
     labels = np.asarray([CLASS_NAMES.index(name) for name in truth])
-    metrics = kidney_metrics(labels, np.asarray(chances), threshold)
+    metrics = kidney_metrics(labels, np.asarray(chances), threshold, patients)  # intervals over the scans
     paper = dict(PAPER_HOLDOUT) | {"sensitivity": PAPER_HOLDOUT["recall"]}
     more = [PaperRow("precision", "Precision", paper["precision"]), PaperRow("f1", "F1", paper["f1"])]
     more.append(PaperRow("kappa", "Kappa", paper["kappa"], unit=""))
@@ -297,7 +300,7 @@ def evaluate_kidney(engine: Any, card: ModelCard, data: Path, *, progress: bool 
         metrics,
         _binary_rows(positive, metrics, paper, more),
         what="Kidney stone",
-        group=f"{len(patients)} scan(s) ({layout})",
+        group=f"{len(set(patients))} scan(s) ({layout})",
         unit="slices",
         positive=positive,
         threshold=threshold,

@@ -28,6 +28,7 @@ from medview.io.photo import read_photo
 from medview.io.volume import Volume
 from training.cli import main
 from training.common.datasets import LabelledImages
+from training.common.operating_point import wilson_interval
 from training.kidney.data import kidney_set_from_images, read_kidney_cases, read_kidney_dataset
 from training.liver.data import list_liver_cases
 
@@ -56,23 +57,34 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def _wilson(successes: int, total: int) -> str:
-    interval = binomtest(successes, total).proportion_ci(method="wilson")
-    return f"95% CI {100 * interval.low:.1f}–{100 * interval.high:.1f}%"
+def _wilson(successes: int, total: int, patients: int | None = None) -> str:
+    """The Wilson interval of ``successes / total``; with ``patients``, of that rate counted as one per patient."""
+    if patients is None:
+        interval = binomtest(successes, total).proportion_ci(method="wilson")
+        low, high = interval.low, interval.high
+    else:
+        low, high = wilson_interval(patients * successes / total, patients)
+    return f"95% CI {100 * low:.1f}–{100 * high:.1f}%"
 
 
-def _check_binary_table(report: str, rows: list[dict], positive: str, threshold: float) -> None:
-    """Sensitivity, specificity (with Wilson intervals), AUC and accuracy of the table, from the items' CSV."""
+def _check_binary_table(
+    report: str, rows: list[dict], positive: str, threshold: float, patients: list[str] | None = None
+) -> None:
+    """Sensitivity, specificity (with Wilson intervals, over ``patients`` when given: one per row), AUC and
+    accuracy of the table, from the items' CSV."""
     truth = np.array([row["truth"] == positive for row in rows])
     chance = np.array([float(row[positive]) for row in rows])
     called = chance >= threshold
     assert [row["predicted"] == positive for row in rows] == called.tolist()
     hits, correct_rejections = int((truth & called).sum()), int((~truth & ~called).sum())
     sensitivity_line = next(line for line in report.splitlines() if line.startswith(f"Sensitivity ({positive})"))
-    assert _wilson(hits, int(truth.sum())) in sensitivity_line
+    of = None if patients is None else np.asarray(patients)
+    positive_patients = None if of is None else len(set(of[truth]))
+    negative_patients = None if of is None else len(set(of[~truth]))
+    assert _wilson(hits, int(truth.sum()), positive_patients) in sensitivity_line
     assert _cell(report, f"Sensitivity ({positive})") == _percent(hits / truth.sum())
     specificity_line = next(line for line in report.splitlines() if line.startswith(f"Specificity ({positive})"))
-    assert _wilson(correct_rejections, int((~truth).sum())) in specificity_line
+    assert _wilson(correct_rejections, int((~truth).sum()), negative_patients) in specificity_line
     assert _cell(report, f"Specificity ({positive})") == _percent(correct_rejections / (~truth).sum())
     assert _cell(report, "Accuracy") == _percent((truth == called).mean())
     assert _cell(report, f"AUC ({positive})") == f"{roc_auc_score(truth, chance):.3f}"
@@ -176,7 +188,8 @@ def test_kidney_bundle_on_ct_volumes_with_kidney_masks(
     assert f"{kidney_slices.size} slices (4 stone) of 1 scan(s)" in report.splitlines()[0]
     assert [row["item"].rsplit("#z", 1)[1] for row in rows] == [str(z) for z in kidney_slices]
     assert [row["truth"] for row in rows].count("stone") == 4
-    _check_binary_table(report, rows, "stone", card.thresholds["stone"])
+    # one scan: each interval counts it once, however many of its slices there are
+    _check_binary_table(report, rows, "stone", card.thresholds["stone"], ["ts"] * len(rows))
     z = int(kidney_slices[6])
     expected = Engine([MODELS], "cpu").classify_kidney_slices(card, case.volume, [z], roi=case.kidney)
     assert float(next(row for row in rows if row["item"].endswith(f"#z{z}"))["stone"]) == pytest.approx(
