@@ -21,6 +21,8 @@ from medview.config import Settings
 folder = Path(sys.argv[1])
 settings = Settings()
 settings.recent_paths = [f"/studies/{number:04d}" for number in range(10)]
+settings.last_directory = "/round/first"
+settings.save(folder)  # one whole file before the kill can come: a busy machine may not reach it in 50 ms
 print("saving", flush=True)
 for round_number in range(1_000_000):
     settings.last_directory = f"/round/{round_number}"
