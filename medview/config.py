@@ -124,12 +124,10 @@ class Settings:
         settings.last_directory = str(raw.get("last_directory", ""))
         if raw.get("device") in DEVICE_CHOICES:
             settings.device = raw["device"]
-        threads = raw.get("compute_threads")
-        if isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= MAX_COMPUTE_THREADS:
-            settings.compute_threads = threads
-        decoders = raw.get("decode_threads")
-        if isinstance(decoders, int) and not isinstance(decoders, bool) and 0 <= decoders <= MAX_COMPUTE_THREADS:
-            settings.decode_threads = decoders
+        for key in ("compute_threads", "decode_threads"):
+            threads = raw.get(key)
+            if isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= MAX_COMPUTE_THREADS:
+                setattr(settings, key, threads)
         settings.model_folder = str(raw.get("model_folder", ""))
         settings.pacs_enabled = raw.get("pacs_enabled") is True
         title = raw.get("pacs_ae_title")
