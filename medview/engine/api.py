@@ -137,8 +137,9 @@ def validated_summary(card: ModelCard, threshold: float | None = None) -> str:
 
 
 def _binary_classes(card: ModelCard) -> tuple[str, str]:
-    """The negative and the positive class of a two-class card, in words (the positive one has the threshold)."""
-    positive = next(iter(card.thresholds), card.class_names[-1] if card.class_names else "positive")
+    """The negative and the positive class of a two-class card, in words (the input spec's ``positive_class``,
+    as ``medview-train evaluate`` reads it)."""
+    positive = str(card.input.extra.get("positive_class", card.class_names[-1] if card.class_names else "positive"))
     negative = next((name for name in card.class_names if name != positive), "negative")
     return negative.replace("_", " "), positive.replace("_", " ")
 
